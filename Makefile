@@ -1,0 +1,21 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared/data)
+# LFW for the tests and the demo, when the shared data folder is beside the checkout
+export SCIKIT_LEARN_DATA ?= $(if $(wildcard $(SHARED)/lfw_home),$(SHARED),)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[faiss,offline,dev]'
+	touch $@
+
+.PHONY: install test demo
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	$(PY) -m benchmark sweep experiments/sweeps/demo.yaml --out results/demo

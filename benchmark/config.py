@@ -1,0 +1,227 @@
+"""One typed config object carried through the whole pipeline.
+
+The dataclass defaults ARE the shared base config: the report's EfficientNet-B0 baseline
+(LR 0.001, 3 epochs, batch 32, augmentation and ImageNet normalization on, LFW >= 20 images,
+closed-set 50/20/30 split). Named experiments in ``experiments/*.yaml`` only list what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines one run. Every field is recorded in the run's ``config.yaml``."""
+
+    experiment: str = "baseline"
+    # --- data -----------------------------------------------------------------------------------
+    dataset: str = field(default="lfw", metadata=_choices("lfw", "imagefolder", "orl"))
+    #: lfw: scikit-learn data home (holds lfw_home/); imagefolder: the <root>/<identity>/ folder
+    data_home: str | None = None
+    min_faces_per_person: int = 20
+    #: keep only the first N identities (sorted by name): small, fast subsets for tests and demos
+    max_identities: int | None = None
+    protocol: str = field(default="closed-set", metadata=_choices("closed-set", "open-set"))
+    #: train / val / test fractions (of each identity's images, or of identities for open-set)
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    split_seed: int = 0
+    # --- preprocessing --------------------------------------------------------------------------
+    image_size: int = 224
+    resize: int = 256
+    augment: bool = True
+    normalize: bool = True
+    # --- model ----------------------------------------------------------------------------------
+    backbone: str = "efficientnet_b0"
+    #: imagenet | random | a torchvision weight-enum name (e.g. IMAGENET1K_V2) | path to a state_dict
+    weights: str = "imagenet"
+    embedding_dim: int = 512
+    #: dropout before the projection; null = the backbone's default (0.2 for EfficientNet, as in the report)
+    dropout: float | None = None
+    #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
+    embedding: str = field(default="head", metadata=_choices("head", "backbone"))
+    # --- training -------------------------------------------------------------------------------
+    lr: float = 0.001
+    epochs: int = 3
+    batch_size: int = 32
+    #: epochs without improvement of the monitored value before stopping; the best epoch is kept
+    patience: int = 2
+    #: auto = val/loss for closed-set, val/score for open-set (validation identities are unseen there)
+    monitor: str = field(default="auto", metadata=_choices("auto", "val/loss", "val/score"))
+    #: head init, batch order and augmentation seed; the split has its own seed
+    seed: int = 0
+    # --- engine ---------------------------------------------------------------------------------
+    engine: str = field(default="cached", metadata=_choices("cached", "reference"))
+    device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
+    #: feature cache folder; null = $BENCHMARK_CACHE_DIR or the user cache directory
+    cache_dir: str | None = None
+    #: feature-extraction batch size (no effect on results)
+    eval_batch_size: int = 64
+    num_workers: int = 2
+    # --- tracking -------------------------------------------------------------------------------
+    tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
+    wandb_project: str = "retrieval-ablations"
+    wandb_group: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    def replace(self, **overrides) -> Config:
+        return from_dict({**self.to_dict(), **overrides})
+
+    def digest(self, exclude: tuple[str, ...] = ()) -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def head_dropout(self) -> float:
+        from benchmark.models.backbones import BACKBONES
+
+        return BACKBONES[self.backbone].dropout if self.dropout is None else self.dropout
+
+    @property
+    def monitored(self) -> str:
+        if self.monitor != "auto":
+            return self.monitor
+        return "val/loss" if self.protocol == "closed-set" else "val/score"
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key and the fix."""
+
+
+def _validate(cfg: Config) -> None:
+    from benchmark.models.backbones import BACKBONES
+
+    for name, f in FIELDS.items():
+        value = getattr(cfg, name)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"backbone={cfg.backbone!r} is not valid; choose one of: {', '.join(BACKBONES)}")
+    if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
+        raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
+    for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 1")
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr={cfg.lr} must be > 0")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
+    if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
+        raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
+                          "are not training classes; use monitor=val/score or auto")
+
+
+def _coerce(name: str, value):
+    """Turn a YAML/CLI value into the field's type, or say what was expected."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if isinstance(hint, types.UnionType) else hint
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{name} may not be null")
+    origin = typing.get_origin(base)
+    try:
+        if origin is tuple:
+            items = value if isinstance(value, (list, tuple)) else yaml.safe_load(str(value))
+            return tuple(float(v) for v in items)
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
+
+
+def from_dict(d: dict) -> Config:
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}")
+    return Config(**{k: _coerce(k, v) for k, v in d.items()})
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["lr=0.01", "augment=false"]`` -> ``{"lr": 0.01, "augment": False}`` (values read as YAML)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like key=value; valid keys: {', '.join(FIELDS)}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_experiments(directory: Path | str = EXPERIMENTS_DIR) -> dict[str, dict]:
+    """All named experiments: ``{name: overrides}`` from every ``experiments/*.yaml``.
+
+    Each file holds ``experiments: {name: {key: value}}`` and optional ``defaults:`` applied to
+    every experiment of that file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"experiments folder {directory} not found; run from the project checkout")
+    out: dict[str, dict] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        defaults = doc.get("defaults") or {}
+        for name, overrides in (doc.get("experiments") or {}).items():
+            if name in out:
+                raise ConfigError(f"experiment {name!r} is defined twice (again in {path})")
+            out[name] = {**defaults, **(overrides or {})}
+    return out
+
+
+def resolve(experiment: str, overrides: dict | None = None,
+            directory: Path | str = EXPERIMENTS_DIR) -> Config:
+    """Base config <- named experiment <- overrides, validated."""
+    experiments = load_experiments(directory)
+    if experiment not in experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(experiments))}")
+    return from_dict({**experiments[experiment], "experiment": experiment, **(overrides or {})})
+
+
+def load_yaml(path: Path | str) -> Config:
+    return from_dict(yaml.safe_load(Path(path).read_text()))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,181 @@
+"""Two engines behind one interface: where the frozen-backbone features of a run come from.
+
+reference: the report's way and the correctness oracle: every epoch decodes, augments and pushes
+    the images through the backbone (fp32); validation features are recomputed every epoch.
+cached (default): features computed once into the on-disk feature cache, shared by all runs;
+    augmentation becomes a bank of views (epoch e trains on view e of each training image, drawn
+    from the same distribution as online augmentation), eval features once per backbone and
+    preprocessing. Head training then runs on the cached features on the device.
+
+Both yield the same batches in the same order (``batch_order``), so with augmentation off they
+train the same head up to float rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from benchmark.cache import FeatureCache
+from benchmark.config import Config
+from benchmark.features import content_hash, decode_all, extract, forward, precision
+from benchmark.models.backbones import FrozenBackbone
+from benchmark.transforms import decode, eval_view, train_view, view_seed
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return list(torch.randperm(n, generator=g).split(batch_size))
+
+
+class Engine:
+    """Features for one run: ``train_batches(epoch)`` and ``eval_features(split)``.
+
+    ``features_s``: the cost of the features this run uses (for cached ones, what computing them
+    took when they were created), so that cost-based comparisons stay honest.
+    """
+
+    def __init__(self, cfg: Config, backbone: FrozenBackbone, df: pd.DataFrame, device: torch.device):
+        self.cfg, self.backbone, self.df, self.device = cfg, backbone, df, device
+        self.train_idx = np.flatnonzero(df["split"].to_numpy() == "train")
+        classes = np.unique(df["label"].to_numpy()[self.train_idx])
+        #: global label -> training class index (-1 for identities never trained on)
+        self.class_of = np.full(df["label"].max() + 1, -1)
+        self.class_of[classes] = np.arange(len(classes))
+        self.n_classes = len(classes)
+        self.features_s = 0.0
+        #: time this run itself spent obtaining features (part of its wall time)
+        self.fetch_s = 0.0
+
+    def split_index(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.df["split"].to_numpy() == split)
+
+    def train_labels(self) -> torch.Tensor:
+        return torch.as_tensor(self.class_of[self.df["label"].to_numpy()[self.train_idx]])
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def eval_features(self, split: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CachedEngine(Engine):
+    def __init__(self, cfg, backbone, df, device, cache: FeatureCache | None = None):
+        super().__init__(cfg, backbone, df, device)
+        self.cache = cache or FeatureCache(cfg.cache_dir)
+        self.paths = df["path"].tolist()
+        self._images: list[torch.Tensor] | None = None
+        self._views: dict[int, torch.Tensor] = {}
+        self._eval: torch.Tensor | None = None
+        self._labels = self.train_labels().to(device)
+        self.base_key = {
+            "backbone": cfg.backbone, "weights": backbone.weights_id, "normalize": cfg.normalize,
+            "mean": list(backbone.spec.mean) if cfg.normalize else None,
+            "std": list(backbone.spec.std) if cfg.normalize else None,
+            "resize": cfg.resize, "image_size": cfg.image_size, "precision": precision(device),
+        }
+
+    def images(self) -> list[torch.Tensor]:
+        if self._images is None:
+            self._images = decode_all(self.paths, self.device, self.cfg.num_workers)
+        return self._images
+
+    def _get(self, key: dict, compute) -> torch.Tensor:
+        t0 = time.perf_counter()
+        entry = self.cache.get_or_compute(key, compute)
+        self.fetch_s += time.perf_counter() - t0
+        self.features_s += entry["cost_s"]
+        return entry["features"].to(self.device)
+
+    def eval_all(self) -> torch.Tensor:
+        """Eval-view features of every image of the dataset (shared by all splits and protocols)."""
+        if self._eval is None:
+            key = {**self.base_key, "images": content_hash(self.paths), "view": "eval"}
+            self._eval = self._get(key, lambda: extract(
+                self.backbone, self.images(), lambda i, img: eval_view(img, self.cfg), self.cfg,
+                f"features {self.cfg.backbone} eval"))
+        return self._eval
+
+    def train_view_features(self, view: int) -> torch.Tensor:
+        if not self.cfg.augment:
+            return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
+        if view not in self._views:
+            train_paths = [self.paths[i] for i in self.train_idx]
+            key = {**self.base_key, "images": content_hash(train_paths), "view": view,
+                   "augment": "rrc+hflip", "seed": self.cfg.seed}
+            idx = self.train_idx
+
+            def compute():
+                images = self.images()
+                return extract(self.backbone, [images[i] for i in idx],
+                               lambda j, img: train_view(img, self.cfg, view_seed(self.cfg.seed, view, j)),
+                               self.cfg, f"features {self.cfg.backbone} view {view}")
+
+            self._views[view] = self._get(key, compute)
+        return self._views[view]
+
+    def train_batches(self, epoch):
+        feats = self.train_view_features(epoch)
+        for chunk in batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch):
+            chunk = chunk.to(self.device)
+            yield feats[chunk], self._labels[chunk]
+
+    def eval_features(self, split):
+        return self.eval_all()[torch.as_tensor(self.split_index(split), device=self.device)]
+
+
+class _Images(Dataset):
+    """Decode + view per item, in DataLoader workers (the report's per-epoch data path)."""
+
+    def __init__(self, paths: list[str], cfg: Config, train: bool):
+        self.paths, self.cfg, self.train = paths, cfg, train
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        img = decode(self.paths[i])
+        return train_view(img, self.cfg) if self.train else eval_view(img, self.cfg)
+
+
+class ReferenceEngine(Engine):
+    def _spent(self, t0: float) -> None:
+        self.features_s += time.perf_counter() - t0
+        self.fetch_s = self.features_s
+    def _loader(self, paths, train: bool, batches, epoch: int) -> DataLoader:
+        return DataLoader(_Images(paths, self.cfg, train), batch_sampler=batches,
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+                          persistent_workers=False)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return forward(self.backbone, images.to(self.device, non_blocking=True), self.cfg)
+
+    def train_batches(self, epoch):
+        paths = [self.df["path"].iat[i] for i in self.train_idx]
+        labels = self.train_labels()
+        batches = batch_order(len(paths), self.cfg.batch_size, self.cfg.seed, epoch)
+        t0 = time.perf_counter()
+        for chunk, images in zip(batches, self._loader(paths, True, batches, epoch)):
+            feats = self._features(images)
+            self._spent(t0)
+            yield feats, labels[chunk].to(self.device)
+            t0 = time.perf_counter()
+
+    def eval_features(self, split):
+        t0 = time.perf_counter()
+        idx = self.split_index(split)
+        paths = [self.df["path"].iat[i] for i in idx]
+        batches = list(torch.arange(len(paths)).split(self.cfg.eval_batch_size))
+        out = torch.cat([self._features(b) for b in self._loader(paths, False, batches, 0)])
+        self._spent(t0)
+        return out
+
+
+ENGINES = {"cached": CachedEngine, "reference": ReferenceEngine}

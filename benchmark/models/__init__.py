@@ -1,0 +1,1 @@
+"""Frozen backbones (a registry) and the trained projection head."""

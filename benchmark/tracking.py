@@ -1,0 +1,111 @@
+"""Weights & Biases tracking that never costs the local record.
+
+Mode: ``tracking: none`` or ``WANDB_MODE=disabled`` or no wandb installed -> nothing is logged;
+otherwise online when credentials exist, else offline with the run files under the output folder
+(``wandb sync <out>/wandb/offline-run-*`` uploads them later). Every W&B call is guarded: an error
+is reported once and tracking stops, the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.config import Config
+
+try:
+    import wandb
+except ImportError:  # the GPU machine has no wandb: runs still work
+    wandb = None
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def wandb_mode(cfg: Config) -> str | None:
+    """online | offline | None (no tracking)."""
+    if cfg.tracking == "none" or wandb is None or os.environ.get("WANDB_MODE") == "disabled":
+        if cfg.tracking == "wandb" and wandb is None:
+            warnings.warn("tracking=wandb but wandb is not installed; the run is recorded locally only")
+        return None
+    if os.environ.get("WANDB_MODE") in ("online", "offline"):
+        return os.environ["WANDB_MODE"]
+    return "online" if _has_credentials() or os.environ.get("WANDB_SWEEP_ID") else "offline"
+
+
+class Tracker:
+    """One W&B run per benchmark run; a no-op when tracking is off or after a W&B error."""
+
+    def __init__(self, cfg: Config, out_dir: Path, run_id: str, group: str | None = None):
+        self.run = None
+        mode = wandb_mode(cfg)
+        if mode is None:
+            return
+        self._guard(lambda: self._init(cfg, out_dir, run_id, group, mode))
+
+    def _init(self, cfg, out_dir, run_id, group, mode):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.run or wandb.init(
+            project=cfg.wandb_project, group=group or cfg.wandb_group, name=cfg.experiment,
+            job_type="benchmark-run", config=cfg.to_dict(), dir=str(out_dir), mode=mode,
+            settings=wandb.Settings(init_timeout=60, silent=True))
+        self.run.config.update(cfg.to_dict(), allow_val_change=True)
+        self.run.config.update({"run_id": run_id}, allow_val_change=True)
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except Exception as exc:  # W&B trouble must never lose or block the local record
+            warnings.warn(f"W&B tracking stopped: {type(exc).__name__}: {exc}")
+            self.run = None
+
+    def log_epoch(self, row: dict) -> None:
+        if self.run is not None:
+            self._guard(lambda: self.run.log({k: v for k, v in row.items() if k != "epoch"},
+                                             step=int(row["epoch"])))
+
+    def log_examples(self, emb: np.ndarray, labels: np.ndarray, identities: list[str], paths: list[str],
+                     n_queries: int = 8, k: int = 10) -> None:
+        if self.run is not None:
+            self._guard(lambda: self.run.log({"retrieval_examples": examples_table(
+                emb, labels, identities, paths, n_queries, k)}))
+
+    def log_files(self, **items) -> None:
+        """Tables (DataFrames) and figures (PNG paths) of a report."""
+        if self.run is None:
+            return
+
+        def log():
+            import pandas as pd
+
+            self.run.log({name: wandb.Table(dataframe=v) if isinstance(v, pd.DataFrame) else wandb.Image(str(v))
+                          for name, v in items.items()})
+        self._guard(log)
+
+    def finish(self, summary: dict, failed: bool = False) -> None:
+        if self.run is not None:
+            def end():
+                self.run.summary.update(summary)
+                self.run.finish(exit_code=1 if failed else 0)
+            self._guard(end)
+            self.run = None
+
+
+def examples_table(emb, labels, identities, paths, n_queries, k):
+    from benchmark.examples import pick_queries, thumbnail, top_k
+
+    queries = pick_queries(labels, n_queries)
+    columns = ["query", "identity", "hits@k"] + [f"rank{r}" for r in range(1, k + 1)]
+    table = wandb.Table(columns=columns)
+    for q, ranked in zip(queries, top_k(emb, labels, queries, k)):
+        cells = [wandb.Image(thumbnail(paths[i], ok), caption=f"{'✓' if ok else '✗'} {identities[i]}")
+                 for i, ok in ranked]
+        table.add_data(wandb.Image(thumbnail(paths[q])), identities[q], sum(ok for _, ok in ranked), *cells)
+    return table
