@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.config import ConfigError, parse_overrides, resolve
+from benchmark.config import FIELDS, ConfigError, parse_overrides, resolve
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -16,10 +16,29 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override config keys, e.g. --set weights=random lr=0.01")
 
 
+def _key_args(extra: list[str]) -> list[str]:
+    """``--lr=0.01 --seed 1`` (as ``wandb agent`` passes parameters) -> ``["lr=0.01", "seed=1"]``."""
+    out, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"{arg} needs a value")
+            value, i = extra[i + 1], i + 1
+        if key.replace("-", "_") not in FIELDS:
+            raise ConfigError(f"unknown option --{key}; config keys: {', '.join(FIELDS)}")
+        out.append(f"{key.replace('-', '_')}={value}")
+        i += 1
+    return out
+
+
 def cmd_run(args) -> int:
     from benchmark.run import run, run_id_for
 
-    overrides = parse_overrides(args.set)
+    overrides = parse_overrides(_key_args(args.extra) + args.set)
     experiment = args.experiment
     if os.environ.get("WANDB_SWEEP_ID"):  # under `wandb agent`: the sweep's parameters decide
         from benchmark.sweep import params_from_wandb
@@ -35,6 +54,56 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from benchmark import sweep
+
+    df = sweep.run_sweep(args.sweep_file, args.out, parse_overrides(args.set), args.select, args.seeds,
+                         args.rerun, args.rerun_failed)
+    print(sweep.format_summary(df))
+    if args.report:
+        from benchmark import store
+        from benchmark.report import build_report
+
+        out = args.out or Path("results") / sweep.load(args.sweep_file)["name"]
+        print(f"report: {build_report(store.load(out), Path(args.report))}")
+    return sweep.exit_code(df)
+
+
+def cmd_results(args) -> int:
+    from benchmark import store
+
+    df = store.load(args.results_dir)
+    if df.empty:
+        print(f"no finished runs in {args.results_dir}")
+        return 0
+    cols = args.columns or [c for c in ("run_id", "status", "backbone", "lr", "epochs", "seed", "val/score",
+                                        "test/top1", "test/top5", "test/top10", "test/map", "test/score",
+                                        "time/cost_s", "error") if c in df]
+    print(df.sort_values("run_id")[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}",
+                                                   max_colwidth=50))
+    for path in args.export:
+        print(f"wrote {store.export(df, path)}")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from benchmark.cache import FeatureCache
+
+    cache = FeatureCache(args.dir)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {cache.root}")
+        return 0
+    import pandas as pd
+
+    entries = cache.entries()
+    print(f"{cache.root}: {len(entries)} entries")
+    if entries:
+        cols = ["file", "backbone", "weights", "view", "precision", "shape", "cost_s", "bytes"]
+        df = pd.DataFrame(entries)
+        print(df[[c for c in cols if c in df]].to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,7 +115,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", help="W&B group")
     p.set_defaults(fn=cmd_run)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("sweep", help="run a sweep file offline (resumable, shareable by processes)")
+    p.add_argument("sweep_file", help="e.g. sweep.yaml")
+    _add_set(p)
+    p.add_argument("--out", help="results folder (default: results/<sweep name>)")
+    p.add_argument("--select", nargs="+", metavar="PATTERN", help="only experiments matching these globs")
+    p.add_argument("--seeds", type=int, help="repeat every experiment with seeds 0..N-1")
+    p.add_argument("--rerun", action="store_true", help="run again even when a record exists")
+    p.add_argument("--rerun-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--report", metavar="DIR", help="write the report of the results folder there at the end")
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("results", help="print a results folder as a table; export CSV/Parquet")
+    p.add_argument("results_dir")
+    p.add_argument("--export", nargs="+", default=[], metavar="FILE", help="*.csv or *.parquet")
+    p.add_argument("--columns", nargs="+", help="columns to print")
+    p.set_defaults(fn=cmd_results)
+
+    p = sub.add_parser("cache", help="list or clear the feature cache")
+    p.add_argument("action", choices=["ls", "clear"])
+    p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
+    p.set_defaults(fn=cmd_cache)
+
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        args.extra = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
     except ConfigError as exc:

@@ -51,6 +51,24 @@ def write(out_dir: Path, run_id: str, files: dict[str, str | bytes], status_doc:
     return final
 
 
+def clean_stale(out_dir: Path) -> None:
+    """Remove the temporary folders of writers that died (e.g. ``kill -9``) before their rename."""
+    for tmp in list(out_dir.glob(".tmp-*")) + list(out_dir.glob(".old-*")):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -27,7 +27,7 @@ from benchmark.config import Config, dump_yaml
 from benchmark.data import load_dataset
 from benchmark.engines import ENGINES, Engine
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import build_backbone
+from benchmark.models.backbones import FrozenBackbone, build_backbone
 from benchmark.models.head import embed
 from benchmark.tracking import Tracker
 from benchmark.train import fit
@@ -58,11 +58,23 @@ class Prepared:
     engine: Engine
 
 
+_BACKBONES: dict[tuple, FrozenBackbone] = {}
+
+
+def _backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
+    """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
+    key = (cfg.backbone, cfg.weights, str(device))
+    if key not in _BACKBONES:
+        if len(_BACKBONES) >= 4:
+            _BACKBONES.pop(next(iter(_BACKBONES)))
+        _BACKBONES[key] = build_backbone(cfg).to(device)  # fails fast (e.g. offline weights)
+    return _BACKBONES[key]
+
+
 def prepare(cfg: Config) -> Prepared:
     df = splits.make_split(load_dataset(cfg), cfg)
     device = resolve_device(cfg)
-    backbone = build_backbone(cfg).to(device)  # fails fast (e.g. offline weights) before training
-    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, backbone, df, device))
+    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, _backbone(cfg, device), df, device))
 
 
 def execute(cfg: Config, tracker: Tracker | None = None):

@@ -1,0 +1,178 @@
+"""The sweep: one ``sweep.yaml`` for ``wandb sweep`` + ``wandb agent`` and for our offline runner.
+
+The offline runner expands the file exactly as W&B's grid does (the cartesian product of every
+parameter's ``values``/``value``), runs each point through ``benchmark.run.run`` and records it.
+It is resumable (a run with a finished record is skipped), contains failures (a failing run is
+recorded as failed and the sweep goes on) and lets several processes share one output folder: a
+run is claimed with an exclusive lock on ``<out>/.claims/<run_id>.lock`` before it starts; the
+operating system releases the lock even when a runner is killed with ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from benchmark import record
+from benchmark.config import FIELDS, ConfigError, resolve
+from benchmark.run import run, run_id_for
+
+
+def load(path: Path | str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} not found")
+    doc = yaml.safe_load(path.read_text()) or {}
+    if doc.get("method") != "grid":
+        raise ConfigError(f"{path}: method must be 'grid' (got {doc.get('method')!r}); the offline runner "
+                          "runs every point of the grid")
+    params = doc.get("parameters") or {}
+    if "experiment" not in params:
+        raise ConfigError(f"{path}: parameters must include 'experiment' (names from experiments/*.yaml)")
+    for name, spec in params.items():
+        if name != "experiment" and name not in FIELDS:
+            raise ConfigError(f"{path}: parameter {name!r} is not a config key; valid: {', '.join(FIELDS)}")
+        if not isinstance(spec, dict) or not ("values" in spec or "value" in spec):
+            raise ConfigError(f"{path}: parameter {name!r} needs 'values: [...]' or 'value: x' for a grid")
+    doc.setdefault("name", path.stem)
+    return doc
+
+
+def expand(sweep: dict) -> list[dict]:
+    """Every grid point, as W&B's grid enumerates them: a cartesian product over the parameters."""
+    params = sweep["parameters"]
+    names = list(params)
+    axes = [params[n]["values"] if "values" in params[n] else [params[n]["value"]] for n in names]
+    return [dict(zip(names, point)) for point in itertools.product(*axes)]
+
+
+@dataclass
+class Planned:
+    run_id: str
+    experiment: str
+    overrides: dict
+
+
+def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
+         seeds: int | None = None) -> list[Planned]:
+    """The runs of ``sweep``: grid points (x ``seeds``), filtered by ``select`` name patterns."""
+    points = expand(sweep)
+    if seeds:
+        if "seed" in sweep["parameters"]:
+            raise ConfigError("--seeds conflicts with the sweep's own 'seed' parameter; use one of them")
+        points = [{**p, "seed": s} for p in points for s in range(seeds)]
+    out, seen = [], set()
+    for point in points:
+        experiment = point.pop("experiment")
+        if select and not any(fnmatch.fnmatchcase(experiment, pat) for pat in select):
+            continue
+        ov = {**point, **(overrides or {})}
+        cfg = resolve(experiment, ov)  # validates every run before any starts
+        rid = run_id_for(cfg, ov)
+        if rid in seen:
+            raise ConfigError(f"two grid points resolve to the same run {rid}")
+        seen.add(rid)
+        out.append(Planned(rid, experiment, ov))
+    if select and not out:
+        raise ConfigError(f"--select {' '.join(select)} matches no experiment of the sweep")
+    return out
+
+
+class Claim:
+    """An exclusive, non-blocking lock on one run; released by the OS if the holder dies."""
+
+    def __init__(self, out_dir: Path, run_id: str):
+        (out_dir / ".claims").mkdir(parents=True, exist_ok=True)
+        self.fh = open(out_dir / ".claims" / f"{run_id}.lock", "a")
+
+    def acquire(self) -> bool:
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            self.fh.close()
+            return False
+
+    def release(self) -> None:
+        self.fh.close()
+
+
+def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: dict | None = None,
+              select: list[str] | None = None, seeds: int | None = None, rerun: bool = False,
+              rerun_failed: bool = False) -> pd.DataFrame:
+    """Run every planned run not yet recorded; returns one row per planned run (this process's view)."""
+    sweep = load(sweep_path)
+    out_dir = Path(out or Path("results") / sweep["name"])
+    planned = plan(sweep, overrides, select, seeds)
+    if out_dir.is_dir():
+        record.clean_stale(out_dir)
+    rows = []
+    bar = tqdm(planned, desc=f"sweep {sweep['name']}", unit="run")
+    for p in bar:
+        bar.set_postfix_str(p.run_id)
+        run_dir = out_dir / p.run_id
+        row = {"run_id": p.run_id, "experiment": p.experiment}
+        if _done(run_dir, rerun, rerun_failed):
+            rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
+            continue
+        claim = Claim(out_dir, p.run_id)
+        if not claim.acquire():
+            rows.append({**row, "action": "skipped (running elsewhere)", "status": "running"})
+            continue
+        try:
+            if _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
+                rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
+                continue
+            cfg = resolve(p.experiment, p.overrides)
+            run(cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
+            rows.append({**row, "action": "ran", **_summary(run_dir)})
+        finally:
+            claim.release()
+    return pd.DataFrame(rows)
+
+
+def _done(run_dir: Path, rerun: bool, rerun_failed: bool) -> bool:
+    if rerun or not record.is_complete(run_dir):
+        return False
+    return not (rerun_failed and record.status(run_dir)["status"] == "failed")
+
+
+def _summary(run_dir: Path) -> dict:
+    import json
+
+    st = record.status(run_dir)
+    out = {"status": st["status"], "error": st.get("error")}
+    if (run_dir / record.METRICS).exists():
+        m = json.loads((run_dir / record.METRICS).read_text())
+        out |= {k: m.get(k) for k in ("val/score", "test/score", "test/top1", "time/total_s")}
+    return out
+
+
+def params_from_wandb(experiment: str | None, overrides: dict, out: str) -> tuple[str, dict]:
+    """Under ``wandb agent``: start the run now and take its parameters from ``wandb.config``."""
+    import wandb
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run_ = wandb.run or wandb.init(dir=out, job_type="benchmark-run")
+    params = {k: v for k, v in dict(run_.config).items() if k in FIELDS or k == "experiment"}
+    return params.pop("experiment", experiment), {**params, **overrides}
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "no runs"
+    cols = [c for c in ("run_id", "action", "status", "val/score", "test/score", "test/top1", "time/total_s",
+                        "error") if c in df]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=60)
+
+
+def exit_code(df: pd.DataFrame) -> int:
+    return int("status" in df and (df["status"] == "failed").any())
+

@@ -1,0 +1,167 @@
+"""The sweep: grid expansion equals W&B's, resume after kill -9, shared output folder, failures contained."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark import store, sweep
+from benchmark.config import load_experiments, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["backbone=resnet18", "weights=random", "max_identities=3", "image_size=32", "resize=36",
+        "num_workers=0", "tracking=none"]
+
+
+def _sweep_file(tmp_path: Path, experiments: list[str], extra: dict | None = None) -> Path:
+    path = tmp_path / "tiny.yaml"
+    params = {"experiment": {"values": experiments}, **(extra or {})}
+    path.write_text(yaml.safe_dump({"name": "tiny", "method": "grid",
+                                    "metric": {"name": "val/score", "goal": "maximize"},
+                                    "parameters": params}))
+    return path
+
+
+def _wandb_grid(sweep_cfg: dict) -> list[dict]:
+    """Every run W&B's own grid search (the ``sweeps`` engine) would start, in its order."""
+    from sweeps import RunState, SweepRun
+    from sweeps.grid_search import grid_search_next_runs
+
+    runs = []
+    while True:
+        nxt = grid_search_next_runs(runs, sweep_cfg)[0]
+        if nxt is None:
+            return [{k: v["value"] for k, v in r.config.items()} for r in runs]
+        runs.append(SweepRun(name=f"r{len(runs)}", state=RunState.finished, config=nxt.config))
+
+
+def test_sweep_yaml_is_the_24_report_experiments_as_wandb_expands_them():
+    from sweeps import SweepConfig
+
+    cfg = sweep.load(ROOT / "sweep.yaml")
+    SweepConfig({k: v for k, v in cfg.items()})  # W&B's schema accepts it
+    ours = sweep.expand(cfg)
+    names = [p["experiment"] for p in ours]
+    assert len(ours) == 24 and len(set(names)) == 24
+    assert set(names) == set(yaml.safe_load((ROOT / "experiments/report.yaml").read_text())["experiments"])
+    assert set(names) <= set(load_experiments())
+    theirs = _wandb_grid(cfg)
+    assert sorted(map(json.dumps, theirs)) == sorted(map(json.dumps, ours))
+
+
+def test_extra_parameters_multiply_the_grid_like_wandb(tmp_path):
+    cfg = sweep.load(_sweep_file(tmp_path, ["efficientnet_b0-bs8", "resnet50-lr0.1-ep5"],
+                                 {"seed": {"values": [0, 1, 2]}, "normalize": {"value": False}}))
+    ours = sweep.expand(cfg)
+    assert len(ours) == 6
+    assert sorted(map(json.dumps, ours)) == sorted(map(json.dumps, _wandb_grid(cfg)))
+    planned = sweep.plan(cfg)
+    assert len({p.run_id for p in planned}) == 6
+
+
+def test_plan_select_and_seeds(tmp_path):
+    cfg = sweep.load(ROOT / "sweep.yaml")
+    sel = sweep.plan(cfg, select=["efficientnet_b0-*"])
+    assert len(sel) == 12 and all(p.experiment.startswith("efficientnet_b0-") for p in sel)
+    seeded = sweep.plan(cfg, select=["vit_b_16-lr0.1-*"], seeds=3)
+    assert sorted(p.run_id for p in seeded) == sorted(
+        f"vit_b_16-lr0.1-ep{e}{s}" for e in (3, 5) for s in ("", "-seed1", "-seed2"))
+    with pytest.raises(Exception, match="matches no experiment"):
+        sweep.plan(cfg, select=["nope*"])
+
+
+def test_bad_sweep_files_are_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"method": "random", "parameters": {"experiment": {"values": ["x"]}}}))
+    with pytest.raises(Exception, match="method must be 'grid'"):
+        sweep.load(bad)
+    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"experiment": {"values": ["x"]},
+                                                                    "lrr": {"values": [1]}}}))
+    with pytest.raises(Exception, match="'lrr' is not a config key"):
+        sweep.load(bad)
+
+
+def _cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture
+def sweep_env(tmp_path):
+    lfw = next((Path(c) for c in (os.environ.get("SCIKIT_LEARN_DATA"), ROOT.parent / "shared" / "data")
+                if c and (Path(c) / "lfw_home").is_dir()), None)
+    if lfw is None:
+        pytest.skip("LFW not found: set SCIKIT_LEARN_DATA to the folder holding lfw_home/")
+    return {**os.environ, "BENCHMARK_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+            "SCIKIT_LEARN_DATA": str(lfw), "PYTHONUNBUFFERED": "1"}
+
+
+EXPS = ["efficientnet_b0-lr0.001-ep1", "efficientnet_b0-lr0.001-ep2", "efficientnet_b0-lr0.01-ep3",
+        "efficientnet_b0-lr0.1-ep3", "efficientnet_b0-bs8", "efficientnet_b0-no-augment"]
+
+
+def _records(out: Path) -> dict[str, float]:
+    return {p.name: (p / "status.json").stat().st_mtime for p in out.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != "wandb"}
+
+
+def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    proc = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_records(out) if out.exists() else {}) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _records(out)
+    assert 2 <= len(before) < len(EXPS), "kill came too late to test resuming"
+    rerun = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
+    text = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, text
+    after = _records(out)
+    planned = {p.run_id for p in sweep.plan(sweep.load(sf), parse_overrides(TINY))}
+    assert set(after) == planned
+    assert all(after[r] == before[r] for r in before), "a finished run was computed again"
+    assert not list(out.glob(".tmp-*")), "the killed writer's partial record was left behind"
+    df = store.load(out)
+    assert len(df) == len(EXPS) and (df["status"] == "ok").all() and df["run_id"].is_unique
+
+
+def test_two_runners_share_one_folder_without_duplicates(tmp_path, sweep_env):
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    procs = [_cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env) for _ in range(2)]
+    texts = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), texts
+    ran = [line.split()[0] for t in texts for line in t.splitlines() if " ran " in f" {line} "]
+    assert sorted(ran) == sorted(set(ran)), f"a run was executed twice: {ran}"
+    df = store.load(out)
+    assert len(df) == len(EXPS) and df["run_id"].is_unique and (df["status"] == "ok").all()
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, monkeypatch):
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
+    sf = _sweep_file(tmp_path, ["efficientnet_b0-bs8", "efficientnet_b0-no-augment"],
+                     {"weights": {"values": ["random", str(tmp_path / "missing.pt")]}})
+    out = tmp_path / "out"
+    overrides = parse_overrides([t for t in TINY if not t.startswith("weights")])
+    df = sweep.run_sweep(sf, out, overrides)
+    assert sweep.exit_code(df) == 1
+    assert (df["status"] == "failed").sum() == 2 and (df["status"] == "ok").sum() == 2
+    stored = store.load(out).set_index("run_id")
+    failed = stored[stored["status"] == "failed"]
+    assert len(failed) == 2 and failed["error"].str.contains("missing.pt").all()
+    assert stored.loc[stored["status"] == "ok", "test/score"].notna().all()
+    # a resumed sweep keeps the failures recorded once; --rerun-failed retries just those
+    again = sweep.run_sweep(sf, out, overrides)
+    assert (again["action"] == "skipped (recorded)").all()
+    retried = sweep.run_sweep(sf, out, overrides, rerun_failed=True)
+    assert sorted(retried.loc[retried["action"] == "ran", "run_id"]) == sorted(failed.index)

@@ -1,0 +1,140 @@
+"""W&B tracking: offline run files hold what was logged; no wandb or a W&B error never costs the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from benchmark import tracking
+from benchmark.config import from_dict
+from benchmark.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wandb_records(path: Path):
+    """Decode a ``.wandb`` transaction log (W&B's LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, chunks = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            rec = pb.Record()
+            rec.ParseFromString(chunks)
+            chunks = b""
+            yield rec
+        if length == 0 and kind == 0:
+            break
+
+
+def _key(item) -> str:
+    return item.key or ".".join(item.nested_key)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, monkeypatch):
+    lfw = next((Path(c) for c in (os.environ.get("SCIKIT_LEARN_DATA"), ROOT.parent / "shared" / "data")
+                if c and (Path(c) / "lfw_home").is_dir()), None)
+    if lfw is None:
+        pytest.skip("LFW not found: set SCIKIT_LEARN_DATA to the folder holding lfw_home/")
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(tmp_path / "cache"))
+    return from_dict({"experiment": "tiny", "data_home": str(lfw), "max_identities": 3, "backbone": "resnet18",
+                      "weights": "random", "image_size": 32, "resize": 36, "epochs": 2, "num_workers": 0})
+
+
+def test_offline_run_directory_holds_the_logged_keys(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    metrics = run(tiny_cfg, out, "tiny-run", group="g")
+    import wandb
+
+    wandb.teardown()  # the W&B service writes the run file asynchronously; wait for it
+    runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    history, summary, config, run_info = {}, {}, {}, None
+    for rec in _wandb_records(runs[0]):
+        kind = rec.WhichOneof("record_type")
+        if kind == "history":
+            step = rec.history.step.num
+            history[step] = {_key(i): json.loads(i.value_json) for i in rec.history.item}
+        elif kind == "summary":
+            summary |= {_key(i): json.loads(i.value_json) for i in rec.summary.update}
+        elif kind == "config":
+            config |= {_key(i): json.loads(i.value_json) for i in rec.config.update}
+        elif kind == "run":
+            run_info = rec.run
+    assert run_info.display_name == "tiny" and run_info.run_group == "g"
+    assert run_info.project == "retrieval-ablations"
+    assert config["backbone"] == "resnet18" and config["epochs"] == 2 and config["run_id"] == "tiny-run"
+    epochs = [h for h in history.values() if "train/loss" in h]
+    assert [h["epoch_s"] > 0 for h in epochs] == [True, True]
+    assert {"train/loss", "val/loss", "val/score", "val/top1"} <= set(epochs[-1])
+    table = next(h for h in history.values() if "retrieval_examples._type" in h)
+    assert table["retrieval_examples._type"] == "table-file" and table["retrieval_examples.nrows"] == 3
+    assert summary["test/score"] == pytest.approx(metrics["test/score"])
+    assert summary["time/cost_s"] == pytest.approx(metrics["time/cost_s"])
+
+
+def test_runs_work_without_wandb(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(tracking, "wandb", None)
+    assert tracking.wandb_mode(tiny_cfg) is None
+    run(tiny_cfg, tmp_path / "out", "r")
+    assert (tmp_path / "out" / "r" / "metrics.json").exists()
+    assert not (tmp_path / "out" / "wandb").exists()
+
+
+def test_disabled_and_none_modes(tiny_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.wandb_mode(tiny_cfg) is None
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert tracking.wandb_mode(tiny_cfg) == "offline"
+    assert tracking.wandb_mode(tiny_cfg.replace(tracking="none")) is None
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert tracking.wandb_mode(tiny_cfg) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert tracking.wandb_mode(tiny_cfg) == "online"
+
+
+@pytest.mark.parametrize("broken", ["init", "log"])
+def test_a_wandb_error_never_loses_the_record(tiny_cfg, tmp_path, monkeypatch, broken):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def boom(*a, **k):
+        raise RuntimeError("W&B is down")
+
+    if broken == "init":
+        monkeypatch.setattr(wandb, "init", boom)
+    else:
+        monkeypatch.setattr(tracking.Tracker, "_init", lambda self, *a: setattr(self, "run", _Broken()))
+    with pytest.warns(UserWarning, match="W&B tracking stopped"):
+        metrics = run(tiny_cfg, tmp_path / "out", "r")
+    saved = json.loads((tmp_path / "out" / "r" / "metrics.json").read_text())
+    assert saved["test/score"] == pytest.approx(metrics["test/score"])
+
+
+class _Broken:
+    def log(self, *a, **k):
+        raise RuntimeError("W&B is down")
+
+    summary = {}
+
+    def finish(self, *a, **k):
+        raise RuntimeError("W&B is down")
