@@ -18,4 +18,4 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -m benchmark sweep experiments/sweeps/demo.yaml --out results/demo
+	$(PY) -m benchmark sweep experiments/sweeps/demo.yaml --out results/demo --report reports/demo

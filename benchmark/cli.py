@@ -86,6 +86,65 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from benchmark import store
+    from benchmark.report import build_report
+    from benchmark.tracking import report_tracker
+
+    if bool(args.results_dir) == bool(args.from_wandb):
+        raise ConfigError("give either RESULTS_DIR or --from-wandb ENTITY/PROJECT/SWEEP_ID")
+    if args.from_wandb:
+        df, name = store.fetch_wandb(args.from_wandb), args.from_wandb.rstrip("/").split("/")[-1]
+    else:
+        df, name = store.load(args.results_dir), Path(args.results_dir).resolve().name
+    out = Path(args.out or Path("reports") / name)
+    tracker = report_tracker(name, out) if args.log_wandb else None
+    print(f"report: {build_report(df, out, tracker=tracker)}")
+    if tracker:
+        tracker.finish({})
+    return 0
+
+
+def cmd_choose(args) -> int:
+    from benchmark import store
+    from benchmark.choose import choose, format_choice, write_best
+
+    choice = choose(store.load(args.results_dir), args.metric)
+    print(format_choice(choice))
+    print(f"wrote {write_best(choice, args.out)}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from benchmark.config import load_yaml
+    from benchmark.submit import format_summary, submit
+
+    cfg = load_yaml(args.config)
+    overrides = parse_overrides(args.set)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    print(format_summary(submit(cfg, args.query, args.gallery, args.k, Path(args.out), args.index_dir)))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from benchmark.submit import score_files
+
+    result = score_files(args.submission, args.truth)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_make_competition(args) -> int:
+    from benchmark.competition import make_competition
+
+    manifest = make_competition(args.out, args.data_home, args.train_min, args.test_min, args.test_max,
+                                args.queries_per_identity, args.seed, args.max_test_identities,
+                                args.max_train_identities, overwrite=args.overwrite)
+    print(json.dumps({k: v for k, v in manifest.items() if not isinstance(v, (list, dict))}, indent=1))
+    return 0
+
+
 def cmd_cache(args) -> int:
     from benchmark.cache import FeatureCache
 
@@ -131,6 +190,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", nargs="+", default=[], metavar="FILE", help="*.csv or *.parquet")
     p.add_argument("--columns", nargs="+", help="columns to print")
     p.set_defaults(fn=cmd_results)
+
+    p = sub.add_parser("report", help="tables, figures and report.md from a results folder or a W&B sweep")
+    p.add_argument("results_dir", nargs="?", help="a results folder (e.g. results/report-ablation)")
+    p.add_argument("--from-wandb", metavar="ENTITY/PROJECT/SWEEP_ID", help="pull the runs of a W&B sweep")
+    p.add_argument("--out", help="output folder (default: reports/<results folder or sweep name>)")
+    p.add_argument("--log-wandb", action="store_true", help="also log the tables and figures to W&B")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("choose", help="pick the best configuration by VALIDATION metric; write best.yaml")
+    p.add_argument("results_dir")
+    p.add_argument("--metric", default="val/score", help="a val/ metric (default: val/score)")
+    p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
+    p.set_defaults(fn=cmd_choose)
+
+    p = sub.add_parser("submit", help="train the chosen config, index the gallery, write submission.json")
+    p.add_argument("--config", required=True, help="a config file, e.g. best.yaml from `benchmark choose`")
+    _add_set(p)
+    p.add_argument("--query", required=True, help="folder of query images")
+    p.add_argument("--gallery", required=True, help="folder of gallery images")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--out", default="submission.json")
+    p.add_argument("--index-dir", help="where gallery.index + gallery_keys.json go (default: beside --out)")
+    p.set_defaults(fn=cmd_submit)
+
+    p = sub.add_parser("score-submission", help="score a submission.json as the competition did")
+    p.add_argument("submission")
+    p.add_argument("--truth", required=True, help='{"queries": {name: identity}, "gallery": {name: identity}}')
+    p.set_defaults(fn=cmd_score)
+
+    p = sub.add_parser("make-competition", help="materialize a competition-like query/gallery layout from LFW")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-home", help="folder holding lfw_home/ (default: $SCIKIT_LEARN_DATA)")
+    p.add_argument("--train-min", type=int, default=20, help="training people have >= this many images")
+    p.add_argument("--test-min", type=int, default=5)
+    p.add_argument("--test-max", type=int, default=19, help="test people (unseen) have test-min..test-max images")
+    p.add_argument("--queries-per-identity", type=int, default=1)
+    p.add_argument("--max-test-identities", type=int)
+    p.add_argument("--max-train-identities", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=cmd_make_competition)
 
     p = sub.add_parser("cache", help="list or clear the feature cache")
     p.add_argument("action", choices=["ls", "clear"])

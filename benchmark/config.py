@@ -44,6 +44,8 @@ class Config:
     image_size: int = 224
     resize: int = 256
     augment: bool = True
+    #: cached engine: augmented views per training image in the shared bank (>= epochs is used)
+    aug_views: int = 5
     normalize: bool = True
     # --- model ----------------------------------------------------------------------------------
     backbone: str = "efficientnet_b0"
@@ -62,7 +64,7 @@ class Config:
     patience: int = 2
     #: auto = val/loss for closed-set, val/score for open-set (validation identities are unseen there)
     monitor: str = field(default="auto", metadata=_choices("auto", "val/loss", "val/score"))
-    #: head init, batch order and augmentation seed; the split has its own seed
+    #: head init, batch order and which augmented views each epoch sees; the split has its own seed
     seed: int = 0
     # --- engine ---------------------------------------------------------------------------------
     engine: str = field(default="cached", metadata=_choices("cached", "reference"))
@@ -126,9 +128,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"backbone={cfg.backbone!r} is not valid; choose one of: {', '.join(BACKBONES)}")
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
-    for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size"):
+    for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
+                 "aug_views"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 1")
+    if cfg.max_identities is not None and cfg.max_identities < 1:  # -1 would silently drop the last one
+        raise ConfigError(f"max_identities={cfg.max_identities} must be >= 1 (or null for all)")
     if not cfg.lr > 0:
         raise ConfigError(f"lr={cfg.lr} must be > 0")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:

@@ -3,8 +3,9 @@
 reference: the report's way and the correctness oracle: every epoch decodes, augments and pushes
     the images through the backbone (fp32); validation features are recomputed every epoch.
 cached (default): features computed once into the on-disk feature cache, shared by all runs;
-    augmentation becomes a bank of views (epoch e trains on view e of each training image, drawn
-    from the same distribution as online augmentation), eval features once per backbone and
+    augmentation becomes a bank of views drawn from the same distribution as online augmentation
+    (seed 0: epoch e trains on view e of each training image; other seeds: a per-image
+    permutation of the bank's ``aug_views`` views), eval features once per backbone and
     preprocessing. Head training then runs on the cached features on the device.
 
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
@@ -102,26 +103,49 @@ class CachedEngine(Engine):
                 f"features {self.cfg.backbone} eval"))
         return self._eval
 
-    def train_view_features(self, view: int) -> torch.Tensor:
-        if not self.cfg.augment:
-            return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
+    def bank_view(self, view: int) -> torch.Tensor:
+        """Features of augmented view ``view`` of every training image. The bank is shared by
+        all seeds and runs (its pixels depend only on the view index and the image)."""
         if view not in self._views:
             train_paths = [self.paths[i] for i in self.train_idx]
-            key = {**self.base_key, "images": content_hash(train_paths), "view": view,
-                   "augment": "rrc+hflip", "seed": self.cfg.seed}
+            key = {**self.base_key, "images": content_hash(train_paths), "view": view, "augment": "rrc+hflip"}
             idx = self.train_idx
 
             def compute():
                 images = self.images()
                 return extract(self.backbone, [images[i] for i in idx],
-                               lambda j, img: train_view(img, self.cfg, view_seed(self.cfg.seed, view, j)),
+                               lambda j, img: train_view(img, self.cfg, view_seed(0, view, j)),
                                self.cfg, f"features {self.cfg.backbone} view {view}")
 
             self._views[view] = self._get(key, compute)
         return self._views[view]
 
+    def views_for(self, epoch: int) -> np.ndarray:
+        """Which bank view each training image shows in ``epoch``: view ``epoch`` for seed 0; for
+        other seeds a per-image permutation of the bank, so seeds see different augmentations
+        without computing new ones."""
+        n, size = len(self.train_idx), max(self.cfg.aug_views, self.cfg.epochs)
+        if self.cfg.seed == 0:
+            return np.full(n, epoch)
+        rng = np.random.default_rng([self.cfg.seed, 0xA06])
+        return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
+
+    def train_features(self, epoch: int) -> torch.Tensor:
+        if not self.cfg.augment:
+            return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
+        views = self.views_for(epoch)
+        if (views == views[0]).all():
+            return self.bank_view(int(views[0]))
+        out = None
+        for v in np.unique(views):
+            rows = torch.as_tensor(np.flatnonzero(views == v), device=self.device)
+            feats = self.bank_view(int(v))
+            out = feats.new_empty(feats.shape) if out is None else out
+            out[rows] = feats[rows]
+        return out
+
     def train_batches(self, epoch):
-        feats = self.train_view_features(epoch)
+        feats = self.train_features(epoch)
         for chunk in batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch):
             chunk = chunk.to(self.device)
             yield feats[chunk], self._labels[chunk]

@@ -98,6 +98,13 @@ class Tracker:
             self.run = None
 
 
+def report_tracker(name: str, out_dir: Path) -> Tracker:
+    """A W&B run of job type ``report`` to log a report's tables and figures."""
+    from benchmark.config import Config
+
+    return Tracker(Config(experiment=f"report-{name}", tracking="wandb"), out_dir, f"report-{name}", group=name)
+
+
 def examples_table(emb, labels, identities, paths, n_queries, k):
     from benchmark.examples import pick_queries, thumbnail, top_k
 

@@ -21,6 +21,9 @@ def decode(path: str) -> torch.Tensor:
     """uint8 CHW RGB tensor; a clear error names the file that cannot be read."""
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit greyscale: convert() would clip
+                grey = np.round(np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257).astype(np.uint8)
+                im = Image.fromarray(grey)  # mode L
             rgb = np.array(im.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None

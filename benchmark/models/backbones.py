@@ -175,7 +175,11 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
                           f"{cfg.backbone} nor an existing state_dict file")
     net = spec.build(None)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, _ = net.load_state_dict(state.get("state_dict", state), strict=False)
+    try:
+        missing, _ = net.load_state_dict(state.get("state_dict", state), strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape: another architecture's file
+        first = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()
+        raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: {first}") from None
     if missing:
         raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: "
                           f"missing {len(missing)} tensors, e.g. {missing[0]}")

@@ -1,0 +1,220 @@
+"""Pick the configuration to submit from a results table, on validation numbers only.
+
+The report chose its model on numbers that did not predict the competition (its section 1.3);
+choosing on the *test* split would repeat that mistake one level up: the test split then stops
+being an unbiased estimate of the chosen configuration. So ``choose`` refuses ``test/`` metrics
+(and ``score_per_minute``, which is derived from ``test/score``) and drops every ``test/`` column
+before it looks at the table: it cannot read them even by accident.
+
+Runs are grouped into *configurations* as the report groups them (``benchmark.report.common``):
+the experiment name plus every config key except the run-specific ones (``RUN_SPECIFIC``: ``seed``
+and the keys that do not change results: data and cache paths, device, workers, tracking). A
+configuration's value is the mean of its seeds' metric, with a 95% confidence half-width from
+Student's t (``benchmark.report.stats.t_ci``) when it has more than one seed. The best
+configuration's config is taken from its best seed's ``config.yaml`` (or, without a run folder,
+from the table's columns).
+
+``write_best`` writes ``best.yaml``: a config file that ``benchmark.config.load_yaml`` reads as is;
+the selection facts are YAML comments on top of it (``read_selection`` gives them back as a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict
+# common and stats import neither matplotlib nor seaborn (benchmark.report loads its modules lazily)
+from benchmark.report.common import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
+from benchmark.report.stats import t_ci
+
+#: config keys that define the validation set: values of different ones are not comparable (the
+#: report's SETTING_KEYS, plus where the data was read from), in config order
+EVALUATION_DATA = tuple(k for k in FIELDS if k in SETTING_KEYS or k == "data_home")
+#: metrics that are (or are computed from) the test split: never used to choose
+TEST_DERIVED = ("score_per_minute",)
+_SELECTION_TAG = "# selection-json: "
+
+
+def _is_test_metric(name: str) -> bool:
+    return name.startswith("test/") or name in TEST_DERIVED
+
+
+def _higher_is_better(metric: str) -> bool:
+    return not (metric.endswith("loss") or metric.startswith("time/"))
+
+
+def _config_of(row: pd.Series) -> dict:
+    """The full config of one run: its ``config.yaml`` when the run folder has one, else the row."""
+    run_dir = row.get("run_dir")
+    if isinstance(run_dir, str) and run_dir and (Path(run_dir) / "config.yaml").is_file():
+        d = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    else:
+        d = {}
+        for k in FIELDS:
+            if k in row.index:
+                v = row[k]
+                if isinstance(v, (tuple, np.ndarray)):
+                    v = [float(x) for x in v]
+                elif isinstance(v, np.generic):
+                    v = v.item()
+                d[k] = None if missing(v) else v
+    d = {k: v for k, v in d.items() if k in FIELDS}
+    return from_dict(d).to_dict()  # validated and complete (defaults for keys the table lacks)
+
+
+def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None) -> dict:
+    """The best configuration of a results table (``benchmark.store.load``) by a validation metric.
+
+    Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
+    ``experiment``, ``metric``, ``higher_is_better``, ``mean``, ``std``, ``ci95`` (None with one
+    seed), ``n_seeds``, ``seeds``, ``run_ids``, ``run_dir`` (of the best seed), ``runner_up``
+    (the same facts for the second-best configuration, or None), ``margin`` (best - runner-up
+    mean, in the better direction, >= 0), ``separated`` (the two 95% intervals do not overlap;
+    None when either has one seed), ``n_runs``, ``n_failed``, ``n_configurations`` and ``table``
+    (every configuration ranked, as records), ``warnings`` (e.g. candidates validated on
+    different data: different dataset, protocol, split or split_seed; also raised as UserWarning).
+    """
+    if _is_test_metric(metric):
+        raise ConfigError(
+            f"refusing to choose on {metric!r}: it is a test-split metric. Choosing a configuration on "
+            "the test split makes the test number a biased estimate of the choice (the report's own "
+            "lesson); choose on a validation metric such as val/score and report test/ afterwards")
+    # structural guarantee: nothing below can read a test number
+    df = df.drop(columns=[c for c in df.columns if _is_test_metric(str(c))])
+    if metric not in df.columns:
+        available = sorted(c for c in df.columns if str(c).startswith(("val/", "time/")))
+        raise ConfigError(f"metric {metric!r} is not in the results; available: {', '.join(available) or 'none'}")
+    higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
+    n_runs = len(df)
+    ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+    values = pd.to_numeric(df[metric], errors="coerce")
+    usable = df[ok & values.notna()].assign(_value=values[ok & values.notna()])
+    if usable.empty:
+        raise ConfigError(f"no successful run has {metric!r} ({n_runs} runs, {int((~ok).sum())} failed)")
+
+    groups = []
+    for _, g in usable.groupby(row_key(usable), sort=False):
+        g = g.sort_values("_value", ascending=not higher, kind="stable")
+        vals = g["_value"].to_numpy(dtype=float)
+        mean, half_width, n = t_ci(vals, 0.95)
+        best_row = g.iloc[0]
+        groups.append({
+            "experiment": best_row.get("experiment"),
+            "mean": mean,
+            "std": float(vals.std(ddof=1)) if n > 1 else None,
+            "ci95": None if missing(half_width) else half_width,
+            "n_seeds": n,
+            "seeds": [norm(s) for s in g["seed"]] if "seed" in g.columns else [],
+            "run_ids": [str(r) for r in g["run_id"]] if "run_id" in g.columns else [],
+            "run_dir": best_row.get("run_dir") if "run_dir" in g.columns else None,
+            "_row": best_row,
+        })
+    sign = -1.0 if higher else 1.0
+    groups.sort(key=lambda g: (sign * g["mean"], -g["n_seeds"], str(g["experiment"]), g["run_ids"]))
+    for g in groups:
+        g["config"] = _config_of(g.pop("_row"))
+
+    def facts(g):
+        return {k: g[k] for k in ("experiment", "mean", "std", "ci95", "n_seeds", "seeds", "run_ids",
+                                  "run_dir", "config")}
+
+    notes = []
+    differing = [k for k in EVALUATION_DATA if len({repr(g["config"].get(k)) for g in groups}) > 1]
+    if differing:
+        notes.append(f"configurations differ in {', '.join(differing)}: their {metric} values come from "
+                     "different validation sets and are not strictly comparable")
+        warnings.warn(notes[-1], stacklevel=2)
+
+    best = groups[0]
+    runner = groups[1] if len(groups) > 1 else None
+    margin = separated = None
+    if runner is not None:
+        margin = abs(best["mean"] - runner["mean"])
+        if best["ci95"] is not None and runner["ci95"] is not None:
+            separated = bool(margin > best["ci95"] + runner["ci95"])
+    return {
+        **facts(best), "metric": metric, "higher_is_better": higher,
+        "runner_up": facts(runner) if runner else None, "margin": margin, "separated": separated,
+        "n_runs": n_runs, "n_failed": int((~ok).sum()), "n_configurations": len(groups), "warnings": notes,
+        "table": [{k: v for k, v in facts(g).items() if k != "config"} for g in groups],
+    }
+
+
+def _config_diff(a: dict, b: dict) -> dict:
+    return {k: [a.get(k), b.get(k)] for k in a if k not in RUN_SPECIFIC and a.get(k) != b.get(k)}
+
+
+def format_choice(choice: dict) -> str:
+    """Human summary of a ``choose`` result (for the CLI)."""
+    def stat(g):
+        ci = f" ± {g['ci95']:.4g} (95% CI)" if g["ci95"] is not None else " (1 seed, no CI)"
+        return f"{g['mean']:.4g}{ci}, n_seeds={g['n_seeds']}"
+
+    lines = [f"chosen by {choice['metric']} ({'higher' if choice['higher_is_better'] else 'lower'} is better; "
+             f"{choice['n_configurations']} configurations, {choice['n_runs']} runs, "
+             f"{choice['n_failed']} failed ignored; test metrics not read)",
+             f"  best:      {choice['experiment']}: {stat(choice)}"]
+    r = choice["runner_up"]
+    if r is not None:
+        lines.append(f"  runner-up: {r['experiment']}: {stat(r)}")
+        note = {True: "intervals do not overlap", False: "within noise: the 95% intervals overlap",
+                None: "no CI (single seeds): rerun with more seeds to know if it is noise"}[choice["separated"]]
+        lines.append(f"  margin:    {choice['margin']:.4g} ({note})")
+        diff = _config_diff(choice["config"], r["config"])
+        if diff:
+            lines.append("  differs:   " + ", ".join(f"{k}: {v[0]} vs {v[1]}" for k, v in diff.items()))
+    lines += [f"  warning:   {w}" for w in choice.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if missing(x):
+        return None
+    return x
+
+
+def write_best(choice: dict, path: Path | str = "best.yaml") -> Path:
+    """Write the chosen config as ``path``: loadable by ``benchmark.config.load_yaml``.
+
+    The selection facts are YAML comments: readable lines, plus one ``# selection-json:`` line
+    that ``read_selection`` parses.
+    """
+    path = Path(path)
+    cfg: Config = from_dict(choice["config"])
+    selection = _jsonable({k: v for k, v in choice.items() if k not in ("config", "table")})
+    if selection.get("runner_up"):
+        selection["runner_up"] = {k: v for k, v in selection["runner_up"].items() if k != "config"}
+        selection["runner_up_differs"] = _config_diff(choice["config"], choice["runner_up"]["config"])
+    header = ["# best.yaml: the configuration chosen by `benchmark choose` (validation only).",
+              *("# " + line for line in format_choice(choice).splitlines()),
+              _SELECTION_TAG + json.dumps(selection, sort_keys=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(header) + "\n" + dump_yaml(cfg))
+    return path
+
+
+def read_selection(path: Path | str) -> dict | None:
+    """The selection facts written by ``write_best`` (None for a plain config file)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(_SELECTION_TAG):
+            return json.loads(line[len(_SELECTION_TAG):])
+    return None
+
+
+def load_best(path: Path | str) -> Config:
+    """``best.yaml`` as a Config (the same as ``benchmark.config.load_yaml``: comments are ignored)."""
+    from benchmark.config import load_yaml
+
+    return load_yaml(path)

@@ -1,0 +1,239 @@
+"""``build_report``: every table and figure of the student report regenerated from a results set,
+written as CSV + Markdown tables, PNG figures and one ``report.md`` with a one-line reading of each.
+
+Whatever a results set cannot support is skipped with a line saying why; nothing here raises on
+thin or odd results (an unexpected error in one section is reported in that section and the
+others are still written).
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.report import figures, published as pub, tables
+from benchmark.report.common import Unsupported, matches
+from benchmark.report.results import ReportData, prepare
+from benchmark.report.stats import SEPARABILITY_RULE, pooled_sd, protocol_audit
+
+
+class _Writer:
+    def __init__(self, out_dir: Path):
+        self.out = out_dir
+        self.lines: list[str] = []
+        self.logged: dict = {}
+        self.errors: list[str] = []
+
+    def table(self, name: str, df: pd.DataFrame, md: str) -> None:
+        """Write ``tables/<name>.csv`` and ``.md``, add the Markdown to the report, log it."""
+        df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, tuple)).any()])
+        d = self.out / "tables"
+        d.mkdir(parents=True, exist_ok=True)
+        df.to_csv(d / f"{name}.csv", index=False)
+        (d / f"{name}.md").write_text(md + "\n")
+        self.lines += ["", md, "", f"<sub>Data: [tables/{name}.csv](tables/{name}.csv)</sub>"]
+        self.logged[name] = df
+
+    def figure(self, name: str, fig, caption: str) -> None:
+        path = figures.save(fig, self.out / "figures" / f"{name}.png")
+        self.lines += ["", f"![{caption}](figures/{name}.png)"]
+        self.logged[name] = path
+
+    def reading(self, text: str) -> None:
+        self.lines += ["", f"**Reading:** {text}"]
+
+    def section(self, title: str, fn) -> None:
+        self.lines += ["", f"## {title}"]
+        try:
+            fn()
+        except Unsupported as exc:
+            self.lines += ["", f"*Skipped: {exc}.*"]
+        except Exception as exc:  # one broken section must not cost the rest of the report
+            warnings.warn(f"report section {title!r} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            self.errors.append(title)
+            self.lines += ["", f"*Could not be produced ({type(exc).__name__}: {exc}); the other sections are "
+                               "unaffected.*"]
+
+
+def _overview(data: ReportData, n_total: int) -> list[str]:
+    ca = data.configs_all
+    n_ok, n_failed = len(data.runs), len(data.failed)
+    lines = [f"Built from **{n_total} runs**: {n_ok} successful, {n_failed} failed"
+             + (" (listed under [Failed runs](#failed-runs) and excluded from every statistic)." if n_failed else ".")]
+    if len(ca):
+        rep = ca[ca["n"] > 1]
+        protos = ca["protocol"].map(str).value_counts()
+        lines.append(f"{len(ca)} configurations ({', '.join(f'{n} {p}' for p, n in protos.items())}); "
+                     + (f"{len(rep)} of them have several seeds (up to {int(ca['n'].max())})." if len(rep) else
+                        "each has a single seed, so no confidence intervals."))
+        setting = ", ".join(f"{k}={v}" for k, v in data.setting.items() if v is not None)
+        lines.append(f"Tables 1-2 and Figures 1-6 compare the **{len(data.configs)} configurations** of one test "
+                     f"setting ({setting}); the protocol audit covers every protocol.")
+    lines += [f"Note: {n}." for n in data.notes]
+    lines = [x for line in lines for x in ("", line)][1:]  # one paragraph each
+    lines += ["",
+              "Score = 600·Top-1 + 300·Top-5 + 100·Top-10 on the test split (points, 0–1000). Time = `time/cost_s`, "
+              "the cost of a configuration on its own (feature extraction + head training + evaluation), in seconds "
+              "unless stated. Where a configuration has several seeds, numbers are means and `±` is the half-width of "
+              f"the {data.confidence:.0%} confidence interval (Student's t over seeds, `scipy.stats.t`); error bars "
+              "in the figures are the same intervals. n = number of seeds.",
+              "",
+              f"*Separability rule:* {SEPARABILITY_RULE}"]
+    return lines
+
+
+def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protocol: str | None = None,
+                 published: Path | str | None = None, confidence: float = 0.95,
+                 title: str = "Ablation report") -> Path:
+    """Write the report of the results ``df`` (``benchmark.store.load``) into ``out_dir``:
+    ``report.md``, ``tables/*.csv|md``, ``figures/*.png``; returns the path of ``report.md``.
+
+    ``tracker``: an object with ``log_files(**items)`` (``benchmark.tracking.Tracker``): every table
+    (DataFrame) and figure (PNG path) is logged with it. ``protocol``: the protocol the comparisons
+    use (default closed-set when present). ``published``: another published-numbers YAML
+    (default the package's ``published.yaml``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    w = _Writer(out_dir)
+    try:
+        data = prepare(df, protocol, confidence)
+    except Exception as exc:  # an unreadable frame still gets a report saying so
+        warnings.warn(f"report: could not read the results: {type(exc).__name__}: {exc}")
+        (out_dir / "report.md").write_text(f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
+        return out_dir / "report.md"
+    c = data.configs
+    w.lines += [f"# {title}", ""] + _overview(data, len(df))
+    if len(data.configs_all):
+        _write_configs(w, data)
+
+    def t1():
+        t = tables.table1(c)
+        w.reading(tables.read_table1(t, c))
+        w.table("table1_architectures", t, tables.table1_markdown(t))
+        w.lines += ["", "Baseline settings: LR 0.001, 3 epochs, batch size 32, augmentation and ImageNet normalization "
+                        "on, trained head. Relative performance: score as % of the best architecture; speed = time of "
+                        "the slowest ÷ time of this one (`time/cost_s`)."]
+
+    def f1():
+        t = tables.lr_sweep(c)
+        w.reading(tables.read_lr(t))
+        w.figure("figure1_lr", figures.figure1_lr(c), "Figure 1: score vs learning rate")
+        w.table("figure1_lr_data", t, tables.lr_markdown(t))
+
+    def f2():
+        t = tables.epoch_sweep(c)
+        w.reading(tables.read_epochs(t))
+        hist = tables.histories(dict(zip(t["config"], t["run_dirs"])))
+        w.figure("figure2_epochs", figures.figure2_epochs(c), "Figure 2: score vs epochs and validation curves")
+        if hist.empty:
+            w.lines += ["", "*Per-epoch validation curves skipped: no run folder of these configurations has a "
+                            "history.csv (e.g. results pulled from W&B).*"]
+        else:
+            hist.to_csv(_tables_dir(out_dir) / "figure2_history_data.csv", index=False)
+            w.logged["figure2_history_data"] = hist
+            w.lines += ["", "Panels (b)-(c): per-epoch history of each run (`history.csv`, mean over seeds): "
+                            "[tables/figure2_history_data.csv](tables/figure2_history_data.csv)."]
+        w.table("figure2_epochs_data", t, tables.epochs_markdown(t))
+
+    def f3():
+        t = tables.ablations(c, confidence)
+        w.reading(tables.read_ablations(t))
+        w.figure("figure3_ablations", figures.figure3_ablations(c, confidence), "Figure 3: ablation deltas")
+        w.table("figure3_ablations_data", t, tables.ablations_markdown(t))
+
+    def t2():
+        t = tables.table2(c)
+        w.reading(tables.read_table2(t))
+        w.table("table2_top10", t, tables.table2_markdown(t))
+        sd, k = pooled_sd(c)
+        if k:
+            w.lines += ["", f"Seed-to-seed standard deviation of the test score, pooled over the {k} configuration(s) "
+                            f"with several seeds: {sd:.1f} points."]
+
+    def f4():
+        t = tables.efficiency(c)
+        w.reading(tables.read_efficiency(t))
+        w.figure("figure4_efficiency", figures.figure4_efficiency(c), "Figure 4: score per minute per architecture")
+        w.table("figure4_efficiency_data", t, tables.efficiency_markdown(t))
+
+    def f5():
+        t = tables.pareto(c)
+        w.reading(tables.read_pareto(t))
+        w.figure("figure5_tradeoff", figures.figure5_tradeoff(c), "Figure 5: score vs training time")
+        w.lines += ["", f"<sub>Data: {len(t)} configurations, Pareto front marked in "
+                        "[tables/figure5_tradeoff_data.csv](tables/figure5_tradeoff_data.csv)</sub>"]
+        t.to_csv(_tables_dir(out_dir) / "figure5_tradeoff_data.csv", index=False)
+        w.logged["figure5_tradeoff_data"] = t
+
+    def f6():
+        ex = figures.retrieval_example(c)
+        which = "the best configuration" if ex["best"] else "the best configuration with saved embeddings"
+        w.reading(f"Query {ex['query'][1]} from {which}, {ex['config']} (best seed's run, leave-one-out over its "
+                  f"test split): {ex['hits']} of its top {len(ex['results'])} share its identity"
+                  + (" — none, as in the report's example." if ex["hits"] == 0 else "."))
+        w.figure("figure6_example", figures.figure6_example(ex), "Figure 6: a query and its top-10")
+
+    def audit():
+        ac = data.configs_all
+        other = {k: v for k, v in data.setting.items() if k != "protocol"}
+        ac = ac[matches(ac, other)] if len(ac) else ac
+        if ac.empty:
+            raise Unsupported("no successful runs")
+        t = protocol_audit(ac)
+        w.reading(tables.read_audit(t))
+        w.table("protocol_audit", t, tables.audit_markdown(t))
+        w.lines += ["", "Spearman ρ: rank correlation between the configurations' mean `val/score` and mean "
+                        "`test/score` (`scipy.stats.spearmanr`); gap = mean of val − test over configurations "
+                        "(± 95% CI over configurations); right pick = the configuration with the highest validation "
+                        "score also has the highest test score."]
+
+    def repro():
+        t = pub.reproduction(c, pub.load(published) if published else None)
+        w.reading(pub.read_reproduction(t))
+        w.table("reproduction", t, pub.reproduction_markdown(t))
+
+    def failed():
+        if data.failed.empty:
+            w.lines += ["", "None: every run succeeded."]
+            return
+        t = tables.failed_runs(data.failed)
+        w.reading(f"{len(t)} run(s) failed and are excluded from every table and figure.")
+        w.table("failed_runs", t, tables.failed_markdown(t))
+
+    for title_, fn in (("Table 1. Architecture comparison at the baseline settings", t1),
+                       ("Figure 1. Learning-rate impact on score", f1),
+                       ("Figure 2. Training duration and per-epoch validation curves", f2),
+                       ("Figure 3. Ablations: impact of design choices", f3),
+                       ("Table 2. Top-10 configurations by test score", t2),
+                       ("Figure 4. Training efficiency: score per minute", f4),
+                       ("Figure 5. Performance vs training-time trade-off", f5),
+                       ("Figure 6. A query and its top-10 retrieved images", f6),
+                       ("Protocol audit: does validation pick the right model?", audit),
+                       ("Reproduction of the published numbers", repro),
+                       ("Failed runs", failed)):
+        w.section(title_, fn)
+    report = out_dir / "report.md"
+    report.write_text("\n".join(w.lines) + "\n")
+    if tracker is not None and w.logged:
+        try:
+            tracker.log_files(**{k.replace("/", "_"): v for k, v in w.logged.items()})
+        except Exception as exc:  # tracking never costs the local report
+            warnings.warn(f"report: logging to the tracker failed: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _tables_dir(out_dir: Path) -> Path:
+    d = out_dir / "tables"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _write_configs(w: _Writer, data: ReportData) -> None:
+    cols = [x for x in data.configs_all.columns if not x.endswith(("_values", "_sd"))]
+    data.configs_all[cols].to_csv(_tables_dir(w.out) / "configurations.csv", index=False)
+    w.lines += ["", "Every configuration (means, CI half-widths, seeds, run ids): "
+                    "[tables/configurations.csv](tables/configurations.csv)."]

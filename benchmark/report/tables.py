@@ -1,0 +1,485 @@
+"""The report's tables (and the data behind its figures) from aggregated configurations
+(``results.prepare(df).configs``), their one-line readings and their Markdown.
+
+Every function takes the configurations of one protocol/data setting and returns a DataFrame of
+plain numbers (means, ``*_ci`` half-widths, NaN where one seed); it raises ``Unsupported`` with a
+one-line reason when the results cannot support it. Scores are the competition score
+600·Top-1 + 300·Top-5 + 100·Top-10 (points, 0-1000) on the test split; times are ``time/cost_s``
+(the cost of the configuration on its own: features + training + evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.report.common import (ABLATION_KEYS, BASELINE, DEFAULTS, Unsupported, arch_name,
+                                     arch_order, config_keys, describe, fmt_num, matches, missing, norm)
+from benchmark.report.stats import Separation, diff_ci, separability
+
+METRICS_T1 = ("test/top1", "test/top5", "test/top10", "test/map", "test/score", "time/cost_s")
+METRICS_T2 = ("test/score", "test/top1", "test/top5", "test/top10", "test/map")
+
+
+def _need(configs: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    missing_cols = [c for c in cols if c not in configs.columns]
+    if configs.empty:
+        raise Unsupported("no successful runs")
+    if missing_cols:
+        raise Unsupported(f"the results have no {', '.join(missing_cols)}")
+    return configs
+
+
+def _distance_from_defaults(row) -> int:
+    keys = [k for k in ABLATION_KEYS + ("lr", "epochs") if k in row.index]
+    return sum(norm(row[k]) != norm(DEFAULTS[k]) for k in keys)
+
+
+def _pick_one(c: pd.DataFrame) -> pd.Series:
+    """Among configurations of one backbone: the closest to the defaults, then most seeds, then label."""
+    c = c.assign(_d=c.apply(_distance_from_defaults, axis=1), _n=-c["n"])
+    return c.sort_values(["_d", "_n", "label"], kind="stable").iloc[0]
+
+
+# -- Table 1 -----------------------------------------------------------------------------------------
+def table1(configs: pd.DataFrame) -> pd.DataFrame:
+    """Architecture comparison at the baseline settings (``common.BASELINE``): one configuration
+    per backbone; columns ``backbone, architecture, config, n`` + mean/``_ci`` of ``METRICS_T1`` +
+    ``score_pct_of_best`` (100 × score / best score) and ``speedup_vs_slowest`` (slowest time/cost_s
+    ÷ this one)."""
+    _need(configs, "test/score", "backbone")
+    cand = configs[matches(configs, BASELINE)]
+    if cand.empty:
+        raise Unsupported("no configuration uses the baseline settings (LR 0.001, 3 epochs, batch size 32, "
+                          "augmentation and normalization on, trained head)")
+    rows = []
+    for b in arch_order(cand["backbone"].map(str)):
+        r = _pick_one(cand[cand["backbone"].map(str) == b])
+        row = {"backbone": b, "architecture": arch_name(b), "config": r["label"], "n": int(r["n"])}
+        for m in METRICS_T1:
+            row[m] = r.get(m, math.nan)
+            row[f"{m}_ci"] = r.get(f"{m}_ci", math.nan)
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    t["score_pct_of_best"] = 100 * t["test/score"] / t["test/score"].max()
+    t["speedup_vs_slowest"] = t["time/cost_s"].max() / t["time/cost_s"]
+    return t
+
+
+def read_table1(t: pd.DataFrame, configs: pd.DataFrame | None = None) -> str:
+    best = t.loc[t["test/score"].idxmax()]
+    if len(t) == 1:
+        return (f"Only {best['architecture']} ran at the baseline settings (score {best['test/score']:.1f}): "
+                "no architecture comparison is possible.")
+    out = f"{best['architecture']} has the highest score at the baseline settings ({best['test/score']:.1f})"
+    fast = t.loc[t["time/cost_s"].idxmin()] if t["time/cost_s"].notna().any() else None
+    if fast is not None and fast["backbone"] != best["backbone"]:
+        out += (f"; {fast['architecture']} reaches {fast['score_pct_of_best']:.1f}% of it while being "
+                f"{fast['speedup_vs_slowest']:.1f}× faster than the slowest "
+                f"({fast['time/cost_s']:.0f} s vs {t['time/cost_s'].max():.0f} s)")
+    elif fast is not None:
+        out += " and is also the fastest"
+    worst = t.loc[t["test/score"].idxmin()]
+    if len(t) > 2:
+        out += f"; {worst['architecture']} is lowest ({worst['score_pct_of_best']:.1f}% of the best)"
+    out += "."
+    if configs is not None:
+        sub = configs[configs["label"].isin(t["config"])]
+        sep = separability(sub)
+        if sep.separable is False:
+            out += f" The top two are not separable within seed noise ({sep.best} vs {sep.runner_up})."
+        elif sep.separable:
+            out += f" The best is separable from the runner-up ({sep.runner_up}) within seed noise."
+    return out
+
+
+# -- Table 2 -----------------------------------------------------------------------------------------
+def table2(configs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The top-``k`` configurations by mean test score: ``rank, config, architecture, lr, epochs, n``,
+    mean/``_ci`` of ``METRICS_T2``, ``time_min`` (time/cost_s / 60, ``time_min_ci``) and
+    ``vs_best``: best | not separable | separable | not judged (``stats.SEPARABILITY_RULE``)."""
+    _need(configs, "test/score")
+    c = configs.dropna(subset=["test/score"]).sort_values("test/score", ascending=False, kind="stable").head(k)
+    sep = separability(configs)
+    t = pd.DataFrame({"rank": range(1, len(c) + 1), "config": c["label"].to_numpy(),
+                      "architecture": c["backbone"].map(arch_name).to_numpy() if "backbone" in c else "?",
+                      "backbone": c["backbone"].map(str).to_numpy() if "backbone" in c else "?",
+                      "lr": c["lr"].to_numpy(), "epochs": c["epochs"].to_numpy(), "n": c["n"].to_numpy()})
+    for m in METRICS_T2:
+        t[m] = c[m].to_numpy() if m in c else math.nan
+        t[f"{m}_ci"] = c[f"{m}_ci"].to_numpy() if f"{m}_ci" in c else math.nan
+    cost = c["time/cost_s"].to_numpy() if "time/cost_s" in c else np.full(len(c), math.nan)
+    cost_ci = c["time/cost_s_ci"].to_numpy() if "time/cost_s_ci" in c else np.full(len(c), math.nan)
+    t["time_min"] = cost / 60
+    t["time_min_ci"] = cost_ci / 60
+    t["vs_best"] = ["best" if lab == sep.best else "not separable" if lab in sep.tied
+                    else "not judged" if lab in sep.unjudged else "separable" for lab in t["config"]]
+    t.attrs["separation"] = sep
+    return t
+
+
+def read_table2(t: pd.DataFrame) -> str:
+    top = t.iloc[0]
+    out = f"{top['config']} has the highest test score ({top['test/score']:.1f})"
+    if len(t) > 1:
+        out += f", {top['test/score'] - t.iloc[1]['test/score']:.1f} points above {t.iloc[1]['config']}"
+    archs = t["architecture"].value_counts()
+    out += f"; the top {len(t)} hold " + ", ".join(f"{n} {a}" for a, n in archs.items()) + " configuration(s)."
+    sep: Separation | None = t.attrs.get("separation")
+    return out + (f" {sep.text}" if sep is not None else "")
+
+
+# -- sweep families (Figures 1, 2) -------------------------------------------------------------------
+def _families(configs: pd.DataFrame, vary: str) -> dict[str, pd.DataFrame]:
+    keys = [k for k in config_keys(configs) if k not in ("experiment", vary)]
+    fk = configs.apply(lambda r: json.dumps([norm(r[k]) for k in keys], default=str), axis=1)
+    return {k: g for k, g in configs.groupby(fk, sort=False) if g[vary].map(norm).nunique() >= 2}
+
+
+def _differences(row, skip: tuple[str, ...]) -> list[str]:
+    """What sets a configuration apart from the baseline, in words (lr/epochs and ablation keys)."""
+    keys = [k for k in ("lr", "epochs") + ABLATION_KEYS if k in row.index and k not in skip]
+    return [describe(k, row[k]) for k in keys if norm(row[k]) != norm(DEFAULTS[k])]
+
+
+def lr_sweep(configs: pd.DataFrame) -> pd.DataFrame:
+    """Score vs learning rate: every family of configurations that differ only in ``lr`` (>= 2 values).
+    Columns ``line`` (legend label), ``backbone``, ``epochs``, ``main`` (the family runs at the baseline
+    epochs and defaults otherwise), ``lr``, ``config``, ``n``, ``test/score``, ``test/score_ci``."""
+    _need(configs, "test/score", "lr")
+    rows = []
+    for fam in _families(configs, "lr").values():
+        first = fam.iloc[0]
+        diffs = _differences(first, ("lr",))
+        line = ", ".join([arch_name(first["backbone"])] + diffs)
+        for _, r in fam.sort_values("lr").iterrows():
+            rows.append({"line": line, "backbone": str(r["backbone"]), "epochs": r["epochs"], "main": not diffs,
+                         "lr": float(r["lr"]), "config": r["label"], "n": int(r["n"]),
+                         "test/score": r["test/score"], "test/score_ci": r.get("test/score_ci", math.nan)})
+    if not rows:
+        raise Unsupported("no two configurations differ only in learning rate")
+    t = pd.DataFrame(rows)
+    order = {b: i for i, b in enumerate(arch_order(t["backbone"]))}
+    return t.assign(_o=t["backbone"].map(order), _m=~t["main"]).sort_values(["_m", "_o", "line", "lr"]) \
+        .drop(columns=["_o", "_m"]).reset_index(drop=True)
+
+
+def read_lr(t: pd.DataFrame) -> str:
+    main = t[t["main"]] if t["main"].any() else t
+    parts, best_lrs = [], {}
+    for line, g in main.groupby("line", sort=False):
+        g = g.sort_values("lr")
+        best_lrs[line] = fmt_num(g.loc[g["test/score"].idxmax(), "lr"])
+        lo, hi = g.iloc[0], g.iloc[-1]
+        pct = 100 * (hi["test/score"] - lo["test/score"]) / lo["test/score"]
+        parts.append(f"{line} {pct:+.1f}% ({lo['test/score']:.1f}→{hi['test/score']:.1f})")
+    lrs = set(best_lrs.values())
+    where = "at the baseline epochs" if t["main"].any() else "in these sweeps"
+    who = "every architecture" if len(best_lrs) > 1 else next(iter(best_lrs))
+    head = (f"LR {lrs.pop()} is best for {who} {where}" if len(lrs) == 1 else
+            f"The best LR {where} differs: " + ", ".join(f"{k} {v}" for k, v in best_lrs.items()))
+    lo_lr, hi_lr = fmt_num(main["lr"].min()), fmt_num(main["lr"].max())
+    return f"{head}; from LR {lo_lr} to {hi_lr} the score changes by " + ", ".join(parts) + "."
+
+
+def epoch_sweep(configs: pd.DataFrame) -> pd.DataFrame:
+    """Score vs training epochs for one family of configurations that differ only in ``epochs``:
+    the one with most epoch values, preferring the baseline LR/settings and the baseline backbone.
+    Columns ``family`` (label), ``backbone``, ``epochs``, ``config``, ``n``, ``test/score(_ci)``,
+    ``time/cost_s``, ``run_dirs``."""
+    _need(configs, "test/score", "epochs")
+    fams = _families(configs, "epochs")
+    if not fams:
+        raise Unsupported("no two configurations differ only in the number of epochs")
+
+    def rank(g):
+        first = g.iloc[0]
+        return (-g["epochs"].nunique(), len(_differences(first, ("epochs",))),
+                norm(first.get("backbone")) != DEFAULTS["backbone"], str(first.get("backbone")))
+    fam = min(fams.values(), key=rank).sort_values("epochs")
+    first = fam.iloc[0]
+    family = ", ".join([arch_name(first["backbone"])] + _differences(first, ("epochs",)) +
+                       ([describe("lr", first["lr"])] if norm(first["lr"]) == norm(DEFAULTS["lr"]) else []))
+    return pd.DataFrame({"family": family, "backbone": str(first["backbone"]), "epochs": fam["epochs"].to_numpy(),
+                         "config": fam["label"].to_numpy(), "n": fam["n"].to_numpy(),
+                         "test/score": fam["test/score"].to_numpy(),
+                         "test/score_ci": fam.get("test/score_ci", pd.Series(math.nan, index=fam.index)).to_numpy(),
+                         "time/cost_s": fam.get("time/cost_s", pd.Series(math.nan, index=fam.index)).to_numpy(),
+                         "run_dirs": fam["run_dirs"].to_numpy()})
+
+
+def read_epochs(t: pd.DataFrame) -> str:
+    t = t.sort_values("epochs")
+    peak = t.loc[t["test/score"].idxmax()]
+    first = t.iloc[0]
+    out = f"{t['family'].iloc[0]} peaks at {peak['epochs']:g} epochs (score {peak['test/score']:.1f})"
+    if peak["epochs"] != first["epochs"]:
+        out += f", {peak['test/score'] - first['test/score']:+.1f} from {first['epochs']:g} epoch(s)"
+    later = t[t["epochs"] > peak["epochs"]]
+    if len(later):
+        out += "; after the peak: " + ", ".join(f"{r['test/score'] - peak['test/score']:+.1f} at {r['epochs']:g}"
+                                                 for _, r in later.iterrows())
+        out += " (overfitting)" if (later["test/score"] < peak["test/score"]).all() else ""
+    else:
+        out += "; more epochs may still help"
+    return out + "."
+
+
+def histories(run_dirs_by_config: dict[str, tuple]) -> pd.DataFrame:
+    """Per-epoch history (``history.csv``) of each configuration, averaged over its seeds.
+    Returns long rows: ``config, epoch`` + history columns + ``n_runs``; empty when no folder has one."""
+    frames = []
+    for config, dirs in run_dirs_by_config.items():
+        hs = []
+        for d in dirs:
+            if d and (Path(d) / "history.csv").is_file():
+                try:
+                    h = pd.read_csv(Path(d) / "history.csv")
+                except (pd.errors.EmptyDataError, pd.errors.ParserError):
+                    continue
+                if "epoch" in h.columns and len(h):
+                    hs.append(h)
+        if hs:
+            h = pd.concat(hs).groupby("epoch", as_index=False).mean(numeric_only=True)
+            h["n_runs"] = len(hs)
+            h.insert(0, "config", config)
+            frames.append(h)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["config", "epoch"])
+
+
+# -- Figure 3 ----------------------------------------------------------------------------------------
+def ablations(configs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Single-change ablations: pairs of configurations that differ in exactly one design choice
+    (``common.ABLATION_KEYS``) where the reference keeps its default. Columns ``ablation`` (in words),
+    ``key``, ``value``, ``config``, ``reference``, ``backbone``, ``delta`` (variant − reference mean test
+    score), ``delta_ci`` (Welch t-interval; NaN unless both have 2+ seeds), ``delta_pct`` (% of the
+    reference), ``score``, ``reference_score``."""
+    _need(configs, "test/score")
+    keys = [k for k in config_keys(configs) if k != "experiment"]
+    vals = {i: {k: norm(r[k]) for k in keys} for i, r in configs.iterrows()}
+    rows = []
+    for i, vi in vals.items():
+        for j, vj in vals.items():
+            diff = [k for k in keys if vi[k] != vj[k]]
+            if len(diff) != 1 or diff[0] not in ABLATION_KEYS:
+                continue
+            k = diff[0]
+            if vj[k] != norm(DEFAULTS[k]) or vi[k] == norm(DEFAULTS[k]):
+                continue  # j must be the reference (default value), i the variant
+            v, r = configs.loc[i], configs.loc[j]
+            d, hw = diff_ci(v.get("test/score_values", (v["test/score"],)),
+                            r.get("test/score_values", (r["test/score"],)), confidence)
+            rows.append({"ablation": describe(k, v[k]), "key": k, "value": vi[k], "config": v["label"],
+                         "reference": r["label"], "backbone": str(v.get("backbone")), "delta": d, "delta_ci": hw,
+                         "delta_pct": 100 * d / r["test/score"], "score": v["test/score"],
+                         "reference_score": r["test/score"], "n": int(v["n"]), "reference_n": int(r["n"])})
+    if not rows:
+        raise Unsupported("no pair of configurations differs in exactly one design choice "
+                          f"({', '.join(ABLATION_KEYS[:4])}, ...) from its default")
+    return pd.DataFrame(rows).sort_values("delta", kind="stable").reset_index(drop=True)
+
+
+def read_ablations(t: pd.DataFrame) -> str:
+    worst, mild = t.iloc[0], t.iloc[-1]
+    out = f"Largest change: {worst['ablation']} ({worst['delta']:+.1f} points, {worst['delta_pct']:+.1f}%)"
+    if len(t) > 1:
+        out += f"; smallest: {mild['ablation']} ({mild['delta']:+.1f}, {mild['delta_pct']:+.1f}%)"
+    hurt = t[t["delta"] < 0]
+    out += f"; {len(hurt)} of {len(t)} changes lower the score"
+    judged = t.dropna(subset=["delta_ci"])
+    if len(judged):
+        within = judged[judged["delta"].abs() <= judged["delta_ci"]]
+        out += (f"; within seed noise (95% CI of the difference includes 0): "
+                f"{', '.join(within['ablation']) if len(within) else 'none'}")
+    return out + "."
+
+
+# -- Figures 4, 5 ------------------------------------------------------------------------------------
+def efficiency(configs: pd.DataFrame) -> pd.DataFrame:
+    """Score per minute (test score ÷ time/cost_s in minutes) per architecture, over all of its
+    configurations: ``backbone, architecture, n_configs, score_per_minute`` (mean of the
+    configurations' means), ``min``, ``max``, ``test/score``, ``time/cost_s`` (means) and
+    ``ratio_vs_lowest``."""
+    _need(configs, "score_per_minute", "backbone")
+    c = configs.dropna(subset=["score_per_minute"])
+    if c.empty:
+        raise Unsupported("no configuration has score_per_minute")
+    rows = []
+    for b in arch_order(c["backbone"].map(str)):
+        g = c[c["backbone"].map(str) == b]
+        rows.append({"backbone": b, "architecture": arch_name(b), "n_configs": len(g),
+                     "score_per_minute": g["score_per_minute"].mean(), "min": g["score_per_minute"].min(),
+                     "max": g["score_per_minute"].max(), "test/score": g["test/score"].mean(),
+                     "time/cost_s": g["time/cost_s"].mean() if "time/cost_s" in g else math.nan})
+    t = pd.DataFrame(rows)
+    t["ratio_vs_lowest"] = t["score_per_minute"] / t["score_per_minute"].min()
+    return t
+
+
+def read_efficiency(t: pd.DataFrame) -> str:
+    best = t.loc[t["score_per_minute"].idxmax()]
+    out = (f"{best['architecture']} is the most efficient: {best['score_per_minute']:.1f} points per minute "
+           f"(mean over its {best['n_configs']} configuration(s))")
+    if len(t) > 1:
+        low = t.loc[t["score_per_minute"].idxmin()]
+        out += f", {best['ratio_vs_lowest']:.1f}× {low['architecture']} ({low['score_per_minute']:.1f})"
+    return out + "."
+
+
+def pareto(configs: pd.DataFrame) -> pd.DataFrame:
+    """Score vs cost: ``config, backbone, time/cost_s(_ci), test/score(_ci), n, pareto`` (no other
+    configuration is both cheaper-or-equal and better), sorted by time."""
+    _need(configs, "test/score", "time/cost_s")
+    c = configs.dropna(subset=["test/score", "time/cost_s"]).sort_values(["time/cost_s", "test/score"],
+                                                                         ascending=[True, False])
+    if c.empty:
+        raise Unsupported("no configuration has both test/score and time/cost_s")
+    best, flags = -math.inf, []
+    for s in c["test/score"]:
+        flags.append(bool(s > best))
+        best = max(best, s)
+    return pd.DataFrame({"config": c["label"].to_numpy(), "backbone": c["backbone"].map(str).to_numpy(),
+                         "time/cost_s": c["time/cost_s"].to_numpy(),
+                         "time/cost_s_ci": c.get("time/cost_s_ci", pd.Series(math.nan, index=c.index)).to_numpy(),
+                         "test/score": c["test/score"].to_numpy(),
+                         "test/score_ci": c.get("test/score_ci", pd.Series(math.nan, index=c.index)).to_numpy(),
+                         "n": c["n"].to_numpy(), "pareto": flags})
+
+
+def read_pareto(t: pd.DataFrame) -> str:
+    front = t[t["pareto"]]
+    best = t.loc[t["test/score"].idxmax()]
+    cheap = front.iloc[0]
+    out = (f"Pareto-optimal (no configuration both cheaper and better): {', '.join(front['config'])}; the cheapest "
+           f"is {cheap['config']} ({cheap['test/score']:.1f} in {cheap['time/cost_s']:.0f} s)")
+    if best["config"] != cheap["config"]:
+        out += (f", the best {best['config']} adds {best['test/score'] - cheap['test/score']:.1f} points for "
+                f"{best['time/cost_s'] / cheap['time/cost_s']:.1f}× the time")
+    return out + "."
+
+
+# -- protocol audit, failed runs ----------------------------------------------------------------------
+def read_audit(t: pd.DataFrame) -> str:
+    parts = []
+    for _, r in t.iterrows():
+        rho = "ρ n/a (< 3 configurations)" if missing(r["spearman_rho"]) else f"Spearman ρ = {r['spearman_rho']:.2f}"
+        pick = ("validation would have picked the right model" if r["picks_right"] else
+                f"validation would have picked {r['val_pick']} instead of {r['test_best']} "
+                f"(−{r['regret']:.1f} test points)")
+        parts.append(f"{r['protocol']}: {rho} over {r['n_configs']} configurations, val − test gap "
+                     f"{r['gap_mean']:+.1f} points on average; {pick}")
+    return "; ".join(parts) + "."
+
+
+def failed_runs(failed: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in ("run_id", "experiment", "backbone", "protocol", "seed", "error") if c in failed.columns]
+    t = failed[cols].copy()
+    if "error" in t:
+        t["error"] = t["error"].map(lambda e: "(no error recorded)" if missing(e) else str(e).strip().splitlines()[-1])
+    return t.reset_index(drop=True)
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+def cell(mean, ci=math.nan, digits: int = 3, suffix: str = "") -> str:
+    """``0.320 ± 0.012`` (a 95% CI half-width when there are seeds), ``0.320`` otherwise, ``–`` when missing."""
+    if missing(mean):
+        return "–"
+    s = f"{mean:.{digits}f}"
+    return s + (f" ± {ci:.{digits}f}" if not missing(ci) else "") + suffix
+
+
+def markdown(headers: list[str], rows: list[list[str]]) -> str:
+    esc = [[str(v).replace("|", "\\|").replace("\n", " ") for v in r] for r in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc])
+
+
+def frame_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    """Any DataFrame as a Markdown table (numbers rounded)."""
+    def fmt(v):
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, (float, np.floating)):
+            if math.isnan(v):
+                return "–"
+            return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits if abs(v) < 10 else 1}f}"
+        return "–" if missing(v) else str(v)
+    return markdown([str(c) for c in df.columns], [[fmt(v) for v in r] for r in df.itertuples(index=False)])
+
+
+def table1_markdown(t: pd.DataFrame) -> str:
+    headers = ["Architecture", "Configuration", "n", "Top-1", "Top-5", "Top-10", "mAP", "Score", "Time (s)"]
+    rows = [[r["architecture"], r["config"], str(r["n"])] +
+            [cell(r[m], r[f"{m}_ci"]) for m in METRICS_T1[:4]] +
+            [cell(r["test/score"], r["test/score_ci"], 1), cell(r["time/cost_s"], r["time/cost_s_ci"], 0)]
+            for _, r in t.iterrows()]
+    rows.append(["**Relative performance**"] + [""] * (len(headers) - 1))
+    for _, r in t.iterrows():
+        speed = r["speedup_vs_slowest"]
+        speed_s = "–" if missing(speed) else ("1.0× (slowest)" if np.isclose(speed, 1) else f"{speed:.1f}× faster")
+        rows.append([r["architecture"], "", ""] + ["–"] * 4 + [f"{r['score_pct_of_best']:.1f}%", speed_s])
+    return markdown(headers, rows)
+
+
+def table2_markdown(t: pd.DataFrame) -> str:
+    headers = ["#", "Configuration", "Model", "LR", "Epochs", "n", "Score", "Top-1", "Top-5", "Top-10", "mAP",
+               "Time (min)", "vs best"]
+    rows = [[str(r["rank"]), r["config"], r["architecture"], fmt_num(r["lr"]), fmt_num(r["epochs"]), str(r["n"]),
+             cell(r["test/score"], r["test/score_ci"], 1)] + [cell(r[m], r[f"{m}_ci"]) for m in METRICS_T2[1:]] +
+            [cell(r["time_min"], r["time_min_ci"], 1), r["vs_best"]] for _, r in t.iterrows()]
+    return markdown(headers, rows)
+
+
+def audit_markdown(t: pd.DataFrame) -> str:
+    headers = ["Protocol", "Configurations", "Spearman ρ (val vs test score)", "p", "Mean val − test gap",
+               "Val picks", "Test best", "Right pick?", "Test points lost"]
+    def pval(p):
+        return "–" if missing(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+    rows = [[r["protocol"], str(r["n_configs"]), cell(r["spearman_rho"], digits=2), pval(r["spearman_p"]),
+             cell(r["gap_mean"], r["gap_ci"], 1), r["val_pick"], r["test_best"], "yes" if r["picks_right"] else "no",
+             cell(r["regret"], digits=1)] for _, r in t.iterrows()]
+    return markdown(headers, rows)
+
+
+def ablations_markdown(t: pd.DataFrame) -> str:
+    headers = ["Change", "Configuration", "Reference", "Score", "Reference score", "Δ score", "Δ %"]
+    rows = [[r["ablation"], r["config"], r["reference"], cell(r["score"], digits=1),
+             cell(r["reference_score"], digits=1), cell(r["delta"], r["delta_ci"], 1, ""),
+             f"{r['delta_pct']:+.1f}%"] for _, r in t.iterrows()]
+    return markdown(headers, rows)
+
+
+def lr_markdown(t: pd.DataFrame) -> str:
+    return markdown(["Line", "LR", "Configuration", "n", "Score"],
+                    [[r["line"], fmt_num(r["lr"]), r["config"], str(r["n"]),
+                      cell(r["test/score"], r["test/score_ci"], 1)] for _, r in t.iterrows()])
+
+
+def epochs_markdown(t: pd.DataFrame) -> str:
+    return markdown(["Epochs", "Configuration", "n", "Score", "Time (s)"],
+                    [[fmt_num(r["epochs"]), r["config"], str(r["n"]), cell(r["test/score"], r["test/score_ci"], 1),
+                      cell(r["time/cost_s"], digits=0)] for _, r in t.iterrows()])
+
+
+def efficiency_markdown(t: pd.DataFrame) -> str:
+    return markdown(["Architecture", "Configurations", "Score / min (mean)", "min", "max", "Mean score",
+                     "Mean time (s)", "× lowest"],
+                    [[r["architecture"], str(r["n_configs"]), cell(r["score_per_minute"], digits=1),
+                      cell(r["min"], digits=1), cell(r["max"], digits=1), cell(r["test/score"], digits=1),
+                      cell(r["time/cost_s"], digits=0), f"{r['ratio_vs_lowest']:.1f}×"] for _, r in t.iterrows()])
+
+
+def pareto_markdown(t: pd.DataFrame) -> str:
+    return markdown(["Configuration", "Architecture", "Time (s)", "Score", "Pareto-optimal"],
+                    [[r["config"], arch_name(r["backbone"]), cell(r["time/cost_s"], r["time/cost_s_ci"], 0),
+                      cell(r["test/score"], r["test/score_ci"], 1), "yes" if r["pareto"] else ""]
+                     for _, r in t.iterrows()])
+
+
+def failed_markdown(t: pd.DataFrame) -> str:
+    return frame_markdown(t)

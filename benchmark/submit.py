@@ -1,0 +1,322 @@
+"""Competition submission (report section 1.2, steps 4-6) and its scoring (section 1.1).
+
+``submit``: train the head of a config on its training data (its own split and early stopping,
+exactly as ``benchmark run`` trains it), embed a flat gallery folder with the frozen backbone (eval
+view) + that head, index it in a faiss ``IndexFlatIP`` (saved with ``gallery_keys.json``), embed a
+flat query folder and write ``submission.json``::
+
+    {"<query file name>": ["<gallery file name>", ...k names, best first], ...}
+
+Ranking is ``benchmark.retrieval.search``: exact cosine, score descending, ties by file name order.
+
+``score_submission``: Top-1/5/10 and the competition score (600 Top-1 + 300 Top-5 + 100 Top-10,
+0-1000) against a ``truth.json``::
+
+    {"queries": {"<query file name>": "<identity>", ...},
+     "gallery": {"<gallery file name>": "<identity>", ...}}
+
+A query counts for Top-k when any of its first k gallery names has the query's identity. Every
+query of the truth is in the denominator: a query missing from the submission counts as wrong.
+
+Input handling: a missing or empty folder, or one with no readable image, is an error naming the
+folder; files that are not images (by suffix) and sub-folders are skipped; images that cannot be
+decoded are skipped with the reason; all skips are returned in the summary and raised as warnings,
+never silent. File names equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be
+ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.config import Config, ConfigError
+from benchmark.data.imagefolder import IMAGE_SUFFIXES
+from benchmark.features import forward
+from benchmark.metrics import KS, competition_score
+from benchmark.models.head import embed
+from benchmark.retrieval import build_index, faiss, search
+from benchmark.transforms import decode, eval_view
+
+INDEX_FILE = "gallery.index"
+EMBEDDINGS_FILE = "gallery_embeddings.npy"  # written instead of the index when faiss is absent
+KEYS_FILE = "gallery_keys.json"
+HEAD_FILE = "head.pt"
+
+
+class InputError(ConfigError):
+    """Unusable submission or scoring input (a ConfigError, so the CLI reports it as a usage error)."""
+
+
+# --- input folders --------------------------------------------------------------------------------
+def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], list[dict]]:
+    """Image files directly inside ``folder`` (sorted by name) and the entries skipped, with reasons.
+
+    Raises InputError for a missing or empty folder, one without image files, and for file names
+    that are equal up to case.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{role} folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{role} folder {folder} is not a folder")
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    if not entries:
+        raise InputError(f"{role} folder {folder} is empty; expected image files "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))}) directly inside it")
+    images, skipped = [], []
+    for p in entries:
+        if p.is_dir():
+            skipped.append({"name": p.name, "reason": "sub-folder ignored: a flat folder of images is expected"})
+        elif not p.is_file():
+            skipped.append({"name": p.name, "reason": "not a regular file"})
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append({"name": p.name, "reason": f"not an image file (suffix {p.suffix or 'none'!r})"})
+        else:
+            images.append(p)
+    same = defaultdict(list)
+    for p in images:
+        same[p.name.casefold()].append(p.name)
+    clashes = [names for names in same.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" / ".join(c) for c in clashes[:5])
+        raise InputError(f"{role} folder {folder} has {len(clashes)} file name(s) that are equal up to case "
+                         f"({shown}); submission keys must be unique: rename or remove the duplicates")
+    if not images:
+        raise InputError(f"{role} folder {folder} has no image files ({len(skipped)} other entries skipped, "
+                         f"e.g. {skipped[0]['name']}); expected {', '.join(sorted(IMAGE_SUFFIXES))}")
+    return images, skipped
+
+
+def _load_view(path: Path, cfg: Config) -> tuple[torch.Tensor | None, str | None]:
+    try:
+        return eval_view(decode(str(path)), cfg), None
+    except Exception as exc:  # any undecodable file is reported, never fatal for the others
+        return None, f"unreadable image: {exc}"
+
+
+def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.device,
+                      role: str = "image") -> tuple[torch.Tensor, list[str], list[dict]]:
+    """Frozen-backbone eval-view features of the readable images; (features, names kept, skipped)."""
+    feats, kept, skipped = [], [], []
+    with ThreadPoolExecutor(max(1, cfg.num_workers)) as pool:  # PIL releases the GIL while decoding
+        for start in range(0, len(paths), cfg.eval_batch_size):
+            chunk = paths[start:start + cfg.eval_batch_size]
+            views = []
+            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg), chunk)):
+                if err:
+                    skipped.append({"name": p.name, "reason": err})
+                else:
+                    views.append(view)
+                    kept.append(p.name)
+            if views:
+                feats.append(forward(backbone, torch.stack(views).to(device), cfg))
+    if not kept:
+        folder = paths[0].parent if paths else "?"
+        raise InputError(f"{role} folder {folder}: none of its {len(paths)} image files could be read "
+                         f"(e.g. {skipped[0]['reason']})")
+    return torch.cat(feats), kept, skipped
+
+
+# --- model ----------------------------------------------------------------------------------------
+def _model(cfg: Config):
+    """(backbone, device, engine or None): the config's frozen backbone, with its training data when
+    the embedding needs a trained head."""
+    from benchmark.models.backbones import build_backbone
+    from benchmark.run import prepare, resolve_device
+
+    if cfg.embedding == "backbone":  # normalized frozen features: no training data needed
+        device = resolve_device(cfg)
+        return build_backbone(cfg).to(device), device, None
+    prep = prepare(cfg)
+    return prep.engine.backbone, prep.device, prep.engine
+
+
+def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
+    from benchmark.train import fit
+
+    if engine is None:
+        return None, {"embedding": "backbone", "trained": False}
+    t0 = time.perf_counter()
+    model, history, best_epoch = fit(cfg, engine)
+    best = next((row for row in history if row["epoch"] == best_epoch), {})
+    info = {"embedding": "head", "trained": True, "n_train_images": int(len(engine.train_idx)),
+            "n_train_identities": int(engine.n_classes), "epochs_run": len(history), "best_epoch": best_epoch,
+            "train_s": time.perf_counter() - t0,
+            **{k: v for k, v in best.items() if k.startswith("val/")}}
+    return model.head, info
+
+
+# --- submission -----------------------------------------------------------------------------------
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,
+           out: Path | str = Path("submission.json"), index_dir: Path | str | None = None) -> dict:
+    """Train ``cfg``'s head, index the gallery, retrieve the top-``k`` for every query, write ``out``.
+
+    ``index_dir`` (default: ``out``'s folder) receives ``gallery.index`` (faiss IndexFlatIP; without
+    faiss ``gallery_embeddings.npy``), ``gallery_keys.json`` (file name of each index row, in order)
+    and ``head.pt`` (the trained head's state_dict, when the config trains one).
+
+    Returns a summary: out, files written, k (used) and k_requested, n_queries, n_gallery, per folder
+    (``query``, ``gallery``) the images used and every entry skipped with its reason, ``warnings``
+    (other than skips: the k clamp), training facts (val/ metrics of the kept epoch), device, search
+    and time. Skips and the k clamp are also raised as ``UserWarning``. Input problems raise
+    ``InputError`` before any training.
+    """
+    t0 = time.perf_counter()
+    if k < 1:
+        raise InputError(f"k={k} must be >= 1")
+    out = Path(out)
+    index_dir = Path(index_dir) if index_dir is not None else out.parent
+    query_paths, query_skipped = scan_folder(query_dir, "query")
+    gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
+
+    backbone, device, engine = _model(cfg)
+    g_feats, g_names, g_bad = backbone_features(gallery_paths, backbone, cfg, device, "gallery")
+    q_feats, q_names, q_bad = backbone_features(query_paths, backbone, cfg, device, "query")
+    query_skipped += q_bad
+    gallery_skipped += g_bad
+    for role, folder, skipped in (("query", query_dir, query_skipped), ("gallery", gallery_dir, gallery_skipped)):
+        if skipped:
+            names = ", ".join(s["name"] for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+            warnings.warn(f"{role} folder {folder}: skipped {len(skipped)} entries: {names}", stacklevel=2)
+    msgs = []  # warnings other than skips (those are listed entry by entry in the summary)
+    k_used = k
+    if k > len(g_names):
+        k_used = len(g_names)
+        msgs.append(f"k={k} is larger than the gallery ({len(g_names)} images): clamped to k={k_used}")
+    for m in msgs:
+        warnings.warn(m, stacklevel=2)
+
+    head, train_info = _train(cfg, engine)
+    gallery = embed(head, g_feats).cpu().numpy().astype(np.float32)
+    queries = embed(head, q_feats).cpu().numpy().astype(np.float32)
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = {}
+    index = build_index(gallery)
+    if index is not None:
+        files["index"] = index_dir / INDEX_FILE
+        faiss.write_index(index, str(files["index"]))
+    else:
+        files["index"] = index_dir / EMBEDDINGS_FILE
+        np.save(files["index"], gallery)
+    files["gallery_keys"] = index_dir / KEYS_FILE
+    _write_json(files["gallery_keys"], g_names)
+    if head is not None:
+        files["head"] = index_dir / HEAD_FILE
+        torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
+
+    _, idx = search(queries, gallery, k_used)
+    submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
+    _write_json(out, submission)
+    files["submission"] = out
+    return {
+        "out": str(out), "files": {name: str(p) for name, p in files.items()},
+        "k": k_used, "k_requested": k, "n_queries": len(q_names), "n_gallery": len(g_names),
+        "query": {"folder": str(query_dir), "n_images": len(q_names), "n_skipped": len(query_skipped),
+                  "skipped": query_skipped},
+        "gallery": {"folder": str(gallery_dir), "n_images": len(g_names), "n_skipped": len(gallery_skipped),
+                    "skipped": gallery_skipped},
+        "warnings": msgs, "train": train_info, "device": str(device),
+        "search": "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
+        "time_s": time.perf_counter() - t0,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """Human summary of a ``submit`` result (for the CLI), every skipped entry named with its reason."""
+    lines = [f"wrote {summary['out']}: {summary['n_queries']} queries x top-{summary['k']} of "
+             f"{summary['n_gallery']} gallery images ({summary['search']}, {summary['device']}, "
+             f"{summary['time_s']:.1f}s)"]
+    t = summary["train"]
+    if t.get("trained"):
+        val = ", ".join(f"{k}={v:.4g}" for k, v in t.items() if k.startswith("val/"))
+        lines.append(f"head trained on {t['n_train_images']} images of {t['n_train_identities']} identities, "
+                     f"kept epoch {t['best_epoch']}/{t['epochs_run']}" + (f" ({val})" if val else ""))
+    else:
+        lines.append("embedding=backbone: normalized frozen features, no training")
+    for role in ("query", "gallery"):
+        for s in summary[role]["skipped"]:
+            lines.append(f"skipped {role} {s['name']}: {s['reason']}")
+    lines += [f"warning: {w}" for w in summary["warnings"]]
+    lines += [f"{name}: {path}" for name, path in summary["files"].items() if name != "submission"]
+    return "\n".join(lines)
+
+
+# --- scoring --------------------------------------------------------------------------------------
+def _check_truth(truth: dict) -> tuple[dict, dict]:
+    if not isinstance(truth, dict) or not isinstance(truth.get("queries"), dict) \
+            or not isinstance(truth.get("gallery"), dict):
+        raise InputError('truth must look like {"queries": {file name: identity}, '
+                         '"gallery": {file name: identity}}')
+    return truth["queries"], truth["gallery"]
+
+
+def score_submission(submission: dict, truth: dict) -> dict:
+    """Top-1/5/10 (fractions in [0, 1]) and the competition score (0-1000) of ``submission``.
+
+    Every query of ``truth`` counts; one missing from the submission counts as wrong
+    (``n_missing``). Only the first 10 names of a list can count. Query or gallery names the
+    truth does not know are an error (a submission for another folder, or a typo).
+    ``n_unanswerable``: truth queries whose identity has no gallery image (wrong whatever is sent).
+    """
+    queries, gallery = _check_truth(truth)
+    if not isinstance(submission, dict):
+        raise InputError("submission must be a JSON object {query file name: [gallery file names]}")
+    unknown_q = sorted(q for q in submission if q not in queries)
+    if unknown_q:
+        raise InputError(f"{len(unknown_q)} submission queries are not in the truth's queries, "
+                         f"e.g. {', '.join(unknown_q[:5])}")
+    unknown_g, bad = set(), []
+    for q, ranked in submission.items():
+        if not isinstance(ranked, list) or not all(isinstance(g, str) for g in ranked):
+            bad.append(q)
+            continue
+        unknown_g.update(g for g in ranked if g not in gallery)
+    if bad:
+        raise InputError(f"{len(bad)} submission entries are not lists of gallery file names, e.g. {bad[0]!r}")
+    if unknown_g:
+        shown = ", ".join(sorted(unknown_g)[:5])
+        raise InputError(f"the submission names {len(unknown_g)} gallery files the truth does not know, "
+                         f"e.g. {shown}")
+    gallery_ids = set(gallery.values())
+    hits = {k: 0 for k in KS}
+    for q, identity in queries.items():
+        ranked = submission.get(q, [])
+        first = [gallery[g] == identity for g in ranked[:max(KS)]]
+        for k in KS:
+            hits[k] += any(first[:k])
+    n = len(queries)
+    top = {k: hits[k] / n if n else 0.0 for k in KS}
+    return {**{f"top{k}": v for k, v in top.items()}, "score": competition_score(top),
+            "n_queries": n, "n_submitted": len(submission), "n_missing": sum(q not in submission for q in queries),
+            "n_short": sum(len(submission[q]) < max(KS) for q in queries if q in submission),
+            "n_unanswerable": sum(i not in gallery_ids for i in queries.values())}
+
+
+def score_files(submission_path: Path | str, truth_path: Path | str) -> dict:
+    """``score_submission`` of two JSON files; unreadable JSON is an InputError naming the file."""
+    docs = []
+    for path in (submission_path, truth_path):
+        try:
+            docs.append(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise InputError(f"{path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} is not valid JSON: {exc}") from None
+    return score_submission(*docs)

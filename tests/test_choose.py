@@ -1,0 +1,147 @@
+"""choose: validation-only selection, seed aggregation with t confidence intervals, best.yaml."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from benchmark import record, store
+from benchmark.choose import choose, format_choice, load_best, read_selection, write_best
+from benchmark.config import Config, ConfigError, dump_yaml, from_dict, load_yaml
+
+
+def _row(experiment, seed, val, test, status="ok", **cfg):
+    c = Config(experiment=experiment, seed=seed, **cfg).to_dict()
+    c["split"] = tuple(c["split"])  # as store.load flattens lists
+    row = {"run_id": f"{experiment}-seed{seed}", "status": status, "error": None, "run_dir": None, **c}
+    if status == "ok":
+        row |= {"val/score": val, "val/loss": 10 - val / 100, "test/score": test, "test/top1": test / 1000,
+                "score_per_minute": test * 10}
+    return row
+
+
+def _table():
+    """a: high val, low test; b: low val, high test; c: one seed; a failed run with no metrics."""
+    rows = [_row("a", s, v, t, lr=0.001) for s, v, t in [(0, 500, 300), (1, 520, 310), (2, 510, 305)]]
+    rows += [_row("b", s, v, t, lr=0.01) for s, v, t in [(0, 450, 600), (1, 470, 620), (2, 460, 610)]]
+    rows += [_row("c", 0, 400, 900, backbone="resnet18")]
+    rows += [_row("d", 0, None, None, status="failed")]
+    return pd.DataFrame(rows)
+
+
+def test_picks_by_validation_not_test():
+    choice = choose(_table())
+    assert choice["experiment"] == "a"  # b and c are better on test/score: never looked at
+    assert choice["runner_up"]["experiment"] == "b"
+    assert choice["n_failed"] == 1 and choice["n_runs"] == 8 and choice["n_configurations"] == 3
+    assert choice["n_seeds"] == 3 and choice["seeds"] == [1, 2, 0]  # best seed first
+    assert choice["config"]["seed"] == 1 and choice["config"]["lr"] == 0.001
+
+
+def test_works_without_any_test_column_and_gives_the_same_answer():
+    df = _table()
+    no_test = df.drop(columns=[c for c in df.columns if c.startswith("test/") or c == "score_per_minute"])
+    a, b = choose(df), choose(no_test)
+    assert a["experiment"] == b["experiment"] and a["mean"] == b["mean"] and a["config"] == b["config"]
+
+
+def test_test_columns_are_never_read():
+    df = _table()
+    df["test/score"] = "not a number"  # reading it would break the numeric code
+    df["test/top1"] = np.nan
+    assert choose(df)["experiment"] == "a"
+
+
+@pytest.mark.parametrize("metric", ["test/score", "test/top1", "score_per_minute"])
+def test_refuses_test_metrics(metric):
+    with pytest.raises(ConfigError, match="test"):
+        choose(_table(), metric=metric)
+
+
+def test_unknown_metric_and_no_usable_run():
+    with pytest.raises(ConfigError, match="not in the results"):
+        choose(_table(), metric="val/nope")
+    with pytest.raises(ConfigError, match="no successful run"):
+        choose(pd.DataFrame([_row("d", 0, None, None, status="failed")]).assign(**{"val/score": np.nan}))
+
+
+def test_mean_ci_and_margin_against_scipy():
+    choice = choose(_table())
+    a, b = np.array([500.0, 520.0, 510.0]), np.array([450.0, 470.0, 460.0])
+    lo, hi = stats.t.interval(0.95, len(a) - 1, loc=a.mean(), scale=stats.sem(a))
+    assert choice["mean"] == pytest.approx(510.0)
+    assert choice["ci95"] == pytest.approx((hi - lo) / 2)
+    assert choice["std"] == pytest.approx(a.std(ddof=1))
+    assert choice["runner_up"]["mean"] == pytest.approx(460.0)
+    assert choice["margin"] == pytest.approx(50.0)
+    # 50 > 24.8 + 24.8: the intervals do not overlap
+    assert choice["separated"] is True
+    single = choice["table"][2]
+    assert single["experiment"] == "c" and single["n_seeds"] == 1 and single["ci95"] is None
+
+
+def test_overlapping_intervals_are_flagged_and_single_seeds_have_no_ci():
+    rows = [_row("a", s, v, 0) for s, v in [(0, 500), (1, 300)]] + [_row("b", s, v, 0, lr=0.01)
+                                                                   for s, v in [(0, 390), (1, 400)]]
+    choice = choose(pd.DataFrame(rows))
+    assert choice["experiment"] == "a" and choice["separated"] is False
+    assert "within noise" in format_choice(choice)
+    one = choose(pd.DataFrame([_row("a", 0, 500, 0), _row("b", 0, 400, 0, lr=0.01)]))
+    assert one["ci95"] is None and one["separated"] is None and one["margin"] == pytest.approx(100)
+
+
+def test_lower_is_better_for_losses():
+    choice = choose(_table(), metric="val/loss")
+    assert choice["higher_is_better"] is False
+    assert choice["experiment"] == "a"  # val/loss = 10 - val/score / 100: lowest for a
+    assert choice["mean"] == pytest.approx(10 - 5.1)
+
+
+def test_groups_ignore_run_specific_keys():
+    rows = [_row("a", 0, 500, 0, num_workers=0, device="cpu"), _row("a", 1, 520, 0, num_workers=4)]
+    choice = choose(pd.DataFrame(rows))
+    assert choice["n_configurations"] == 1 and choice["n_seeds"] == 2
+
+
+def test_best_yaml_loads_as_a_config_and_keeps_the_selection(tmp_path):
+    choice = choose(_table())
+    path = write_best(choice, tmp_path / "best.yaml")
+    cfg = load_yaml(path)  # the plain config loader: selection lines are comments
+    assert cfg == from_dict(choice["config"]) == load_best(path)
+    sel = read_selection(path)
+    assert sel["experiment"] == "a" and sel["metric"] == "val/score"
+    assert sel["margin"] == pytest.approx(50.0) and sel["runner_up"]["experiment"] == "b"
+    assert sel["runner_up_differs"]["lr"] == [0.001, 0.01]
+    assert not any(k.startswith("test/") for k in json.dumps(sel).split('"'))
+    assert set(yaml.safe_load(path.read_text())) <= set(Config().to_dict())
+
+
+def test_config_comes_from_the_best_seeds_run_folder(tmp_path):
+    """Through the real store: each run's config.yaml is the source of the chosen config."""
+    for seed, val in [(0, 400.0), (1, 420.0)]:
+        cfg = Config(experiment="x", seed=seed, lr=0.005, max_identities=3)
+        record.write(tmp_path, f"x-seed{seed}", {"config.yaml": dump_yaml(cfg),
+                                                  record.METRICS: json.dumps({"val/score": val})},
+                     {"status": "ok"})
+    record.write(tmp_path, "broken", {"config.yaml": dump_yaml(Config(experiment="y"))},
+                 {"status": "failed", "error": "boom"})
+    df = store.load(tmp_path)
+    choice = choose(df)
+    assert choice["config"] == Config(experiment="x", seed=1, lr=0.005, max_identities=3).to_dict()
+    assert choice["run_dir"].endswith("x-seed1") and choice["runner_up"] is None
+    assert choice["n_failed"] == 1
+    assert choice["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([400, 420], ddof=1) / math.sqrt(2))
+
+
+def test_warns_when_candidates_were_validated_on_different_data():
+    rows = [_row("a", 0, 500, 0), _row("b", 0, 400, 0, protocol="open-set")]
+    with pytest.warns(UserWarning, match="protocol"):
+        choice = choose(pd.DataFrame(rows))
+    assert choice["experiment"] == "a" and "not strictly comparable" in choice["warnings"][0]
+    assert choose(_table())["warnings"] == []

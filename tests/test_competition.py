@@ -1,0 +1,110 @@
+"""make_competition: a competition-like layout from real LFW (unseen test people, anonymous names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmark.competition import make_competition
+from benchmark.config import ConfigError
+
+
+def _lfw_home() -> str:
+    """The folder holding lfw_home/ ($SCIKIT_LEARN_DATA, else ../shared/data beside the checkout)."""
+    for home in (os.environ.get("SCIKIT_LEARN_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if home and (Path(home) / "lfw_home" / "lfw_funneled").is_dir():
+            return str(home)
+    pytest.skip("LFW not found: set SCIKIT_LEARN_DATA to the folder holding lfw_home/")
+
+
+SMALL = dict(max_train_identities=4, max_test_identities=5, max_train_images_per_identity=5)
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    out = tmp_path_factory.mktemp("competition")
+    manifest = make_competition(out, data_home=_lfw_home(), n_query_per_identity=2, seed=3, **SMALL)
+    return out, manifest
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_train_and_test_people_are_disjoint(layout):
+    out, m = layout
+    train = {p.name for p in (out / "train").iterdir()}
+    truth = json.loads((out / "truth.json").read_text())
+    test = set(truth["queries"].values()) | set(truth["gallery"].values())
+    assert len(train) == 4 and len(test) == 5 and not train & test
+    assert train == set(m["train_identities"]) and test == set(m["test_identities"])
+    for person in train:
+        assert len(list((out / "train" / person).glob("*.jpg"))) == 5
+
+
+def test_truth_covers_every_query_and_gallery_file(layout):
+    out, m = layout
+    truth = json.loads((out / "truth.json").read_text())
+    assert set(truth) == {"queries", "gallery"}
+    assert _files(out / "test" / "query") == set(truth["queries"])
+    assert _files(out / "test" / "gallery") == set(truth["gallery"])
+    assert not set(truth["queries"]) & set(truth["gallery"])
+    for person in m["test_identities"]:  # 2 queries each, and every query is answerable
+        assert list(truth["queries"].values()).count(person) == 2
+        assert person in truth["gallery"].values()
+    # people with 5..19 LFW images: all of each one's images are used
+    root = Path(m["source"])
+    for person in m["test_identities"]:
+        n = len(list((root / person).glob("*.jpg")))
+        assert 5 <= n <= 19
+        assert sum(v == person for part in truth.values() for v in part.values()) == n
+
+
+def test_names_are_anonymous_copies(layout):
+    out, m = layout
+    names = _files(out / "test" / "query") | _files(out / "test" / "gallery")
+    for name in names:
+        assert re.fullmatch(r"[0-9a-f]{16}\.jpg", name)  # random hex: no name, no LFW image number
+    # the names' order says nothing about identity: not grouped by person
+    truth = json.loads((out / "truth.json").read_text())["gallery"]
+    ordered = [truth[n] for n in sorted(truth)]
+    assert ordered != sorted(ordered)
+    for name in names:
+        path = next(p for p in ((out / "test" / "query" / name), (out / "test" / "gallery" / name)) if p.exists())
+        assert not path.is_symlink() and path.stat().st_nlink == 1  # a copy: no link back to LFW
+        assert path.read_bytes() == (Path(m["source"]) / m["sources"][name]).read_bytes()
+
+
+def test_deterministic_per_seed(layout, tmp_path):
+    out, m = layout
+    again = make_competition(tmp_path / "same", data_home=_lfw_home(), n_query_per_identity=2, seed=3, **SMALL)
+    assert (tmp_path / "same" / "truth.json").read_text() == (out / "truth.json").read_text()
+    assert again["sources"] == m["sources"]
+    other = make_competition(tmp_path / "other", data_home=_lfw_home(), n_query_per_identity=2, seed=4, **SMALL)
+    assert other["sources"] != m["sources"]
+
+
+def test_refuses_to_mix_layouts_and_bad_parameters(layout, tmp_path):
+    out, _ = layout
+    with pytest.raises(ConfigError, match="already holds"):
+        make_competition(out, data_home=_lfw_home(), **SMALL)
+    with pytest.raises(ConfigError, match="test_max"):
+        make_competition(tmp_path / "x", data_home=_lfw_home(), train_min=10, test_max=19)
+    with pytest.raises(ConfigError, match="n_query_per_identity"):
+        make_competition(tmp_path / "y", data_home=_lfw_home(), n_query_per_identity=5, test_min=5)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_overwrite_replaces_only_its_own_files(tmp_path):
+    out = tmp_path / "c"
+    make_competition(out, data_home=_lfw_home(), seed=1, **SMALL)
+    (out / "notes.txt").write_text("mine")
+    m = make_competition(out, data_home=_lfw_home(), seed=2, overwrite=True, **SMALL)
+    assert (out / "notes.txt").read_text() == "mine"
+    truth = json.loads((out / "truth.json").read_text())
+    assert _files(out / "test" / "query") == set(truth["queries"])
+    assert {p.name for p in (out / "train").iterdir()} == set(m["train_identities"])

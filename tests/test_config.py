@@ -1,0 +1,171 @@
+"""Config: defaults, validation messages, YAML/CLI coercion, experiments, round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from benchmark import config
+from benchmark.config import FIELDS, Config, ConfigError, from_dict, parse_overrides, resolve
+from benchmark.models.backbones import BACKBONES
+
+
+def test_defaults_are_the_report_baseline():
+    cfg = Config()
+    assert (cfg.backbone, cfg.lr, cfg.epochs, cfg.batch_size) == ("efficientnet_b0", 0.001, 3, 32)
+    assert cfg.augment and cfg.normalize
+    assert (cfg.dataset, cfg.min_faces_per_person, cfg.protocol, cfg.split) == ("lfw", 20, "closed-set",
+                                                                                (0.5, 0.2, 0.3))
+    assert cfg.embedding_dim == 512 and cfg.head_dropout == 0.2
+    assert cfg.replace(backbone="resnet18").head_dropout == 0.0
+    assert cfg.replace(dropout=0.5).head_dropout == 0.5
+    assert cfg.monitored == "val/loss"
+    assert cfg.replace(protocol="open-set").monitored == "val/score"
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        from_dict({"lr": 0.1, "learning_rate": 0.1, "epoch": 3})
+    msg = str(err.value)
+    assert "unknown config key(s): epoch, learning_rate" in msg
+    for key in FIELDS:
+        assert key in msg.split("valid keys:")[1]
+
+
+@pytest.mark.parametrize("key, value, choices", [
+    ("protocol", "half-set", ["closed-set", "open-set"]),
+    ("engine", "fast", ["cached", "reference"]),
+    ("embedding", "pixels", ["head", "backbone"]),
+    ("dataset", "mnist", ["lfw", "imagefolder", "orl"]),
+    ("backbone", "resnet999", list(BACKBONES)),
+    ("device", "tpu", ["auto", "cpu", "cuda"]),
+])
+def test_bad_choice_lists_valid_choices(key, value, choices):
+    with pytest.raises(ConfigError) as err:
+        from_dict({key: value})
+    msg = str(err.value)
+    assert f"{key}={value!r} is not valid" in msg
+    assert msg.endswith("choose one of: " + ", ".join(choices))
+
+
+@pytest.mark.parametrize("key, value, kind", [
+    ("lr", "fast", "float"),
+    ("epochs", "three", "int"),
+    ("epochs", 2.5, "int"),
+    ("augment", "maybe", "bool"),
+    ("split", "[0.5, a, 0.5]", "tuple"),
+    ("max_identities", "some", "int"),
+])
+def test_bad_type(key, value, kind):
+    with pytest.raises(ConfigError, match=f"{key}=.* is not a valid {kind}"):
+        from_dict({key: value})
+
+
+def test_non_optional_null_rejected():
+    with pytest.raises(ConfigError, match="lr may not be null"):
+        from_dict({"lr": None})
+
+
+@pytest.mark.parametrize("split", [(0.5, 0.2, 0.2), (0.6, 0.6, -0.2), (0.5, 0.5), (1.0, 0.0, 0.1)])
+def test_split_must_be_three_fractions_summing_to_one(split):
+    with pytest.raises(ConfigError, match="must be three non-negative fractions summing to 1"):
+        from_dict({"split": list(split)})
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"epochs": 0}, "epochs=0 must be >= 1"),
+    ({"batch_size": -1}, "batch_size=-1 must be >= 1"),
+    ({"lr": 0}, "lr=0.0 must be > 0"),
+    ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
+    ({"protocol": "open-set", "monitor": "val/loss"}, "monitor=val/loss needs protocol=closed-set"),
+    ({"max_identities": 0}, "max_identities=0 must be >= 1"),
+    ({"max_identities": -1}, "max_identities=-1 must be >= 1"),
+])
+def test_bad_values(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(overrides)
+
+
+def test_coercion_from_strings():
+    cfg = from_dict({"lr": "0.01", "epochs": "5", "augment": "no", "normalize": "true",
+                     "split": "[0.6, 0.2, 0.2]", "data_home": "null", "max_identities": "7",
+                     "dropout": "none", "weights": "random"})
+    assert (cfg.lr, cfg.epochs, cfg.augment, cfg.normalize) == (0.01, 5, False, True)
+    assert cfg.split == (0.6, 0.2, 0.2) and isinstance(cfg.split, tuple)
+    assert cfg.data_home is None and cfg.dropout is None and cfg.max_identities == 7
+    assert from_dict({"epochs": 4.0}).epochs == 4
+
+
+def test_parse_overrides():
+    got = parse_overrides(["lr=0.01", "augment=false", "split=[0.6, 0.2, 0.2]", "data_home=",
+                           "max_identities=null", "weights=random", "epochs=5", " seed =3"])
+    assert got == {"lr": 0.01, "augment": False, "split": [0.6, 0.2, 0.2], "data_home": None,
+                   "max_identities": None, "weights": "random", "epochs": 5, "seed": 3}
+    assert parse_overrides(None) == {} == parse_overrides([])
+    cfg = from_dict(got)
+    assert (cfg.lr, cfg.augment, cfg.split, cfg.epochs, cfg.seed) == (0.01, False, (0.6, 0.2, 0.2), 5, 3)
+
+
+@pytest.mark.parametrize("item", ["lr", "=0.1", ""])
+def test_parse_overrides_needs_key_value(item):
+    with pytest.raises(ConfigError, match="must look like key=value; valid keys: experiment, dataset"):
+        parse_overrides([item])
+
+
+def test_resolve_named_experiment():
+    cfg = resolve("efficientnet_b0-lr0.01-ep5", {"weights": "random", "max_identities": 5})
+    assert (cfg.experiment, cfg.backbone, cfg.lr, cfg.epochs) == ("efficientnet_b0-lr0.01-ep5",
+                                                                 "efficientnet_b0", 0.01, 5)
+    assert (cfg.weights, cfg.max_identities) == ("random", 5)
+    # overrides beat the experiment
+    assert resolve("efficientnet_b0-lr0.01-ep5", {"lr": 0.5}).lr == 0.5
+    # a file's defaults apply to each of its experiments
+    demo = resolve("demo-lr0.01-ep3")
+    assert (demo.dataset, demo.backbone, demo.min_faces_per_person) == ("orl", "efficientnet_lite0", 5)
+
+
+def test_unknown_experiment_lists_known_ones():
+    known = sorted(config.load_experiments())
+    assert "efficientnet_b0-lr0.001-ep3" in known and len(known) >= 24
+    with pytest.raises(ConfigError) as err:
+        resolve("nope")
+    assert str(err.value) == f"unknown experiment 'nope'; known: {', '.join(known)}"
+
+
+def test_unknown_key_in_experiment_override():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        resolve("efficientnet_b0-lr0.001-ep3", {"lrr": 1})
+
+
+def test_experiments_dir_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_experiments(tmp_path / "missing")
+    (tmp_path / "a.yaml").write_text("experiments: {x: {lr: 0.1}}")
+    (tmp_path / "b.yaml").write_text("experiments: {x: {lr: 0.2}}")
+    with pytest.raises(ConfigError, match="'x' is defined twice"):
+        config.load_experiments(tmp_path)
+
+
+def test_every_named_experiment_is_valid():
+    for name in config.load_experiments():
+        assert resolve(name).experiment == name
+
+
+def test_yaml_round_trip_and_digest(tmp_path):
+    cfg = Config(lr=0.01, split=(0.6, 0.2, 0.2), max_identities=3, data_home="/x", dropout=0.1)
+    path = tmp_path / "config.yaml"
+    path.write_text(config.dump_yaml(cfg))
+    assert yaml.safe_load(path.read_text())["split"] == [0.6, 0.2, 0.2]
+    back = config.load_yaml(path)
+    assert back == cfg
+    assert back.digest() == cfg.digest()
+    assert cfg.replace(seed=1).digest() != cfg.digest()
+    assert cfg.replace(seed=1).digest(exclude=("seed",)) == cfg.digest(exclude=("seed",))
+    assert set(cfg.to_dict()) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().lr = 0.1  # type: ignore[misc]

@@ -1,0 +1,176 @@
+"""benchmark.metrics against independent computations: a numpy ranking + scikit-learn AP (ties
+included), pytorch-metric-learning's AccuracyCalculator (no ties), and hand-worked examples."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
+
+BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="faiss not installed"))]
+
+
+def _clustered(rng, n_ids=12, per_id=(1, 8), dim=16, noise=0.9):
+    """Embeddings around one center per identity (so metrics are neither 0 nor 1), with some
+    singleton identities (queries without any positive)."""
+    centers = rng.normal(size=(n_ids, dim))
+    sizes = rng.integers(per_id[0], per_id[1] + 1, size=n_ids)
+    sizes[:2] = 1  # at least two lone identities
+    labels = np.repeat(np.arange(n_ids), sizes)
+    rng.shuffle(labels)
+    x = centers[labels] + noise * rng.normal(size=(len(labels), dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+def _with_duplicates(rng):
+    """Exact duplicate rows (identical scores), some duplicated across identities."""
+    x, labels = _clustered(rng, n_ids=10)
+    pick = rng.integers(0, len(x), size=60)
+    x = np.concatenate([x, x[pick]])
+    labels = np.concatenate([labels, np.where(rng.random(60) < 0.3, rng.integers(0, 10, 60), labels[pick])])
+    perm = rng.permutation(len(x))
+    return x[perm], labels[perm]
+
+
+def _rounded(rng):
+    """Low-precision embeddings (multiples of 1/4): scores are exact in float32 and tie a lot."""
+    x, labels = _clustered(rng, n_ids=15, dim=6, noise=1.2)
+    return np.round(x * 4) / 4, labels
+
+
+DATA = {"clustered": _clustered, "duplicates": _with_duplicates, "rounded": _rounded}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(DATA))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_independent_numpy_and_sklearn(kind, seed, backend, oracle):
+    x, labels = DATA[kind](np.random.default_rng(seed))
+    if kind != "clustered":  # the test is only meaningful if there really are ties
+        s = x.astype(np.float64) @ x.T.astype(np.float64)
+        np.fill_diagonal(s, np.nan)
+        assert any(len(np.unique(r[~np.isnan(r)])) < len(r) - 1 for r in s)
+    got = retrieval_metrics(x, labels, backend=backend)
+    want = oracle(x, labels)
+    assert got["n_queries"] == want["n_queries"]
+    for key in ("top1", "top5", "top10", "map", "score"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+
+
+def test_ties_break_towards_lower_gallery_index():
+    # query 0 ties exactly between item 1 (other identity) and item 2 (same identity): item 1 ranks first
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, -1.0]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 1])
+    m = retrieval_metrics(x, labels)
+    # query 0: ranking [1, 2, 3] -> relevant [F, T, F]: top1 miss, AP 1/2
+    # query 1: ranking [2, 0, 3] (scores 1, 0, -1): relevant [F, F, T]: AP 1/3
+    # query 2: ranking [1, 0, 3]: relevant [F, T, F]: AP 1/2
+    # query 3: ranking [0, 1, 2] (scores 0, -1, -1): relevant [F, T, F]: AP 1/2
+    assert m["top1"] == 0.0
+    assert m["top5"] == 1.0
+    assert m["map"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2 + 1 / 2) / 4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agrees_with_pytorch_metric_learning(seed):
+    pml = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    x, labels = _clustered(np.random.default_rng(seed), n_ids=20, dim=32)
+    # PML's FaissKNN (L2) assumes each query is its own nearest neighbour: no duplicate rows here
+    assert len(np.unique(x, axis=0)) == len(x)
+    calc = pml.AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=None,
+                                  device=torch.device("cpu"))
+    ref = calc.get_accuracy(torch.from_numpy(x), torch.from_numpy(labels))  # reference=query, self excluded
+    got = retrieval_metrics(x, labels)
+    assert got["top1"] == pytest.approx(ref["precision_at_1"], abs=1e-9)
+    assert got["map"] == pytest.approx(ref["mean_average_precision"], abs=1e-6)
+
+
+def test_queries_without_positive_are_excluded():
+    x, labels = _clustered(np.random.default_rng(3), n_ids=8)
+    lone = np.flatnonzero(np.bincount(labels)[labels] == 1)
+    assert len(lone) >= 2
+    m = retrieval_metrics(x, labels)
+    assert m["n_queries"] == len(labels) - len(lone)
+    # the lone items stay in the gallery of the others, but are never averaged in as queries
+    matches = np.stack([labels[_rank(x, i)] == labels[i] for i in range(len(x))])
+    keep = np.ones(len(labels), bool)
+    keep[lone] = False
+    hits1 = matches[keep, 0]
+    assert m["top1"] == pytest.approx(hits1.mean())
+    assert m["top1"] != pytest.approx(hits1.sum() / len(labels))  # a 0 for lone queries would show
+
+
+def _rank(x, i):
+    s = (x.astype(np.float64) * x[i].astype(np.float64)).sum(1)
+    others = np.delete(np.arange(len(x)), i)
+    return others[np.lexsort((others, -s[others]))]
+
+
+def test_from_matches_hand_worked():
+    matches = np.array([
+        [0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0],  # first hit at 2: AP = (1/2 + 2/4) / 2
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # AP 1
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no positive: not a query
+        [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],  # first hit at 7: top10 only, AP 1/7
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],  # first hit at 11: counts for nothing but mAP (1/11)
+    ], dtype=bool)
+    m = from_matches(matches)
+    assert m["n_queries"] == 4
+    assert m["top1"] == pytest.approx(1 / 4)
+    assert m["top5"] == pytest.approx(2 / 4)
+    assert m["top10"] == pytest.approx(3 / 4)
+    assert m["map"] == pytest.approx((0.5 + 1 + 1 / 7 + 1 / 11) / 4)
+    assert m["score"] == pytest.approx(600 / 4 + 300 * 2 / 4 + 100 * 3 / 4)
+    # n_relevant larger than the ranked positives (a truncated ranking): AP is divided by it
+    m2 = from_matches(matches[:2], n_relevant=np.array([4, 1]))
+    assert m2["map"] == pytest.approx(((1 / 2 + 2 / 4) / 4 + 1) / 2)
+
+
+def test_competition_score_weights():
+    assert competition_score({1: 1.0, 5: 1.0, 10: 1.0}) == 1000
+    assert competition_score({1: 0.5, 5: 0.8, 10: 0.9}) == pytest.approx(600 * 0.5 + 300 * 0.8 + 100 * 0.9)
+    x, labels = _clustered(np.random.default_rng(5))
+    m = retrieval_metrics(x, labels)
+    assert m["score"] == pytest.approx(600 * m["top1"] + 300 * m["top5"] + 100 * m["top10"])
+    assert 0 < m["score"] < 1000
+
+
+def test_no_valid_query_gives_zeros():
+    x = np.eye(4, dtype=np.float32)
+    m = retrieval_metrics(x, np.arange(4))
+    assert m == {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "score": 0.0, "n_queries": 0}
+
+
+def test_perfect_and_worst_rankings():
+    # two tight identities far apart: perfect retrieval
+    x = np.array([[1, 0.01], [1, -0.01], [1, 0], [-1, 0.01], [-1, -0.01]], dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    m = retrieval_metrics(x, [0, 0, 0, 1, 1])
+    assert (m["top1"], m["map"], m["score"]) == (1.0, 1.0, 1000.0)
+    # every item's only positive is the farthest of the three others
+    x = np.array([[1, 0], [0.99, 0.14], [-1, 0], [-0.99, -0.14]], dtype=np.float32)
+    m = retrieval_metrics(x, [0, 1, 0, 1])
+    assert (m["top1"], m["top5"]) == (0.0, 1.0)
+    assert m["map"] == pytest.approx(1 / 3)
+
+
+def test_embedding_metrics_independent():
+    x, labels = _clustered(np.random.default_rng(4), n_ids=6, per_id=(3, 6))
+    m = embedding_metrics(x, labels)
+    x64 = x.astype(np.float64)
+    dist = 1 - x64 @ x64.T
+    intra = [dist[i, j] for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]]
+    inter = [dist[i, j] for i in range(len(x)) for j in range(len(x)) if labels[i] != labels[j]]
+    assert m["intra"] == pytest.approx(np.mean(intra))
+    assert m["inter"] == pytest.approx(np.mean(inter))
+    assert m["intra_inter_ratio"] == pytest.approx(np.mean(intra) / np.mean(inter))
+    assert 0 <= m["nmi"] <= 1
+    # perfectly separated identities cluster perfectly
+    centers = np.eye(6)[labels] + 1e-3 * np.random.default_rng(0).normal(size=(len(labels), 6))
+    assert embedding_metrics(centers, labels)["nmi"] == pytest.approx(1.0)

@@ -1,0 +1,134 @@
+"""Splits: closed-set per-identity counts, open-set identity disjointness, determinism, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from benchmark import splits
+from benchmark.config import Config, ConfigError
+from benchmark.data import from_files
+
+#: images per identity -> (train, val, test) for the default 50/20/30 split, worked out by hand from
+#: the rule in splits._counts: round() each of train and val (Python rounds halves to even), keep at
+#: least one test item when n >= 3, and one val item when at least two remain
+EXPECTED_COUNTS = {
+    3: (1, 1, 1),  # round(1.5)=2 + round(0.6)=1 leaves no test item -> one train item moves to test
+    4: (2, 1, 1),
+    5: (2, 1, 2),  # round(2.5) = 2
+    6: (3, 1, 2),
+    7: (4, 1, 2),  # round(3.5) = 4
+    9: (4, 2, 3),  # round(4.5) = 4
+    11: (6, 2, 3),  # round(5.5) = 6
+    20: (10, 4, 6),
+    21: (10, 4, 7),  # round(10.5) = 10
+    77: (38, 15, 24),  # round(38.5) = 38, round(15.4) = 15
+    530: (265, 106, 159),
+}
+
+
+def _table(sizes: dict[str, int]) -> pd.DataFrame:
+    paths, ids = [], []
+    for person, n in sizes.items():
+        paths += [f"/data/{person}/{person}_{i:04d}.jpg" for i in range(n)]
+        ids += [person] * n
+    return from_files(paths, ids)
+
+
+@pytest.fixture
+def table():
+    return _table({f"p{n:03d}": n for n in EXPECTED_COUNTS})
+
+
+def test_closed_set_counts_per_identity(table):
+    split = splits.closed_set(table, (0.5, 0.2, 0.3), seed=0)
+    assert split.index.equals(table.index)
+    counts = pd.crosstab(table["identity"], split).reindex(columns=list(splits.SPLITS), fill_value=0)
+    for person, row in counts.iterrows():
+        n = int(person[1:])
+        assert tuple(row) == EXPECTED_COUNTS[n], person
+    assert (counts > 0).all().all()  # every identity in every split
+
+
+@pytest.mark.parametrize("n, expected", [(1, (0, 0, 1)), (2, (1, 0, 1)), (10, (5, 2, 3))])
+def test_counts_small(n, expected):
+    assert splits._counts(n, (0.5, 0.2, 0.3)) == expected
+
+
+def test_closed_set_deterministic_per_seed(table):
+    a = splits.closed_set(table, seed=0)
+    b = splits.closed_set(table, seed=0)
+    c = splits.closed_set(table, seed=1)
+    pd.testing.assert_series_equal(a, b)
+    assert not a.equals(c)
+    # another seed moves items but not the per-identity counts
+    pd.testing.assert_frame_equal(pd.crosstab(table["identity"], a), pd.crosstab(table["identity"], c))
+
+
+def test_make_split_closed_set_on_config(table):
+    cfg = Config(split_seed=3)
+    out = splits.make_split(table, cfg)
+    pd.testing.assert_series_equal(out["split"], splits.closed_set(table, (0.5, 0.2, 0.3), 3),
+                                   check_names=False)
+    assert out.drop(columns="split").equals(table)
+
+
+def test_open_set_identities_disjoint():
+    people = _table({f"id{i:02d}": 3 + i % 4 for i in range(20)})
+    cfg = Config(protocol="open-set", split_seed=5)
+    out = splits.make_split(people, cfg)
+    splits.assert_identity_disjoint(out)
+    assert out.groupby("identity")["split"].nunique().max() == 1
+    per_split = out.groupby("split")["identity"].nunique()
+    assert (per_split["train"], per_split["val"], per_split["test"]) == (10, 4, 6)
+    # deterministic per seed, different for another seed
+    again = splits.make_split(people, cfg)
+    pd.testing.assert_frame_equal(out, again)
+    other = splits.make_split(people, cfg.replace(split_seed=6))
+    assert not out["split"].equals(other["split"])
+
+
+def test_assert_identity_disjoint_raises_on_overlap(table):
+    out = splits.make_split(table, Config())  # closed-set: every identity in every split
+    with pytest.raises(AssertionError, match="identities appear in several splits"):
+        splits.assert_identity_disjoint(out)
+    people = splits.make_split(_table({f"id{i}": 4 for i in range(10)}), Config(protocol="open-set"))
+    leak = people.copy()
+    first_test = leak.index[leak["split"] == "test"][0]
+    leak.loc[first_test, "split"] = "train"
+    with pytest.raises(AssertionError, match="1 identities"):
+        splits.assert_identity_disjoint(leak)
+
+
+def test_empty_test_split_is_a_config_error():
+    with pytest.raises(ConfigError, match="test split empty"):
+        splits.make_split(_table({"a": 4, "b": 4}), Config(split=(0.5, 0.5, 0.0)))
+
+
+def test_json_round_trip(table, tmp_path):
+    cfg = Config(split_seed=2)
+    out = splits.make_split(table, cfg)
+    path = tmp_path / "split.json"
+    path.write_text(splits.to_json(out, cfg))
+    doc = json.loads(path.read_text())
+    assert doc["protocol"] == "closed-set" and doc["seed"] == 2 and doc["ratios"] == [0.5, 0.2, 0.3]
+    assert doc["counts"] == {s: int((out["split"] == s).sum()) for s in splits.SPLITS}
+    assert doc["identities"] == {s: len(EXPECTED_COUNTS) for s in splits.SPLITS}
+    assert sum(doc["counts"].values()) == len(table) == len(doc["items"])
+    back = splits.load(path)
+    # closed_set builds an object column, the reloaded one is pandas' str dtype: same values
+    pd.testing.assert_frame_equal(back, out, check_dtype=False)
+    assert back["split"].tolist() == out["split"].tolist()
+
+
+def test_json_round_trip_open_set(tmp_path):
+    people = _table({f"id{i:02d}": 2 + i % 3 for i in range(12)})
+    cfg = Config(protocol="open-set", split=(0.6, 0.2, 0.2), split_seed=9)
+    out = splits.make_split(people, cfg)
+    path = tmp_path / "split.json"
+    path.write_text(splits.to_json(out, cfg))
+    back = splits.load(path)
+    pd.testing.assert_frame_equal(back, out)
+    splits.assert_identity_disjoint(back)

@@ -1,0 +1,265 @@
+"""submit + score_submission: the competition's submission.json, end to end on a tiny LFW layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.competition import make_competition
+from benchmark.config import ConfigError, from_dict
+from benchmark.metrics import from_matches
+from benchmark.models.backbones import build_backbone
+from benchmark.models.head import ProjectionHead
+from benchmark.retrieval import faiss
+from benchmark.submit import (InputError, backbone_features, format_summary, score_files, score_submission,
+                              submit)
+from benchmark.transforms import eval_view, to_input
+
+
+def _lfw_home() -> str:
+    for home in (os.environ.get("SCIKIT_LEARN_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if home and (Path(home) / "lfw_home" / "lfw_funneled").is_dir():
+            return str(home)
+    pytest.skip("LFW not found: set SCIKIT_LEARN_DATA to the folder holding lfw_home/")
+
+
+def _tiny_cfg(train_dir, **kw):
+    return from_dict(dict(dataset="imagefolder", data_home=str(train_dir), min_faces_per_person=5,
+                          backbone="resnet18", weights="random", image_size=64, resize=72, epochs=1,
+                          tracking="none", num_workers=0, **kw))
+
+
+# --- scoring on a hand-made submission ---------------------------------------------------------
+def _hand_made():
+    """5 queries; gallery: one image each of A, B, C, F and ten of E (distractors)."""
+    gallery = {"gA": "A", "gB": "B", "gC": "C", "gF": "F"} | {f"e{i}": "E" for i in range(10)}
+    truth = {"queries": {"q1": "A", "q2": "B", "q3": "C", "q4": "D", "q5": "F"}, "gallery": gallery}
+    e = [f"e{i}" for i in range(10)]
+    submission = {
+        "q1": ["gA"] + e[:9],                 # rank 1: top1, top5, top10
+        "q2": e[:3] + ["gB"] + e[3:9],        # rank 4: top5, top10
+        "q3": e[:6] + ["gC"] + e[6:9],        # rank 7: top10 only
+        # q4 missing: wrong (and D has no gallery image: unanswerable)
+        "q5": e[:10] + ["gF"],                # rank 11: beyond top10, wrong
+    }
+    return submission, truth
+
+
+def test_score_known_answer():
+    submission, truth = _hand_made()
+    r = score_submission(submission, truth)
+    # by hand: top1 = 1/5, top5 = 2/5, top10 = 3/5; score = 600*0.2 + 300*0.4 + 100*0.6 = 300
+    assert (r["top1"], r["top5"], r["top10"]) == (0.2, 0.4, 0.6)
+    assert r["score"] == pytest.approx(300.0)
+    assert r["n_queries"] == 5 and r["n_submitted"] == 4 and r["n_missing"] == 1
+    assert r["n_unanswerable"] == 1 and r["n_short"] == 0
+
+
+def test_score_rejects_unknown_names_and_bad_shapes(tmp_path):
+    submission, truth = _hand_made()
+    with pytest.raises(InputError, match="gallery files the truth does not know.*nope.jpg"):
+        score_submission({**submission, "q1": ["nope.jpg"]}, truth)
+    with pytest.raises(InputError, match="not in the truth's queries.*q9"):
+        score_submission({**submission, "q9": ["gA"]}, truth)
+    with pytest.raises(InputError, match="not lists"):
+        score_submission({**submission, "q1": "gA"}, truth)
+    with pytest.raises(InputError, match='"queries"'):
+        score_submission(submission, {"gallery": truth["gallery"]})
+    (tmp_path / "s.json").write_text("{not json")
+    (tmp_path / "t.json").write_text(json.dumps(truth))
+    with pytest.raises(InputError, match="s.json is not valid JSON"):
+        score_files(tmp_path / "s.json", tmp_path / "t.json")
+    assert isinstance(InputError("x"), ConfigError)  # the CLI reports it as a usage error
+
+
+# --- end to end on LFW -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def comp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("submit")
+    make_competition(root / "comp", data_home=_lfw_home(), max_train_identities=4, max_test_identities=5,
+                     max_train_images_per_identity=10, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def submitted(comp):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCHMARK_CACHE_DIR", str(comp / "cache"))
+        cfg = _tiny_cfg(comp / "comp" / "train")
+        summary = submit(cfg, comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery", k=10,
+                         out=comp / "out" / "submission.json", index_dir=comp / "index")
+    return cfg, summary
+
+
+def test_submission_has_every_query_with_k_gallery_names(comp, submitted):
+    _, summary = submitted
+    sub = json.loads((comp / "out" / "submission.json").read_text())
+    queries = {p.name for p in (comp / "comp" / "test" / "query").iterdir()}
+    gallery = {p.name for p in (comp / "comp" / "test" / "gallery").iterdir()}
+    assert set(sub) == queries and summary["n_queries"] == len(queries)
+    for ranked in sub.values():
+        assert len(ranked) == 10 and len(set(ranked)) == 10 and set(ranked) <= gallery
+    assert summary["k"] == 10 and not summary["warnings"]
+    assert summary["query"]["skipped"] == [] and summary["gallery"]["skipped"] == []
+    t = summary["train"]
+    assert t["trained"] and t["n_train_identities"] == 4 and 0 <= t["val/score"] <= 1000
+    assert "head trained on" in format_summary(summary)
+
+
+def test_score_of_the_submission_matches_an_independent_recomputation(comp, submitted):
+    sub = json.loads((comp / "out" / "submission.json").read_text())
+    truth = json.loads((comp / "comp" / "truth.json").read_text())
+    r = score_files(comp / "out" / "submission.json", comp / "comp" / "truth.json")
+    for k in ("top1", "top5", "top10"):
+        assert 0.0 <= r[k] <= 1.0
+    assert r["top1"] <= r["top5"] <= r["top10"] and r["n_missing"] == 0
+    names = sorted(truth["queries"])
+    matches = np.array([[truth["gallery"][g] == truth["queries"][q] for g in sub[q]] for q in names])
+    expected = from_matches(matches, n_relevant=np.ones(len(names)))  # every query is answerable
+    for key in ("top1", "top5", "top10", "score"):
+        assert r[key] == pytest.approx(expected[key])
+
+
+def test_saved_index_keys_and_head_reproduce_the_submission(comp, submitted):
+    """What is saved beside the submission is enough to answer new queries the same way."""
+    cfg, summary = submitted
+    keys = json.loads((comp / "index" / "gallery_keys.json").read_text())
+    assert keys == sorted(p.name for p in (comp / "comp" / "test" / "gallery").iterdir())
+    head = ProjectionHead(512, cfg.embedding_dim)
+    head.load_state_dict(torch.load(comp / "index" / "head.pt", weights_only=True))
+    queries = sorted((comp / "comp" / "test" / "query").iterdir())
+    feats, names, _ = backbone_features(queries, build_backbone(cfg), cfg, torch.device("cpu"))
+    with torch.no_grad():
+        q = head.eval()(feats).numpy()
+    if faiss is not None:
+        index = faiss.read_index(summary["files"]["index"])
+        assert index.ntotal == len(keys)
+        _, idx = index.search(q, 1)
+    else:
+        idx = (q @ np.load(summary["files"]["index"]).T).argmax(1)[:, None]
+    sub = json.loads((comp / "out" / "submission.json").read_text())
+    assert {n: keys[i[0]] for n, i in zip(names, idx)} == {n: sub[n][0] for n in names}
+
+
+# --- input handling ----------------------------------------------------------------------------
+@pytest.fixture()
+def folders(comp, tmp_path, monkeypatch):
+    """Small query/gallery folders copied from the layout; config without training (fast)."""
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(comp / "cache"))
+    src_q = sorted((comp / "comp" / "test" / "query").iterdir())
+    src_g = sorted((comp / "comp" / "test" / "gallery").iterdir())
+    q, g = tmp_path / "query", tmp_path / "gallery"
+    q.mkdir()
+    g.mkdir()
+    for p in src_q[:2]:
+        shutil.copyfile(p, q / p.name)
+    for p in src_g[:4]:
+        shutil.copyfile(p, g / p.name)
+    return _tiny_cfg(comp / "comp" / "train", embedding="backbone"), q, g, tmp_path
+
+
+def _independent_ranking(cfg, q_dir, g_dir, k):
+    """Backbone-embedding ranking recomputed with PIL + numpy (stable ties by gallery name)."""
+    net = build_backbone(cfg)
+
+    def emb(paths):
+        imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+        x = to_input(torch.stack([eval_view(i, cfg) for i in imgs]), cfg, net.spec.mean, net.spec.std)
+        f = net(x).numpy().astype(np.float64)
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+    qp, gp = sorted(q_dir.iterdir()), sorted(g_dir.iterdir())
+    sims = emb(qp) @ emb(gp).T
+    return {q.name: [gp[j].name for j in np.argsort(-s, kind="stable")[:k]] for q, s in zip(qp, sims)}
+
+
+def test_backbone_embedding_ranking_matches_independent_computation(folders):
+    cfg, q, g, tmp = folders
+    summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
+    assert summary["train"] == {"embedding": "backbone", "trained": False}
+    assert not (tmp / "head.pt").exists() and (tmp / "gallery_keys.json").exists()
+    assert json.loads((tmp / "s.json").read_text()) == _independent_ranking(cfg, q, g, 3)
+
+
+def test_non_images_and_corrupt_images_are_skipped_and_reported(folders):
+    cfg, q, g, tmp = folders
+    (g / "notes.txt").write_text("not an image")
+    (g / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (g / "empty.png").write_bytes(b"")
+    (g / "nested").mkdir()
+    (q / ".DS_Store").write_bytes(b"\x00")
+    with pytest.warns(UserWarning, match="skipped") as rec:
+        summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
+    skipped = {s["name"]: s["reason"] for s in summary["gallery"]["skipped"]}
+    assert set(skipped) == {"notes.txt", "broken.jpg", "empty.png", "nested"}
+    assert "not an image" in skipped["notes.txt"] and "sub-folder" in skipped["nested"]
+    assert "unreadable image" in skipped["broken.jpg"] and "broken.jpg" in skipped["broken.jpg"]
+    assert summary["gallery"]["n_skipped"] == 4 and summary["gallery"]["n_images"] == 4
+    assert [s["name"] for s in summary["query"]["skipped"]] == [".DS_Store"]
+    text = format_summary(summary)
+    assert "skipped gallery broken.jpg: unreadable image" in text and "skipped query .DS_Store" in text
+    assert any("broken.jpg" in str(w.message) for w in rec)
+    sub = json.loads((tmp / "s.json").read_text())
+    assert all(set(r) <= {p.name for p in g.glob("*.jpg")} - {"broken.jpg"} for r in sub.values())
+
+
+def test_k_larger_than_gallery_is_clamped_with_a_warning(folders):
+    cfg, q, g, tmp = folders
+    with pytest.warns(UserWarning, match="clamped to k=4"):
+        summary = submit(cfg, q, g, k=10, out=tmp / "s.json")
+    assert summary["k"] == 4 and summary["k_requested"] == 10 and summary["warnings"]
+    assert all(len(r) == 4 for r in json.loads((tmp / "s.json").read_text()).values())
+    with pytest.raises(InputError, match="k=0"):
+        submit(cfg, q, g, k=0, out=tmp / "s.json")
+
+
+def test_bad_folders_are_clear_errors(folders):
+    cfg, q, g, tmp = folders
+    empty = tmp / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=re.escape(f"gallery folder {empty} is empty")):
+        submit(cfg, q, empty, out=tmp / "s.json")
+    with pytest.raises(InputError, match="does not exist"):
+        submit(cfg, tmp / "nowhere", g, out=tmp / "s.json")
+    only_text = tmp / "text"
+    only_text.mkdir()
+    (only_text / "a.txt").write_text("x")
+    with pytest.raises(InputError, match="has no image files"):
+        submit(cfg, only_text, g, out=tmp / "s.json")
+    bad = tmp / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="none of its 1 image files could be read"):
+        submit(cfg, q, bad, out=tmp / "s.json")
+    assert not (tmp / "s.json").exists()
+
+
+def test_duplicate_names_are_an_error(folders):
+    cfg, q, g, tmp = folders
+    first = sorted(g.iterdir())[0]
+    shutil.copyfile(first, g / (first.stem + ".JPG"))
+    with pytest.raises(InputError, match="equal up to case.*" + re.escape(first.stem)):
+        submit(cfg, q, g, out=tmp / "s.json")
+
+
+def test_without_faiss_the_torch_search_gives_the_same_submission(folders, monkeypatch):
+    import benchmark.retrieval
+    import benchmark.submit
+
+    cfg, q, g, tmp = folders
+    submit(cfg, q, g, k=3, out=tmp / "with.json", index_dir=tmp / "with")
+    monkeypatch.setattr(benchmark.retrieval, "faiss", None)
+    monkeypatch.setattr(benchmark.submit, "faiss", None)
+    summary = submit(cfg, q, g, k=3, out=tmp / "without.json", index_dir=tmp / "without")
+    assert summary["search"] == "torch exact top-k"
+    assert summary["files"]["index"].endswith("gallery_embeddings.npy")
+    assert np.load(summary["files"]["index"]).shape == (4, 512)
+    assert (tmp / "with.json").read_text() == (tmp / "without.json").read_text()
