@@ -7,6 +7,7 @@ on the CPU it runs in fp32. The precision is part of every cache key.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,11 +27,19 @@ def precision(device: torch.device) -> str:
     return "cuda-bf16" if device.type == "cuda" else "cpu-fp32"
 
 
+_FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
+
+
 def content_hash(paths: list[str]) -> str:
-    """Hash of the image files' bytes, in order: features are reused only for the same pixels."""
+    """Hash of the image files' bytes, in order: features are reused only for the same pixels.
+    Each file is read once per process (keyed by path, size and modification time)."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(hashlib.sha1(Path(p).read_bytes()).digest())
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns)
+        if key not in _FILE_HASHES:
+            _FILE_HASHES[key] = hashlib.sha1(Path(p).read_bytes()).digest()
+        h.update(_FILE_HASHES[key])
     return h.hexdigest()[:32]
 
 

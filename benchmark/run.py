@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ def resolve_device(cfg: Config) -> torch.device:
 
 
 def run_id_for(cfg: Config, overrides: dict | None = None) -> str:
-    """Deterministic folder name: the experiment, its seed, and a hash of any extra overrides."""
+    """Deterministic folder name: the experiment, its seed, and any extra overrides (spelled out
+    when short, e.g. ``-protocol=open-set``, else a hash of them)."""
     rid = cfg.experiment if cfg.seed == 0 else f"{cfg.experiment}-seed{cfg.seed}"
-    extra = {k: v for k, v in (overrides or {}).items() if k not in ("experiment", "seed")}
+    extra = {k: v for k, v in sorted((overrides or {}).items()) if k not in ("experiment", "seed")}
     if extra:
+        spelled = "-".join(f"{k}={v}" for k, v in extra.items())
+        if len(spelled) <= 40 and re.fullmatch(r"[\w.=+-]+", spelled):
+            return f"{rid}-{spelled}"
         rid += "-" + hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return rid
 

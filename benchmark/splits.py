@@ -26,6 +26,9 @@ def _counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
         n_train -= n_train + n_val - n + 1
     if ratios[1] > 0 and n_val == 0 and n - n_train >= 2:
         n_val = 1
+    if ratios[2] == 0:  # no test share: rounding leftovers (or excess) settle in val, else train
+        n_val = max(n - n_train, int(n >= 2)) if ratios[1] > 0 else 0
+        n_train = n - n_val
     return n_train, n_val, n - n_train - n_val
 
 

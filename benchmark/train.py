@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from benchmark.config import Config
 from benchmark.engines import Engine
@@ -44,7 +45,9 @@ def fit(cfg: Config, engine: Engine,
         t0 = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        for x, y in engine.train_batches(epoch - 1):
+        n_batches = -(-len(engine.train_idx) // cfg.batch_size)
+        for x, y in tqdm(engine.train_batches(epoch - 1), total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}",
+                         leave=False, mininterval=1):
             loss = F.cross_entropy(model(x.float()), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch} "

@@ -11,7 +11,7 @@ import torch
 
 from benchmark.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
 
-BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(
+BACKENDS = ["auto", "torch", pytest.param("faiss", marks=pytest.mark.skipif(
     importlib.util.find_spec("faiss") is None, reason="faiss not installed"))]
 
 

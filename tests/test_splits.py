@@ -132,3 +132,24 @@ def test_json_round_trip_open_set(tmp_path):
     back = splits.load(path)
     pd.testing.assert_frame_equal(back, out)
     splits.assert_identity_disjoint(back)
+
+
+@pytest.mark.parametrize("ratios", [(0.5, 0.5, 0.0), (0.9, 0.1, 0.0), (1.0, 0.0, 0.0), (0.7, 0.2, 0.1),
+                                    (0.5, 0.2, 0.3), (0.34, 0.33, 0.33), (0.0, 0.5, 0.5)])
+def test_counts_are_a_partition_honouring_zero_fractions(ratios):
+    for n in range(1, 60):
+        counts = splits._counts(n, ratios)
+        assert sum(counts) == n and min(counts) >= 0, (n, counts)
+        for r, c in zip(ratios, counts):
+            if r == 0:
+                assert c == 0, (n, counts)
+            elif n >= 3:
+                assert c >= 1, (n, counts)  # every non-empty fraction keeps an item per identity
+
+
+def test_zero_test_fraction_leaves_no_test_item():
+    # 5 images at 90/10/0 once gave (4, 0, 1): a test item although the test fraction is 0
+    df = _table({"a": 5, "b": 3})
+    assert set(splits.closed_set(df, (0.9, 0.1, 0.0))) == {"train", "val"}
+    with pytest.raises(ConfigError, match="test split empty"):
+        splits.make_split(df, Config(split=(0.9, 0.1, 0.0)))

@@ -284,7 +284,8 @@ def ablations(configs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 
 
 def read_ablations(t: pd.DataFrame) -> str:
-    worst, mild = t.iloc[0], t.iloc[-1]
+    size = t["delta"].abs()
+    worst, mild = t.loc[size.idxmax()], t.loc[size.idxmin()]
     out = f"Largest change: {worst['ablation']} ({worst['delta']:+.1f} points, {worst['delta_pct']:+.1f}%)"
     if len(t) > 1:
         out += f"; smallest: {mild['ablation']} ({mild['delta']:+.1f}, {mild['delta_pct']:+.1f}%)"
