@@ -165,3 +165,16 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, mo
     assert (again["action"] == "skipped (recorded)").all()
     retried = sweep.run_sweep(sf, out, overrides, rerun_failed=True)
     assert sorted(retried.loc[retried["action"] == "ran", "run_id"]) == sorted(failed.index)
+
+
+def test_under_wandb_agent_parameters_come_from_wandb_config(tmp_path, monkeypatch):
+    import types
+
+    import wandb
+
+    fake = types.SimpleNamespace(config={"experiment": "efficientnet_b0-bs8", "seed": 2, "_wandb": {}})
+    monkeypatch.setattr(wandb, "run", None)
+    monkeypatch.setattr(wandb, "init", lambda **kw: fake)
+    experiment, overrides = sweep.params_from_wandb("ignored-cli-name", {"weights": "random"}, str(tmp_path))
+    assert experiment == "efficientnet_b0-bs8"
+    assert overrides == {"seed": 2, "weights": "random"}

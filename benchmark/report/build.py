@@ -118,11 +118,15 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                         "on, trained head. Relative performance: score as % of the best architecture; speed = time of "
                         "the slowest ÷ time of this one (`time/cost_s`)."]
 
+    def plotted(name: str, caption: str, t, read, figure, markdown):
+        """The common section: reading, figure, then the data behind it."""
+        w.reading(read(t))
+        w.figure(name, figure, caption)
+        w.table(f"{name}_data", t, markdown(t))
+
     def f1():
-        t = tables.lr_sweep(c)
-        w.reading(tables.read_lr(t))
-        w.figure("figure1_lr", figures.figure1_lr(c), "Figure 1: score vs learning rate")
-        w.table("figure1_lr_data", t, tables.lr_markdown(t))
+        plotted("figure1_lr", "Figure 1: score vs learning rate", tables.lr_sweep(c), tables.read_lr,
+                figures.figure1_lr(c), tables.lr_markdown)
 
     def f2():
         t = tables.epoch_sweep(c)
@@ -140,10 +144,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.table("figure2_epochs_data", t, tables.epochs_markdown(t))
 
     def f3():
-        t = tables.ablations(c, confidence)
-        w.reading(tables.read_ablations(t))
-        w.figure("figure3_ablations", figures.figure3_ablations(c, confidence), "Figure 3: ablation deltas")
-        w.table("figure3_ablations_data", t, tables.ablations_markdown(t))
+        plotted("figure3_ablations", "Figure 3: ablation deltas", tables.ablations(c, confidence),
+                tables.read_ablations, figures.figure3_ablations(c, confidence), tables.ablations_markdown)
 
     def t2():
         t = tables.table2(c)
@@ -155,10 +157,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                             f"with several seeds: {sd:.1f} points."]
 
     def f4():
-        t = tables.efficiency(c)
-        w.reading(tables.read_efficiency(t))
-        w.figure("figure4_efficiency", figures.figure4_efficiency(c), "Figure 4: score per minute per architecture")
-        w.table("figure4_efficiency_data", t, tables.efficiency_markdown(t))
+        plotted("figure4_efficiency", "Figure 4: score per minute per architecture", tables.efficiency(c),
+                tables.read_efficiency, figures.figure4_efficiency(c), tables.efficiency_markdown)
 
     def f5():
         t = tables.pareto(c)
