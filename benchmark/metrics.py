@@ -9,6 +9,8 @@ counted).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -96,12 +98,15 @@ def embedding_metrics(embeddings, labels, seed: int = 0) -> dict[str, float]:
     """Structure of the embedding space: NMI of k-means clusters vs identities, and mean cosine
     distance within identities (intra) and between them (inter); the ratio is what retrieval needs."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import normalized_mutual_info_score
 
     x = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels)
     n_ids = len(np.unique(labels))
-    clusters = KMeans(n_clusters=n_ids, n_init=1, random_state=seed).fit_predict(x)
+    with warnings.catch_warnings():  # degenerate embeddings (e.g. random weights) give fewer clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = KMeans(n_clusters=n_ids, n_init=1, random_state=seed).fit_predict(x)
     dist = 1.0 - x @ x.T
     same = labels[:, None] == labels[None, :]
     off_diag = ~np.eye(len(x), dtype=bool)

@@ -48,8 +48,8 @@ def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch
             [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()])
     if seed is None:
         return aug(img)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stream stays untouched
+        torch.default_generator.manual_seed(seed)
         return aug(img)
 
 

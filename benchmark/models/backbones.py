@@ -150,7 +150,7 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
     spec = BACKBONES[cfg.backbone]
     if cfg.weights == "random":
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # one fixed random network, shared by every run and the cache
+            torch.default_generator.manual_seed(0)  # one fixed random network, shared by every run and the cache
             return FrozenBackbone(spec.build(None), spec, "random:0")
     if _is_enum_name(cfg):
         ckpt = checkpoint_file(cfg)
