@@ -149,7 +149,7 @@ def figure3_ablations(configs: pd.DataFrame, confidence: float = 0.95) -> Figure
     ax.axvline(0, color="black", linewidth=1)
     ci = np.nan_to_num(t["delta_ci"].to_numpy(dtype=float))
     lo, hi = min(0.0, float((t["delta"] - ci).min())), max(0.0, float((t["delta"] + ci).max()))
-    span = max(hi - lo, 1e-9)
+    span = max(hi - lo, 1.0)  # at least one point wide: all-zero deltas must not zoom to rounding noise
     for yi, (_, r) in zip(y, t.iterrows()):
         half = float(np.nan_to_num(r["delta_ci"]))
         x = r["delta"] + (half if r["delta"] >= 0 else -half)

@@ -140,9 +140,11 @@ def _families(configs: pd.DataFrame, vary: str) -> dict[str, pd.DataFrame]:
     return {k: g for k, g in configs.groupby(fk, sort=False) if g[vary].map(norm).nunique() >= 2}
 
 
-def _differences(row, skip: tuple[str, ...]) -> list[str]:
-    """What sets a configuration apart from the baseline, in words (lr/epochs and ablation keys)."""
-    keys = [k for k in ("lr", "epochs") + ABLATION_KEYS if k in row.index and k not in skip]
+def _differences(row, skip: tuple[str, ...], configs: pd.DataFrame) -> list[str]:
+    """What sets a configuration apart from the baseline, in words (lr/epochs and ablation keys).
+    A key every configuration shares (e.g. ``--set weights=random`` on the whole sweep) sets none apart."""
+    keys = [k for k in ("lr", "epochs") + ABLATION_KEYS if k in row.index and k not in skip
+            and configs[k].map(norm).nunique(dropna=False) > 1]
     return [describe(k, row[k]) for k in keys if norm(row[k]) != norm(DEFAULTS[k])]
 
 
@@ -154,7 +156,7 @@ def lr_sweep(configs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for fam in _families(configs, "lr").values():
         first = fam.iloc[0]
-        diffs = _differences(first, ("lr",))
+        diffs = _differences(first, ("lr",), configs)
         line = ", ".join([arch_name(first["backbone"])] + diffs)
         for _, r in fam.sort_values("lr").iterrows():
             rows.append({"line": line, "backbone": str(r["backbone"]), "epochs": r["epochs"], "main": not diffs,
@@ -198,11 +200,11 @@ def epoch_sweep(configs: pd.DataFrame) -> pd.DataFrame:
 
     def rank(g):
         first = g.iloc[0]
-        return (-g["epochs"].nunique(), len(_differences(first, ("epochs",))),
+        return (-g["epochs"].nunique(), len(_differences(first, ("epochs",), configs)),
                 norm(first.get("backbone")) != DEFAULTS["backbone"], str(first.get("backbone")))
     fam = min(fams.values(), key=rank).sort_values("epochs")
     first = fam.iloc[0]
-    family = ", ".join([arch_name(first["backbone"])] + _differences(first, ("epochs",)) +
+    family = ", ".join([arch_name(first["backbone"])] + _differences(first, ("epochs",), configs) +
                        ([describe("lr", first["lr"])] if norm(first["lr"]) == norm(DEFAULTS["lr"]) else []))
     return pd.DataFrame({"family": family, "backbone": str(first["backbone"]), "epochs": fam["epochs"].to_numpy(),
                          "config": fam["label"].to_numpy(), "n": fam["n"].to_numpy(),

@@ -70,6 +70,13 @@ def test_lr_sweep_figure1_data(configs, means):
     assert "LR 0.001 is best for every architecture" in tables.read_lr(t)
 
 
+def test_a_setting_shared_by_the_whole_sweep_sets_no_line_apart(synthetic):
+    # e.g. `benchmark sweep sweep.yaml --set weights=random`: every run differs from the default weights
+    t = tables.lr_sweep(prepare(synthetic.assign(weights="random")).configs)
+    assert set(t.loc[t["main"], "line"]) == {"EfficientNet-B0", "ViT-B/16", "ResNet50"}
+    assert not t["line"].str.contains("random").any()
+
+
 def test_epoch_sweep_figure2_data(configs, means):
     t = tables.epoch_sweep(configs)
     assert list(t["epochs"]) == [1, 2, 3, 5]
