@@ -8,8 +8,6 @@ closed-set 50/20/30 split). Named experiments in ``experiments/*.yaml`` only lis
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,10 +88,6 @@ class Config:
 
     def replace(self, **overrides) -> Config:
         return from_dict({**self.to_dict(), **overrides})
-
-    def digest(self, exclude: tuple[str, ...] = ()) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def head_dropout(self) -> float:

@@ -153,16 +153,13 @@ def test_every_named_experiment_is_valid():
         assert resolve(name).experiment == name
 
 
-def test_yaml_round_trip_and_digest(tmp_path):
+def test_yaml_round_trip(tmp_path):
     cfg = Config(lr=0.01, split=(0.6, 0.2, 0.2), max_identities=3, data_home="/x", dropout=0.1)
     path = tmp_path / "config.yaml"
     path.write_text(config.dump_yaml(cfg))
     assert yaml.safe_load(path.read_text())["split"] == [0.6, 0.2, 0.2]
     back = config.load_yaml(path)
     assert back == cfg
-    assert back.digest() == cfg.digest()
-    assert cfg.replace(seed=1).digest() != cfg.digest()
-    assert cfg.replace(seed=1).digest(exclude=("seed",)) == cfg.digest(exclude=("seed",))
     assert set(cfg.to_dict()) == {f.name for f in dataclasses.fields(Config)}
 
 
