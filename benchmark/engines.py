@@ -134,14 +134,13 @@ class CachedEngine(Engine):
         if not self.cfg.augment:
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
-        if (views == views[0]).all():
-            return self.bank_view(int(views[0]))
-        out = None
-        for v in np.unique(views):
+        unique = np.unique(views)
+        if len(unique) == 1:
+            return self.bank_view(int(unique[0]))
+        out = torch.empty_like(self.bank_view(int(unique[0])))
+        for v in unique:
             rows = torch.as_tensor(np.flatnonzero(views == v), device=self.device)
-            feats = self.bank_view(int(v))
-            out = feats.new_empty(feats.shape) if out is None else out
-            out[rows] = feats[rows]
+            out[rows] = self.bank_view(int(v))[rows]
         return out
 
     def train_batches(self, epoch):

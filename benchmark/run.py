@@ -66,7 +66,7 @@ class Prepared:
 _BACKBONES: dict[tuple, FrozenBackbone] = {}
 
 
-def _backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
+def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
     """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
     key = (cfg.backbone, cfg.weights, str(device))
     if key not in _BACKBONES:
@@ -79,7 +79,7 @@ def _backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 def prepare(cfg: Config) -> Prepared:
     df = splits.make_split(load_dataset(cfg), cfg)
     device = resolve_device(cfg)
-    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, _backbone(cfg, device), df, device))
+    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device))
 
 
 def execute(cfg: Config, tracker: Tracker | None = None):

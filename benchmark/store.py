@@ -20,20 +20,20 @@ def load(directory: Path | str) -> pd.DataFrame:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"results folder {directory} does not exist")
-    rows = []
-    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not record.is_complete(run_dir):
-            continue
-        st = record.status(run_dir)
-        row = {"run_id": run_dir.name, "status": st["status"], "error": st.get("error"),
-               "run_dir": str(run_dir)}
-        cfg_file = run_dir / "config.yaml"
-        if cfg_file.exists():
-            row |= _flat_config(yaml.safe_load(cfg_file.read_text()))
-        if (run_dir / record.METRICS).exists():
-            row |= json.loads((run_dir / record.METRICS).read_text())
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([read_record(run_dir) for run_dir in sorted(directory.iterdir())
+                         if run_dir.is_dir() and not run_dir.name.startswith(".") and record.is_complete(run_dir)])
+
+
+def read_record(run_dir: Path) -> dict:
+    """One finished run record as a flat row (status, config keys, metrics)."""
+    st = record.status(run_dir)
+    row = {"run_id": run_dir.name, "status": st["status"], "error": st.get("error"), "run_dir": str(run_dir)}
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.exists():
+        row |= _flat_config(yaml.safe_load(cfg_file.read_text()))
+    if (run_dir / record.METRICS).exists():
+        row |= json.loads((run_dir / record.METRICS).read_text())
+    return row
 
 
 def _flat_config(cfg: dict) -> dict:

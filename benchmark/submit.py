@@ -130,12 +130,11 @@ def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.de
 def _model(cfg: Config):
     """(backbone, device, engine or None): the config's frozen backbone, with its training data when
     the embedding needs a trained head."""
-    from benchmark.models.backbones import build_backbone
-    from benchmark.run import prepare, resolve_device
+    from benchmark.run import frozen_backbone, prepare, resolve_device
 
     if cfg.embedding == "backbone":  # normalized frozen features: no training data needed
         device = resolve_device(cfg)
-        return build_backbone(cfg).to(device), device, None
+        return frozen_backbone(cfg, device), device, None
     prep = prepare(cfg)
     return prep.engine.backbone, prep.device, prep.engine
 

@@ -21,8 +21,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from benchmark import record
-from benchmark.config import FIELDS, ConfigError, resolve
+from benchmark.config import FIELDS, Config, ConfigError, resolve
 from benchmark.run import run, run_id_for
+from benchmark.store import read_record
 
 
 def load(path: Path | str) -> dict:
@@ -58,6 +59,7 @@ class Planned:
     run_id: str
     experiment: str
     overrides: dict
+    cfg: Config
 
 
 def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
@@ -79,7 +81,7 @@ def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = 
         if rid in seen:
             raise ConfigError(f"two grid points resolve to the same run {rid}")
         seen.add(rid)
-        out.append(Planned(rid, experiment, ov))
+        out.append(Planned(rid, experiment, ov, cfg))
     if select and not out:
         raise ConfigError(f"--select {' '.join(select)} matches no experiment of the sweep")
     return out
@@ -130,8 +132,7 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
             if _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
                 rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
                 continue
-            cfg = resolve(p.experiment, p.overrides)
-            run(cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
+            run(p.cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
             rows.append({**row, "action": "ran", **_summary(run_dir)})
         finally:
             claim.release()
@@ -145,14 +146,8 @@ def _done(run_dir: Path, rerun: bool, rerun_failed: bool) -> bool:
 
 
 def _summary(run_dir: Path) -> dict:
-    import json
-
-    st = record.status(run_dir)
-    out = {"status": st["status"], "error": st.get("error")}
-    if (run_dir / record.METRICS).exists():
-        m = json.loads((run_dir / record.METRICS).read_text())
-        out |= {k: m.get(k) for k in ("val/score", "test/score", "test/top1", "time/total_s")}
-    return out
+    row = read_record(run_dir)
+    return {k: row.get(k) for k in ("status", "error", "val/score", "test/score", "test/top1", "time/total_s")}
 
 
 def params_from_wandb(experiment: str | None, overrides: dict, out: str) -> tuple[str, dict]:
