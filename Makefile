@@ -5,10 +5,11 @@ SHARED ?= $(abspath ../shared/data)
 # LFW for the tests and the demo, when the shared data folder is beside the checkout
 export SCIKIT_LEARN_DATA ?= $(if $(wildcard $(SHARED)/lfw_home),$(SHARED),)
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the exact, tested releases (pyproject.toml only has lower bounds)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[faiss,offline,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[faiss,offline,dev]'
 	touch $@
 
 .PHONY: install test demo

@@ -67,8 +67,9 @@ class FeatureCache:
         path.unlink(missing_ok=True)
         return None
 
-    def get_or_compute(self, key: dict, compute: Callable[[], torch.Tensor]) -> dict:
-        """``{"features", "cost_s", "hit"}``; ``cost_s`` is what computing it took, even on a hit."""
+    def get_or_compute(self, key: dict, compute: Callable[[], torch.Tensor], meta: dict | None = None) -> dict:
+        """``{"features", "cost_s", "hit"}``; ``cost_s`` is what computing it took, even on a hit.
+        ``meta``: what ``cache ls`` shows about the entry beside its key (e.g. the dataset of its images)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         entry = self._read(path, key)
@@ -79,7 +80,7 @@ class FeatureCache:
                     t0 = time.perf_counter()
                     features = compute().detach().float().cpu().contiguous()
                     entry = {"key": key, "features": features, "checksum": _checksum(features),
-                             "cost_s": time.perf_counter() - t0, "created": time.time()}
+                             "cost_s": time.perf_counter() - t0, "created": time.time(), "meta": meta or {}}
                     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
                     torch.save(entry, tmp)
                     os.replace(tmp, path)
@@ -87,14 +88,18 @@ class FeatureCache:
         return {**entry, "hit": True}
 
     def entries(self) -> list[dict]:
+        """One dict per entry: its key, ``meta``, ``shape``, ``cost_s``, ``created``, ``bytes`` and
+        ``check`` (``ok``, ``checksum mismatch``, ``unreadable``: such entries are recomputed on use)."""
         out = []
         for path in sorted(self.root.glob("*.pt")):
             try:
                 e = torch.load(path, map_location="cpu", weights_only=True)
-                out.append({"file": path.name, **e["key"], "shape": list(e["features"].shape),
-                            "cost_s": round(e["cost_s"], 2), "bytes": path.stat().st_size})
+                check = "ok" if _checksum(e["features"]) == e["checksum"] else "checksum mismatch"
+                out.append({"file": path.name, **e["key"], **e.get("meta", {}), "shape": list(e["features"].shape),
+                            "cost_s": round(e["cost_s"], 2), "created": e.get("created"),
+                            "bytes": path.stat().st_size, "check": check, "broken": check != "ok"})
             except Exception:
-                out.append({"file": path.name, "broken": True, "bytes": path.stat().st_size})
+                out.append({"file": path.name, "broken": True, "check": "unreadable", "bytes": path.stat().st_size})
         return out
 
     def clear(self) -> int:

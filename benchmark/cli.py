@@ -8,7 +8,25 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.config import FIELDS, ConfigError, parse_overrides, resolve
+from benchmark.config import EXPERIMENTS_ENV, FIELDS, ConfigError, parse_overrides, resolve
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (when it has one and the sentence does not say it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] \
+            or action.default == argparse.SUPPRESS
+        if "default" not in text and not unset and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_experiments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiments", nargs="+", action="extend", metavar="DIR",
+                   help="also read named experiments (and sweeps/) from these folders; a name defined there "
+                        "replaces the shipped one (same as $BENCHMARK_EXPERIMENTS; default: only the shipped ones)")
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -41,9 +59,12 @@ def cmd_run(args) -> int:
     overrides = parse_overrides(_key_args(args.extra) + args.set)
     experiment = args.experiment
     if os.environ.get("WANDB_SWEEP_ID"):  # under `wandb agent`: the sweep's parameters decide
-        from benchmark.sweep import params_from_wandb
+        from benchmark.sweep import environment_note, params_from_wandb
 
-        experiment, overrides = params_from_wandb(experiment, overrides, args.out)
+        note = environment_note()
+        if note:
+            print(note, file=sys.stderr)
+        experiment, overrides = params_from_wandb(experiment, overrides, args.out, args.group)
     if not experiment:
         raise ConfigError("--experiment NAME is required (see experiments/*.yaml)")
     cfg = resolve(experiment, overrides)
@@ -155,52 +176,84 @@ def cmd_cache(args) -> int:
     import pandas as pd
 
     entries = cache.entries()
-    print(f"{cache.root}: {len(entries)} entries")
+    print(f"{cache.root}: {len(entries)} entries, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
     if entries:
-        cols = ["file", "backbone", "weights", "view", "precision", "shape", "cost_s", "bytes"]
         df = pd.DataFrame(entries)
-        print(df[[c for c in cols if c in df]].to_string(index=False))
+        if "created" in df:
+            df["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+        if "image_size" in df:
+            df["size"] = df["image_size"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}") + "/" + \
+                df["resize"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+        df["file"] = df["file"].str[:12]
+        df["images"] = df.get("images", pd.Series("", index=df.index)).astype(str).str[:8]
+        df["MB"] = df["bytes"] / 1e6
+        cols = ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
+                "size", "MB", "created", "cost_s", "check"]
+        print(df[[c for c in cols if c in df]].fillna("").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        bad = int(df["broken"].sum())
+        if bad:
+            print(f"{bad} entries fail their checksum or cannot be read: they are recomputed on next use "
+                  "(benchmark cache clear removes everything)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from benchmark.catalog import LISTS
+
+    df = LISTS[args.what]().astype(str).map(lambda v: v if len(v) <= args.width else v[:args.width - 3] + "...")
+    left = {c: (lambda v, w=df[c].str.len().max(): v.ljust(w)) for c in df}
+    print(df.to_string(index=False, formatters=left, justify="left") if len(df) else f"no {args.what}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__, formatter_class=_Help,
+                                     epilog="`benchmark COMMAND --help` describes each command's options.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one named experiment and write its record")
-    p.add_argument("--experiment", help="a name from experiments/*.yaml")
+    p.add_argument("--experiment", help="a named experiment (benchmark list experiments); under `wandb agent` "
+                                        "the sweep's parameter decides")
     _add_set(p)
-    p.add_argument("--out", default="results/runs", help="results folder (default: results/runs)")
-    p.add_argument("--group", help="W&B group")
+    _add_experiments(p)
+    p.add_argument("--out", default="results/runs", help="results folder; the record goes to OUT/<run id>")
+    p.add_argument("--group", help="W&B group of the run (default: none; under `wandb agent`: the sweep id)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("sweep", help="run a sweep file offline (resumable, shareable by processes)")
-    p.add_argument("sweep_file", help="e.g. sweep.yaml")
+    p.add_argument("sweep_file", help="a sweep file (e.g. sweep.yaml) or a named sweep (benchmark list sweeps)")
     _add_set(p)
+    _add_experiments(p)
     p.add_argument("--out", help="results folder (default: results/<sweep name>)")
-    p.add_argument("--select", nargs="+", metavar="PATTERN", help="only experiments matching these globs")
-    p.add_argument("--seeds", type=int, help="repeat every experiment with seeds 0..N-1")
+    p.add_argument("--select", nargs="+", metavar="PATTERN",
+                   help="only experiments matching these globs (default: all of the sweep)")
+    p.add_argument("--seeds", type=int, help="repeat every experiment with seeds 0..N-1 (default: the config's seed)")
     p.add_argument("--rerun", action="store_true", help="run again even when a record exists")
     p.add_argument("--rerun-failed", action="store_true", help="run again the runs recorded as failed")
-    p.add_argument("--report", metavar="DIR", help="write the report of the results folder there at the end")
+    p.add_argument("--report", metavar="DIR",
+                   help="write the report of the results folder there at the end (default: no report)")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("results", help="print a results folder as a table; export CSV/Parquet")
-    p.add_argument("results_dir")
-    p.add_argument("--export", nargs="+", default=[], metavar="FILE", help="*.csv or *.parquet")
-    p.add_argument("--columns", nargs="+", help="columns to print")
+    p.add_argument("results_dir", help="a results folder of run records (e.g. results/report-ablation)")
+    p.add_argument("--export", nargs="+", default=[], metavar="FILE",
+                   help="also write the full table as *.csv or *.parquet (default: no export)")
+    p.add_argument("--columns", nargs="+", help="columns to print (default: id, status, main config keys and metrics)")
     p.set_defaults(fn=cmd_results)
 
     p = sub.add_parser("report", help="tables, figures and report.md from a results folder or a W&B sweep")
     p.add_argument("results_dir", nargs="?", help="a results folder (e.g. results/report-ablation)")
-    p.add_argument("--from-wandb", metavar="ENTITY/PROJECT/SWEEP_ID", help="pull the runs of a W&B sweep")
+    p.add_argument("--from-wandb", metavar="ENTITY/PROJECT/SWEEP_ID",
+                   help="pull the runs of a W&B sweep with their per-epoch history instead (runs still running "
+                        "or pending are left out)")
     p.add_argument("--out", help="output folder (default: reports/<results folder or sweep name>)")
-    p.add_argument("--log-wandb", action="store_true", help="also log the tables and figures to W&B")
+    p.add_argument("--log-wandb", action="store_true",
+                   help="also log the tables and figures to a W&B run of job type report")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("choose", help="pick the best configuration by VALIDATION metric; write best.yaml")
-    p.add_argument("results_dir")
-    p.add_argument("--metric", default="val/score", help="a val/ metric (default: val/score)")
+    p.add_argument("results_dir", help="a results folder of run records")
+    p.add_argument("--metric", default="val/score", help="a val/ metric, higher is better (default: val/score)")
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
     p.set_defaults(fn=cmd_choose)
 
@@ -209,39 +262,56 @@ def main(argv: list[str] | None = None) -> int:
     _add_set(p)
     p.add_argument("--query", required=True, help="folder of query images")
     p.add_argument("--gallery", required=True, help="folder of gallery images")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--out", default="submission.json")
+    p.add_argument("--k", type=int, default=10, help="gallery images listed per query")
+    p.add_argument("--out", default="submission.json", help="the submission file to write")
     p.add_argument("--index-dir", help="where gallery.index + gallery_keys.json go (default: beside --out)")
     p.set_defaults(fn=cmd_submit)
 
     p = sub.add_parser("score-submission", help="score a submission.json as the competition did")
-    p.add_argument("submission")
+    p.add_argument("submission", help="a submission.json: {query file: [gallery files, best first]}")
     p.add_argument("--truth", required=True, help='{"queries": {name: identity}, "gallery": {name: identity}}')
     p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser("make-competition", help="materialize a competition-like query/gallery layout from LFW")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder to write train/, test/query, test/gallery, truth.json to")
     p.add_argument("--data-home", help="folder holding lfw_home/ (default: $SCIKIT_LEARN_DATA)")
     p.add_argument("--train-min", type=int, default=20, help="training people have >= this many images")
-    p.add_argument("--test-min", type=int, default=5)
+    p.add_argument("--test-min", type=int, default=5, help="test people (unseen in training) have >= this many images")
     p.add_argument("--test-max", type=int, default=19, help="test people (unseen) have test-min..test-max images")
-    p.add_argument("--queries-per-identity", type=int, default=1)
-    p.add_argument("--max-test-identities", type=int)
-    p.add_argument("--max-train-identities", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--queries-per-identity", type=int, default=1,
+                   help="query images per test person; the rest of their images go to the gallery")
+    p.add_argument("--max-test-identities", type=int, help="keep at most this many test people (default: all)")
+    p.add_argument("--max-train-identities", type=int, help="keep at most this many training people (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query/gallery choice and the anonymized names")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(fn=cmd_make_competition)
 
     p = sub.add_parser("cache", help="list or clear the feature cache")
-    p.add_argument("action", choices=["ls", "clear"])
+    p.add_argument("action", choices=["ls", "clear"],
+                   help="ls: every entry (backbone, weights, images, view, precision, size, created, cost, "
+                        "checksum); clear: remove them all")
     p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
     p.set_defaults(fn=cmd_cache)
+
+    p = sub.add_parser("list", help="named experiments, config keys, backbones or sweeps")
+    p.add_argument("what", choices=["experiments", "keys", "backbones", "sweeps"],
+                   help="experiments: names and overrides; keys: every config key with type, default and doc; "
+                        "backbones: dimension, input size, weights on this machine; sweeps: named sweep files")
+    _add_experiments(p)
+    p.add_argument("--width", type=int, default=100, help="cut long cells to this many characters")
+    p.set_defaults(fn=cmd_list)
+
+    for p in sub.choices.values():
+        p.formatter_class = _Help
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "run":
         args.extra = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "experiments", None):  # for this process and the runs it starts
+        os.environ[EXPERIMENTS_ENV] = os.pathsep.join(
+            [*map(str, args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
         return args.fn(args)
     except ConfigError as exc:

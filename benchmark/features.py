@@ -91,7 +91,9 @@ def extract(backbone: FrozenBackbone, images: list[torch.Tensor],
     device = next(backbone.parameters()).device
     out = []
     bs = cfg.eval_batch_size
-    for start in tqdm(range(0, len(images), bs), desc=desc, leave=False, mininterval=1):
-        batch = torch.stack([view(i, images[i]) for i in range(start, min(start + bs, len(images)))])
-        out.append(forward(backbone, batch.to(device, non_blocking=True), cfg))
+    with tqdm(total=len(images), desc=desc, unit="img", leave=False, mininterval=1) as bar:  # shows images/s
+        for start in range(0, len(images), bs):
+            batch = torch.stack([view(i, images[i]) for i in range(start, min(start + bs, len(images)))])
+            out.append(forward(backbone, batch.to(device, non_blocking=True), cfg))
+            bar.update(len(batch))
     return torch.cat(out)

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from benchmark import record
+from benchmark.config import ConfigError
 
 
 def load(directory: Path | str) -> pd.DataFrame:
@@ -40,32 +41,59 @@ def _flat_config(cfg: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
-def from_wandb_runs(runs: list[dict]) -> pd.DataFrame:
-    """W&B runs (``{"name", "id", "state", "config", "summary"}``) -> the store's DataFrame.
+def from_wandb_runs(runs: list[dict], history_dir: Path | str | None = None) -> pd.DataFrame:
+    """W&B runs (``{"name", "id", "state", "config", "summary"}``, optionally ``"history"``: the logged
+    rows) -> the store's DataFrame.
 
+    Runs still ``running``/``pending`` are not results yet: they are left out and named in
+    ``df.attrs["in_progress"]``. Per-epoch values the summary keeps from the last epoch
+    (``train/*``, ``val/loss``) are not result columns. With ``history_dir``, each run's per-epoch
+    history is written as ``<history_dir>/<run_id>/history.csv`` (the run folder's format) and that
+    folder becomes its ``run_dir``, so the report draws Figure 2's curves as from local records.
     A pure function, so the conversion is tested without network; ``benchmark report --from-wandb``
     feeds it from ``wandb.Api().sweep(...).runs``.
     """
-    rows = []
+    rows, in_progress = [], []
     for r in runs:
+        if r.get("state") in ("running", "pending"):
+            in_progress.append(f"{r.get('name')} ({r['state']})")
+            continue
         cfg = {k: v for k, v in (r.get("config") or {}).items() if not k.startswith("_")}
         summary = {k: v for k, v in (r.get("summary") or {}).items()
-                   if not k.startswith("_") and isinstance(v, (int, float, str, bool)) and v is not None}
+                   if not k.startswith("_") and isinstance(v, (int, float, str, bool)) and v is not None
+                   and not k.startswith("train/") and k != "val/loss"}
         ok = r.get("state") == "finished" and "test/score" in summary
-        rows.append({"run_id": cfg.get("run_id", r.get("name")), "status": "ok" if ok else "failed",
+        run_id = cfg.get("run_id", r.get("name"))
+        epochs = [{"epoch": h.get("epoch", h.get("_step")),
+                   **{k: v for k, v in h.items() if not k.startswith("_") and isinstance(v, (int, float))}}
+                  for h in r.get("history") or [] if "train/loss" in h]
+        run_dir = None
+        if history_dir is not None and epochs:
+            run_dir = Path(history_dir) / str(run_id)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(epochs).to_csv(run_dir / "history.csv", index=False)
+        rows.append({"run_id": run_id, "status": "ok" if ok else "failed",
                      "error": None if ok else summary.get("error", f"W&B state {r.get('state')}"),
-                     "run_dir": None, **_flat_config(cfg),
+                     "run_dir": None if run_dir is None else str(run_dir), **_flat_config(cfg),
                      **{k: v for k, v in summary.items() if "/" in k or k in ("score_per_minute", "best_epoch")}})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["in_progress"] = in_progress
+    return df
 
 
-def fetch_wandb(path: str) -> pd.DataFrame:
-    """Runs of ``ENTITY/PROJECT/SWEEP_ID`` through W&B's public API."""
-    import wandb
-
-    sweep = wandb.Api().sweep(path)
-    return from_wandb_runs([{"name": r.name, "id": r.id, "state": r.state, "config": dict(r.config),
-                             "summary": dict(r.summary)} for r in sweep.runs])
+def fetch_wandb(path: str, history_dir: Path | str | None = None) -> pd.DataFrame:
+    """Runs of ``ENTITY/PROJECT/SWEEP_ID`` through W&B's public API, with their per-epoch history."""
+    try:
+        import wandb
+    except ModuleNotFoundError:
+        raise ConfigError("--from-wandb needs wandb, which is not installed in this environment: "
+                          "pip install wandb") from None
+    runs = []
+    for r in wandb.Api().sweep(path).runs:
+        done = r.state not in ("running", "pending")
+        runs.append({"name": r.name, "id": r.id, "state": r.state, "config": dict(r.config),
+                     "summary": dict(r.summary), "history": list(r.scan_history()) if done else []})
+    return from_wandb_runs(runs, history_dir)
 
 
 def export(df: pd.DataFrame, path: Path | str) -> Path:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import itertools
+import os
+import sys
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +24,15 @@ import yaml
 from tqdm.auto import tqdm
 
 from benchmark import record
+from benchmark.catalog import find_sweep
 from benchmark.config import FIELDS, Config, ConfigError, resolve
 from benchmark.run import run, run_id_for
 from benchmark.store import read_record
 
 
 def load(path: Path | str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} not found")
+    """A sweep file (a path, or a named sweep of ``benchmark list sweeps``), validated."""
+    path = find_sweep(path)
     doc = yaml.safe_load(path.read_text()) or {}
     if doc.get("method") != "grid":
         raise ConfigError(f"{path}: method must be 'grid' (got {doc.get('method')!r}); the offline runner "
@@ -150,14 +153,39 @@ def _summary(run_dir: Path) -> dict:
     return {k: row.get(k) for k in ("status", "error", "val/score", "test/score", "test/top1", "time/total_s")}
 
 
-def params_from_wandb(experiment: str | None, overrides: dict, out: str) -> tuple[str, dict]:
-    """Under ``wandb agent``: start the run now and take its parameters from ``wandb.config``."""
-    import wandb
-
+def params_from_wandb(experiment: str | None, overrides: dict, out: str,
+                      group: str | None = None) -> tuple[str, dict]:
+    """Under ``wandb agent``: start the run now (in the sweep's group: ``group``, else the sweep id)
+    and take its parameters from ``wandb.config``."""
+    try:
+        import wandb
+    except ModuleNotFoundError:
+        raise ConfigError(f"started by `wandb agent` (WANDB_SWEEP_ID is set) but wandb is not installed for "
+                          f"{sys.executable}: pip install wandb, or run the agent inside the project's "
+                          "environment") from None
     Path(out).mkdir(parents=True, exist_ok=True)
-    run_ = wandb.run or wandb.init(dir=out, job_type="benchmark-run")
+    run_ = wandb.run or wandb.init(dir=out, job_type="benchmark-run",
+                                   group=group or os.environ.get("WANDB_SWEEP_ID"))
     params = {k: v for k, v in dict(run_.config).items() if k in FIELDS or k == "experiment"}
     return params.pop("experiment", experiment), {**params, **overrides}
+
+
+def environment_note() -> str | None:
+    """One line when this interpreter is probably not the project's environment: ``wandb agent``
+    runs ``${interpreter}``, i.e. whatever ``python`` is first on PATH."""
+    import benchmark
+
+    try:
+        metadata.distribution("retrieval-benchmark")
+    except metadata.PackageNotFoundError:
+        return (f"note: {sys.executable} has no retrieval-benchmark installed; benchmark was imported from "
+                f"{Path(benchmark.__file__).parent} with this interpreter's packages. Start `wandb agent` "
+                "inside the project's environment (source .venv/bin/activate).")
+    venv = Path(benchmark.__file__).resolve().parents[1] / ".venv"
+    if venv.is_dir() and Path(sys.prefix).resolve() != venv.resolve():
+        return (f"note: running with {sys.executable}, not this checkout's environment {venv}; start "
+                f"`wandb agent` after `source {venv}/bin/activate`.")
+    return None
 
 
 def format_summary(df: pd.DataFrame) -> str:

@@ -40,24 +40,38 @@ def wandb_mode(cfg: Config) -> str | None:
     return "online" if _has_credentials() or os.environ.get("WANDB_SWEEP_ID") else "offline"
 
 
-class Tracker:
-    """One W&B run per benchmark run; a no-op when tracking is off or after a W&B error."""
+def agent_run():
+    """The W&B run ``wandb agent`` started for this process (``sweep.params_from_wandb``), else None."""
+    return wandb.run if wandb is not None and os.environ.get("WANDB_SWEEP_ID") else None
 
-    def __init__(self, cfg: Config, out_dir: Path, run_id: str, group: str | None = None):
+
+class Tracker:
+    """One W&B run per benchmark run; a no-op when tracking is off or after a W&B error.
+
+    Under ``wandb agent`` the agent's run is used whatever ``tracking`` says, and always finished
+    with the summary: the agent waits for it."""
+
+    def __init__(self, cfg: Config, out_dir: Path, run_id: str, group: str | None = None,
+                 job_type: str = "benchmark-run"):
         self.run = None
         mode = wandb_mode(cfg)
-        if mode is None:
+        if mode is None and agent_run() is None:
             return
-        self._guard(lambda: self._init(cfg, out_dir, run_id, group, mode))
+        self._guard(lambda: self._init(cfg, out_dir, run_id, group, mode, job_type))
 
-    def _init(self, cfg, out_dir, run_id, group, mode):
+    def _init(self, cfg, out_dir, run_id, group, mode, job_type):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.run or wandb.init(
-            project=cfg.wandb_project, group=group or cfg.wandb_group, name=cfg.experiment,
-            job_type="benchmark-run", config=cfg.to_dict(), dir=str(out_dir), mode=mode,
-            settings=wandb.Settings(init_timeout=60, silent=True))
-        self.run.config.update(cfg.to_dict(), allow_val_change=True)
-        self.run.config.update({"run_id": run_id}, allow_val_change=True)
+        self.run = agent_run()
+        if self.run is not None:
+            self.run.name = run_id  # its group was given at init (sweep.params_from_wandb)
+        else:
+            self.run = wandb.init(
+                project=cfg.wandb_project, group=group or cfg.wandb_group, name=run_id,
+                job_type=job_type, config=cfg.to_dict(), dir=str(out_dir), mode=mode,
+                settings=wandb.Settings(init_timeout=60, silent=True))
+        # keys the sweep set are locked by W&B: writing them again only prints warnings
+        own = {**cfg.to_dict(), "run_id": run_id}
+        self.run.config.update({k: v for k, v in own.items() if k not in self.run.config}, allow_val_change=True)
 
     def _guard(self, fn):
         try:
@@ -102,7 +116,8 @@ def report_tracker(name: str, out_dir: Path) -> Tracker:
     """A W&B run of job type ``report`` to log a report's tables and figures."""
     from benchmark.config import Config
 
-    return Tracker(Config(experiment=f"report-{name}", tracking="wandb"), out_dir, f"report-{name}", group=name)
+    return Tracker(Config(experiment=f"report-{name}", tracking="wandb"), out_dir, f"report-{name}", group=name,
+                   job_type="report")
 
 
 def examples_table(emb, labels, identities, paths, n_queries, k):

