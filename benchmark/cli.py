@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "experiments", None):  # for this process and the runs it starts
         os.environ[EXPERIMENTS_ENV] = os.pathsep.join(
-            [*map(str, args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
+            [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
         return args.fn(args)
     except ConfigError as exc:
