@@ -114,11 +114,15 @@ def cmd_report(args) -> int:
 
     if bool(args.results_dir) == bool(args.from_wandb):
         raise ConfigError("give either RESULTS_DIR or --from-wandb ENTITY/PROJECT/SWEEP_ID")
-    if args.from_wandb:
-        df, name = store.fetch_wandb(args.from_wandb), args.from_wandb.rstrip("/").split("/")[-1]
-    else:
-        df, name = store.load(args.results_dir), Path(args.results_dir).resolve().name
+    name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir).resolve().name
     out = Path(args.out or Path("reports") / name)
+    if args.from_wandb:  # per-epoch histories land in OUT/wandb-history/<run id>/history.csv
+        df = store.fetch_wandb(args.from_wandb, out / "wandb-history")
+        if df.attrs.get("in_progress"):
+            print(f"{len(df.attrs['in_progress'])} run(s) still running or pending, left out: "
+                  f"{', '.join(df.attrs['in_progress'])}")
+    else:
+        df = store.load(args.results_dir)
     tracker = report_tracker(name, out) if args.log_wandb else None
     print(f"report: {build_report(df, out, tracker=tracker)}")
     if tracker:

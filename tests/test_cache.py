@@ -56,3 +56,34 @@ def test_cache_ls_and_clear_commands(tmp_path):
     assert "1 entries" in listing and "resnet18" in listing and "[5, 2]" in listing
     assert "removed 1 entries" in cli("clear")
     assert list(root.glob("*.pt")) == []
+
+
+def test_cache_ls_tells_entries_apart_and_flags_bad_checksums(tmp_path):
+    root = tmp_path / "c"
+    cache = FeatureCache(root)
+    base = {"backbone": "resnet18", "weights": "random:0", "precision": "cpu-fp32", "image_size": 64, "resize": 72,
+            "normalize": True, "images": "ab" * 16}
+    cache.get_or_compute({**base, "view": "eval"}, lambda: torch.ones(5, 2), {"dataset": "orl"})
+    cache.get_or_compute({**base, "view": 1, "normalize": False}, lambda: torch.zeros(3, 2), {"dataset": "lfw"})
+    # a well-formed file whose features no longer match its checksum (bit rot, a partial copy)
+    path = cache.path({**base, "view": 1, "normalize": False})
+    entry = torch.load(path, weights_only=True)
+    entry["features"][0, 0] = 7.0
+    torch.save(entry, path)
+    rows = {str(e["view"]): e for e in cache.entries()}
+    assert rows["eval"]["check"] == "ok" and rows["1"]["check"] == "checksum mismatch"
+    assert (rows["eval"]["dataset"], rows["1"]["dataset"]) == ("orl", "lfw")
+    assert rows["eval"]["created"] <= time.time() and rows["eval"]["shape"] == [5, 2]
+    listing = subprocess.run([sys.executable, "-m", "benchmark", "cache", "ls", "--dir", str(root)],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout
+    lines = listing.splitlines()
+    header = lines[1].split()
+    assert header == ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
+                      "size", "MB", "created", "cost_s", "check"]
+    by_view = {line.split()[header.index("view") + 1]: line for line in lines[2:4]}  # shape is 2 tokens
+    assert "orl" in by_view["eval"] and by_view["eval"].endswith("ok") and "64/72" in by_view["eval"]
+    assert by_view["1"].endswith("checksum mismatch") and "False" in by_view["1"]
+    assert "1 entries fail their checksum" in listing
+    # and the bad entry is recomputed on use
+    assert torch.equal(cache.get_or_compute({**base, "view": 1, "normalize": False},
+                                            lambda: torch.zeros(3, 2))["features"], torch.zeros(3, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,42 @@ def test_cli_bad_override_exits_2(capsys, tmp_path):
     assert main(["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--set", "lr", "--out", out]) == 2
     assert "must look like key=value" in capsys.readouterr().err
     assert not (tmp_path / "never-written").exists()
+
+
+def test_run_id_ignores_keys_that_cannot_change_results():
+    cfg = config.resolve("efficientnet_b0-bs8", {"weights": "random"})
+    plain = run_id_for(cfg, {"weights": "random"})
+    assert plain == "efficientnet_b0-bs8-weights=random"
+    for key, value in {"tracking": "wandb", "device": "cpu", "cache_dir": "/tmp/x", "num_workers": 0,
+                       "eval_batch_size": 8, "wandb_project": "p", "wandb_group": "g"}.items():
+        assert run_id_for(cfg.replace(**{key: value}), {"weights": "random", key: value}) == plain, key
+    assert run_id_for(cfg.replace(lr=0.5), {"weights": "random", "lr": 0.5}) != plain
+
+
+def test_train_time_is_head_training_only_and_each_epoch_prints_a_line(tiny_cfg, cache_dir, monkeypatch, capsys,
+                                                                        tmp_path):
+    """Feature extraction made 1.5 s slower: it runs lazily inside the first epoch, so the epochs' wall
+    time grows by it, time/fetch_s too, time/train_s not; one printed line per epoch carries the history's numbers."""
+    import time
+
+    from benchmark import engines
+
+    real = engines.extract
+
+    def slow_extract(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "extract", slow_extract)
+    result = run(tiny_cfg(epochs=2, patience=0), tmp_path, "t")
+    assert result["time/fetch_s"] >= 1.5 and result["time/features_s"] >= 1.5
+    history = pd.read_csv(tmp_path / "t" / "history.csv")
+    # the epochs' wall time (history) holds the slow extraction; the training time does not
+    assert history["epoch_s"].sum() - result["time/train_s"] >= 1.5
+    assert result["time/train_s"] + result["time/fetch_s"] <= result["time/total_s"]
+    lines = re.findall(r"epoch (\d)/2: train/loss (\S+)  val/loss (\S+)  val/score (\S+)", capsys.readouterr().err)
+    assert len(lines) == len(history) == 2
+    for line, (_, row) in zip(lines, history.iterrows()):
+        assert int(line[0]) == row["epoch"]
+        for key, value in zip(("train/loss", "val/loss", "val/score"), line[1:]):
+            assert float(value) == pytest.approx(row[key], rel=1e-3), key

@@ -67,3 +67,39 @@ def test_wandb_runs_convert_to_the_same_shape(results):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         store.load(tmp_path / "nope")
+
+
+def test_wandb_runs_in_progress_are_skipped_and_losses_do_not_leak(tmp_path):
+    history = [{"_step": 1, "train/loss": 2.5, "val/loss": 2.7, "val/score": 300.0, "epoch_s": 3.0, "_runtime": 4},
+               {"_step": 2, "train/loss": 2.0, "val/loss": 2.4, "val/score": 350.0, "epoch_s": 3.5},
+               {"_step": 3, "retrieval_examples": {"_type": "table-file"}}]
+    runs = [
+        {"name": "a", "state": "finished", "config": {"run_id": "a", "epochs": 2},
+         "summary": {"test/score": 400.0, "val/score": 350.0, "train/loss": 2.0, "val/loss": 2.4, "epoch_s": 3.5,
+                     "status": "ok"}, "history": history},
+        {"name": "b", "state": "running", "config": {"run_id": "b"}, "summary": {"train/loss": 3.0}},
+        {"name": "c", "state": "pending", "config": {}, "summary": {}},
+    ]
+    df = store.from_wandb_runs(runs, tmp_path / "h")
+    assert list(df["run_id"]) == ["a"] and df.attrs["in_progress"] == ["b (running)", "c (pending)"]
+    assert not {"train/loss", "val/loss", "epoch_s", "status_summary"} & set(df.columns)
+    assert df.loc[0, "status"] == "ok" and df.loc[0, "test/score"] == 400.0
+    written = pd.read_csv(tmp_path / "h" / "a" / "history.csv")
+    assert df.loc[0, "run_dir"] == str(tmp_path / "h" / "a")
+    assert written["epoch"].tolist() == [1, 2] and written["val/score"].tolist() == [300.0, 350.0]
+    assert written["train/loss"].tolist() == [2.5, 2.0] and "_runtime" not in written
+
+
+def test_without_wandb_the_wandb_paths_are_one_line_errors(monkeypatch, capsys):
+    import sys
+
+    from benchmark import cli
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ModuleNotFoundError
+    assert cli.main(["report", "--from-wandb", "e/p/s"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --from-wandb needs wandb, which is not installed in this environment: pip install wandb"]
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s")
+    assert cli.main(["run", "--experiment", "efficientnet_b0-bs8"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("error: started by `wandb agent` (WANDB_SWEEP_ID is set) but wandb is not installed")

@@ -103,3 +103,44 @@ def test_wandb_like_frame_without_run_folders(synthetic, tmp_path):
 def test_thin_frames_do_not_crash(frame, tmp_path):
     text = build_report(frame, tmp_path).read_text()
     assert text.startswith("# ") and "Could not be produced" not in text
+
+
+def test_report_from_wandb_draws_figure2_from_fetched_history(synthetic, tmp_path, monkeypatch, capsys):
+    """W&B public-API Run objects (built offline from the synthetic records; their history as W&B
+    logged it, step = epoch) through ``benchmark report --from-wandb``: Figure 2's curves equal the
+    ones the local records give; a running run is left out and named."""
+    import types
+    from pathlib import Path
+
+    import wandb
+    import yaml
+    from wandb.apis.public.runs import Run
+
+    from benchmark import cli
+    from benchmark.report import tables
+    from benchmark.report.results import prepare
+
+    ok = synthetic[(synthetic["status"] == "ok") & (synthetic["protocol"] == "closed-set")]
+    runs, histories = [], {}
+    for _, r in ok.iterrows():
+        cfg = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text()) | {"run_id": r["run_id"]}
+        h = pd.read_csv(Path(r["run_dir"]) / "history.csv")
+        histories[r["run_id"]] = [{"_step": int(row.pop("epoch")), **row} for row in h.to_dict("records")]
+        summary = {k: v for k, v in r.items() if "/" in k and pd.notna(v)} | dict(h.iloc[-1].drop("epoch"))
+        runs.append(Run(None, "ent", "proj", r["run_id"], attrs={
+            "displayName": r["run_id"], "state": "finished", "config": cfg, "summaryMetrics": summary}))
+    runs.append(Run(None, "ent", "proj", "busy", attrs={"displayName": "busy", "state": "running",
+                                                        "config": {"experiment": "x"}, "summaryMetrics": {}}))
+    monkeypatch.setattr(Run, "scan_history", lambda self, **kw: iter(histories[self.id]))
+    monkeypatch.setattr(wandb, "Api", lambda: types.SimpleNamespace(sweep=lambda path: types.SimpleNamespace(runs=runs)))
+    assert cli.main(["report", "--from-wandb", "ent/proj/sw1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) still running or pending, left out: busy (running)" in out
+    text = (tmp_path / "report.md").read_text()
+    assert "Per-epoch validation curves skipped" not in text and "figure2_history_data.csv" in text
+    fetched = pd.read_csv(tmp_path / "tables" / "figure2_history_data.csv")
+    local_cfg = tables.epoch_sweep(prepare(ok).configs)
+    local = tables.histories(dict(zip(local_cfg["config"], local_cfg["run_dirs"])))
+    pd.testing.assert_frame_equal(fetched.sort_values(["config", "epoch"]).reset_index(drop=True),
+                                  local.sort_values(["config", "epoch"]).reset_index(drop=True)[fetched.columns],
+                                  check_dtype=False)
