@@ -6,11 +6,11 @@ being an unbiased estimate of the chosen configuration. So ``choose`` refuses ``
 (and ``score_per_minute``, which is derived from ``test/score``) and drops every ``test/`` column
 before it looks at the table: it cannot read them even by accident.
 
-Runs are grouped into *configurations* as the report groups them (``benchmark.report.common``):
+Runs are grouped into *configurations* as the report groups them (``benchmark.results.schema``):
 the experiment name plus every config key except the run-specific ones (``RUN_SPECIFIC``: ``seed``
 and the keys that do not change results: data and cache paths, device, workers, tracking). A
 configuration's value is the mean of its seeds' metric, with a 95% confidence half-width from
-Student's t (``benchmark.report.stats.t_ci``) when it has more than one seed. The best
+Student's t (``benchmark.results.stats.t_ci``) when it has more than one seed. The best
 configuration's config is taken from its best seed's ``config.yaml`` (or, without a run folder,
 from the table's columns).
 
@@ -29,9 +29,8 @@ import pandas as pd
 import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict
-# common and stats import neither matplotlib nor seaborn (benchmark.report loads its modules lazily)
-from benchmark.report.common import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
-from benchmark.report.stats import t_ci
+from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
+from benchmark.results.stats import t_ci
 
 #: config keys that define the validation set: values of different ones are not comparable (the
 #: report's SETTING_KEYS, plus where the data was read from), in config order
@@ -69,7 +68,7 @@ def _config_of(row: pd.Series) -> dict:
 
 
 def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None) -> dict:
-    """The best configuration of a results table (``benchmark.store.load``) by a validation metric.
+    """The best configuration of a results table (``benchmark.results.store.load``) by a validation metric.
 
     Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
     ``experiment``, ``metric``, ``higher_is_better``, ``mean``, ``std``, ``ci95`` (None with one

@@ -11,7 +11,6 @@ and ``score_per_minute`` = test/score / (time/cost_s / 60).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import time
@@ -23,13 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark import record, splits
+from benchmark import splits
 from benchmark.config import Config, dump_yaml
 from benchmark.data import load_dataset
 from benchmark.engines import ENGINES, Engine
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import FrozenBackbone, build_backbone
+from benchmark.models.backbones import FrozenBackbone, build_backbone, check_backbone
 from benchmark.models.head import embed
+from benchmark.results import record, schema
 from benchmark.tracking import Tracker
 from benchmark.train import fit
 
@@ -77,6 +77,7 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 
 
 def prepare(cfg: Config) -> Prepared:
+    check_backbone(cfg.backbone)
     df = splits.make_split(load_dataset(cfg), cfg)
     device = resolve_device(cfg)
     return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device))
@@ -134,13 +135,13 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         return {"status": "failed", "error": doc["error"]}
     df = prep.df
     test = df[df["split"] == "test"]
-    buf = io.BytesIO()
-    np.savez_compressed(buf, embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
-                        identities=test["identity"].to_numpy(dtype=str), paths=test["path"].to_numpy(dtype=str))
+    embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
+                                  identities=test["identity"].to_numpy(dtype=str),
+                                  paths=test["path"].to_numpy(dtype=str))
     files |= {
         "metrics.json": json.dumps(metrics, indent=1),
         "history.csv": pd.DataFrame(history).to_csv(index=False),
-        "embeddings.npz": buf.getvalue(),
+        "embeddings.npz": embeddings,
         "environment.json": json.dumps(record.environment(prep.device), indent=1),
         "split.json": splits.to_json(df, cfg),
     }

@@ -28,7 +28,6 @@ ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size wit
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections import defaultdict
@@ -41,6 +40,7 @@ import torch
 from benchmark.config import Config, ConfigError
 from benchmark.data.imagefolder import IMAGE_SUFFIXES
 from benchmark.features import forward
+from benchmark.files import write_atomic
 from benchmark.metrics import KS, competition_score
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
@@ -156,9 +156,7 @@ def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
 
 # --- submission -----------------------------------------------------------------------------------
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import store, sweep
+from benchmark import sweep
+from benchmark.results import store
 from benchmark.config import load_experiments, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from benchmark import record, store
-from benchmark.config import Config, dump_yaml
+from benchmark.results import record, store
+from benchmark.config import Config, ConfigError, dump_yaml
 
 
 def _write(out, run_id, metrics=None, error=None, **cfg):
@@ -65,5 +67,29 @@ def test_wandb_runs_convert_to_the_same_shape(results):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist; give the --out folder"):
         store.load(tmp_path / "nope")
+
+
+def test_results_choose_and_report_import_no_torch():
+    """The results layer and the commands that only read results never import torch."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                          "import benchmark.results, benchmark.choose, benchmark.report, benchmark.report.build"],
+                         capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
+    assert "benchmark" in imported and "pandas" in imported  # the measurement works
+    assert "torch" not in imported
+
+
+def test_reading_and_choosing_never_load_torch(results, tmp_path):
+    """Using them (records read and validated, configs built, a choice written) stays torch-free too."""
+    code = f"""
+import sys
+from benchmark.results import store
+from benchmark.choose import choose, write_best
+df = store.load({str(results)!r})
+write_best(choose(df), {str(tmp_path / 'best.yaml')!r})
+print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
