@@ -93,9 +93,23 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     n_runs = len(df)
     ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     values = pd.to_numeric(df[metric], errors="coerce")
+    if not ok.any():
+        raise ConfigError(f"every run failed ({n_runs} runs in the results): nothing to choose from; see the "
+                          "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
     usable = df[ok & values.notna()].assign(_value=values[ok & values.notna()])
+    unscored = df[ok & values.isna()]
+    n_queries = f"{metric.split('/')[0]}/n_queries"
+    why = ("validation has no scorable queries: raise the validation fraction (split) or min_faces_per_person"
+           if n_queries in df.columns and pd.to_numeric(unscored[n_queries], errors="coerce").eq(0).any()
+           else "it is missing")
     if usable.empty:
-        raise ConfigError(f"no successful run has {metric!r} ({n_runs} runs, {int((~ok).sum())} failed)")
+        raise ConfigError(f"cannot rank on {metric!r}: no successful run has it ({int(ok.sum())} ok, "
+                          f"{int((~ok).sum())} failed); {why}")
+    notes = []
+    if len(unscored):
+        ids = ", ".join(map(str, unscored.get("run_id", unscored.index)))
+        notes.append(f"{len(unscored)} successful run(s) left out, {metric} could not be computed ({why}): {ids}")
+        warnings.warn(notes[-1], stacklevel=2)
 
     groups = []
     for _, g in usable.groupby(row_key(usable), sort=False):
@@ -123,7 +137,6 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
         return {k: g[k] for k in ("experiment", "mean", "std", "ci95", "n_seeds", "seeds", "run_ids",
                                   "run_dir", "config")}
 
-    notes = []
     differing = [k for k in EVALUATION_DATA if len({repr(g["config"].get(k)) for g in groups}) > 1]
     if differing:
         notes.append(f"configurations differ in {', '.join(differing)}: their {metric} values come from "

@@ -73,6 +73,10 @@ class Config:
     #: feature-extraction batch size (no effect on results)
     eval_batch_size: int = 64
     num_workers: int = 2
+    # --- input checks (issue 10: bad input fails before any work, or is recorded) ----------------
+    #: an image that cannot be decoded: error = fail before training, listing every such file;
+    #: skip = leave them out (each file and why is recorded in the run's status.json)
+    on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))
     # --- tracking -------------------------------------------------------------------------------
     tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
     wandb_project: str = "retrieval-ablations"

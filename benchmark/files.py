@@ -11,8 +11,11 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from benchmark.config import ConfigError
 
 
 @contextmanager
@@ -61,6 +64,20 @@ def write_atomic(path: Path | str, content: str | bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(content if isinstance(content, bytes) else content.encode())
     return Path(path)
+
+
+def check_writable(folder: Path | str, what: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it: called before any work,
+    so an unwritable output or cache folder fails in a second, not after training."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another folder "
+                          "or fix its permissions") from None
+    return folder
 
 
 def clean_stale(folder: Path | str) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmark.config import FIELDS, Config, ConfigError, read_yaml, resolve
-from benchmark.files import clean_stale, locked
+from benchmark.files import check_writable, clean_stale, locked
 from benchmark.models.backbones import check_backbone
 from benchmark.results.record import RunRecord
 from benchmark.results.store import read_record
@@ -93,9 +93,9 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     sweep = load(sweep_path)
     out_dir = Path(out or Path("results") / sweep["name"])
     planned = plan(sweep, overrides, select, seeds)
-    if out_dir.is_dir():
-        clean_stale(out_dir)
-    (out_dir / ".claims").mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "output folder (--out)")  # before any run, not after the first one trained
+    clean_stale(out_dir)
+    (out_dir / ".claims").mkdir(exist_ok=True)
     rows = []
     bar = tqdm(planned, desc=f"sweep {sweep['name']}", unit="run")
     for p in bar:
