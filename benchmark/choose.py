@@ -84,6 +84,11 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
             f"refusing to choose on {metric!r}: it is a test-split metric. Choosing a configuration on "
             "the test split makes the test number a biased estimate of the choice (the report's own "
             "lesson); choose on a validation metric such as val/score and report test/ afterwards")
+    if df.empty:
+        raise ConfigError("the results hold no finished run: nothing to choose from")
+    if "status" in df.columns and not df["status"].eq("ok").any():
+        raise ConfigError(f"every run failed ({len(df)} runs in the results): nothing to choose from; see the "
+                          "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
     # structural guarantee: nothing below can read a test number
     df = df.drop(columns=[c for c in df.columns if _is_test_metric(str(c))])
     if metric not in df.columns:
@@ -93,9 +98,6 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     n_runs = len(df)
     ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     values = pd.to_numeric(df[metric], errors="coerce")
-    if not ok.any():
-        raise ConfigError(f"every run failed ({n_runs} runs in the results): nothing to choose from; see the "
-                          "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
     usable = df[ok & values.notna()].assign(_value=values[ok & values.notna()])
     unscored = df[ok & values.isna()]
     n_queries = f"{metric.split('/')[0]}/n_queries"

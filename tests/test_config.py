@@ -162,3 +162,24 @@ def test_yaml_round_trip(tmp_path):
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().lr = 0.1  # type: ignore[misc]
+
+
+def test_a_broken_experiments_file_names_its_line_and_costs_only_its_own_experiments(tmp_path):
+    (tmp_path / "good.yaml").write_text("experiments:\n  fine: {lr: 0.01}\n")
+    (tmp_path / "zbroken.yaml").write_text("experiments:\n  other: {lr: 0.1\n  more: {}\n")
+    assert resolve("fine", directory=tmp_path).lr == 0.01  # unrelated to the broken file: unaffected
+    with pytest.raises(ConfigError) as err:
+        resolve("other", directory=tmp_path)
+    assert str(err.value) == (f"unknown experiment 'other'; known: fine; it may be in a file that could not be "
+                              f"read: {tmp_path / 'zbroken.yaml'}:3: invalid YAML (expected ',' or '}}', but got "
+                              "':'); fix that line of the file")
+    with pytest.warns(UserWarning, match="zbroken.yaml:3: invalid YAML"):
+        assert list(config.load_experiments(tmp_path)) == ["fine"]
+
+
+def test_config_file_errors_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file .* not found"):
+        config.load_yaml(tmp_path / "none.yaml")
+    (tmp_path / "list.yaml").write_text("- lr\n")
+    with pytest.raises(ConfigError, match="expected a mapping of keys to values, got a list"):
+        config.load_yaml(tmp_path / "list.yaml")

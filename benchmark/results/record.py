@@ -33,8 +33,9 @@ PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "faiss-cp
 EMBEDDING_ARRAYS = ("embeddings", "labels", "identities", "paths")
 
 
-class RecordError(ValueError):
-    """A record file that is missing, unreadable or invalid; the message names the file."""
+class RecordError(ConfigError):
+    """A record file that is missing, unreadable or invalid; the message names the file (a
+    ConfigError: the command line reports it in one line)."""
 
 
 class RunRecord:
