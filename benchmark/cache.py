@@ -1,22 +1,22 @@
 """On-disk, content-addressed feature cache shared by all runs and processes.
 
 An entry's file name is the hash of its key (every input that changes a feature). Writes are atomic
-(write a temporary file, then rename); a per-entry lock makes concurrent processes compute an entry
+(``benchmark.files.atomic_path``); a per-entry lock makes concurrent processes compute an entry
 once; a checksum detects partial or corrupt files, which are recomputed.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from benchmark.files import atomic_path, locked
 
 ENV_VAR = "BENCHMARK_CACHE_DIR"
 
@@ -35,16 +35,6 @@ def key_hash(key: dict) -> str:
 
 def _checksum(t: torch.Tensor) -> str:
     return hashlib.sha1(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
-@contextmanager
-def _locked(path: Path):
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class FeatureCache:
@@ -74,16 +64,15 @@ class FeatureCache:
         path = self.path(key)
         entry = self._read(path, key)
         if entry is None:
-            with _locked(path.with_suffix(".lock")):
+            with locked(path.with_suffix(".lock")):
                 entry = self._read(path, key)  # another process may have written it meanwhile
                 if entry is None:
                     t0 = time.perf_counter()
                     features = compute().detach().float().cpu().contiguous()
                     entry = {"key": key, "features": features, "checksum": _checksum(features),
                              "cost_s": time.perf_counter() - t0, "created": time.time(), "meta": meta or {}}
-                    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-                    torch.save(entry, tmp)
-                    os.replace(tmp, path)
+                    with atomic_path(path) as tmp:
+                        torch.save(entry, tmp)
                     return {**entry, "hit": False}
         return {**entry, "hit": True}
 
@@ -105,7 +94,7 @@ class FeatureCache:
     def clear(self) -> int:
         n = 0
         for path in list(self.root.glob("*.pt")) + list(self.root.glob("*.lock")) + \
-                list(self.root.glob("*.tmp*")):
+                list(self.root.glob(".tmp-*")):
             path.unlink(missing_ok=True)
             n += path.suffix == ".pt"
         return n

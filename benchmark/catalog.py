@@ -69,7 +69,7 @@ def sweep_files() -> dict[str, Path]:
 def find_sweep(name_or_path: str | Path) -> Path:
     """A sweep file path as given, else the named sweep (file stem or the file's ``name:``)."""
     path = Path(name_or_path)
-    if path.is_file():
+    if path.exists():  # a file, or a folder given by mistake (read_yaml says so)
         return path
     files = sweep_files()
     if str(name_or_path) in files:

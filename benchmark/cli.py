@@ -82,7 +82,7 @@ def cmd_sweep(args) -> int:
                          args.rerun, args.rerun_failed)
     print(sweep.format_summary(df))
     if args.report:
-        from benchmark import store
+        from benchmark.results import store
         from benchmark.report import build_report
 
         out = args.out or Path("results") / sweep.load(args.sweep_file)["name"]
@@ -91,7 +91,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
 
     df = store.load(args.results_dir)
     if df.empty:
@@ -102,13 +102,15 @@ def cmd_results(args) -> int:
                                         "time/cost_s", "error") if c in df]
     print(df.sort_values("run_id")[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}",
                                                    max_colwidth=50))
+    for _, row in df[df["status"] == "damaged"].iterrows():  # the full reason: it names the file
+        print(f"damaged: {row['run_id']}: {row['error']} (`benchmark sweep` reruns it)")
     for path in args.export:
         print(f"wrote {store.export(df, path)}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
     from benchmark.report import build_report
     from benchmark.tracking import report_tracker
 
@@ -131,7 +133,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_choose(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
     from benchmark.choose import choose, format_choice, write_best
 
     choice = choose(store.load(args.results_dir), args.metric)
@@ -211,8 +213,12 @@ def cmd_list(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("BENCHMARK_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__, formatter_class=_Help,
-                                     epilog="`benchmark COMMAND --help` describes each command's options.")
+                                     epilog="`benchmark COMMAND --help` describes each command's options. "
+                                            "--debug (anywhere) or BENCHMARK_DEBUG=1: show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one named experiment and write its record")
@@ -318,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
             [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
         return args.fn(args)
-    except ConfigError as exc:
+    except ConfigError as exc:  # bad input (a damaged record too): one line naming the input and the fix
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug or a fault: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -110,6 +111,10 @@ class Config:
     eval_batch_size: int = 64
     #: image-decoding threads/workers (no effect on results)
     num_workers: int = 2
+    # --- input checks (issue 10: bad input fails before any work, or is recorded) ----------------
+    #: an image that cannot be decoded: error = fail before training, listing every such file;
+    #: skip = leave them out (each file and why is recorded in the run's status.json)
+    on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))
     # --- tracking -------------------------------------------------------------------------------
     #: auto = W&B when installed (online with credentials, else offline); none = local record only
     tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
@@ -129,12 +134,6 @@ class Config:
 
     def replace(self, **overrides) -> Config:
         return from_dict({**self.to_dict(), **overrides})
-
-    @property
-    def head_dropout(self) -> float:
-        from benchmark.models.backbones import BACKBONES
-
-        return BACKBONES[self.backbone].dropout if self.dropout is None else self.dropout
 
     @property
     def monitored(self) -> str:
@@ -158,15 +157,13 @@ class ConfigError(ValueError):
 
 
 def _validate(cfg: Config) -> None:
-    from benchmark.models.backbones import BACKBONES
-
+    """Checks that need nothing but the config (a leaf module: the backbone name is checked by the
+    registry, ``benchmark.models.backbones.check_backbone``, where new families are added)."""
     for name, f in FIELDS.items():
         value = getattr(cfg, name)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"backbone={cfg.backbone!r} is not valid; choose one of: {', '.join(BACKBONES)}")
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
@@ -236,9 +233,13 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def experiment_sources(directories: list[Path | str] | None = None) -> dict[str, tuple[dict, Path]]:
+def experiment_sources(directories: list[Path | str] | None = None,
+                       broken: list[str] | None = None) -> dict[str, tuple[dict, Path]]:
     """Every named experiment: ``{name: (overrides, file)}`` from the ``*.yaml`` of ``directories``
     (default: ``experiments_dirs()``). A later folder's experiment replaces an earlier one's.
+
+    A file that is not valid YAML is skipped (its error appended to ``broken``, else warned), so
+    one bad file does not stop the experiments of the others.
 
     Each file holds ``experiments: {name: {key: value}}`` and optional ``defaults:`` applied to
     every experiment of that file.
@@ -249,7 +250,14 @@ def experiment_sources(directories: list[Path | str] | None = None) -> dict[str,
             raise ConfigError(f"experiments folder {directory} not found; fix --experiments or ${EXPERIMENTS_ENV}")
         seen: dict[str, Path] = {}
         for path in sorted(directory.glob("*.yaml")):
-            doc = yaml.safe_load(path.read_text()) or {}
+            try:
+                doc = read_yaml(path)
+            except ConfigError as exc:  # a broken file costs only the experiments it defines
+                if broken is None:
+                    warnings.warn(f"skipped {exc}", stacklevel=2)
+                else:
+                    broken.append(str(exc))
+                continue
             defaults = doc.get("defaults") or {}
             for name, overrides in (doc.get("experiments") or {}).items():
                 if name in seen:
@@ -259,22 +267,45 @@ def experiment_sources(directories: list[Path | str] | None = None) -> dict[str,
     return out
 
 
-def load_experiments(directory: Path | str | None = None) -> dict[str, dict]:
+def load_experiments(directory: Path | str | None = None, broken: list[str] | None = None) -> dict[str, dict]:
     """All named experiments: ``{name: overrides}`` (one folder, or all of ``experiments_dirs()``)."""
-    return {k: v for k, (v, _) in experiment_sources([directory] if directory else None).items()}
+    return {k: v for k, (v, _) in experiment_sources([directory] if directory else None, broken).items()}
 
 
 def resolve(experiment: str, overrides: dict | None = None,
             directory: Path | str | None = None) -> Config:
     """Base config <- named experiment <- overrides, validated."""
-    experiments = load_experiments(directory)
+    broken: list[str] = []
+    experiments = load_experiments(directory, broken)
     if experiment not in experiments:
-        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(experiments))}")
+        unread = "".join(f"; it may be in a file that could not be read: {b}" for b in broken)
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(experiments))}{unread}")
     return from_dict({**experiments[experiment], "experiment": experiment, **(overrides or {})})
 
 
+def read_yaml(path: Path | str, what: str = "YAML file") -> dict:
+    """A YAML mapping from ``path``, or one ConfigError naming the file, the line and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}); fix that line of the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(doc).__name__}")
+    return doc
+
+
 def load_yaml(path: Path | str) -> Config:
-    return from_dict(yaml.safe_load(Path(path).read_text()))
+    return from_dict(read_yaml(path, "config file"))
 
 
 def dump_yaml(cfg: Config) -> str:

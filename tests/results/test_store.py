@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import record, store
-from benchmark.config import Config, dump_yaml
+from benchmark.results import record, store
+from benchmark.config import Config, ConfigError, dump_yaml
 
 
 def _write(out, run_id, metrics=None, error=None, **cfg):
@@ -65,8 +68,75 @@ def test_wandb_runs_convert_to_the_same_shape(results):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist; give the --out folder"):
         store.load(tmp_path / "nope")
+
+
+def test_results_choose_and_report_import_no_torch():
+    """The results layer and the commands that only read results never import torch."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                          "import benchmark.results, benchmark.choose, benchmark.report, benchmark.report.build"],
+                         capture_output=True, text=True, check=True)
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
+    assert "benchmark" in imported and "pandas" in imported  # the measurement works
+    assert "torch" not in imported
+
+
+def test_reading_and_choosing_never_load_torch(results, tmp_path):
+    """Using them (records read and validated, configs built, a choice written) stays torch-free too."""
+    code = f"""
+import sys
+from benchmark.results import store
+from benchmark.choose import choose, write_best
+df = store.load({str(results)!r})
+write_best(choose(df), {str(tmp_path / 'best.yaml')!r})
+print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("metrics.json", '{"val/score": 50', "unreadable (JSONDecodeError"),
+    ("metrics.json", '{"val/score": "high"}', "metric 'val/score' = 'high' is not a number"),
+    ("metrics.json", None, "is missing"),
+    ("status.json", '{"state": "ok"}', "no 'status' of ok or failed"),
+    ("config.yaml", "lr: [fast\n", "unreadable"),
+    ("config.yaml", "learning_rate: 0.1\n", "unknown config key(s): learning_rate"),
+])
+def test_an_unreadable_record_file_is_a_damaged_run_naming_the_file(results, name, content, reason):
+    path = results / "a" / name
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    df = store.load(results).set_index("run_id")
+    assert list(df.index) == ["a", "b", "c"]  # the others are read as before
+    assert df.loc["a", "status"] == "damaged"
+    assert df.loc["a", "error"].startswith(f"damaged record: {path} ") and reason in df.loc["a", "error"]
+    assert df.loc["b", "status"] == "ok" and df.loc["b", "val/score"] == 600.0
+
+
+def test_record_reader_validates_every_file(tmp_path):
+    from benchmark.results.record import RecordError, RunRecord
+
+    cfg = Config(experiment="r")
+    emb = np.eye(3, 4, dtype=np.float32)
+    rec = RunRecord.write(tmp_path, "r", {
+        "config.yaml": dump_yaml(cfg), "metrics.json": json.dumps({"val/score": float("nan"), "best_epoch": 2}),
+        "history.csv": "epoch,train/loss\n1,2.5\n2,1.5\n", "split.json": "{}", "environment.json": '{"device": "cpu"}',
+        "embeddings.npz": record.npz_bytes(embeddings=emb, labels=np.arange(3), identities=np.array(list("abc")),
+                                           paths=np.array(["x", "y", "z"]))}, {"status": "ok"})
+    assert rec.config() == cfg.to_dict() and rec.metrics() == {"val/score": None, "best_epoch": 2}
+    assert rec.history()["train/loss"].tolist() == [2.5, 1.5] and rec.environment() == {"device": "cpu"}
+    np.testing.assert_array_equal(rec.embeddings()["embeddings"], emb)
+    (tmp_path / "r" / "embeddings.npz").write_bytes(record.npz_bytes(
+        embeddings=emb, labels=np.arange(2), identities=np.array(list("abc")), paths=np.array(["x", "y", "z"])))
+    with pytest.raises(RecordError, match="embeddings.npz is unreadable .*arrays of different lengths"):
+        rec.embeddings()
+    (tmp_path / "r" / "split.json").write_bytes(b"\x00\xff")
+    with pytest.raises(RecordError, match=f"{tmp_path / 'r' / 'split.json'} is unreadable"):
+        rec.split()
 
 
 def test_wandb_runs_in_progress_are_skipped_and_losses_do_not_leak(tmp_path):
@@ -91,7 +161,6 @@ def test_wandb_runs_in_progress_are_skipped_and_losses_do_not_leak(tmp_path):
 
 
 def test_without_wandb_the_wandb_paths_are_one_line_errors(monkeypatch, capsys):
-    import sys
 
     from benchmark import cli
 
