@@ -37,8 +37,6 @@ def experiments_dirs() -> list[Path]:
     return [shipped_experiments_dir(), *user]
 
 
-EXPERIMENTS_DIR = shipped_experiments_dir()
-
 
 def _choices(*values: str) -> dict:
     return {"choices": values}
