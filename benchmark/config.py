@@ -37,7 +37,6 @@ def experiments_dirs() -> list[Path]:
     return [shipped_experiments_dir(), *user]
 
 
-
 def _choices(*values: str) -> dict:
     return {"choices": values}
 
