@@ -208,3 +208,23 @@ def test_a_damaged_record_is_listed_and_rerun_by_the_sweep(tmp_path, sweep_env, 
         assert df.set_index("run_id")["action"].to_dict() == {first: "ran", second: "skipped (recorded)"}
         assert (df["status"] == "ok").all()
         broken.write_text("{")
+
+
+def test_a_run_started_by_another_interpreter_says_so(monkeypatch, tmp_path):
+    """`wandb agent` runs the first `python` on PATH: a note when it is not the checkout's environment."""
+    from importlib import metadata
+
+    import benchmark
+
+    venv = Path(benchmark.__file__).resolve().parents[1] / ".venv"
+    if not venv.is_dir() or Path(sys.prefix).resolve() != venv.resolve():
+        pytest.skip("runs inside the checkout's .venv only")
+    assert sweep.environment_note() is None
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert f"not this checkout's environment {venv}" in sweep.environment_note()
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    assert "has no retrieval-benchmark installed" in sweep.environment_note()
