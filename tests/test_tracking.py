@@ -205,3 +205,26 @@ def test_a_grid_point_under_wandb_agent(tracking, tiny_cfg, tmp_path, monkeypatc
     assert got["config"]["backbone"] == "resnet18" and got["config"]["max_identities"] == 3
     epochs = [h for h in got["history"].values() if "train/loss" in h]
     assert len(epochs) == 2
+
+
+def test_report_runs_have_job_type_report(tmp_path, monkeypatch):
+    import types
+
+    import wandb
+
+    seen = {}
+
+    class _Config(dict):
+        def update(self, d, allow_val_change=None):
+            super().update(d)
+
+    def fake_init(**kw):
+        seen.update(kw)
+        return types.SimpleNamespace(config=_Config(kw["config"]))
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    monkeypatch.setattr(wandb, "init", fake_init)
+    tracker = tracking.report_tracker("sw1", tmp_path)
+    assert (seen["job_type"], seen["name"], seen["group"]) == ("report", "report-sw1", "sw1")
+    assert tracker.run.config["run_id"] == "report-sw1"
