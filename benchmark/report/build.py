@@ -116,7 +116,7 @@ def _run_warnings(runs: pd.DataFrame) -> list[str]:
 def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protocol: str | None = None,
                  published: Path | str | None = None, confidence: float = 0.95,
                  title: str = "Ablation report") -> Path:
-    """Write the report of the results ``df`` (``benchmark.store.load``) into ``out_dir``:
+    """Write the report of the results ``df`` (``benchmark.results.store.load``) into ``out_dir``:
     ``report.md``, ``tables/*.csv|md``, ``figures/*.png``; returns the path of ``report.md``.
 
     ``tracker``: an object with ``log_files(**items)`` (``benchmark.tracking.Tracker``): every table
