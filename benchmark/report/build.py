@@ -196,6 +196,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.figure("figure5_tradeoff", figures.figure5_tradeoff(c), "Figure 5: score vs training time")
         w.lines += ["", f"<sub>Data: {len(t)} configurations, Pareto front marked in "
                         "[tables/figure5_tradeoff_data.csv](tables/figure5_tradeoff_data.csv)</sub>"]
+        w.lines += ["", f"<sub>{w.measured}</sub>"] if w.measured else []
         t.to_csv(_tables_dir(out_dir) / "figure5_tradeoff_data.csv", index=False)
         w.logged["figure5_tradeoff_data"] = t
 

@@ -242,7 +242,7 @@ def figure5_tradeoff(configs: pd.DataFrame) -> Figure:
     ax.set_ylabel(SCORE_LABEL)
     ax.set_title("Figure 5. Performance vs training-time trade-off", fontsize=11)
     ax.margins(x=0.08, y=0.08)
-    ax.legend(title="Architecture", fontsize=9, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # architectures and the front
     return fig
 
 

@@ -331,6 +331,10 @@ def efficiency(configs: pd.DataFrame) -> pd.DataFrame:
 
 def read_efficiency(t: pd.DataFrame) -> str:
     best = t.loc[t["score_per_minute"].idxmax()]
+    if len(t) == 1:  # nothing to compare with: say what it costs, not that it wins
+        return (f"Only {best['architecture']} ran: {best['score_per_minute']:.1f} points per minute on average over "
+                f"its {best['n_configs']} configuration(s) (from {best['min']:.1f} to {best['max']:.1f}); no "
+                "architecture comparison is possible.")
     out = (f"{best['architecture']} is the most efficient: {best['score_per_minute']:.1f} points per minute "
            f"(mean over its {best['n_configs']} configuration(s))")
     if len(t) > 1:
@@ -520,11 +524,13 @@ def epochs_markdown(t: pd.DataFrame) -> str:
 
 
 def efficiency_markdown(t: pd.DataFrame) -> str:
+    relative = len(t) > 1  # "1.0× lowest" of a single architecture says nothing
     return markdown(["Architecture", "Configurations", "Score / min (mean)", "min", "max", "Mean score",
-                     "Mean time (s)", "× lowest"],
+                     "Mean time (s)"] + (["× lowest"] if relative else []),
                     [[r["architecture"], str(r["n_configs"]), cell(r["score_per_minute"], digits=1),
                       cell(r["min"], digits=1), cell(r["max"], digits=1), cell(r["test/score"], digits=1),
-                      cell(r["time/cost_s"], digits=0), f"{r['ratio_vs_lowest']:.1f}×"] for _, r in t.iterrows()])
+                      cell(r["time/cost_s"], digits=0)] + ([f"{r['ratio_vs_lowest']:.1f}×"] if relative else [])
+                     for _, r in t.iterrows()])
 
 
 def pareto_markdown(t: pd.DataFrame) -> str:

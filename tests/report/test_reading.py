@@ -104,8 +104,14 @@ def test_report_says_what_each_split_is_measured_on(demo_dir, tmp_path):
     text = build_report(store.load(demo_dir), tmp_path).read_text()
     measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item(s) "
                 "on average; test 120 queries, each against a gallery of 119 holding 2 same-identity item(s)")
-    n_tables = text.count("<sub>Data: [tables/")
+    n_tables = text.count("<sub>Data: ")
     assert text.count(measured) == n_tables >= 5  # beside every metric table
     assert text.count("Validation and test are different retrieval tasks here: a validation query has 1 "
                       "same-identity item(s) among 79, a test query 2 among 119.") == 2  # overview + audit
     assert "**1 run(s) diverged**" in text and "demo-lr0.1-ep3" in text
+
+
+def test_one_architecture_efficiency_claims_no_ranking(configs):
+    t = tables.efficiency(configs)
+    assert "most efficient" not in tables.read_efficiency(t) and "no architecture comparison" in tables.read_efficiency(t)
+    assert "× lowest" not in tables.efficiency_markdown(t)
