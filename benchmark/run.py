@@ -125,6 +125,7 @@ def execute(cfg: Config, tracker: Tracker | None = None):
             continue
         emb = embed(head, engine.eval_features(split)).cpu().numpy()
         metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()}
+        metrics |= {f"{split}/{k}": v for k, v in schema.split_facts(labels[idx]).items()}
         if split == "test":
             test_emb = emb
             metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}

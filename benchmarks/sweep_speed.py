@@ -25,9 +25,10 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark import features, run, store, sweep  # noqa: E402
+from benchmark import features, run, sweep  # noqa: E402
 from benchmark.cache import FeatureCache  # noqa: E402
 from benchmark.config import parse_overrides, resolve  # noqa: E402
+from benchmark.results import store  # noqa: E402
 
 #: forward-only images/s on one H200, batch 256, random init (issue "Speed"): fp32, bf16+channels_last
 H200_RATES = {"resnet50": (3785, 15456), "efficientnet_b0": (8910, 21105), "vit_b_16": (1253, 6762)}

@@ -1,7 +1,7 @@
 """Builders of the report tests' fixed synthetic results set (fixtures in conftest.py): the
 report's 24 configurations (closed-set), 3 of them with 3 seeds, the same 24 under open-set, one
 failed run, and per-run history.csv + embeddings.npz whose image paths point to small generated
-PNGs; written as real run records and read back with ``benchmark.store.load``."""
+PNGs; written as real run records and read back with ``benchmark.results.store.load``."""
 
 from __future__ import annotations
 

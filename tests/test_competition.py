@@ -108,3 +108,23 @@ def test_overwrite_replaces_only_its_own_files(tmp_path):
     truth = json.loads((out / "truth.json").read_text())
     assert _files(out / "test" / "query") == set(truth["queries"])
     assert {p.name for p in (out / "train").iterdir()} == set(m["train_identities"])
+
+
+def test_hidden_folders_and_files_are_never_people_or_images(tmp_path):
+    """A `.ipynb_checkpoints/` beside the people of an LFW-layout folder used to become a training person."""
+    from PIL import Image
+
+    root = tmp_path / "home" / "lfw_home" / "lfw_funneled"
+    people = {"Train_A": 4, "Train_B": 4, ".ipynb_checkpoints": 4, "Test_C": 3, "Test_D": 3}
+    for person, n in people.items():
+        (root / person).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(root / person / f"{person}_{i:04d}.jpg")
+    Image.new("RGB", (16, 16)).save(root / "Test_C" / ".Test_C_0000.jpg")  # hidden copy: not a 4th image
+    with pytest.warns(UserWarning, match="hidden"):
+        manifest = make_competition(tmp_path / "out", data_home=str(tmp_path / "home"), train_min=4, test_min=2,
+                                    test_max=3)
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == ["Train_A", "Train_B"]
+    truth = json.loads((tmp_path / "out" / "truth.json").read_text())
+    assert sorted(set(truth["queries"].values()) | set(truth["gallery"].values())) == ["Test_C", "Test_D"]
+    assert len(truth["queries"]) + len(truth["gallery"]) == 6 and manifest["counts"]

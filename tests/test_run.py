@@ -212,7 +212,7 @@ def test_unscorable_validation_is_missing_not_zero(tmp_path):
         result = run(cfg, tmp_path / "runs")
     rdir = tmp_path / "runs" / run_id_for(cfg)
     metrics = json.loads((rdir / "metrics.json").read_text())
-    assert metrics["val/n_queries"] == 0
+    assert (metrics["val/n_queries"], metrics["val/n_gallery"], metrics["val/positives"]) == (0, 3, 0.0)
     for key in ("top1", "top5", "top10", "map", "score"):
         assert metrics[f"val/{key}"] is None and result[f"val/{key}"] is None, key
     assert metrics["test/n_queries"] == 8 and metrics["test/score"] is not None  # 2 test images a person

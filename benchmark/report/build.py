@@ -26,8 +26,10 @@ class _Writer:
         self.lines: list[str] = []
         self.logged: dict = {}
         self.errors: list[str] = []
+        #: what the metrics are measured on (``tables.measured_on``), shown beside every metric table
+        self.measured: str | None = None
 
-    def table(self, name: str, df: pd.DataFrame, md: str) -> None:
+    def table(self, name: str, df: pd.DataFrame, md: str, metrics: bool = True) -> None:
         """Write ``tables/<name>.csv`` and ``.md``, add the Markdown to the report, log it."""
         df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, tuple)).any()])
         d = self.out / "tables"
@@ -35,6 +37,8 @@ class _Writer:
         df.to_csv(d / f"{name}.csv", index=False)
         (d / f"{name}.md").write_text(md + "\n")
         self.lines += ["", md, "", f"<sub>Data: [tables/{name}.csv](tables/{name}.csv)</sub>"]
+        if metrics and self.measured:
+            self.lines += ["", f"<sub>{self.measured}</sub>"]
         self.logged[name] = df
 
     def figure(self, name: str, fig, caption: str) -> None:
@@ -73,6 +77,10 @@ def _overview(data: ReportData, n_total: int) -> list[str]:
         lines.append(f"Tables 1-2 and Figures 1-6 compare the **{len(data.configs)} configurations** of one test "
                      f"setting ({setting}); the protocol audit covers every protocol.")
     lines += [f"Note: {n}." for n in data.notes]
+    lines += _run_warnings(data.runs)
+    difference = tables.split_difference(data.configs)
+    if difference:
+        lines.append(f"**Read the metrics with this in mind.** {difference}")
     lines = [x for line in lines for x in ("", line)][1:]  # one paragraph each
     lines += ["",
               "Score = 600·Top-1 + 300·Top-5 + 100·Top-10 on the test split (points, 0–1000). Time = `time/cost_s`, "
@@ -85,10 +93,30 @@ def _overview(data: ReportData, n_total: int) -> list[str]:
     return lines
 
 
+def _run_warnings(runs: pd.DataFrame) -> list[str]:
+    """Successful runs whose numbers need a caveat: training diverged, or a split had no scorable query
+    (its metrics are missing, not 0)."""
+    out = []
+    if "diverged" in runs.columns:
+        div = runs[pd.to_numeric(runs["diverged"], errors="coerce").fillna(0) > 0]
+        if len(div):
+            out.append(f"**{len(div)} run(s) diverged** (training loss blew up without reaching NaN; marked ⚠ in "
+                       f"Table 2, their numbers come from a broken head): {', '.join(map(str, div['run_id']))}.")
+    for split in ("val", "test"):
+        col = f"{split}/n_queries"
+        if col in runs.columns:
+            none = runs[pd.to_numeric(runs[col], errors="coerce").eq(0)]
+            if len(none):
+                out.append(f"**{len(none)} run(s) have no scorable {split} query** (no {split} image has another "
+                           f"of its identity): their {split} metrics are missing, not 0; raise the {split} share of "
+                           f"`split` or min_faces_per_person. Runs: {', '.join(map(str, none['run_id']))}.")
+    return out
+
+
 def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protocol: str | None = None,
                  published: Path | str | None = None, confidence: float = 0.95,
                  title: str = "Ablation report") -> Path:
-    """Write the report of the results ``df`` (``benchmark.store.load``) into ``out_dir``:
+    """Write the report of the results ``df`` (``benchmark.results.store.load``) into ``out_dir``:
     ``report.md``, ``tables/*.csv|md``, ``figures/*.png``; returns the path of ``report.md``.
 
     ``tracker``: an object with ``log_files(**items)`` (``benchmark.tracking.Tracker``): every table
@@ -106,6 +134,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         (out_dir / "report.md").write_text(f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
         return out_dir / "report.md"
     c = data.configs
+    w.measured = tables.measured_on(c)
     w.lines += [f"# {title}", ""] + _overview(data, len(df))
     if len(data.configs_all):
         _write_configs(w, data)
@@ -115,8 +144,9 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.reading(tables.read_table1(t, c))
         w.table("table1_architectures", t, tables.table1_markdown(t))
         w.lines += ["", "Baseline settings: LR 0.001, 3 epochs, batch size 32, augmentation and ImageNet normalization "
-                        "on, trained head. Relative performance: score as % of the best architecture; speed = time of "
-                        "the slowest ÷ time of this one (`time/cost_s`)."]
+                        "on, trained head." + (" Relative performance: score as % of the best architecture; speed = "
+                                               "cost of the slowest ÷ cost of this one (`time/cost_s`)." if len(t) > 1
+                                               else "")]
 
     def plotted(name: str, caption: str, t, read, figure, markdown):
         """The common section: reading, figure, then the data behind it."""
@@ -166,6 +196,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.figure("figure5_tradeoff", figures.figure5_tradeoff(c), "Figure 5: score vs training time")
         w.lines += ["", f"<sub>Data: {len(t)} configurations, Pareto front marked in "
                         "[tables/figure5_tradeoff_data.csv](tables/figure5_tradeoff_data.csv)</sub>"]
+        w.lines += ["", f"<sub>{w.measured}</sub>"] if w.measured else []
         t.to_csv(_tables_dir(out_dir) / "figure5_tradeoff_data.csv", index=False)
         w.logged["figure5_tradeoff_data"] = t
 
@@ -173,8 +204,9 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         ex = figures.retrieval_example(c)
         which = "the best configuration" if ex["best"] else "the best configuration with saved embeddings"
         w.reading(f"Query {ex['query'][1]} from {which}, {ex['config']} (best seed's run, leave-one-out over its "
-                  f"test split): {ex['hits']} of its top {len(ex['results'])} share its identity"
-                  + (" — none, as in the report's example." if ex["hits"] == 0 else "."))
+                  f"test split): {ex['hits']} of its top {len(ex['results'])} share its identity, of "
+                  f"{ex['possible']} possible (the test split holds {ex['possible_total']} other image(s) of "
+                  f"{ex['query'][1]})" + (" — none, as in the report's example." if ex["hits"] == 0 else "."))
         w.figure("figure6_example", figures.figure6_example(ex), "Figure 6: a query and its top-10")
 
     def audit():
@@ -184,7 +216,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         if ac.empty:
             raise Unsupported("no successful runs")
         t = protocol_audit(ac)
-        w.reading(tables.read_audit(t))
+        w.reading(" ".join(filter(None, [tables.read_audit(t), tables.split_difference(c)])))
         w.table("protocol_audit", t, tables.audit_markdown(t))
         w.lines += ["", "Spearman ρ: rank correlation between the configurations' mean `val/score` and mean "
                         "`test/score` (`scipy.stats.spearmanr`); gap = mean of val − test over configurations "
@@ -202,7 +234,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
             return
         t = tables.failed_runs(data.failed)
         w.reading(f"{len(t)} run(s) failed and are excluded from every table and figure.")
-        w.table("failed_runs", t, tables.failed_markdown(t))
+        w.table("failed_runs", t, tables.failed_markdown(t), metrics=False)
 
     for title_, fn in (("Table 1. Architecture comparison at the baseline settings", t1),
                        ("Figure 1. Learning-rate impact on score", f1),

@@ -1,4 +1,4 @@
-"""A results DataFrame (``benchmark.store.load``) made ready for the report: failed runs set
+"""A results DataFrame (``benchmark.results.store.load``) made ready for the report: failed runs set
 aside, seeds aggregated into configurations, and one protocol/data setting chosen for the
 comparisons (test numbers of different test sets are not comparable)."""
 

@@ -99,7 +99,8 @@ def read_table1(t: pd.DataFrame, configs: pd.DataFrame | None = None) -> str:
 
 # -- Table 2 -----------------------------------------------------------------------------------------
 def table2(configs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
-    """The top-``k`` configurations by mean test score: ``rank, config, architecture, lr, epochs, n``,
+    """The top-``k`` configurations by mean test score: ``rank, config, architecture, lr, epochs, n``
+    (lr/epochs NaN without a trained head), ``trained_head``, ``diverged`` (a seed's training diverged),
     mean/``_ci`` of ``METRICS_T2``, ``time_min`` (time/cost_s / 60, ``time_min_ci``) and
     ``vs_best``: best | not separable | separable | not judged (``stats.SEPARABILITY_RULE``)."""
     _need(configs, "test/score")
@@ -109,6 +110,11 @@ def table2(configs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
                       "architecture": c["backbone"].map(arch_name).to_numpy() if "backbone" in c else "?",
                       "backbone": c["backbone"].map(str).to_numpy() if "backbone" in c else "?",
                       "lr": c["lr"].to_numpy(), "epochs": c["epochs"].to_numpy(), "n": c["n"].to_numpy()})
+    # a configuration without a trained head (embedding=backbone) has no learning rate or epochs
+    trained = (c["embedding"].map(str) != "backbone").to_numpy() if "embedding" in c else np.ones(len(c), bool)
+    t["trained_head"] = trained
+    t.loc[~trained, ["lr", "epochs"]] = math.nan
+    t["diverged"] = c["diverged"].fillna(0).to_numpy() > 0 if "diverged" in c else False
     for m in METRICS_T2:
         t[m] = c[m].to_numpy() if m in c else math.nan
         t[f"{m}_ci"] = c[f"{m}_ci"].to_numpy() if f"{m}_ci" in c else math.nan
@@ -325,6 +331,10 @@ def efficiency(configs: pd.DataFrame) -> pd.DataFrame:
 
 def read_efficiency(t: pd.DataFrame) -> str:
     best = t.loc[t["score_per_minute"].idxmax()]
+    if len(t) == 1:  # nothing to compare with: say what it costs, not that it wins
+        return (f"Only {best['architecture']} ran: {best['score_per_minute']:.1f} points per minute on average over "
+                f"its {best['n_configs']} configuration(s) (from {best['min']:.1f} to {best['max']:.1f}); no "
+                "architecture comparison is possible.")
     out = (f"{best['architecture']} is the most efficient: {best['score_per_minute']:.1f} points per minute "
            f"(mean over its {best['n_configs']} configuration(s))")
     if len(t) > 1:
@@ -386,6 +396,46 @@ def failed_runs(failed: pd.DataFrame) -> pd.DataFrame:
     return t.reset_index(drop=True)
 
 
+# -- What the numbers are measured on ------------------------------------------------------------------
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def split_facts(configs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """Per split: (queries, gallery size per query, same-identity items per query), medians over the
+    configurations (one data setting: they agree unless images were skipped); splits not recorded are absent."""
+    out = {}
+    for split in SPLIT_NAMES:
+        cols = [f"{split}/n_queries", f"{split}/n_gallery", f"{split}/positives"]
+        if all(col in configs.columns for col in cols) and configs[cols].notna().all(axis=1).any():
+            out[split] = tuple(float(configs[col].median()) for col in cols)
+    return out
+
+
+def measured_on(configs: pd.DataFrame) -> str | None:
+    """One line for beside a metric table: what each split's numbers are measured on."""
+    facts = split_facts(configs)
+    if not facts:
+        return None
+    return "Measured on: " + "; ".join(
+        f"{SPLIT_NAMES[s]} {q:.0f} queries, each against a gallery of {g:.0f} holding {p:.2g} same-identity "
+        f"item(s) on average" for s, (q, g, p) in facts.items()) + "."
+
+
+def split_difference(configs: pd.DataFrame) -> str | None:
+    """A sentence when validation and test are not the same retrieval task (gallery size or positives
+    differ by more than 10%): then their levels are not comparable, only their rankings."""
+    facts = split_facts(configs)
+    if set(facts) != set(SPLIT_NAMES):
+        return None
+    (_, gv, pv), (_, gt, pt) = facts["val"], facts["test"]
+    if abs(gv - gt) <= 0.1 * max(gv, gt) and abs(pv - pt) <= 0.1 * max(pv, pt):
+        return None
+    return (f"Validation and test are different retrieval tasks here: a validation query has {pv:.2g} "
+            f"same-identity item(s) among {gv:.0f}, a test query {pt:.2g} among {gt:.0f}. Top-k and the score "
+            "depend on both, so a val − test difference in level reflects the split sizes as much as overfitting; "
+            "compare how the two rank configurations (Spearman ρ), not their levels.")
+
+
 # -- Markdown ----------------------------------------------------------------------------------------
 def cell(mean, ci=math.nan, digits: int = 3, suffix: str = "") -> str:
     """``0.320 ± 0.012`` (a 95% CI half-width when there are seeds), ``0.320`` otherwise, ``–`` when missing."""
@@ -420,6 +470,8 @@ def table1_markdown(t: pd.DataFrame) -> str:
             [cell(r[m], r[f"{m}_ci"]) for m in METRICS_T1[:4]] +
             [cell(r["test/score"], r["test/score_ci"], 1), cell(r["time/cost_s"], r["time/cost_s_ci"], 0)]
             for _, r in t.iterrows()]
+    if len(t) < 2:  # one architecture: nothing to be relative to
+        return markdown(headers, rows)
     rows.append(["**Relative performance**"] + [""] * (len(headers) - 1))
     for _, r in t.iterrows():
         speed = r["speedup_vs_slowest"]
@@ -431,7 +483,9 @@ def table1_markdown(t: pd.DataFrame) -> str:
 def table2_markdown(t: pd.DataFrame) -> str:
     headers = ["#", "Configuration", "Model", "LR", "Epochs", "n", "Score", "Top-1", "Top-5", "Top-10", "mAP",
                "Time (min)", "vs best"]
-    rows = [[str(r["rank"]), r["config"], r["architecture"], fmt_num(r["lr"]), fmt_num(r["epochs"]), str(r["n"]),
+    rows = [[str(r["rank"]), r["config"] + (" ⚠ diverged" if r["diverged"] else ""), r["architecture"],
+             fmt_num(r["lr"]) if r["trained_head"] else "no head",
+             fmt_num(r["epochs"]) if r["trained_head"] else "no head", str(r["n"]),
              cell(r["test/score"], r["test/score_ci"], 1)] + [cell(r[m], r[f"{m}_ci"]) for m in METRICS_T2[1:]] +
             [cell(r["time_min"], r["time_min_ci"], 1), r["vs_best"]] for _, r in t.iterrows()]
     return markdown(headers, rows)
@@ -470,11 +524,13 @@ def epochs_markdown(t: pd.DataFrame) -> str:
 
 
 def efficiency_markdown(t: pd.DataFrame) -> str:
+    relative = len(t) > 1  # "1.0× lowest" of a single architecture says nothing
     return markdown(["Architecture", "Configurations", "Score / min (mean)", "min", "max", "Mean score",
-                     "Mean time (s)", "× lowest"],
+                     "Mean time (s)"] + (["× lowest"] if relative else []),
                     [[r["architecture"], str(r["n_configs"]), cell(r["score_per_minute"], digits=1),
                       cell(r["min"], digits=1), cell(r["max"], digits=1), cell(r["test/score"], digits=1),
-                      cell(r["time/cost_s"], digits=0), f"{r['ratio_vs_lowest']:.1f}×"] for _, r in t.iterrows()])
+                      cell(r["time/cost_s"], digits=0)] + ([f"{r['ratio_vs_lowest']:.1f}×"] if relative else [])
+                     for _, r in t.iterrows()])
 
 
 def pareto_markdown(t: pd.DataFrame) -> str:

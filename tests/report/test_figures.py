@@ -97,7 +97,7 @@ def test_figure4_efficiency(configs):
 def test_figure5_tradeoff(configs):
     fig = figures.figure5_tradeoff(configs)
     (ax,) = fig.axes
-    assert "time/cost_s" in ax.get_xlabel() and "(s)" in ax.get_xlabel() and "Test score" in ax.get_ylabel()
+    assert "Cost of the configuration" in ax.get_xlabel() and "(s)" in ax.get_xlabel() and "Test score" in ax.get_ylabel()
     assert legend_labels(ax) == ["Pareto front", "EfficientNet-B0", "ViT-B/16", "ResNet50"]
     pts = errorbars(ax)
     assert [len(c.lines[0].get_xdata()) for c in pts] == [12, 6, 6]

@@ -1,0 +1,117 @@
+"""The report reads right: a reader can tell a finding from a bug (issue 10, section 3). On a
+demo-like study (one architecture, a frozen-features run, a diverged run, validation and test of
+different difficulty), each defect once seen in the ORL demo report is checked on the artefact."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.config import resolve
+from benchmark.report import build_report, figures, prepare, tables
+from benchmark.results import store
+from synthetic_results import make_images, metrics_for, npz_bytes, write_run
+
+FACTS = {"val/n_queries": 80, "val/n_gallery": 79, "val/positives": 1.0,
+         "test/n_queries": 120, "test/n_gallery": 119, "test/positives": 2.0}
+SCORES = {"demo-lr0.001-ep3": 700.0, "demo-lr0.01-ep3": 760.0, "demo-lr0.01-ep5": 740.0, "demo-lr0.1-ep3": 650.0,
+          "demo-no-normalize": 720.0, "demo-frozen-features": 600.0}
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reading")
+    emb, labels, ids, paths = make_images(root / "images")
+    blob = npz_bytes(emb, labels, ids, paths)
+    rng = np.random.default_rng(3)
+    for name, score in SCORES.items():
+        cfg = resolve(name)
+        m = metrics_for(score, score + 180, "efficientnet_lite0", cfg.epochs, rng) | FACTS
+        m["diverged"] = float(name == "demo-lr0.1-ep3")
+        write_run(root / "runs", name, cfg, m, blob)
+    # the 3- and 5-epoch runs of one recipe share their first 3 epochs exactly (same seed)
+    for name, epochs in (("demo-lr0.01-ep3", 3), ("demo-lr0.01-ep5", 5)):
+        pd.DataFrame({"epoch": range(1, epochs + 1), "train/loss": [3.0, 2.0, 1.5, 1.2, 1.1][:epochs],
+                      "val/loss": 1.0, "val/score": [800.0, 900.0, 950.0, 940.0, 930.0][:epochs]}) \
+            .to_csv(root / "runs" / name / "history.csv", index=False)
+    return root / "runs"
+
+
+@pytest.fixture(scope="module")
+def configs(demo_dir):
+    return prepare(store.load(demo_dir)).configs
+
+
+def test_axis_labels_are_words_not_internal_keys(configs):
+    for make in (figures.figure1_lr, figures.figure2_epochs, figures.figure3_ablations, figures.figure4_efficiency,
+                 figures.figure5_tradeoff):
+        for ax in make(configs).axes:
+            for label in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()):
+                assert not re.search(r"\w+/\w+|\.csv", label), (make.__name__, label)
+
+
+def test_figure5_legend_only_names_what_is_drawn(configs):
+    (ax,) = figures.figure5_tradeoff(configs).axes
+    front = tables.pareto(configs)["pareto"].sum()
+    (entry,) = [t.get_text() for t in ax.get_legend().get_texts() if "areto" in t.get_text()]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == entry]
+    assert len(line.get_xdata()) == front
+    if front > 1:
+        assert entry == "Pareto front" and line.get_linestyle() == "--"
+    else:
+        assert entry.startswith("Pareto-optimal") and line.get_linestyle() == "None"
+    one = configs[configs["label"] == "demo-lr0.01-ep3"]  # a single configuration: a front of one point
+    (ax,) = figures.figure5_tradeoff(one).axes
+    assert "Pareto front" not in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_figure2_no_series_hides_under_another(configs):
+    fig = figures.figure2_epochs(configs)
+    lines = [ln for ln in fig.axes[1].get_lines() if ln.get_label().endswith(")")]
+    assert len(lines) == 2
+    points = [set(zip(np.round(ln.get_xdata(), 6), ln.get_ydata())) for ln in lines]
+    assert not points[0] & points[1], "identical epochs are drawn on top of each other"
+    for ln in lines:  # offset sideways by less than half an epoch: still readable as epochs
+        assert np.abs(ln.get_xdata() - np.round(ln.get_xdata())).max() < 0.5
+
+
+def test_figure6_says_k_of_possible(configs):
+    ex = figures.retrieval_example(configs)
+    # make_images: 4 images per identity in the saved test embeddings -> 3 others for any query
+    assert ex["possible"] == ex["possible_total"] == 3
+    assert f"{ex['hits']} of 3 possible correct" in figures.figure6_example(ex).texts[0].get_text()
+
+
+def test_one_architecture_has_no_relative_performance(configs):
+    md = tables.table1_markdown(tables.table1(configs))
+    assert "Relative performance" not in md and "slowest" not in md and "100.0%" not in md
+
+
+def test_table2_no_lr_or_epochs_without_a_trained_head_and_diverged_flagged(configs):
+    t = tables.table2(configs)
+    frozen = t[t["config"] == "demo-frozen-features"].iloc[0]
+    assert not frozen["trained_head"] and pd.isna(frozen["lr"]) and pd.isna(frozen["epochs"])
+    row = next(r for r in tables.table2_markdown(t).splitlines() if "demo-frozen-features" in r)
+    assert "| no head | no head |" in row
+    assert "demo-lr0.1-ep3 ⚠ diverged" in tables.table2_markdown(t)
+    assert t.loc[t["config"] == "demo-lr0.01-ep3", "lr"].item() == 0.01
+
+
+def test_report_says_what_each_split_is_measured_on(demo_dir, tmp_path):
+    text = build_report(store.load(demo_dir), tmp_path).read_text()
+    measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item(s) "
+                "on average; test 120 queries, each against a gallery of 119 holding 2 same-identity item(s)")
+    n_tables = text.count("<sub>Data: ")
+    assert text.count(measured) == n_tables >= 5  # beside every metric table
+    assert text.count("Validation and test are different retrieval tasks here: a validation query has 1 "
+                      "same-identity item(s) among 79, a test query 2 among 119.") == 2  # overview + audit
+    assert "**1 run(s) diverged**" in text and "demo-lr0.1-ep3" in text
+
+
+def test_one_architecture_efficiency_claims_no_ranking(configs):
+    t = tables.efficiency(configs)
+    assert "most efficient" not in tables.read_efficiency(t) and "no architecture comparison" in tables.read_efficiency(t)
+    assert "× lowest" not in tables.efficiency_markdown(t)
