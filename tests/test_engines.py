@@ -14,15 +14,16 @@ SCORES = ("top1", "top5", "top10", "map", "score")
 
 @pytest.fixture
 def count_extract(monkeypatch):
-    """Counts the cached engine's backbone passes (a cache hit makes none)."""
+    """The cached engine's passes over the images, each as the number of views it made (a cache
+    hit makes none)."""
     calls = []
-    real = engines.extract
+    real = engines.extract_views
 
-    def counting(backbone, images, view, cfg, desc):
-        calls.append(desc)
-        return real(backbone, images, view, cfg, desc)
+    def counting(backbone, paths, views, cfg, desc):
+        calls.append(len(views))
+        return real(backbone, paths, views, cfg, desc)
 
-    monkeypatch.setattr(engines, "extract", counting)
+    monkeypatch.setattr(engines, "extract_views", counting)
     return calls
 
 
@@ -70,8 +71,8 @@ def test_engines_give_the_same_features_and_batches(tiny_cfg, cache_dir):
 def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
     cfg = tiny_cfg(cache_dir=str(cache_dir), augment=True, epochs=2, patience=0)
     first, *_ = run.execute(cfg)
-    # one eval entry + one augmented view per epoch
-    assert len(count_extract) == 3
+    # ONE pass makes the eval entry + one augmented view per epoch
+    assert count_extract == [3]
     entries = FeatureCache(cache_dir).entries()
     assert len(entries) == 3 and not any(e.get("broken") for e in entries)
     assert sorted(str(e["view"]) for e in entries) == ["0", "1", "eval"]
@@ -96,7 +97,7 @@ def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
         fh.truncate(size // 2)
     count_extract.clear()
     third, *_ = run.execute(cfg)
-    assert len(count_extract) == 1
+    assert count_extract == [1]  # only the broken entry is recomputed
     assert victim.stat().st_size == size
     assert not any(e.get("broken") for e in FeatureCache(cache_dir).entries())
     for key in [k for k in first if k.startswith(("val/", "test/"))]:
