@@ -12,6 +12,7 @@ torchvision: the JPEGs of a batch decoded in one ``decode_jpeg`` call (nvjpeg on
 from __future__ import annotations
 
 import logging
+import warnings
 from concurrent.futures import Executor
 
 import torch
@@ -19,6 +20,10 @@ import torch
 from benchmark.transforms import decode
 
 log = logging.getLogger(__name__)
+# torchvision 0.29 deprecates its decoders in favour of torchcodec (not installable everywhere yet);
+# they still work, and the PIL fallback covers their removal
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision",
+                        DeprecationWarning)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
