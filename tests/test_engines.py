@@ -141,3 +141,20 @@ def test_batch_order_is_a_seeded_permutation():
     assert all(torch.equal(x, y) for x, y in zip(a, engines.batch_order(10, 4, 0, 1)))
     assert not torch.equal(torch.cat(a), torch.cat(engines.batch_order(10, 4, 0, 2)))
     assert not np.array_equal(torch.cat(a).numpy(), torch.cat(engines.batch_order(10, 4, 1, 1)).numpy())
+
+
+def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
+    """precision=bf16 is the CUDA fast path's arithmetic, selectable on the CPU: both engines run it,
+    it really changes the features (bf16 rounding), and stays close to fp32."""
+    cfg = tiny_cfg(cache_dir=str(cache_dir), max_identities=3, epochs=1)
+    fp32 = run.prepare(cfg).engine.eval_features("test")
+    results = {}
+    for engine in ("cached", "reference"):
+        bf16_cfg = cfg.replace(engine=engine, precision="bf16")
+        feats = run.prepare(bf16_cfg).engine.eval_features("test")
+        assert not torch.equal(feats, fp32)
+        assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
+        results[engine], *_ = run.execute(bf16_cfg)
+    assert {e["precision"] for e in FeatureCache(cache_dir).entries()} == {"cpu-fp32", "cpu-bf16"}
+    for key, tol in (("test/score", 50), ("test/map", 0.05), ("test/map_at_r", 0.05)):
+        assert results["cached"][key] == pytest.approx(results["reference"][key], abs=tol), key
