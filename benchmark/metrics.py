@@ -94,37 +94,52 @@ def _cpu_on_oom(fn, x: torch.Tensor, *args):
 
 
 def _block_ranks(sims: torch.Tensor, q: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Rank of gallery item j[p] for block row q[p] (pairs sorted by row): 1 + #items scored higher
-    + #items tied with a lower gallery index. Rows must hold -inf at the query itself.
+    """Rank of gallery item j[p] for block row q[p] (pairs grouped by row): 1 + #items scored
+    higher + #items tied with a lower gallery index. Rows must hold -inf at the query itself.
 
-    Counting "scored higher" needs no sort of the row: the row's positive scores are bucket
-    boundaries, every item is bucketed once (searchsorted, O(N log R)), and a suffix sum of the
-    bucket counts gives, for each positive, the items above it. Exact ties are rare; rows with
-    one are counted directly."""
+    No sort of the row: each positive score p gives two bucket boundaries (the float just below
+    p, and p), every item is bucketed once (searchsorted, O(N log R)), and a suffix sum of the
+    bucket counts gives, for each positive, the items above it; an item in an odd bucket equals
+    a positive's score. Exact ties are rare: rows with one are ranked directly."""
     n_rows, n = sims.shape
+    dev = sims.device
     counts = torch.bincount(q, minlength=n_rows)
-    first = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(q), device=sims.device) - first[q]
-    width = int(counts.max()) if len(q) else 1
+    slot = torch.arange(len(q), device=dev) - (torch.cumsum(counts, 0) - counts)[q]
+    width = int(counts.max())
     score = sims[q, j]
-    bounds = torch.full((n_rows, width), float("inf"), device=sims.device)
+    bounds = torch.full((n_rows, width), float("inf"), device=dev)
     bounds[q, slot] = score
-    bounds = bounds.sort(1).values
-    bucket = torch.searchsorted(bounds, sims, out_int32=True)  # = #positives scored strictly lower
-    hist = torch.bincount((torch.arange(n_rows, device=sims.device)[:, None] * (width + 1) + bucket).ravel(),
-                          minlength=n_rows * (width + 1)).view(n_rows, width + 1)
+    bounds, perm = bounds.sort(1)
+    own = torch.empty_like(perm).scatter_(1, perm, torch.arange(width, device=dev).expand(n_rows, width))[q, slot]
+    edges = torch.stack([torch.nextafter(bounds, torch.tensor(float("-inf"), device=dev)), bounds], 2)
+    bucket = torch.searchsorted(edges.view(n_rows, 2 * width), sims, out_int32=True).long()
+    hist = torch.zeros(n_rows, 2 * width + 1, dtype=torch.int64, device=dev).scatter_add_(
+        1, bucket, torch.ones_like(bucket))
+    del bucket
     above = hist.flip(1).cumsum(1).flip(1)  # above[r, b] = #items in buckets >= b
-    own = torch.searchsorted(bounds[q], score[:, None]).squeeze(1)  # #positives scored lower than p
-    rank = 1 + above[q, own + 1]
-    # ties: an item equal to some positive's score beyond the positive itself, or tied positives
-    equal = (bounds.gather(1, bucket.clamp(max=width - 1).long()) == sims).sum(1)
-    tied = (equal > counts) | ((bounds[:, 1:] == bounds[:, :-1]) & bounds[:, 1:].isfinite()).any(1)
+    rank = 1 + above[q, 2 * own + 2]
+    # ties: an item (besides the positives themselves) equal to a positive's score, or tied positives
+    tied = (hist[:, 1::2].sum(1) > counts) | ((bounds[:, 1:] == bounds[:, :-1]) & bounds[:, 1:].isfinite()).any(1)
     tie_pairs = tied[q].nonzero().squeeze(1)
     if len(tie_pairs):
         rows, s, col = sims[q[tie_pairs]], score[tie_pairs, None], j[tie_pairs, None]
-        cols = torch.arange(n, device=sims.device)
-        rank[tie_pairs] += ((rows == s) & (cols < col)).sum(1)
+        cols = torch.arange(n, device=dev)
+        rank[tie_pairs] = 1 + (rows > s).sum(1) + ((rows == s) & (cols < col)).sum(1)
     return rank
+
+
+def _positive_pairs(labels: torch.Tensor, members: torch.Tensor, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(block row, gallery index) of every same-identity pair of queries a..b-1, self excluded,
+    from ``members`` = item indices grouped by label (no B x N comparison)."""
+    dev = labels.device
+    sizes = torch.bincount(labels)
+    starts = torch.cumsum(sizes, 0) - sizes
+    group = sizes[labels[a:b]]
+    q = torch.repeat_interleave(torch.arange(b - a, device=dev), group)
+    k = torch.arange(len(q), device=dev) - torch.repeat_interleave(torch.cumsum(group, 0) - group, group)
+    j = members[starts[labels[a + q]] + k]
+    keep = j != a + q
+    return q[keep], j[keep]
 
 
 def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUNK) -> dict[str, float]:
@@ -134,17 +149,15 @@ def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUN
     ap, ap_r, hits_r = (torch.zeros(n, dtype=torch.float64, device=dev) for _ in range(3))
     best = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
     step = max(1, chunk // max(n, 1))
+    members = torch.argsort(labels, stable=True)
     for a in range(0, n, step):
         b = min(n, a + step)
+        q, j = _positive_pairs(labels, members, a, b)
+        if not len(q):
+            continue
         diag = torch.arange(b - a, device=dev)
         sims = x[a:b] @ x.T
         sims[diag, diag + a] = float("-inf")
-        same = labels[a:b, None] == labels[None, :]
-        same[diag, diag + a] = False
-        q, j = same.nonzero(as_tuple=True)
-        del same
-        if not len(q):
-            continue
         rank = _block_ranks(sims, q, j)
         del sims
         order = torch.argsort(q * (n + 1) + rank)
