@@ -30,8 +30,15 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def child_metrics(n: int) -> dict:
+def _peak_gpu_gb(device: str) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+
+
+def child_metrics(n: int, device: str, embedding: bool) -> dict:
     import numpy as np
+    import torch
 
     from benchmark.metrics import embedding_metrics, retrieval_metrics
 
@@ -40,12 +47,12 @@ def child_metrics(n: int) -> dict:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     labels = np.repeat(np.arange(n // 10), 10)
     t0 = time.perf_counter()
-    r = retrieval_metrics(x, labels)
+    r = retrieval_metrics(torch.from_numpy(x).to(device), labels)
     t1 = time.perf_counter()
-    e = embedding_metrics(x, labels)
+    e = embedding_metrics(x, labels) if embedding else {"nmi": float("nan")}
     t2 = time.perf_counter()
-    return {"n": n, "retrieval_s": t1 - t0, "embedding_s": t2 - t1, "total_s": t2 - t0,
-            "peak_rss_gb": _peak_rss_gb(), "map": r["map"], "map_at_r": r["map_at_r"], "nmi": e["nmi"]}
+    return {"n": n, "device": device, "retrieval_s": t1 - t0, "embedding_s": t2 - t1, "total_s": t2 - t0,
+            "peak_rss_gb": _peak_rss_gb(), "peak_gpu_gb": _peak_gpu_gb(device), "map": r["map"], "map_at_r": r["map_at_r"], "nmi": e["nmi"]}
 
 
 def make_folder(root: Path, n: int) -> list[str]:
@@ -64,7 +71,7 @@ def make_folder(root: Path, n: int) -> list[str]:
     return paths
 
 
-def child_features(n: int, folder: str) -> dict:
+def child_features(n: int, folder: str, device: str) -> dict:
     import numpy as np
     import torch
 
@@ -77,8 +84,8 @@ def child_features(n: int, folder: str) -> dict:
     paths = make_folder(Path(folder), n)
     rss_before = _peak_rss_gb()
     cfg = Config(backbone="resnet18", weights="random", image_size=32, resize=36, eval_batch_size=256,
-                 num_workers=2, device="cpu", tracking="none")
-    backbone = build_backbone(cfg).eval()
+                 num_workers=2, device=device, tracking="none")
+    backbone = build_backbone(cfg).eval().to(device)
     views = [features.View(np.arange(n), lambda imgs, rows: torch.stack([eval_view(i, cfg) for i in imgs])),
              features.View(np.arange(0, n, 2), lambda imgs, rows: random_resized_crop_flip(imgs, rows, 32))]
     t0 = time.perf_counter()
@@ -86,13 +93,13 @@ def child_features(n: int, folder: str) -> dict:
         out = features.extract_views(backbone, paths, views, cfg, f"features {n}")
     wall = time.perf_counter() - t0
     feature_gb = sum(t.numel() * 4 for t in out) / 2**30
-    return {"images": n, "pass_s": wall, "images_per_s": n / wall, "peak_rss_gb": _peak_rss_gb(),
+    return {"images": n, "device": device, "pass_s": wall, "images_per_s": n / wall, "peak_rss_gb": _peak_rss_gb(),
+            "peak_gpu_gb": _peak_gpu_gb(device),
             "peak_rss_before_pass_gb": rss_before, "features_gb": feature_gb}
 
 
 def _measure(args: list[str], log: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -107,21 +114,26 @@ def main() -> None:
     p.add_argument("--metrics", nargs="*", type=int, default=[10_000, 20_000, 50_000])
     p.add_argument("--images", nargs="*", type=int, default=[5_000, 20_000])
     p.add_argument("--out", default=None, help="results (scale.jsonl) and the generated image folder")
-    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (metrics and feature pass on it)")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="skip NMI/intra/inter (without faiss, scikit-learn k-means at k = N/10 takes minutes)")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # one measurement, in this fresh process
     args = p.parse_args()
     if args.child:
         kind, n, *rest = args.child
-        result = child_metrics(int(n)) if kind == "metrics" else child_features(int(n), rest[0])
+        result = child_metrics(int(n), args.device, not args.retrieval_only) if kind == "metrics" \
+            else child_features(int(n), rest[0], args.device)
         print(json.dumps(result))
         return
     out = Path(args.out or tempfile.mkdtemp(prefix="scale-"))
     out.mkdir(parents=True, exist_ok=True)
     log = out / "scale.jsonl"
     print(f"results -> {log}")
-    metrics = [_measure(["metrics", str(n)], log) for n in args.metrics]
+    common = ["--device", args.device] + (["--retrieval-only"] if args.retrieval_only else [])
+    metrics = [_measure([*common, "--child", "metrics", str(n)], log) for n in args.metrics]
     if max(args.images, default=0):  # generate the largest folder once; smaller N use its first images
         make_folder(out / "images", max(args.images))
-    passes = [_measure(["features", str(n), str(out / "images")], log) for n in args.images]
+    passes = [_measure([*common, "--child", "features", str(n), str(out / "images")], log) for n in args.images]
     print("\nfull evaluation (retrieval + embedding metrics), random 512-d, 10 per identity:")
     for m in metrics:
         print(f"  N={m['n']:>6}: {m['total_s']:6.1f} s (retrieval {m['retrieval_s']:.1f} s, NMI/intra/inter "
