@@ -1,13 +1,13 @@
 """On-disk, content-addressed feature cache shared by all runs, processes and machines.
 
 An entry's file name is the hash of its key (every input that changes a feature). Writes are atomic
-(write a uniquely named temporary file in the same folder, then rename); a checksum detects partial
+(``benchmark.files.atomic_path``: a temporary sibling, then a rename); a checksum detects partial
 or corrupt files, which are recomputed.
 
-Locking semantics: computing an entry holds an exclusive lock on ``<entry>.lock`` (``_locked``:
-``fcntl.flock``); a process that needs several missing entries (one feature pass makes them all)
-takes their locks in file-name order, so processes never deadlock, and re-reads each entry under
-its lock, so an entry is computed once. Readers take no lock: a rename is atomic, so they see the
+Locking semantics: computing an entry holds an exclusive lock on ``<entry>.lock``
+(``benchmark.files.locked``: ``fcntl.flock``); a process that needs several missing entries (one
+feature pass makes them all) takes their locks in file-name order, so processes never deadlock,
+and re-reads each entry under its lock, so an entry is computed once. Readers take no lock: a rename is atomic, so they see the
 whole old state or the whole new file. Across machines sharing the folder (several ``wandb agent``s
 on a network filesystem) this holds where the filesystem carries the lock to every client: NFSv4,
 NFSv3 with lockd (Linux maps ``flock`` to NFS byte-range locks), CephFS, Lustre/GPFS mounted with
@@ -18,17 +18,17 @@ computes the same key the results are the same; readers are never served half a 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from benchmark.files import atomic_path, locked
 
 ENV_VAR = "BENCHMARK_CACHE_DIR"
 
@@ -47,16 +47,6 @@ def key_hash(key: dict) -> str:
 
 def _checksum(t: torch.Tensor) -> str:
     return hashlib.sha1(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
-@contextmanager
-def _locked(path: Path):
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class FeatureCache:
@@ -96,7 +86,7 @@ class FeatureCache:
         todo = sorted((i for i, e in enumerate(entries) if e is None), key=lambda i: paths[i].name)
         with ExitStack() as locks:
             for i in todo:  # one global order: no two processes wait on each other
-                locks.enter_context(_locked(paths[i].with_suffix(".lock")))
+                locks.enter_context(locked(paths[i].with_suffix(".lock")))
             for i in todo:  # another process may have written it meanwhile
                 entries[i] = self._read(paths[i], keys[i])
             missing = [i for i in todo if entries[i] is None]
@@ -108,9 +98,8 @@ class FeatureCache:
                 for i, f in zip(missing, features):
                     entries[i] = {"key": keys[i], "features": f, "checksum": _checksum(f),
                                   "cost_s": cost * len(f) / rows, "created": time.time()}
-                    tmp = paths[i].with_name(f"{paths[i].name}.tmp{uuid.uuid4().hex}")  # unique across machines
-                    torch.save(entries[i], tmp)
-                    os.replace(tmp, paths[i])
+                    with atomic_path(paths[i]) as tmp:
+                        torch.save(entries[i], tmp)
         computed = set(missing)
         return [{**e, "hit": i not in computed} for i, e in enumerate(entries)]
 
@@ -128,7 +117,7 @@ class FeatureCache:
     def clear(self) -> int:
         n = 0
         for path in list(self.root.glob("*.pt")) + list(self.root.glob("*.lock")) + \
-                list(self.root.glob("*.tmp*")):
+                list(self.root.glob(".tmp-*")):
             path.unlink(missing_ok=True)
             n += path.suffix == ".pt"
         return n

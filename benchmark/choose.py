@@ -6,11 +6,11 @@ being an unbiased estimate of the chosen configuration. So ``choose`` refuses ``
 (and ``score_per_minute``, which is derived from ``test/score``) and drops every ``test/`` column
 before it looks at the table: it cannot read them even by accident.
 
-Runs are grouped into *configurations* as the report groups them (``benchmark.report.common``):
+Runs are grouped into *configurations* as the report groups them (``benchmark.results.schema``):
 the experiment name plus every config key except the run-specific ones (``RUN_SPECIFIC``: ``seed``
 and the keys that do not change results: data and cache paths, device, workers, tracking). A
 configuration's value is the mean of its seeds' metric, with a 95% confidence half-width from
-Student's t (``benchmark.report.stats.t_ci``) when it has more than one seed. The best
+Student's t (``benchmark.results.stats.t_ci``) when it has more than one seed. The best
 configuration's config is taken from its best seed's ``config.yaml`` (or, without a run folder,
 from the table's columns).
 
@@ -29,9 +29,8 @@ import pandas as pd
 import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict
-# common and stats import neither matplotlib nor seaborn (benchmark.report loads its modules lazily)
-from benchmark.report.common import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
-from benchmark.report.stats import t_ci
+from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
+from benchmark.results.stats import t_ci
 
 #: config keys that define the validation set: values of different ones are not comparable (the
 #: report's SETTING_KEYS, plus where the data was read from), in config order
@@ -69,7 +68,7 @@ def _config_of(row: pd.Series) -> dict:
 
 
 def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None) -> dict:
-    """The best configuration of a results table (``benchmark.store.load``) by a validation metric.
+    """The best configuration of a results table (``benchmark.results.store.load``) by a validation metric.
 
     Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
     ``experiment``, ``metric``, ``higher_is_better``, ``mean``, ``std``, ``ci95`` (None with one
@@ -85,6 +84,11 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
             f"refusing to choose on {metric!r}: it is a test-split metric. Choosing a configuration on "
             "the test split makes the test number a biased estimate of the choice (the report's own "
             "lesson); choose on a validation metric such as val/score and report test/ afterwards")
+    if df.empty:
+        raise ConfigError("the results hold no finished run: nothing to choose from")
+    if "status" in df.columns and not df["status"].eq("ok").any():
+        raise ConfigError(f"every run failed ({len(df)} runs in the results): nothing to choose from; see the "
+                          "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
     # structural guarantee: nothing below can read a test number
     df = df.drop(columns=[c for c in df.columns if _is_test_metric(str(c))])
     if metric not in df.columns:
@@ -95,8 +99,19 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     values = pd.to_numeric(df[metric], errors="coerce")
     usable = df[ok & values.notna()].assign(_value=values[ok & values.notna()])
+    unscored = df[ok & values.isna()]
+    n_queries = f"{metric.split('/')[0]}/n_queries"
+    why = ("validation has no scorable queries: raise the validation fraction (split) or min_faces_per_person"
+           if n_queries in df.columns and pd.to_numeric(unscored[n_queries], errors="coerce").eq(0).any()
+           else "it is missing")
     if usable.empty:
-        raise ConfigError(f"no successful run has {metric!r} ({n_runs} runs, {int((~ok).sum())} failed)")
+        raise ConfigError(f"cannot rank on {metric!r}: no successful run has it ({int(ok.sum())} ok, "
+                          f"{int((~ok).sum())} failed); {why}")
+    notes = []
+    if len(unscored):
+        ids = ", ".join(map(str, unscored.get("run_id", unscored.index)))
+        notes.append(f"{len(unscored)} successful run(s) left out, {metric} could not be computed ({why}): {ids}")
+        warnings.warn(notes[-1], stacklevel=2)
 
     groups = []
     for _, g in usable.groupby(row_key(usable), sort=False):
@@ -124,7 +139,6 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
         return {k: g[k] for k in ("experiment", "mean", "std", "ci95", "n_seeds", "seeds", "run_ids",
                                   "run_dir", "config")}
 
-    notes = []
     differing = [k for k in EVALUATION_DATA if len({repr(g["config"].get(k)) for g in groups}) > 1]
     if differing:
         notes.append(f"configurations differ in {', '.join(differing)}: their {metric} values come from "

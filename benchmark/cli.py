@@ -61,7 +61,7 @@ def cmd_sweep(args) -> int:
                          args.rerun, args.rerun_failed)
     print(sweep.format_summary(df))
     if args.report:
-        from benchmark import store
+        from benchmark.results import store
         from benchmark.report import build_report
 
         out = args.out or Path("results") / sweep.load(args.sweep_file)["name"]
@@ -70,7 +70,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
 
     df = store.load(args.results_dir)
     if df.empty:
@@ -81,13 +81,15 @@ def cmd_results(args) -> int:
                                         "time/cost_s", "error") if c in df]
     print(df.sort_values("run_id")[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}",
                                                    max_colwidth=50))
+    for _, row in df[df["status"] == "damaged"].iterrows():  # the full reason: it names the file
+        print(f"damaged: {row['run_id']}: {row['error']} (`benchmark sweep` reruns it)")
     for path in args.export:
         print(f"wrote {store.export(df, path)}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
     from benchmark.report import build_report
     from benchmark.tracking import report_tracker
 
@@ -106,7 +108,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_choose(args) -> int:
-    from benchmark import store
+    from benchmark.results import store
     from benchmark.choose import choose, format_choice, write_best
 
     choice = choose(store.load(args.results_dir), args.metric)
@@ -164,7 +166,11 @@ def cmd_cache(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("BENCHMARK_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
+    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__,
+                                     epilog="--debug (anywhere) or BENCHMARK_DEBUG=1: show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one named experiment and write its record")
@@ -244,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
-    except ConfigError as exc:
+    except ConfigError as exc:  # bad input (a damaged record too): one line naming the input and the fix
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug or a fault: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

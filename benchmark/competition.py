@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.config import ConfigError
+from benchmark.data.imagefolder import visible
 from benchmark.data.lfw import lfw_root
 
 TRUTH_FILE = "truth.json"
@@ -40,7 +41,7 @@ _OWNED = ("train", "test", TRUTH_FILE, MANIFEST_FILE)
 
 
 def _people(root: Path) -> dict[str, list[Path]]:
-    return {p.name: sorted(p.glob("*.jpg")) for p in sorted(root.iterdir()) if p.is_dir()}
+    return {p.name: visible(p.glob("*.jpg"), p) for p in visible(root.iterdir(), root) if p.is_dir()}
 
 
 def _pick(names: list[str], n: int | None, rng: np.random.Generator) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,10 @@ class Config:
     #: backbone arithmetic: fp32 | bf16 (autocast, on CPU too) | auto = bf16 for the cached engine on
     #: CUDA, fp32 otherwise (the reference engine is the oracle: fp32 unless bf16 is asked for)
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16"))
+    # --- input checks (issue 10: bad input fails before any work, or is recorded) ----------------
+    #: an image that cannot be decoded: error = fail before training, listing every such file;
+    #: skip = leave them out (each file and why is recorded in the run's status.json)
+    on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))
     # --- tracking -------------------------------------------------------------------------------
     tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
     wandb_project: str = "retrieval-ablations"
@@ -98,12 +103,6 @@ class Config:
         return from_dict({**self.to_dict(), **overrides})
 
     @property
-    def head_dropout(self) -> float:
-        from benchmark.models.backbones import BACKBONES
-
-        return BACKBONES[self.backbone].dropout if self.dropout is None else self.dropout
-
-    @property
     def monitored(self) -> str:
         if self.monitor != "auto":
             return self.monitor
@@ -119,15 +118,13 @@ class ConfigError(ValueError):
 
 
 def _validate(cfg: Config) -> None:
-    from benchmark.models.backbones import BACKBONES
-
+    """Checks that need nothing but the config (a leaf module: the backbone name is checked by the
+    registry, ``benchmark.models.backbones.check_backbone``, where new families are added)."""
     for name, f in FIELDS.items():
         value = getattr(cfg, name)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"backbone={cfg.backbone!r} is not valid; choose one of: {', '.join(BACKBONES)}")
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
@@ -197,8 +194,11 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def load_experiments(directory: Path | str = EXPERIMENTS_DIR) -> dict[str, dict]:
+def load_experiments(directory: Path | str = EXPERIMENTS_DIR, broken: list[str] | None = None) -> dict[str, dict]:
     """All named experiments: ``{name: overrides}`` from every ``experiments/*.yaml``.
+
+    A file that is not valid YAML is skipped (its error appended to ``broken``, else warned), so
+    one bad file does not stop the experiments of the others.
 
     Each file holds ``experiments: {name: {key: value}}`` and optional ``defaults:`` applied to
     every experiment of that file.
@@ -208,7 +208,14 @@ def load_experiments(directory: Path | str = EXPERIMENTS_DIR) -> dict[str, dict]
         raise ConfigError(f"experiments folder {directory} not found; run from the project checkout")
     out: dict[str, dict] = {}
     for path in sorted(directory.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text()) or {}
+        try:
+            doc = read_yaml(path)
+        except ConfigError as exc:  # a broken file costs only the experiments it defines
+            if broken is None:
+                warnings.warn(f"skipped {exc}", stacklevel=2)
+            else:
+                broken.append(str(exc))
+            continue
         defaults = doc.get("defaults") or {}
         for name, overrides in (doc.get("experiments") or {}).items():
             if name in out:
@@ -220,14 +227,37 @@ def load_experiments(directory: Path | str = EXPERIMENTS_DIR) -> dict[str, dict]
 def resolve(experiment: str, overrides: dict | None = None,
             directory: Path | str = EXPERIMENTS_DIR) -> Config:
     """Base config <- named experiment <- overrides, validated."""
-    experiments = load_experiments(directory)
+    broken: list[str] = []
+    experiments = load_experiments(directory, broken)
     if experiment not in experiments:
-        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(experiments))}")
+        unread = "".join(f"; it may be in a file that could not be read: {b}" for b in broken)
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(experiments))}{unread}")
     return from_dict({**experiments[experiment], "experiment": experiment, **(overrides or {})})
 
 
+def read_yaml(path: Path | str, what: str = "YAML file") -> dict:
+    """A YAML mapping from ``path``, or one ConfigError naming the file, the line and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}); fix that line of the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(doc).__name__}")
+    return doc
+
+
 def load_yaml(path: Path | str) -> Config:
-    return from_dict(yaml.safe_load(Path(path).read_text()))
+    return from_dict(read_yaml(path, "config file"))
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -4,32 +4,39 @@ Metrics keys (flat, in ``metrics.json`` and the W&B summary):
 ``val/{top1,top5,top10,map,map_at_r,r_precision,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
 ``time/train_s`` (head-training phase wall time), ``time/total_s`` (the whole run), ``time/features_s``
 (what the frozen features this run uses cost to compute, even when read from the cache),
-``time/cost_s`` (features + everything else this run did: the cost of this configuration on its own)
-and ``score_per_minute`` = test/score / (time/cost_s / 60).
+``time/cost_s`` (features + everything else this run did: the cost of this configuration on its own),
+``score_per_minute`` = test/score / (time/cost_s / 60) and ``diverged`` (1.0 when the training loss
+blew up, ``benchmark.divergence``). A metric that could not be computed (a split without a scorable
+query) is null, never 0 (``benchmark.results.schema.mark_missing``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import time
 import traceback
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmark import record, splits
+from benchmark import splits
 from benchmark.config import Config, dump_yaml
+from benchmark.cache import FeatureCache
 from benchmark.data import load_dataset
+from benchmark.data.check import check_images
+from benchmark.divergence import divergence
 from benchmark.engines import ENGINES, Engine
+from benchmark.files import check_writable
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import FrozenBackbone, build_backbone
+from benchmark.models.backbones import FrozenBackbone, build_backbone, check_backbone
 from benchmark.models.head import embed
+from benchmark.results import record, schema
 from benchmark.tracking import Tracker
 from benchmark.train import fit
 
@@ -61,6 +68,10 @@ class Prepared:
     df: pd.DataFrame
     device: torch.device
     engine: Engine
+    #: images left out by ``on_bad_image: skip`` (``{path, reason}``)
+    skipped_images: list[dict] = field(default_factory=list)
+    #: what a reader of the run must know (unscorable splits, divergence ...): status.json and the log
+    warnings: list[str] = field(default_factory=list)
 
 
 _BACKBONES: dict[tuple, FrozenBackbone] = {}
@@ -77,9 +88,15 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 
 
 def prepare(cfg: Config) -> Prepared:
-    df = splits.make_split(load_dataset(cfg), cfg)
+    check_backbone(cfg.backbone)
+    df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
+    df = splits.make_split(df, cfg)
     device = resolve_device(cfg)
-    return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device))
+    prep = Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device), skipped)
+    if skipped:
+        prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
+                             f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    return prep
 
 
 def execute(cfg: Config, tracker: Tracker | None = None):
@@ -88,10 +105,12 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     prep = prepare(cfg)
     engine = prep.engine
     t_train = time.perf_counter()
-    head, history, best_epoch = None, [], 0
+    head, history, best_epoch, diverged = None, [], 0, None
     if cfg.embedding == "head":
         model, history, best_epoch = fit(cfg, engine, tracker.log_epoch if tracker else None)
         head = model.head
+        diverged = divergence(history, engine.n_classes)
+        prep.warnings += [diverged] if diverged else []
     train_s = time.perf_counter() - t_train
     metrics: dict[str, float] = {}
     labels = prep.df["label"].to_numpy()
@@ -107,16 +126,28 @@ def execute(cfg: Config, tracker: Tracker | None = None):
             metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
     total_s = time.perf_counter() - t_start
     cost_s = total_s - engine.fetch_s + engine.features_s
+    test_score = metrics.get("test/score")
     metrics |= {"best_epoch": best_epoch, "time/train_s": train_s, "time/total_s": total_s,
                 "time/features_s": engine.features_s, "time/cost_s": cost_s,
-                "score_per_minute": metrics.get("test/score", 0.0) / (cost_s / 60)}
+                "score_per_minute": None if test_score is None else test_score / (cost_s / 60)}
+    if cfg.embedding == "head":  # 1.0 / 0.0, so that its mean over seeds is the fraction that diverged
+        metrics["diverged"] = float(diverged is not None)
+    metrics, notes = schema.mark_missing(schema.check_metrics(metrics))  # NaN -> null, never 0
+    if "val" in schema.unscorable(metrics):  # the per-epoch validation numbers are the same zeros
+        for row in history:
+            row.update({k: None for k in row if k.startswith("val/") and k != "val/loss"})
+    prep.warnings += notes
+    for note in prep.warnings:
+        warnings.warn(f"{cfg.experiment}: {note}", stacklevel=2)
     return metrics, history, head, prep, test_emb
 
 
 def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str | None = None,
         raise_errors: bool = True) -> dict:
     """Run ``cfg`` and write its record ``out_dir/run_id``; a failure is recorded with its reason."""
-    out_dir = Path(out_dir)
+    out_dir = check_writable(out_dir, "output folder (--out)")  # before any work, not after training
+    if cfg.engine == "cached":
+        check_writable(FeatureCache(cfg.cache_dir).root, "feature cache folder (cache_dir or $BENCHMARK_CACHE_DIR)")
     run_id = run_id or run_id_for(cfg)
     tracker = Tracker(cfg, out_dir, run_id, group)
     files = {"config.yaml": dump_yaml(cfg)}
@@ -134,17 +165,18 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         return {"status": "failed", "error": doc["error"]}
     df = prep.df
     test = df[df["split"] == "test"]
-    buf = io.BytesIO()
-    np.savez_compressed(buf, embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
-                        identities=test["identity"].to_numpy(dtype=str), paths=test["path"].to_numpy(dtype=str))
+    embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
+                                  identities=test["identity"].to_numpy(dtype=str),
+                                  paths=test["path"].to_numpy(dtype=str))
     files |= {
         "metrics.json": json.dumps(metrics, indent=1),
         "history.csv": pd.DataFrame(history).to_csv(index=False),
-        "embeddings.npz": buf.getvalue(),
+        "embeddings.npz": embeddings,
         "environment.json": json.dumps(record.environment(prep.device), indent=1),
         "split.json": splits.to_json(df, cfg),
     }
-    record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time()})
+    record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time(),
+                                          "warnings": prep.warnings, "skipped_images": prep.skipped_images})
     tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
     tracker.finish(metrics)
     return {"status": "ok", **metrics}

@@ -28,7 +28,6 @@ ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size wit
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from collections import defaultdict
@@ -39,8 +38,9 @@ import numpy as np
 import torch
 
 from benchmark.config import Config, ConfigError
-from benchmark.data.imagefolder import IMAGE_SUFFIXES
+from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
 from benchmark.features import forward
+from benchmark.files import check_writable, write_atomic
 from benchmark.metrics import KS, competition_score
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
@@ -74,7 +74,9 @@ def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], li
                          f"({', '.join(sorted(IMAGE_SUFFIXES))}) directly inside it")
     images, skipped = [], []
     for p in entries:
-        if p.is_dir():
+        if is_hidden(p):
+            skipped.append({"name": p.name, "reason": "hidden (name starts with '.'): never an image"})
+        elif p.is_dir():
             skipped.append({"name": p.name, "reason": "sub-folder ignored: a flat folder of images is expected"})
         elif not p.is_file():
             skipped.append({"name": p.name, "reason": "not a regular file"})
@@ -156,9 +158,7 @@ def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
 
 # --- submission -----------------------------------------------------------------------------------
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,
@@ -179,7 +179,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     if k < 1:
         raise InputError(f"k={k} must be >= 1")
     out = Path(out)
+    if out.is_dir():
+        raise InputError(f"submission path {out} is a folder; give a file, e.g. --out {out / 'submission.json'}")
     index_dir = Path(index_dir) if index_dir is not None else out.parent
+    check_writable(out.parent, "submission folder")
+    check_writable(index_dir, "index folder")
     query_paths, query_skipped = scan_folder(query_dir, "query")
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
 
@@ -316,6 +320,8 @@ def score_files(submission_path: Path | str, truth_path: Path | str) -> dict:
             docs.append(json.loads(Path(path).read_text()))
         except FileNotFoundError:
             raise InputError(f"{path} does not exist") from None
+        except IsADirectoryError:
+            raise InputError(f"{path} is a folder; give the JSON file") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"{path} is not valid JSON: {exc}") from None
     return score_submission(*docs)

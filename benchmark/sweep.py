@@ -10,27 +10,25 @@ operating system releases the lock even when a runner is killed with ``kill -9``
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
-from benchmark import record
-from benchmark.config import FIELDS, Config, ConfigError, resolve
+from benchmark.config import FIELDS, Config, ConfigError, read_yaml, resolve
+from benchmark.files import check_writable, clean_stale, locked
+from benchmark.models.backbones import check_backbone
+from benchmark.results.record import RunRecord
+from benchmark.results.store import read_record
 from benchmark.run import run, run_id_for
-from benchmark.store import read_record
 
 
 def load(path: Path | str) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} not found")
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = read_yaml(path, "sweep file")
     if doc.get("method") != "grid":
         raise ConfigError(f"{path}: method must be 'grid' (got {doc.get('method')!r}); the offline runner "
                           "runs every point of the grid")
@@ -77,6 +75,7 @@ def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = 
             continue
         ov = {**point, **(overrides or {})}
         cfg = resolve(experiment, ov)  # validates every run before any starts
+        check_backbone(cfg.backbone)
         rid = run_id_for(cfg, ov)
         if rid in seen:
             raise ConfigError(f"two grid points resolve to the same run {rid}")
@@ -87,25 +86,6 @@ def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = 
     return out
 
 
-class Claim:
-    """An exclusive, non-blocking lock on one run; released by the OS if the holder dies."""
-
-    def __init__(self, out_dir: Path, run_id: str):
-        (out_dir / ".claims").mkdir(parents=True, exist_ok=True)
-        self.fh = open(out_dir / ".claims" / f"{run_id}.lock", "a")
-
-    def acquire(self) -> bool:
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            self.fh.close()
-            return False
-
-    def release(self) -> None:
-        self.fh.close()
-
-
 def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: dict | None = None,
               select: list[str] | None = None, seeds: int | None = None, rerun: bool = False,
               rerun_failed: bool = False) -> pd.DataFrame:
@@ -113,8 +93,9 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     sweep = load(sweep_path)
     out_dir = Path(out or Path("results") / sweep["name"])
     planned = plan(sweep, overrides, select, seeds)
-    if out_dir.is_dir():
-        record.clean_stale(out_dir)
+    check_writable(out_dir, "output folder (--out)")  # before any run, not after the first one trained
+    clean_stale(out_dir)
+    (out_dir / ".claims").mkdir(exist_ok=True)
     rows = []
     bar = tqdm(planned, desc=f"sweep {sweep['name']}", unit="run")
     for p in bar:
@@ -124,25 +105,25 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
         if _done(run_dir, rerun, rerun_failed):
             rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
             continue
-        claim = Claim(out_dir, p.run_id)
-        if not claim.acquire():
-            rows.append({**row, "action": "skipped (running elsewhere)", "status": "running"})
-            continue
-        try:
+        # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
+        with locked(out_dir / ".claims" / f"{p.run_id}.lock", blocking=False) as claimed:
+            if not claimed:
+                rows.append({**row, "action": "skipped (running elsewhere)", "status": "running"})
+                continue
             if _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
                 rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
                 continue
             run(p.cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
             rows.append({**row, "action": "ran", **_summary(run_dir)})
-        finally:
-            claim.release()
     return pd.DataFrame(rows)
 
 
 def _done(run_dir: Path, rerun: bool, rerun_failed: bool) -> bool:
-    if rerun or not record.is_complete(run_dir):
+    """Recorded and not to be run again: a damaged record (a file unreadable) is always rerun."""
+    if rerun or not RunRecord(run_dir).is_complete():
         return False
-    return not (rerun_failed and record.status(run_dir)["status"] == "failed")
+    status = read_record(run_dir)["status"]
+    return status == "ok" or (status == "failed" and not rerun_failed)
 
 
 def _summary(run_dir: Path) -> dict:

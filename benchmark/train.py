@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from benchmark.config import Config
 from benchmark.engines import Engine
 from benchmark.metrics import retrieval_metrics
+from benchmark.models.backbones import head_dropout
 from benchmark.models.head import HeadClassifier, embed
 
 
@@ -34,7 +35,7 @@ def fit(cfg: Config, engine: Engine,
     device = engine.device
     torch.manual_seed(cfg.seed)
     model = HeadClassifier(engine.backbone.spec.dim, engine.n_classes, cfg.embedding_dim,
-                           cfg.head_dropout).to(device)
+                           head_dropout(cfg)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     val_idx = engine.split_index("val")
     val_labels = engine.df["label"].to_numpy()[val_idx]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from scipy import stats
 
-from benchmark import record, store
 from benchmark.choose import choose, format_choice, load_best, read_selection, write_best
 from benchmark.config import Config, ConfigError, dump_yaml, from_dict, load_yaml
+from benchmark.results import record, schema, store
 
 
 def _row(experiment, seed, val, test, status="ok", **cfg):
@@ -67,7 +67,7 @@ def test_refuses_test_metrics(metric):
 def test_unknown_metric_and_no_usable_run():
     with pytest.raises(ConfigError, match="not in the results"):
         choose(_table(), metric="val/nope")
-    with pytest.raises(ConfigError, match="no successful run"):
+    with pytest.raises(ConfigError, match=r"every run failed \(1 runs in the results\): nothing to choose from"):
         choose(pd.DataFrame([_row("d", 0, None, None, status="failed")]).assign(**{"val/score": np.nan}))
 
 
@@ -127,7 +127,7 @@ def test_config_comes_from_the_best_seeds_run_folder(tmp_path):
     for seed, val in [(0, 400.0), (1, 420.0)]:
         cfg = Config(experiment="x", seed=seed, lr=0.005, max_identities=3)
         record.write(tmp_path, f"x-seed{seed}", {"config.yaml": dump_yaml(cfg),
-                                                  record.METRICS: json.dumps({"val/score": val})},
+                                                  schema.METRICS: json.dumps({"val/score": val})},
                      {"status": "ok"})
     record.write(tmp_path, "broken", {"config.yaml": dump_yaml(Config(experiment="y"))},
                  {"status": "failed", "error": "boom"})
@@ -145,3 +145,15 @@ def test_warns_when_candidates_were_validated_on_different_data():
         choice = choose(pd.DataFrame(rows))
     assert choice["experiment"] == "a" and "not strictly comparable" in choice["warnings"][0]
     assert choose(_table())["warnings"] == []
+
+
+def test_runs_whose_metric_could_not_be_computed_are_left_out_with_a_warning():
+    df = _table()
+    df.loc[df["run_id"].astype(str).str.startswith("a"), ["val/score", "val/n_queries"]] = [np.nan, 0]
+    with pytest.warns(UserWarning, match="left out, val/score could not be computed \\(validation has no scorable"):
+        choice = choose(df)
+    assert choice["experiment"] != "a" and any("left out" in w for w in choice["warnings"])
+    df["val/score"] = np.nan
+    with pytest.raises(ConfigError, match="cannot rank on 'val/score': no successful run has it .*validation has "
+                                          "no scorable queries: raise the validation fraction"):
+        choose(df)

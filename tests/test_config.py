@@ -9,7 +9,6 @@ import yaml
 
 from benchmark import config
 from benchmark.config import FIELDS, Config, ConfigError, from_dict, parse_overrides, resolve
-from benchmark.models.backbones import BACKBONES
 
 
 def test_defaults_are_the_report_baseline():
@@ -18,9 +17,7 @@ def test_defaults_are_the_report_baseline():
     assert cfg.augment and cfg.normalize
     assert (cfg.dataset, cfg.min_faces_per_person, cfg.protocol, cfg.split) == ("lfw", 20, "closed-set",
                                                                                 (0.5, 0.2, 0.3))
-    assert cfg.embedding_dim == 512 and cfg.head_dropout == 0.2
-    assert cfg.replace(backbone="resnet18").head_dropout == 0.0
-    assert cfg.replace(dropout=0.5).head_dropout == 0.5
+    assert cfg.embedding_dim == 512 and cfg.dropout is None
     assert cfg.monitored == "val/loss"
     assert cfg.replace(protocol="open-set").monitored == "val/score"
 
@@ -39,7 +36,6 @@ def test_unknown_key_lists_valid_keys():
     ("engine", "fast", ["cached", "reference"]),
     ("embedding", "pixels", ["head", "backbone"]),
     ("dataset", "mnist", ["lfw", "imagefolder", "orl"]),
-    ("backbone", "resnet999", list(BACKBONES)),
     ("device", "tpu", ["auto", "cpu", "cuda"]),
 ])
 def test_bad_choice_lists_valid_choices(key, value, choices):
@@ -166,3 +162,24 @@ def test_yaml_round_trip(tmp_path):
 def test_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().lr = 0.1  # type: ignore[misc]
+
+
+def test_a_broken_experiments_file_names_its_line_and_costs_only_its_own_experiments(tmp_path):
+    (tmp_path / "good.yaml").write_text("experiments:\n  fine: {lr: 0.01}\n")
+    (tmp_path / "zbroken.yaml").write_text("experiments:\n  other: {lr: 0.1\n  more: {}\n")
+    assert resolve("fine", directory=tmp_path).lr == 0.01  # unrelated to the broken file: unaffected
+    with pytest.raises(ConfigError) as err:
+        resolve("other", directory=tmp_path)
+    assert str(err.value) == (f"unknown experiment 'other'; known: fine; it may be in a file that could not be "
+                              f"read: {tmp_path / 'zbroken.yaml'}:3: invalid YAML (expected ',' or '}}', but got "
+                              "':'); fix that line of the file")
+    with pytest.warns(UserWarning, match="zbroken.yaml:3: invalid YAML"):
+        assert list(config.load_experiments(tmp_path)) == ["fine"]
+
+
+def test_config_file_errors_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file .* not found"):
+        config.load_yaml(tmp_path / "none.yaml")
+    (tmp_path / "list.yaml").write_text("- lr\n")
+    with pytest.raises(ConfigError, match="expected a mapping of keys to values, got a list"):
+        config.load_yaml(tmp_path / "list.yaml")

@@ -134,3 +134,95 @@ def test_cli_bad_override_exits_2(capsys, tmp_path):
     assert main(["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--set", "lr", "--out", out]) == 2
     assert "must look like key=value" in capsys.readouterr().err
     assert not (tmp_path / "never-written").exists()
+
+
+# --- failures that used to end in a wrong number or lost work (issue 10) ----------------------------
+def _faces(root: Path, n_ids: int = 4, n_images: int = 5, size: int = 40) -> Path:
+    """An imagefolder of ``n_ids`` people: each person's images are noisy versions of one colour."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n_ids):
+        (root / f"p{i}").mkdir(parents=True)
+        base = rng.integers(0, 256, 3)
+        for j in range(n_images):
+            pixels = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"p{i}" / f"{j}.png")
+    return root
+
+
+def _folder_cfg(root: Path, **overrides):
+    from benchmark.config import Config
+
+    base = dict(experiment="folder", dataset="imagefolder", data_home=str(root), min_faces_per_person=1,
+                backbone="resnet18", weights="random", image_size=32, resize=36, augment=False, epochs=2,
+                batch_size=8, num_workers=0, device="cpu", tracking="none", split=(0.6, 0.2, 0.2))
+    return Config(**{**base, **overrides})
+
+
+def test_unscorable_validation_is_missing_not_zero(tmp_path):
+    """5 images a person, split 40/20/40: one validation image each, so no validation query has a
+    same-identity item. Today val/score = 0.0 was recorded and `choose` ranked on it."""
+    from benchmark.choose import choose
+    from benchmark.config import ConfigError
+    from benchmark.results import store
+
+    cfg = _folder_cfg(_faces(tmp_path / "faces"), split=(0.4, 0.2, 0.4))
+    with pytest.warns(UserWarning, match="val has no scorable queries"):
+        result = run(cfg, tmp_path / "runs")
+    rdir = tmp_path / "runs" / run_id_for(cfg)
+    metrics = json.loads((rdir / "metrics.json").read_text())
+    assert metrics["val/n_queries"] == 0
+    for key in ("top1", "top5", "top10", "map", "score"):
+        assert metrics[f"val/{key}"] is None and result[f"val/{key}"] is None, key
+    assert metrics["test/n_queries"] == 8 and metrics["test/score"] is not None  # 2 test images a person
+    status = json.loads((rdir / "status.json").read_text())
+    assert any("val has no scorable queries" in w for w in status["warnings"])
+    assert pd.read_csv(rdir / "history.csv")["val/score"].isna().all()
+    with pytest.raises(ConfigError, match="validation has no scorable queries: raise the validation fraction"):
+        choose(store.load(tmp_path / "runs"))
+
+
+def test_unwritable_output_or_cache_fails_before_any_work(tmp_path, monkeypatch):
+    """A read-only --out used to train to the end and then crash, recording nothing."""
+    import benchmark.run
+    from benchmark.config import ConfigError
+
+    def never(*a, **k):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(benchmark.run, "prepare", never)
+    (tmp_path / "file").write_text("")  # a folder cannot be made under a file (root ignores chmod)
+    cfg = _folder_cfg(tmp_path / "faces")
+    with pytest.raises(ConfigError, match=f"output folder \\(--out\\) {tmp_path / 'file' / 'runs'} is not writable"):
+        run(cfg, tmp_path / "file" / "runs")
+    with pytest.raises(ConfigError, match="feature cache folder .* is not writable"):
+        run(cfg.replace(cache_dir=str(tmp_path / "file" / "cache")), tmp_path / "runs")
+
+
+def test_corrupt_images_fail_before_training_listing_every_file_or_are_skipped_and_recorded(tmp_path):
+    import benchmark.train
+    from benchmark.config import ConfigError
+
+    root = _faces(tmp_path / "faces", n_ids=4, n_images=6)
+    (root / "p1" / "3.png").write_bytes(b"\x89PNG not really")
+    (root / "p2" / "0.png").write_bytes((root / "p2" / "1.png").read_bytes()[:60])  # truncated
+    cfg = _folder_cfg(root, split=(0.5, 0.2, 0.3), cache_dir=str(tmp_path / "cache"))
+    fit = benchmark.train.fit
+    with pytest.raises(ConfigError) as err:
+        run(cfg, tmp_path / "runs")
+    msg = str(err.value)
+    assert msg.startswith("2 of 24 images of dataset=imagefolder cannot be read: ")
+    assert str(root / "p1" / "3.png") in msg and str(root / "p2" / "0.png") in msg and "on_bad_image=skip" in msg
+    assert benchmark.train.fit is fit
+    checks = list((tmp_path / "cache" / "image-checks").glob("*.json"))
+    assert len(checks) == 1 and len(json.loads(checks[0].read_text())) == 2  # checked once, cached
+
+    with pytest.warns(UserWarning, match="2 unreadable image"):
+        result = run(cfg.replace(on_bad_image="skip"), tmp_path / "runs")
+    assert result["status"] == "ok"
+    rdir = tmp_path / "runs" / run_id_for(cfg)
+    status = json.loads((rdir / "status.json").read_text())
+    assert {s["path"] for s in status["skipped_images"]} == {str(root / "p1" / "3.png"), str(root / "p2" / "0.png")}
+    assert all(s["reason"] for s in status["skipped_images"])
+    assert len(splits.load(rdir / "split.json")) == 22

@@ -263,3 +263,21 @@ def test_without_faiss_the_torch_search_gives_the_same_submission(folders, monke
     assert summary["files"]["index"].endswith("gallery_embeddings.npy")
     assert np.load(summary["files"]["index"]).shape == (4, 512)
     assert (tmp / "with.json").read_text() == (tmp / "without.json").read_text()
+
+
+def test_hidden_images_are_skipped_and_a_folder_as_output_is_an_error_before_any_work(folders):
+    cfg, q, g, tmp = folders
+    shutil.copyfile(sorted(g.iterdir())[0], g / ".copy.jpg")  # a valid image, but hidden
+    with pytest.warns(UserWarning, match="skipped"):
+        summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
+    assert [s["name"] for s in summary["gallery"]["skipped"]] == [".copy.jpg"]
+    assert "hidden" in summary["gallery"]["skipped"][0]["reason"]
+    assert all(".copy.jpg" not in r for r in json.loads((tmp / "s.json").read_text()).values())
+    (tmp / "out_dir").mkdir()
+    with pytest.raises(InputError, match=re.escape(f"submission path {tmp / 'out_dir'} is a folder")):
+        submit(cfg, q, g, out=tmp / "out_dir")
+    with pytest.raises(InputError, match=re.escape(f"{tmp / 'out_dir'} is a folder; give the JSON file")):
+        score_files(tmp / "out_dir", tmp / "s.json")
+    (tmp / "file").write_text("")
+    with pytest.raises(ConfigError, match="is not writable"):
+        submit(cfg, q, g, out=tmp / "file" / "s.json")

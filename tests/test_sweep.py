@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import store, sweep
-from benchmark.config import load_experiments, parse_overrides
+from benchmark import sweep
+from benchmark.config import ConfigError, load_experiments, parse_overrides
+from benchmark.results import store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["backbone=resnet18", "weights=random", "max_identities=3", "image_size=32", "resize=36",
@@ -178,3 +179,32 @@ def test_under_wandb_agent_parameters_come_from_wandb_config(tmp_path, monkeypat
     experiment, overrides = sweep.params_from_wandb("ignored-cli-name", {"weights": "random"}, str(tmp_path))
     assert experiment == "efficientnet_b0-bs8"
     assert overrides == {"seed": 2, "weights": "random"}
+
+
+def test_malformed_sweep_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: grid\nparameters:\n  experiment:\n    values: [a, b\n  lr: {value: 1}\n")
+    with pytest.raises(ConfigError, match=f"^{bad}:5: invalid YAML .*fix that line"):
+        sweep.load(bad)
+    with pytest.raises(ConfigError, match="is a folder"):
+        sweep.load(tmp_path)
+
+
+def test_a_damaged_record_is_listed_and_rerun_by_the_sweep(tmp_path, sweep_env, monkeypatch):
+    """A truncated metrics.json used to crash results/report/choose/sweep with a JSON error naming no file."""
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
+    sf, out = _sweep_file(tmp_path, EXPS[:2]), tmp_path / "out"
+    overrides = parse_overrides(TINY)
+    sweep.run_sweep(sf, out, overrides)
+    first, second = (p.run_id for p in sweep.plan(sweep.load(sf), overrides))
+    broken = out / first / "metrics.json"
+    broken.write_text(broken.read_text()[:25])
+    stored = store.load(out).set_index("run_id")
+    assert stored.loc[first, "status"] == "damaged" and stored.loc[second, "status"] == "ok"
+    assert stored.loc[first, "error"].startswith(f"damaged record: {broken} is unreadable (JSONDecodeError")
+    for flag in (False, True):  # resumed, or with --rerun-failed: the damaged run is run again, alone
+        df = sweep.run_sweep(sf, out, overrides, rerun_failed=flag)
+        assert df.set_index("run_id")["action"].to_dict() == {first: "ran", second: "skipped (recorded)"}
+        assert (df["status"] == "ok").all()
+        broken.write_text("{")

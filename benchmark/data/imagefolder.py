@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from benchmark.config import Config, ConfigError
@@ -9,8 +10,24 @@ from benchmark.config import Config, ConfigError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 
 
+def is_hidden(path: Path) -> bool:
+    """Dot-names (``.ipynb_checkpoints/``, ``.DS_Store``, macOS ``._x.jpg``) are tools' files, never data."""
+    return path.name.startswith(".")
+
+
+def visible(entries, where: Path | str) -> list[Path]:
+    """``entries`` without the hidden ones, sorted; says how many were skipped under ``where``."""
+    entries = sorted(entries)
+    hidden = [p for p in entries if is_hidden(p)]
+    if hidden:
+        warnings.warn(f"skipped {len(hidden)} hidden file(s)/folder(s) under {where} "
+                      f"(e.g. {hidden[0].name}): names starting with '.' are never images or identities",
+                      stacklevel=2)
+    return [p for p in entries if not is_hidden(p)]
+
+
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in visible(folder.iterdir(), folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def load_imagefolder(cfg: Config) -> tuple[list[str], list[str]]:
@@ -20,7 +37,7 @@ def load_imagefolder(cfg: Config) -> tuple[list[str], list[str]]:
     if not root.is_dir():
         raise ConfigError(f"data_home={root} is not a folder; expected <root>/<identity>/<image>")
     paths, identities = [], []
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+    for person in (p for p in visible(root.iterdir(), root) if p.is_dir()):
         for image in list_images(person):
             paths.append(str(image))
             identities.append(person.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.config import Config, ConfigError
+from benchmark.data.imagefolder import visible
 
 
 def lfw_root(data_home: str | None) -> Path:
@@ -29,8 +30,8 @@ def lfw_root(data_home: str | None) -> Path:
 def load_lfw(cfg: Config) -> tuple[list[str], list[str]]:
     root = lfw_root(cfg.data_home)
     paths, identities = [], []
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        for image in sorted(person.glob("*.jpg")):
+    for person in (p for p in visible(root.iterdir(), root) if p.is_dir()):
+        for image in visible(person.glob("*.jpg"), person):
             paths.append(str(image))
             identities.append(person.name)
     return paths, identities

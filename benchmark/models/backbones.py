@@ -100,6 +100,19 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def check_backbone(name: str) -> BackboneSpec:
+    """The spec of backbone ``name``, or a ConfigError listing the valid names (the one place a
+    backbone name is validated; new families extend it)."""
+    if name not in BACKBONES:
+        raise ConfigError(f"backbone={name!r} is not valid; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def head_dropout(cfg: Config) -> float:
+    """Dropout before the projection head: ``cfg.dropout``, else the backbone's default."""
+    return check_backbone(cfg.backbone).dropout if cfg.dropout is None else cfg.dropout
+
+
 def _torchvision_weights(enum: str, weights: str):
     import torchvision.models as tvm
 
@@ -147,7 +160,7 @@ def _is_enum_name(cfg: Config) -> bool:
 
 def build_backbone(cfg: Config) -> FrozenBackbone:
     """The frozen backbone of ``cfg``; fails before any training when its weights are unavailable."""
-    spec = BACKBONES[cfg.backbone]
+    spec = check_backbone(cfg.backbone)
     if cfg.weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(0)  # one fixed random network, shared by every run and the cache
@@ -174,9 +187,18 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
         raise ConfigError(f"weights={cfg.weights!r} is neither imagenet, random, a weight name of "
                           f"{cfg.backbone} nor an existing state_dict file")
     net = spec.build(None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        missing, _ = net.load_state_dict(state.get("state_dict", state), strict=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, or one holding arbitrary objects
+        raise ConfigError(f"weights file {path} cannot be read as a state_dict ({type(exc).__name__}); "
+                          "save one with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors; "
+                          "save one with torch.save(model.state_dict(), path)")
+    try:
+        missing, _ = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensors of the wrong shape: another architecture's file
         first = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()
         raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: {first}") from None

@@ -3,9 +3,9 @@ set, with seed confidence intervals, a protocol audit and the published numbers 
 
 Entry point: ``build_report(store.load(RESULTS_DIR), OUT_DIR)`` -> ``OUT_DIR/report.md``.
 
-The names below are imported on first use, so that ``benchmark.report.common`` and
-``benchmark.report.stats`` (shared with ``benchmark.choose``) can be imported without matplotlib
-and seaborn, which only ``build`` and ``figures`` need.
+The names below are imported on first use, so that importing ``benchmark.report`` costs
+nothing; matplotlib and seaborn are only needed by ``build`` and ``figures``. Seed aggregation and
+statistics live in ``benchmark.results.stats`` (shared with ``choose``).
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from benchmark.report.build import build_report
-    from benchmark.report.common import Unsupported, palette
+    from benchmark.report.common import palette
     from benchmark.report.results import ReportData, prepare
-    from benchmark.report.stats import SEPARABILITY_RULE, aggregate, protocol_audit, separability, t_ci
 
 #: public name -> the submodule that defines it
-_EXPORTS = {"build_report": "build", "Unsupported": "common", "palette": "common", "ReportData": "results",
-            "prepare": "results", "SEPARABILITY_RULE": "stats", "aggregate": "stats",
-            "protocol_audit": "stats", "separability": "stats", "t_ci": "stats"}
+_EXPORTS = {"build_report": "build", "palette": "common", "ReportData": "results", "prepare": "results"}
 
-__all__ = ["build_report", "prepare", "ReportData", "aggregate", "t_ci", "separability", "protocol_audit",
-           "SEPARABILITY_RULE", "palette", "Unsupported"]
+__all__ = ["build_report", "prepare", "ReportData", "palette"]
 
 
 def __getattr__(name: str):

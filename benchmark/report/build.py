@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.report import figures, published as pub, tables
-from benchmark.report.common import Unsupported, matches
 from benchmark.report.results import ReportData, prepare
-from benchmark.report.stats import SEPARABILITY_RULE, pooled_sd, protocol_audit
+from benchmark.results.schema import Unsupported, matches
+from benchmark.results.stats import SEPARABILITY_RULE, pooled_sd, protocol_audit
 
 
 class _Writer:

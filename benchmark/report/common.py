@@ -1,34 +1,12 @@
-"""The report's shared vocabulary: which columns are config and which are metrics, what a
-configuration is, the baseline, display names and the one colour per architecture."""
+"""The report's shared vocabulary: the baseline, the ablation keys, display names and the one
+colour per architecture (what a column *is* lives in ``benchmark.results.schema``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-
 import numpy as np
-import pandas as pd
 
-from benchmark.config import FIELDS, Config
+from benchmark.results.schema import DEFAULTS, missing, norm
 
-
-class Unsupported(Exception):
-    """This table or figure cannot be made from these results; the message says why (one line)."""
-
-
-#: Config defaults (the shared base config = the report's baseline), without building a Config
-DEFAULTS: dict = {f.name: f.default for f in dataclasses.fields(Config)}
-META = ("run_id", "status", "error", "run_dir")
-#: metric columns without a slash
-BARE_METRICS = ("score_per_minute", "best_epoch")
-#: config keys that differ between runs of one configuration without changing what it is (the
-#: seed, where the data and cache are, devices, workers, tracking): seeds are averaged, the rest
-#: ignored. Also what ``benchmark.choose`` groups runs by.
-RUN_SPECIFIC = ("seed", "device", "cache_dir", "eval_batch_size", "num_workers", "tracking",
-                "wandb_project", "wandb_group", "data_home")
-#: config keys that change the test set: configurations are only compared within one setting
-SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed")
 #: the report's controlled settings (Table 1): LR 0.001, 3 epochs, batch 32, augmentation and
 #: ImageNet normalization on, a trained head
 BASELINE = {k: DEFAULTS[k] for k in ("lr", "epochs", "batch_size", "augment", "normalize", "embedding")}
@@ -64,62 +42,6 @@ def arch_order(backbones) -> list[str]:
     """Known architectures in the report's order, then the others sorted."""
     known = [b for b in _FIXED_COLORS if b in set(map(str, backbones))]
     return known + sorted({str(b) for b in backbones} - set(known))
-
-
-def missing(v) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(isinstance(v, float) and math.isnan(v)) or (np.isscalar(v) and bool(pd.isna(v)))
-    except (TypeError, ValueError):
-        return False
-
-
-def norm(v):
-    """A hashable, comparable stand-in for a config value: NaN/None -> None, 3.0 -> 3,
-    'true' -> True, lists -> tuples (values read back from CSV or W&B compare equal)."""
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return tuple(norm(x) for x in v)
-    if missing(v):
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return int(f) if f.is_integer() else float(f"{f:.12g}")
-    if isinstance(v, str) and v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    return v
-
-
-def config_keys(df: pd.DataFrame) -> list[str]:
-    """Config keys present in ``df`` that define a configuration (seed and run-specific keys excluded)."""
-    return [k for k in FIELDS if k in df.columns and k not in RUN_SPECIFIC]
-
-
-def row_key(df: pd.DataFrame, keys=None) -> pd.Series:
-    """Per row, its values of ``keys`` (default ``config_keys(df)``: the row's configuration), each
-    ``norm``-ed, as one JSON list: equal exactly where rows agree on every key (group by it)."""
-    keys = config_keys(df) if keys is None else list(keys)
-    if df.empty:
-        return pd.Series([], index=df.index, dtype=object)
-    return df.apply(lambda r: json.dumps([norm(r[k]) for k in keys], default=str), axis=1)
-
-
-def metric_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if "/" in str(c) or c in BARE_METRICS]
-
-
-def matches(df: pd.DataFrame, settings: dict) -> pd.Series:
-    """Rows whose config equals ``settings`` on every key (a key the frame lacks counts as its default)."""
-    ok = pd.Series(True, index=df.index)
-    for k, v in settings.items():
-        col = df[k] if k in df.columns else pd.Series([DEFAULTS.get(k)] * len(df), index=df.index)
-        target = norm(v)
-        ok &= col.map(lambda x: norm(x) == target).astype(bool)
-    return ok
 
 
 def fmt_num(v, digits: int = 3) -> str:

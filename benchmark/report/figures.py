@@ -15,7 +15,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from benchmark.report import tables
-from benchmark.report.common import Unsupported, arch_name, fmt_num, missing, palette
+from benchmark.report.common import arch_name, fmt_num, palette
+from benchmark.results.schema import Unsupported, missing
 
 SCORE_LABEL = "Test score (points, 0–1000)"
 TIME_LABEL = "Time per configuration, time/cost_s (s)"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmark.report.common import Unsupported, missing
+from benchmark.results.schema import Unsupported, missing
 from benchmark.report.tables import markdown
 
 PUBLISHED = Path(__file__).with_name("published.yaml")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from benchmark.report.common import DEFAULTS, SETTING_KEYS, missing, norm, row_key
-from benchmark.report.stats import aggregate
+from benchmark.results.schema import DEFAULTS, SETTING_KEYS, missing, norm, row_key
+from benchmark.results.stats import aggregate
 
 
 @dataclass

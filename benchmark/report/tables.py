@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.report.common import (ABLATION_KEYS, BASELINE, DEFAULTS, Unsupported, arch_name,
-                                     arch_order, config_keys, describe, fmt_num, matches, missing, norm)
-from benchmark.report.stats import Separation, diff_ci, separability
+from benchmark.report.common import ABLATION_KEYS, BASELINE, arch_name, arch_order, describe, fmt_num
+from benchmark.results.schema import DEFAULTS, Unsupported, config_keys, matches, missing, norm
+from benchmark.results.stats import Separation, diff_ci, separability
 
 METRICS_T1 = ("test/top1", "test/top5", "test/top10", "test/map", "test/score", "time/cost_s")
 METRICS_T2 = ("test/score", "test/top1", "test/top5", "test/top10", "test/map")

@@ -162,3 +162,20 @@ def test_decode_names_unreadable_file(tmp_path):
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(ValueError, match=f"cannot read image {bad}"):
         decode(str(bad))
+
+
+def test_hidden_files_and_folders_are_never_images_or_identities(tmp_path):
+    """Jupyter's .ipynb_checkpoints/ (and any dot-folder or dot-file) silently became an identity."""
+    root = tmp_path / "faces"
+    img = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    for person in ("alice", "bob", ".ipynb_checkpoints", ".trash"):
+        (root / person).mkdir(parents=True)
+        for i in range(2):
+            img.save(root / person / f"{i}.png")
+    img.save(root / "alice" / "._0.png")  # macOS resource fork
+    with pytest.warns(UserWarning) as caught:
+        df = load_dataset(Config(dataset="imagefolder", data_home=str(root), min_faces_per_person=1))
+    assert df["identity"].value_counts().sort_index().to_dict() == {"alice": 2, "bob": 2}
+    messages = [str(w.message) for w in caught]
+    assert any(f"skipped 2 hidden file(s)/folder(s) under {root}" in m for m in messages)
+    assert any("skipped 1 hidden file(s)/folder(s)" in m and "._0.png" in m for m in messages)

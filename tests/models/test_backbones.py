@@ -11,7 +11,7 @@ import torch
 
 from benchmark.config import Config, ConfigError
 from benchmark.models import backbones
-from benchmark.models.backbones import BACKBONES, build_backbone
+from benchmark.models.backbones import BACKBONES, build_backbone, check_backbone, head_dropout
 from benchmark.models.head import HeadClassifier, ProjectionHead, embed
 
 DECLARED_DIMS = {"resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280, "vit_b_16": 768,
@@ -138,3 +138,28 @@ def test_projection_head():
     torch.testing.assert_close(plain, x / x.norm(dim=1, keepdim=True))
     model = HeadClassifier(32, 3, 8)
     assert model(x).shape == (5, 3)
+
+
+def test_backbone_name_is_validated_by_the_registry():
+    with pytest.raises(ConfigError) as err:
+        check_backbone("resnet999")
+    assert str(err.value) == f"backbone='resnet999' is not valid; choose one of: {', '.join(BACKBONES)}"
+    assert check_backbone("resnet18") is BACKBONES["resnet18"]
+
+
+def test_head_dropout_is_the_backbones_default_unless_set():
+    assert head_dropout(Config()) == 0.2  # EfficientNet-B0, as in the report
+    assert head_dropout(Config(backbone="resnet18")) == 0.0
+    assert head_dropout(Config(dropout=0.5)) == 0.5
+
+
+def test_config_module_is_a_leaf():
+    """config.py imports nothing of the pipeline (it used to import the registry, and vice versa)."""
+    import ast
+
+    import benchmark.config
+
+    tree = ast.parse(open(benchmark.config.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("benchmark")}

@@ -6,7 +6,8 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.container import BarContainer, ErrorbarContainer
 
-from benchmark.report import Unsupported, figures, palette, prepare, tables
+from benchmark.report import figures, palette, prepare, tables
+from benchmark.results.schema import Unsupported
 
 matplotlib.use("Agg")
 

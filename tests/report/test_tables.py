@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark.report import Unsupported, prepare, published, tables
+from benchmark.report import prepare, published, tables
+from benchmark.results.schema import Unsupported
 
 from synthetic_results import ok_closed
 

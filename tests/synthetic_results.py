@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmark import record
+from benchmark.results import record
 from benchmark.config import dump_yaml
 
 #: closed-set test score of seed 0 (Table 2 / text of the report where it gives one)

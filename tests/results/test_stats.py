@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from benchmark.report import prepare
-from benchmark.report.stats import aggregate, diff_ci, pooled_sd, protocol_audit, separability, t_ci
+from benchmark.results.stats import aggregate, diff_ci, pooled_sd, protocol_audit, separability, t_ci
 
 from synthetic_results import SEEDED, ok_closed
 

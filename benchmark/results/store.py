@@ -1,39 +1,35 @@
 """The results store: a folder of run records (``<dir>/<run_id>/``) read as one DataFrame.
 
-One row per run: ``run_id``, ``status`` (ok | failed), ``error``, every config key (bare names:
-``backbone``, ``lr``, ``seed`` ...) and every metric (slash names: ``val/score``, ``test/top1``,
-``time/cost_s`` ...). Runs pulled from a W&B sweep are converted to the same shape (``from_wandb_runs``).
+One row per run (columns: ``benchmark.results.schema``): ``run_id``, ``status`` (ok | failed |
+damaged), ``error``, every config key (bare names: ``backbone``, ``lr``, ``seed`` ...) and every
+metric (slash names: ``val/score``, ``test/top1``, ``time/cost_s`` ...). Runs pulled from a W&B
+sweep are converted to the same shape (``from_wandb_runs``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from benchmark import record
+from benchmark.config import ConfigError
+from benchmark.results.record import RunRecord
 
 
 def load(directory: Path | str) -> pd.DataFrame:
+    """Every finished record of ``directory`` as a row; an unreadable one is a ``damaged`` row."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"results folder {directory} does not exist")
+        what = "is a file, not a folder" if directory.exists() else "does not exist"
+        raise ConfigError(f"results folder {directory} {what}; give the --out folder of a `benchmark run` or "
+                          "`benchmark sweep`")
     return pd.DataFrame([read_record(run_dir) for run_dir in sorted(directory.iterdir())
-                         if run_dir.is_dir() and not run_dir.name.startswith(".") and record.is_complete(run_dir)])
+                         if run_dir.is_dir() and not run_dir.name.startswith(".") and RunRecord(run_dir).is_complete()])
 
 
 def read_record(run_dir: Path) -> dict:
-    """One finished run record as a flat row (status, config keys, metrics)."""
-    st = record.status(run_dir)
-    row = {"run_id": run_dir.name, "status": st["status"], "error": st.get("error"), "run_dir": str(run_dir)}
-    cfg_file = run_dir / "config.yaml"
-    if cfg_file.exists():
-        row |= _flat_config(yaml.safe_load(cfg_file.read_text()))
-    if (run_dir / record.METRICS).exists():
-        row |= json.loads((run_dir / record.METRICS).read_text())
-    return row
+    """One finished run record as a flat row (status, config keys, metrics); see ``RunRecord.row``."""
+    return RunRecord(run_dir).row()
 
 
 def _flat_config(cfg: dict) -> dict:

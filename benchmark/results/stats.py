@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmark.report.common import (Unsupported, config_keys, metric_columns, missing, norm, row_key,
-                                     SETTING_KEYS)
+from benchmark.results.schema import (SETTING_KEYS, Unsupported, config_keys, metric_columns, missing, norm,
+                                      row_key)
 
 #: the rule for "not separable", written into the report
 SEPARABILITY_RULE = (

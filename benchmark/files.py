@@ -1,0 +1,105 @@
+"""The package's one lock and one atomic write (records, claims, cache entries, submissions).
+
+Both are plain POSIX mechanisms that survive ``kill -9``: a lock is ``flock`` on an open file, which
+the operating system releases when its holder dies; an atomic write builds the result under a
+hidden ``.tmp-<name>-<pid>`` sibling and renames it into place, so readers see the old result or
+the new one, never half of one, and ``clean_stale`` can tell a dead writer's leftovers by its pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmark.config import ConfigError
+
+
+@contextmanager
+def locked(path: Path | str, blocking: bool = True):
+    """Hold an exclusive lock on ``path`` (created if needed); yields whether it was acquired
+    (always True when ``blocking``; False when another process holds it)."""
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_path(final: Path | str, directory: bool = False):
+    """Yield a temporary sibling of ``final`` to fill (a folder when ``directory``); on success it
+    replaces ``final`` in one rename (an existing folder is swapped out only once the new one is
+    whole); on error it is removed and ``final`` is untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    _remove(tmp)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if directory and final.exists():
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_atomic(path: Path | str, content: str | bytes) -> Path:
+    """Write one file atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return Path(path)
+
+
+def check_writable(folder: Path | str, what: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it: called before any work,
+    so an unwritable output or cache folder fails in a second, not after training."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another folder "
+                          "or fix its permissions") from None
+    return folder
+
+
+def clean_stale(folder: Path | str) -> None:
+    """Remove the temporary files and folders of ``atomic_path`` writers that died before their rename."""
+    for tmp in [*Path(folder).glob(".tmp-*"), *Path(folder).glob(".old-*")]:
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

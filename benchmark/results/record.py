@@ -1,0 +1,172 @@
+"""Run records on disk, the source of truth: ``<out>/<run_id>/`` (files: ``schema.FILES``).
+
+``RunRecord`` is the one reader and writer of a record. A record is assembled in a hidden
+temporary folder and renamed into place (``benchmark.files.atomic_path``), so a killed run leaves
+no half record. ``metrics.json`` exists exactly when the run succeeded; a failed run's record has
+``status.json`` with its error instead. Every read is validated: a file that is missing, truncated
+or malformed raises ``RecordError`` naming the file, and ``row()`` turns that into a *damaged* run
+(listed, rerun by the sweep) instead of a crash of every command that reads the folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmark.config import ConfigError, from_dict
+from benchmark.files import atomic_path
+from benchmark.results import schema
+
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "faiss-cpu", "wandb", "pillow")
+EMBEDDING_ARRAYS = ("embeddings", "labels", "identities", "paths")
+
+
+class RecordError(ConfigError):
+    """A record file that is missing, unreadable or invalid; the message names the file (a
+    ConfigError: the command line reports it in one line)."""
+
+
+class RunRecord:
+    """The record folder of one run."""
+
+    def __init__(self, run_dir: Path | str):
+        self.dir = Path(run_dir)
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    @classmethod
+    def write(cls, out_dir: Path | str, run_id: str, files: dict[str, str | bytes], status_doc: dict) -> RunRecord:
+        """Write ``files`` and ``status.json`` as ``out_dir/run_id`` in one atomic rename (a previous
+        record, on ``--rerun``, is swapped out only once the new one is whole)."""
+        with atomic_path(Path(out_dir) / run_id, directory=True) as tmp:
+            for name, content in {**files, schema.STATUS: json.dumps(status_doc, indent=1)}.items():
+                (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return cls(Path(out_dir) / run_id)
+
+    def is_complete(self) -> bool:
+        """A finished record (ok or failed) exists for this run."""
+        return (self.dir / schema.STATUS).exists()
+
+    def _read(self, name: str, parse):
+        path = self.dir / name
+        if not path.is_file():
+            raise RecordError(f"{path} is missing")
+        try:
+            return parse(path)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise RecordError(f"{path} is unreadable ({type(exc).__name__}: {first})") from None
+
+    def status(self) -> dict:
+        def parse(path):
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict) or doc.get("status") not in ("ok", "failed"):
+                raise ValueError("no 'status' of ok or failed")
+            return doc
+        return self._read(schema.STATUS, parse)
+
+    def config(self) -> dict:
+        """The run's full config (validated, as ``Config.to_dict``)."""
+        def parse(path):
+            try:
+                return from_dict(yaml.safe_load(path.read_text()) or {}).to_dict()
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self._read(schema.CONFIG, parse)
+
+    def metrics(self) -> dict:
+        return self._read(schema.METRICS, lambda p: schema.check_metrics(json.loads(p.read_text())))
+
+    def history(self) -> pd.DataFrame:
+        """One row per epoch (``epoch``, ``train/loss``, val metrics, ``epoch_s``); empty without training."""
+        def parse(path):
+            try:
+                return pd.read_csv(path)
+            except pd.errors.EmptyDataError:  # embedding=backbone: no epoch, an empty file
+                return pd.DataFrame()
+        return self._read(schema.HISTORY, parse)
+
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """Test embeddings with their labels, identities and image paths (one row each)."""
+        def parse(path):
+            with np.load(path, allow_pickle=False) as z:
+                out = {k: z[k] for k in EMBEDDING_ARRAYS}
+            if out["embeddings"].ndim != 2 or len({len(v) for v in out.values()}) != 1:
+                raise ValueError(f"arrays of different lengths: {({k: v.shape for k, v in out.items()})}")
+            return out
+        return self._read(schema.EMBEDDINGS, parse)
+
+    def split(self) -> dict:
+        return self._read(schema.SPLIT, lambda p: json.loads(p.read_text()))
+
+    def environment(self) -> dict:
+        return self._read(schema.ENVIRONMENT, lambda p: json.loads(p.read_text()))
+
+    def row(self) -> dict:
+        """The run as one flat row of the results table (``schema``): status, config keys, metrics.
+        A record that cannot be read is a row with status ``damaged`` and the reason as its error."""
+        row = {"run_id": self.run_id, "run_dir": str(self.dir)}
+        try:
+            st = self.status()
+            row |= {"status": st["status"], "error": st.get("error"), "warnings": _joined(st.get("warnings"))}
+            row |= {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.config().items()}
+            if st["status"] == "ok":
+                row |= self.metrics()
+        except RecordError as exc:
+            row |= {"status": "damaged", "error": f"damaged record: {exc}"}
+        return row
+
+
+def _joined(notes) -> str | None:
+    return "; ".join(notes) if notes else None
+
+
+def write(out_dir: Path | str, run_id: str, files: dict[str, str | bytes], status_doc: dict) -> Path:
+    """``RunRecord.write``, returning the record's folder."""
+    return RunRecord.write(out_dir, run_id, files, status_doc).dir
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """Arrays as the bytes of a compressed ``.npz`` (``embeddings.npz``)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device) -> dict:
+    """Facts needed to trust or reproduce a number: versions, device, commit, host."""
+    import torch  # only a run that has torch loaded writes this; reading records stays torch-free
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    gpu = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
+            "device": str(device), "gpu": gpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "git_commit": _git_commit(), "packages": versions, "argv": sys.argv,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
