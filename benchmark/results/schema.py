@@ -1,0 +1,147 @@
+"""The one definition of what a run record holds and what the results table looks like.
+
+A record is a folder ``<results>/<run_id>/`` of the files in ``FILES``; the results table
+(``benchmark.results.store.load``) has one row per run: the ``META`` columns, every config key
+(bare names: ``backbone``, ``lr`` ...) and every metric (slash names ``val/score``,
+``test/top1``, ``time/cost_s`` ..., plus ``BARE_METRICS``). A metric that could not be computed
+is *missing* (null in ``metrics.json``, NaN in the table), never 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+
+import numpy as np
+import pandas as pd
+
+from benchmark.config import FIELDS, Config
+
+CONFIG, METRICS, HISTORY = "config.yaml", "metrics.json", "history.csv"
+EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS = "embeddings.npz", "split.json", "environment.json", "status.json"
+#: every file a successful record has (a failed one: config.yaml and status.json)
+FILES = (CONFIG, METRICS, HISTORY, EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS)
+#: ``damaged``: a record file could not be read or is invalid (set when reading; the sweep reruns it)
+STATUSES = ("ok", "failed", "damaged")
+META = ("run_id", "status", "error", "run_dir", "warnings")
+#: metric columns without a slash; ``diverged``: the training loss blew up (``benchmark.divergence``)
+BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
+#: per-split retrieval metrics that need at least one query with a same-identity item
+SPLITS = ("val", "test")
+#: per-split facts: what its metrics are measured on (``split_facts``); known even when nothing is scorable
+SPLIT_FACTS = ("n_queries", "n_gallery", "positives")
+
+#: Config defaults (the shared base config = the report's baseline), without building a Config
+DEFAULTS: dict = {f.name: f.default for f in dataclasses.fields(Config)}
+#: config keys that differ between runs of one configuration without changing what it is (the
+#: seed, where the data and cache are, devices, workers, tracking): seeds are averaged, the rest
+#: ignored. Also what ``benchmark.choose`` groups runs by.
+RUN_SPECIFIC = ("seed", "device", "cache_dir", "eval_batch_size", "num_workers", "tracking",
+                "wandb_project", "wandb_group", "data_home")
+#: config keys that change the test set: configurations are only compared within one setting
+SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed")
+
+
+class Unsupported(Exception):
+    """This table, figure or statistic cannot be made from these results; the message says why (one line)."""
+
+
+def split_facts(labels) -> dict:
+    """What a split's retrieval numbers are measured on (every item queries all the others):
+    ``n_gallery`` items searched per query and ``positives``, the mean number of same-identity items
+    among them. A score on 1 positive among 79 is a different task from one on 2 among 119."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    n = int(counts.sum())
+    return {"n_gallery": n - 1, "positives": float((counts * (counts - 1)).sum() / n) if n else math.nan}
+
+
+def unscorable(metrics: dict) -> list[str]:
+    """The splits of ``metrics`` whose retrieval metrics could not be computed: no query has a
+    same-identity item (``<split>/n_queries`` = 0)."""
+    return [s for s in SPLITS if metrics.get(f"{s}/n_queries") == 0]
+
+
+def mark_missing(metrics: dict) -> tuple[dict, list[str]]:
+    """``metrics`` with every metric of an unscorable split (and what derives from it) set to None,
+    plus one warning per such split: a number that could not be computed must not read as 0."""
+    out, notes = dict(metrics), []
+    for split in unscorable(metrics):
+        for k in out:
+            if k.startswith(f"{split}/") and k.split("/", 1)[1] not in SPLIT_FACTS:
+                out[k] = None
+        if split == "test":
+            out["score_per_minute"] = None
+        notes.append(f"{split} has no scorable queries (no {split} image has another image of its identity in "
+                     f"{split}): its metrics are missing, not 0; raise the {split} fraction of `split` or "
+                     "min_faces_per_person")
+    return out, notes
+
+
+def check_metrics(metrics) -> dict:
+    """``metrics.json`` content validated: a mapping of names to plain numbers or null (NaN -> None)."""
+    if not isinstance(metrics, dict):
+        raise ValueError(f"expected a mapping of metric names to numbers, got a {type(metrics).__name__}")
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (bool, np.bool_)) or not (v is None or isinstance(v, numbers.Real)):
+            raise ValueError(f"metric {k!r} = {v!r} is not a number")
+        out[k] = None if v is None or math.isnan(v) else int(v) if isinstance(v, numbers.Integral) else float(v)
+    return out
+
+
+def missing(v) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(isinstance(v, float) and math.isnan(v)) or (np.isscalar(v) and bool(pd.isna(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def norm(v):
+    """A hashable, comparable stand-in for a config value: NaN/None -> None, 3.0 -> 3,
+    'true' -> True, lists -> tuples (values read back from CSV or W&B compare equal)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(norm(x) for x in v)
+    if missing(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return int(f) if f.is_integer() else float(f"{f:.12g}")
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return v
+
+
+def config_keys(df: pd.DataFrame) -> list[str]:
+    """Config keys present in ``df`` that define a configuration (seed and run-specific keys excluded)."""
+    return [k for k in FIELDS if k in df.columns and k not in RUN_SPECIFIC]
+
+
+def row_key(df: pd.DataFrame, keys=None) -> pd.Series:
+    """Per row, its values of ``keys`` (default ``config_keys(df)``: the row's configuration), each
+    ``norm``-ed, as one JSON list: equal exactly where rows agree on every key (group by it)."""
+    keys = config_keys(df) if keys is None else list(keys)
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    return df.apply(lambda r: json.dumps([norm(r[k]) for k in keys], default=str), axis=1)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if "/" in str(c) or c in BARE_METRICS]
+
+
+def matches(df: pd.DataFrame, settings: dict) -> pd.Series:
+    """Rows whose config equals ``settings`` on every key (a key the frame lacks counts as its default)."""
+    ok = pd.Series(True, index=df.index)
+    for k, v in settings.items():
+        col = df[k] if k in df.columns else pd.Series([DEFAULTS.get(k)] * len(df), index=df.index)
+        target = norm(v)
+        ok &= col.map(lambda x: norm(x) == target).astype(bool)
+    return ok
