@@ -6,7 +6,9 @@ cached (default): features computed once into the on-disk feature cache, shared 
     augmentation becomes a bank of views drawn from the same distribution as online augmentation
     (seed 0: epoch e trains on view e of each training image; other seeds: a per-image
     permutation of the bank's ``aug_views`` views), eval features once per backbone and
-    preprocessing. Head training then runs on the cached features on the device.
+    preprocessing. Whatever a run needs and the cache lacks comes from one streaming pass over
+    the images (``features.extract_views``). Head training then runs on the cached features on
+    the device.
 
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
@@ -22,9 +24,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark import decoders
+from benchmark.augment import random_resized_crop_flip
 from benchmark.cache import FeatureCache
 from benchmark.config import Config
-from benchmark.features import content_hash, decode_all, extract, forward, precision
+from benchmark.features import View, content_hash, extract_views, forward, precision
 from benchmark.models.backbones import FrozenBackbone
 from benchmark.transforms import decode, eval_view, train_view, view_seed
 
@@ -71,7 +75,6 @@ class CachedEngine(Engine):
         super().__init__(cfg, backbone, df, device)
         self.cache = cache or FeatureCache(cfg.cache_dir)
         self.paths = df["path"].tolist()
-        self._images: list[torch.Tensor] | None = None
         self._views: dict[int, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
@@ -79,45 +82,58 @@ class CachedEngine(Engine):
             "backbone": cfg.backbone, "weights": backbone.weights_id, "normalize": cfg.normalize,
             "mean": list(backbone.spec.mean) if cfg.normalize else None,
             "std": list(backbone.spec.std) if cfg.normalize else None,
-            "resize": cfg.resize, "image_size": cfg.image_size, "precision": precision(device),
+            "resize": cfg.resize, "image_size": cfg.image_size,
+            "precision": f"{device.type}-{precision(cfg, device)}",
+            "decoder": decoders.resolve(cfg.decoder, device),
         }
 
-    def images(self) -> list[torch.Tensor]:
-        if self._images is None:
-            self._images = decode_all(self.paths, self.device, self.cfg.num_workers)
-        return self._images
+    def _entry(self, view: str | int) -> tuple[dict, View]:
+        """Cache key and pass output of the eval view (every image of the dataset, shared by all
+        splits and protocols) or of bank view ``view`` (the training images; its pixels depend only
+        on the view index and the image, so the bank is shared by all seeds and runs)."""
+        cfg = self.cfg
+        if view == "eval":
+            index = np.arange(len(self.paths))
+            return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
+                    View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
+        train_paths = [self.paths[i] for i in self.train_idx]
+        return ({**self.base_key, "images": content_hash(train_paths), "view": view, "augment": "rrc+hflip"},
+                View(self.train_idx, lambda images, rows: random_resized_crop_flip(
+                    images, view_seed(0, view, rows), cfg.image_size)))
 
-    def _get(self, key: dict, compute) -> torch.Tensor:
+    def _load(self, names: list[str | int]) -> None:
+        """Read ``names`` from the cache; what is missing comes from ONE pass over the images."""
+        entries = [self._entry(n) for n in names]
         t0 = time.perf_counter()
-        entry = self.cache.get_or_compute(key, compute, {"dataset": self.cfg.dataset})
+        got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
+            self.backbone, self.paths, [entries[i][1] for i in missing], self.cfg,
+            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})"),
+            {"dataset": self.cfg.dataset})
         self.fetch_s += time.perf_counter() - t0
-        self.features_s += entry["cost_s"]
-        return entry["features"].to(self.device)
+        for name, entry in zip(names, got):
+            self.features_s += entry["cost_s"]
+            features = entry["features"].to(self.device)
+            if name == "eval":
+                self._eval = features
+            else:
+                self._views[name] = features
+
+    def _needed(self) -> list[str | int]:
+        """Everything this run will read: the eval view, and the bank views its epochs show."""
+        if not self.cfg.augment:
+            return ["eval"]
+        size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
+        return ["eval", *range(size)]
 
     def eval_all(self) -> torch.Tensor:
-        """Eval-view features of every image of the dataset (shared by all splits and protocols)."""
         if self._eval is None:
-            key = {**self.base_key, "images": content_hash(self.paths), "view": "eval"}
-            self._eval = self._get(key, lambda: extract(
-                self.backbone, self.images(), lambda i, img: eval_view(img, self.cfg), self.cfg,
-                f"features {self.cfg.backbone} eval"))
+            self._load([n for n in self._needed() if n not in self._views])
         return self._eval
 
     def bank_view(self, view: int) -> torch.Tensor:
-        """Features of augmented view ``view`` of every training image. The bank is shared by
-        all seeds and runs (its pixels depend only on the view index and the image)."""
         if view not in self._views:
-            train_paths = [self.paths[i] for i in self.train_idx]
-            key = {**self.base_key, "images": content_hash(train_paths), "view": view, "augment": "rrc+hflip"}
-            idx = self.train_idx
-
-            def compute():
-                images = self.images()
-                return extract(self.backbone, [images[i] for i in idx],
-                               lambda j, img: train_view(img, self.cfg, view_seed(0, view, j)),
-                               self.cfg, f"features {self.cfg.backbone} view {view}")
-
-            self._views[view] = self._get(key, compute)
+            needed = self._needed() if view in self._needed() else [view]
+            self._load([n for n in needed if n not in self._views and (n != "eval" or self._eval is None)])
         return self._views[view]
 
     def views_for(self, epoch: int) -> np.ndarray:

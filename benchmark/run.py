@@ -1,7 +1,7 @@
 """One benchmark run: dataset -> split -> features -> head -> embeddings -> retrieval -> metrics -> record.
 
 Metrics keys (flat, in ``metrics.json`` and the W&B summary):
-``val/{top1,top5,top10,map,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
+``val/{top1,top5,top10,map,map_at_r,r_precision,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
 ``time/train_s`` (head training incl. per-epoch validation, without the time spent obtaining
 features), ``time/fetch_s`` (what this run spent obtaining features: extraction or a cache read),
 ``time/total_s`` (the whole run), ``time/features_s`` (what the frozen features this run uses cost to

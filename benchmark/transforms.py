@@ -38,19 +38,16 @@ def eval_view(img: torch.Tensor, cfg: Config) -> torch.Tensor:
 _AUGMENT_CACHE: dict[int, v2.Compose] = {}
 
 
-def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch.Tensor:
-    """A random augmented view; ``seed`` makes it reproducible (one view per image, epoch and seed)."""
+def train_view(img: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """A random augmented view (the reference engine's online augmentation; the cached engine's
+    bank draws the same crops per batch, ``benchmark.augment``)."""
     if not cfg.augment:
         return eval_view(img, cfg)
     aug = _AUGMENT_CACHE.get(cfg.image_size)
     if aug is None:
         aug = _AUGMENT_CACHE[cfg.image_size] = v2.Compose(
             [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()])
-    if seed is None:
-        return aug(img)
-    with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stream stays untouched
-        torch.default_generator.manual_seed(seed)
-        return aug(img)
+    return aug(img)
 
 
 def to_input(batch: torch.Tensor, cfg: Config, mean, std) -> torch.Tensor:
