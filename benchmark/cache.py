@@ -1,8 +1,19 @@
-"""On-disk, content-addressed feature cache shared by all runs and processes.
+"""On-disk, content-addressed feature cache shared by all runs, processes and machines.
 
 An entry's file name is the hash of its key (every input that changes a feature). Writes are atomic
-(write a temporary file, then rename); a per-entry lock makes concurrent processes compute an entry
-once; a checksum detects partial or corrupt files, which are recomputed.
+(write a uniquely named temporary file in the same folder, then rename); a checksum detects partial
+or corrupt files, which are recomputed.
+
+Locking semantics: computing an entry holds an exclusive lock on ``<entry>.lock`` (``_locked``:
+``fcntl.flock``); a process that needs several missing entries (one feature pass makes them all)
+takes their locks in file-name order, so processes never deadlock, and re-reads each entry under
+its lock, so an entry is computed once. Readers take no lock: a rename is atomic, so they see the
+whole old state or the whole new file. Across machines sharing the folder (several ``wandb agent``s
+on a network filesystem) this holds where the filesystem carries the lock to every client: NFSv4,
+NFSv3 with lockd (Linux maps ``flock`` to NFS byte-range locks), CephFS, Lustre/GPFS mounted with
+flock. Where it does not (NFS mounted ``nolock``, most FUSE/object-store mounts) the lock is per
+machine: each machine may compute an entry once, the last rename wins, and since every writer
+computes the same key the results are the same; readers are never served half a file.
 """
 
 from __future__ import annotations
@@ -12,7 +23,8 @@ import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
+import uuid
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -69,22 +81,38 @@ class FeatureCache:
 
     def get_or_compute(self, key: dict, compute: Callable[[], torch.Tensor]) -> dict:
         """``{"features", "cost_s", "hit"}``; ``cost_s`` is what computing it took, even on a hit."""
+        return self.get_or_compute_many([key], lambda missing: [compute()])[0]
+
+    def get_or_compute_many(self, keys: list[dict],
+                            compute: Callable[[list[int]], list[torch.Tensor]]) -> list[dict]:
+        """Entries for ``keys``; ``compute(missing)`` makes the features of ``keys[i]`` for every i in
+        ``missing`` in one go (one pass over the images). Its time is shared among them by rows."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.path(key)
-        entry = self._read(path, key)
-        if entry is None:
-            with _locked(path.with_suffix(".lock")):
-                entry = self._read(path, key)  # another process may have written it meanwhile
-                if entry is None:
-                    t0 = time.perf_counter()
-                    features = compute().detach().cpu().contiguous()  # keeps its dtype
-                    entry = {"key": key, "features": features, "checksum": _checksum(features),
-                             "cost_s": time.perf_counter() - t0, "created": time.time()}
-                    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-                    torch.save(entry, tmp)
-                    os.replace(tmp, path)
-                    return {**entry, "hit": False}
-        return {**entry, "hit": True}
+        paths = [self.path(k) for k in keys]
+        entries = [self._read(p, k) for p, k in zip(paths, keys)]
+        hit = [e is not None for e in entries]
+        if all(hit):
+            return [{**e, "hit": True} for e in entries]
+        todo = sorted((i for i, e in enumerate(entries) if e is None), key=lambda i: paths[i].name)
+        with ExitStack() as locks:
+            for i in todo:  # one global order: no two processes wait on each other
+                locks.enter_context(_locked(paths[i].with_suffix(".lock")))
+            for i in todo:  # another process may have written it meanwhile
+                entries[i] = self._read(paths[i], keys[i])
+            missing = [i for i in todo if entries[i] is None]
+            if missing:
+                t0 = time.perf_counter()
+                features = [f.detach().cpu().contiguous() for f in compute(missing)]  # keep their dtype
+                cost = time.perf_counter() - t0
+                rows = sum(len(f) for f in features) or 1
+                for i, f in zip(missing, features):
+                    entries[i] = {"key": keys[i], "features": f, "checksum": _checksum(f),
+                                  "cost_s": cost * len(f) / rows, "created": time.time()}
+                    tmp = paths[i].with_name(f"{paths[i].name}.tmp{uuid.uuid4().hex}")  # unique across machines
+                    torch.save(entries[i], tmp)
+                    os.replace(tmp, paths[i])
+        computed = set(missing)
+        return [{**e, "hit": i not in computed} for i, e in enumerate(entries)]
 
     def entries(self) -> list[dict]:
         out = []

@@ -120,6 +120,14 @@ class Config:
     #: feature-extraction batch size (no effect on results)
     eval_batch_size: int = 64
     num_workers: int = 2
+    # --- scale and GPU fast paths (issue 11): chosen independently of the device, so the CPU runs the
+    # same code a GPU does; both are part of every feature-cache key -------------------------------
+    #: image decoder of the feature pass: pil | torchvision (libjpeg on CPU, nvjpeg on CUDA; a file it
+    #: cannot decode falls back to pil, counted and logged) | auto = torchvision on CUDA, pil on CPU
+    decoder: str = field(default="auto", metadata=_choices("auto", "pil", "torchvision"))
+    #: backbone arithmetic: fp32 | bf16 (autocast, on CPU too) | auto = bf16 for the cached engine on
+    #: CUDA, fp32 otherwise (the reference engine is the oracle: fp32 unless bf16 is asked for)
+    precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16"))
     # --- tracking -------------------------------------------------------------------------------
     tracking: str = field(default="auto", metadata=_choices("auto", "wandb", "none"))
     wandb_project: str = "retrieval-ablations"

@@ -6,7 +6,9 @@ cached (default): features computed once into the on-disk feature cache, shared 
     augmentation becomes a bank of views drawn from the same distribution as online augmentation
     (seed 0: epoch e trains on view e of each training image; other seeds: a per-image
     permutation of the bank's ``aug_views`` views), eval features once per backbone and
-    preprocessing. Head training then runs on the cached features on the device.
+    preprocessing. Whatever a run needs and the cache lacks comes from one streaming pass over
+    the images (``features.extract_views``). Head training then runs on the cached features on
+    the device.
 
 With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``backbones.split``):
 "features" are then the frozen part's boundary activations, which the cached engine stores in
@@ -29,9 +31,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark import decoders
+from benchmark.augment import random_resized_crop_flip
 from benchmark.cache import FeatureCache
 from benchmark.config import Config, ConfigError
-from benchmark.features import content_hash, decode_all, extract, forward, output_shape, precision
+from benchmark.features import View, content_hash, extract_views, forward, output_shape, precision
 from benchmark.models.backbones import FrozenBackbone, split
 from benchmark.training.sampling import batch_order
 from benchmark.transforms import POLICY_KEYS, decode, eval_view, train_view, view_seed
@@ -85,7 +89,6 @@ class CachedEngine(Engine):
         super().__init__(cfg, backbone, df, device)
         self.cache = cache or FeatureCache(cfg.cache_dir)
         self.paths = df["path"].tolist()
-        self._images: list[torch.Tensor] | None = None
         self._views: dict[int, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
@@ -93,7 +96,9 @@ class CachedEngine(Engine):
             "backbone": cfg.backbone, "weights": backbone.weights_id, "normalize": cfg.normalize,
             "mean": list(backbone.spec.mean) if cfg.normalize else None,
             "std": list(backbone.spec.std) if cfg.normalize else None,
-            "resize": cfg.resize, "image_size": cfg.image_size, "precision": precision(device),
+            "resize": cfg.resize, "image_size": cfg.image_size,
+            "precision": f"{device.type}-{precision(cfg, device)}",
+            "decoder": decoders.resolve(cfg.decoder, device),
         }
         self.dtype = torch.float32
         if cfg.trainable_blocks:  # boundary activations instead of features
@@ -101,27 +106,49 @@ class CachedEngine(Engine):
             self.base_key |= {"trainable_blocks": cfg.trainable_blocks, "dtype": cfg.boundary_dtype}
             self._space_checked = False
 
-    def images(self) -> list[torch.Tensor]:
-        if self._images is None:
-            self._images = decode_all(self.paths, self.device, self.cfg.num_workers)
-        return self._images
+    def _entry(self, view: str | int) -> tuple[dict, View]:
+        """Cache key and pass output of the eval view (every image of the dataset, shared by all
+        splits and protocols) or of bank view ``view`` (the training images; its pixels depend only
+        on the view index and the image, so the bank is shared by all seeds and runs)."""
+        cfg = self.cfg
+        if view == "eval":
+            index = np.arange(len(self.paths))
+            return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
+                    View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
+        train_paths = [self.paths[i] for i in self.train_idx]
+        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.augment)
+            def pixels(images, rows):
+                return random_resized_crop_flip(images, view_seed(0, view, rows), cfg.image_size)
+        else:  # the policy of transforms.py, one seeded view per image
+            def pixels(images, rows):
+                return torch.stack([train_view(img, cfg, view_seed(0, view, int(r))) for img, r in zip(images, rows)])
+        return ({**self.base_key, "images": content_hash(train_paths), "view": view,
+                 "augment": POLICY_KEYS[cfg.augment]}, View(self.train_idx, pixels))
 
-    def _get(self, key: dict, compute) -> torch.Tensor:
+    def _load(self, names: list[str | int]) -> None:
+        """Read ``names`` from the cache; what is missing comes from ONE pass over the images."""
+        entries = [self._entry(n) for n in names]
         if self.cfg.trainable_blocks and not self._space_checked:
             self._check_space()
         t0 = time.perf_counter()
-        entry = self.cache.get_or_compute(key, compute)
+        got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
+            self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
+            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype))
         self.fetch_s += time.perf_counter() - t0
-        self.features_s += entry["cost_s"]
-        return entry["features"].to(self.device)
+        for name, entry in zip(names, got):
+            self.features_s += entry["cost_s"]
+            features = entry["features"].to(self.device)
+            if name == "eval":
+                self._eval = features
+            else:
+                self._views[name] = features
 
-    def _eval_key(self) -> dict:
-        return {**self.base_key, "images": content_hash(self.paths), "view": "eval"}
-
-    def _view_key(self, view: int) -> dict:
-        train_paths = [self.paths[i] for i in self.train_idx]
-        return {**self.base_key, "images": content_hash(train_paths), "view": view,
-                "augment": POLICY_KEYS[self.cfg.augment]}
+    def _needed(self) -> list[str | int]:
+        """Everything this run will read: the eval view, and the bank views its epochs show."""
+        if self.cfg.augment == "none":
+            return ["eval"]
+        size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
+        return ["eval", *range(size)]
 
     def _check_space(self) -> None:
         """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
@@ -129,10 +156,7 @@ class CachedEngine(Engine):
         self._space_checked = True
         shape = output_shape(self.frozen, self.cfg)
         per_image = int(np.prod(shape)) * self.dtype.itemsize
-        needed = [(self._eval_key(), len(self.paths))]
-        if self.cfg.augment != "none":
-            views = np.unique([self.views_for(e) for e in range(self.cfg.epochs)])
-            needed += [(self._view_key(int(v)), len(self.train_idx)) for v in views]
+        needed = [(key, len(view.index)) for key, view in map(self._entry, self._needed())]
         total = sum(n for _, n in needed) * per_image
         missing = sum(n for key, n in needed if not self.cache.path(key).exists()) * per_image
         self.cache.root.mkdir(parents=True, exist_ok=True)
@@ -151,26 +175,14 @@ class CachedEngine(Engine):
                 "(no cache, slower)")
 
     def eval_all(self) -> torch.Tensor:
-        """Eval-view features of every image of the dataset (shared by all splits and protocols)."""
         if self._eval is None:
-            self._eval = self._get(self._eval_key(), lambda: extract(
-                self.frozen, self.images(), lambda i, img: eval_view(img, self.cfg), self.cfg,
-                f"features {self.cfg.backbone} eval", self.dtype))
+            self._load([n for n in self._needed() if n not in self._views])
         return self._eval
 
     def bank_view(self, view: int) -> torch.Tensor:
-        """Features of augmented view ``view`` of every training image. The bank is shared by
-        all seeds and runs (its pixels depend only on the view index and the image)."""
         if view not in self._views:
-            idx = self.train_idx
-
-            def compute():
-                images = self.images()
-                return extract(self.frozen, [images[i] for i in idx],
-                               lambda j, img: train_view(img, self.cfg, view_seed(0, view, j)),
-                               self.cfg, f"features {self.cfg.backbone} view {view}", self.dtype)
-
-            self._views[view] = self._get(self._view_key(view), compute)
+            needed = self._needed() if view in self._needed() else [view]
+            self._load([n for n in needed if n not in self._views and (n != "eval" or self._eval is None)])
         return self._views[view]
 
     def views_for(self, epoch: int) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Frozen-backbone feature extraction: decode images once, make views, push them through the backbone.
+"""Frozen-backbone feature extraction: one streaming pass over the images makes every view a run needs.
 
-On CUDA the pass runs in bf16 autocast with channels_last and JPEGs are decoded on the GPU (nvjpeg);
-on the CPU it runs in fp32. The precision is part of every cache key.
+Images are decoded in batches (the next batch decodes while the current one runs through the
+backbone), each batch becomes every requested view (the eval view, the bank's augmented views)
+and is dropped: peak memory does not grow with the dataset (only the features, N x dim floats,
+do). Decoder (``decoder``) and arithmetic (``precision``) are config keys, chosen independently of
+the device; channels_last always. Both are part of every cache key.
 """
 
 from __future__ import annotations
@@ -10,21 +13,26 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmark import decoders
 from benchmark.config import Config
 from benchmark.models.backbones import FrozenBackbone
-from benchmark.transforms import decode, to_input
-
-_DECODED: dict[tuple[str, str], list[torch.Tensor]] = {}
+from benchmark.transforms import to_input
 
 
-def precision(device: torch.device) -> str:
-    return "cuda-bf16" if device.type == "cuda" else "cpu-fp32"
+def precision(cfg: Config, device: torch.device) -> str:
+    """fp32 | bf16. ``auto``: bf16 only for the cached engine on CUDA; the reference engine is the
+    oracle and stays fp32 on every device unless bf16 is asked for explicitly."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if device.type == "cuda" and cfg.engine == "cached" else "fp32"
 
 
 _FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
@@ -43,60 +51,72 @@ def content_hash(paths: list[str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _decode_cuda(paths: list[str], device: torch.device) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    out: list[torch.Tensor | None] = [None] * len(paths)
-    jpeg = [i for i, p in enumerate(paths) if p.lower().endswith((".jpg", ".jpeg"))]
-    for start in range(0, len(jpeg), 512):
-        chunk = jpeg[start:start + 512]
-        data = [read_file(paths[i]) for i in chunk]
-        for i, img in zip(chunk, decode_jpeg(data, mode=ImageReadMode.RGB, device=device)):
-            out[i] = img
-    for i, p in enumerate(paths):
-        if out[i] is None:
-            out[i] = decode(p).to(device)
-    return out
-
-
-def decode_all(paths: list[str], device: torch.device, workers: int = 2) -> list[torch.Tensor]:
-    """Every image as uint8 CHW RGB on ``device``; decoded once per process and reused."""
-    key = (content_hash(paths), device.type)
-    if key not in _DECODED:
-        if device.type == "cuda":
-            _DECODED.clear()  # keep at most one image set on the GPU
-            _DECODED[key] = _decode_cuda(paths, device)
-        else:
-            with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL releases the GIL while decoding
-                _DECODED[key] = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decode",
-                                          leave=False, mininterval=1))
-    return _DECODED[key]
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Backbone features of a uint8 NCHW batch (already on the backbone's device)."""
-    x = to_input(batch_uint8, cfg, backbone.spec.mean, backbone.spec.std)
+    """Backbone features of a uint8 NCHW batch (moved to the backbone's device), float32."""
+    device = next(backbone.parameters()).device
+    x = to_input(batch_uint8.to(device, non_blocking=True), cfg, backbone.spec.mean, backbone.spec.std)
     x = x.contiguous(memory_format=torch.channels_last)  # 1.6x faster convolutions on CPU too
-    with autocast(x.device):
+    bf16 = precision(cfg, device) == "bf16"
+    with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
         return backbone(x).float()
 
 
-def extract(backbone: FrozenBackbone, images: list[torch.Tensor],
-            view: Callable[[int, torch.Tensor], torch.Tensor], cfg: Config, desc: str,
-            dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Features [n, ...] of ``view(i, images[i])`` for every image, batched, in order, stored as
+@dataclass(frozen=True)
+class View:
+    """One output of the pass: features of ``pixels(images, rows)`` for the dataset images ``index``
+    (output row r = image index[r]); ``pixels`` gets a batch's decoded images and their output rows
+    and returns uint8 NCHW."""
+
+    index: np.ndarray
+    pixels: Callable[[list[torch.Tensor], np.ndarray], torch.Tensor]
+
+
+def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View], cfg: Config,
+                  desc: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Features [len(view.index), ...] of every view (CPU), each image decoded once, stored as
     ``dtype`` (boundary activations: reduced precision, converted batch by batch)."""
     device = next(backbone.parameters()).device
-    out = []
-    bs = cfg.eval_batch_size
-    for start in tqdm(range(0, len(images), bs), desc=desc, leave=False, mininterval=1):
-        batch = torch.stack([view(i, images[i]) for i in range(start, min(start + bs, len(images)))])
-        out.append(forward(backbone, batch.to(device, non_blocking=True), cfg).to(dtype))
-    return torch.cat(out)
+    decoder = decoders.resolve(cfg.decoder, device)
+    row_of = np.full((len(views), len(paths)), -1)
+    for v, view in enumerate(views):
+        row_of[v, view.index] = np.arange(len(view.index))
+    needed = np.flatnonzero((row_of >= 0).any(0))
+    out: list[torch.Tensor | None] = [None] * len(views)
+    fallbacks: list[str] = []
+    bar = tqdm(total=len(needed), desc=desc, leave=False, mininterval=1, unit="img")
+    for positions, images, fell_back in _decoded(paths, needed, cfg.eval_batch_size, decoder, device,
+                                                 cfg.num_workers):
+        fallbacks += fell_back
+        for v, view in enumerate(views):
+            rows = row_of[v, positions]
+            take = np.flatnonzero(rows >= 0)
+            if not len(take):
+                continue
+            feats = forward(backbone, view.pixels([images[t] for t in take], rows[take]), cfg).cpu()
+            if out[v] is None:
+                out[v] = torch.empty(len(view.index), *feats.shape[1:], dtype=dtype)
+            out[v][torch.as_tensor(rows[take])] = feats.to(dtype)
+        bar.update(len(positions))
+    bar.close()
+    decoders.report_fallbacks(decoder, fallbacks, len(needed))
+    return [t if t is not None else torch.empty(0, 0) for t in out]
+
+
+def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: str, device: torch.device,
+             workers: int) -> Iterator[tuple[np.ndarray, list[torch.Tensor], list[str]]]:
+    """(positions, images, files that fell back) per batch; the next batch is decoded meanwhile, so
+    at most two batches of images are alive."""
+    decode = decoders.DECODERS[decoder]
+    batches = [positions[a:a + batch_size] for a in range(0, len(positions), batch_size)]
+    with ThreadPoolExecutor(max(1, workers)) as files, ThreadPoolExecutor(1) as ahead:
+        def submit(k: int):
+            return ahead.submit(decode, [paths[i] for i in batches[k]], device, files) if k < len(batches) else None
+
+        pending = submit(0)
+        for k, batch in enumerate(batches):
+            images, fell_back = pending.result()
+            pending = submit(k + 1)
+            yield batch, images, fell_back
 
 
 def output_shape(backbone: FrozenBackbone, cfg: Config) -> tuple[int, ...]:

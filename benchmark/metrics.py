@@ -2,22 +2,32 @@
 
 Every query searches all other items of its split (never itself). Top-k = fraction of queries with
 at least one same-identity item among the first k; mAP = mean over queries of average precision
-over the whole ranking; score = 600 Top-1 + 300 Top-5 + 100 Top-10 (0-1000). Queries with no
-same-identity item in the gallery cannot be scored and are left out (``n_queries`` says how many
-counted).
+over the whole ranking; score = 600 Top-1 + 300 Top-5 + 100 Top-10 (0-1000); R-precision and
+MAP@R (Musgrave et al. 2020, "A Metric Learning Reality Check"): with R = the query's number of
+same-identity items, the precision among the first R results, and average precision truncated at
+R (divided by R). Queries with no same-identity item in the gallery cannot be scored and are left
+out (``n_queries`` says how many counted).
+
+Everything is computed in blocks of query rows (memory O(N * chunk), never an N x N matrix), on the
+embeddings' device; on a GPU out-of-memory the computation is redone on the CPU.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import torch
 
-from benchmark.retrieval import search
+from benchmark.retrieval import faiss, search
 
 KS = (1, 5, 10)
 SCORE_WEIGHTS = {1: 600, 5: 300, 10: 100}
+#: similarity entries per query block (x ~26 bytes of working memory each: ~110 MB)
+CHUNK = 1 << 22
+
+log = logging.getLogger(__name__)
 
 
 def competition_score(top: dict[int, float]) -> float:
@@ -36,81 +46,187 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> d
     m, n_rel = matches[valid], n_relevant[valid]
     top = {k: float(m[:, :k].any(1).mean()) if len(m) else 0.0 for k in KS}
     hits = np.cumsum(m, axis=1)
-    precision = hits / np.arange(1, m.shape[1] + 1)
-    ap = (precision * m).sum(1) / n_rel if len(m) else np.zeros(0)
+    position = np.arange(1, m.shape[1] + 1)
+    precision = hits / position
+    within_r = position <= n_rel[:, None]
     out = {f"top{k}": v for k, v in top.items()}
-    out["map"] = float(ap.mean()) if len(m) else 0.0
+    out["map"] = float(((precision * m).sum(1) / n_rel).mean()) if len(m) else 0.0
+    out["map_at_r"] = float(((precision * (m & within_r)).sum(1) / n_rel).mean()) if len(m) else 0.0
+    out["r_precision"] = float(((m & within_r).sum(1) / n_rel).mean()) if len(m) else 0.0
     out["score"] = competition_score(top)
     out["n_queries"] = int(valid.sum())
     return out
 
 
-def retrieval_metrics(embeddings, labels, backend: str = "auto") -> dict[str, float]:
+def retrieval_metrics(embeddings, labels, backend: str = "auto", chunk: int = CHUNK) -> dict[str, float]:
     """Leave-one-out retrieval within one split: every item queries all the others.
 
     ``backend``: ``faiss`` or ``torch`` rank the whole gallery with ``retrieval.search`` and read
-    the metrics off the ranking; ``auto`` (the fast path, on the embeddings' device) counts each
-    same-identity item's rank in the canonical order directly from the similarity matrix — the
-    same numbers without sorting (tests hold all three to an independent computation).
+    the metrics off the ranking (a cross-check for small inputs: it holds the full ranking);
+    ``auto`` (the fast path, on the embeddings' device) computes the rank of every same-identity
+    item in the canonical order block by block, without sorting — the same numbers (tests hold
+    all three to an independent computation).
     """
     if backend != "auto":
         labels = np.asarray(labels)
         _, idx = search(embeddings, embeddings, len(labels), exclude_self=True, backend=backend)
         return from_matches(labels[idx] == labels[:, None])
-    return _metrics_from_ranks(torch.as_tensor(embeddings).float(), torch.as_tensor(np.asarray(labels)))
+    x = torch.as_tensor(embeddings).float()
+    return _cpu_on_oom(_metrics_from_ranks, x, _dense_labels(labels, x.device), chunk)
 
 
-def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = 1 << 22) -> dict[str, float]:
-    """Rank of every (query, same-identity item) pair: 1 + #items scored higher + #items tied with a
-    lower gallery index (the canonical order); self is never ranked."""
-    n = len(x)
-    labels = labels.to(x.device)
-    sims = x @ x.T
-    sims.fill_diagonal_(float("-inf"))
-    same = labels[:, None] == labels[None, :]
-    same.fill_diagonal_(False)
-    q, j = same.nonzero(as_tuple=True)
-    cols = torch.arange(n, device=x.device)
-    rank = torch.empty_like(q)
+def _dense_labels(labels, device) -> torch.Tensor:
+    """Labels as 0..n_ids-1 (any hashable labels; bincount-friendly)."""
+    return torch.as_tensor(np.unique(np.asarray(labels), return_inverse=True)[1].ravel(), device=device)
+
+
+def _cpu_on_oom(fn, x: torch.Tensor, *args):
+    """``fn(x, *args)`` on x's device; a CUDA out-of-memory redoes it on the CPU (logged) instead of
+    failing a run that already trained."""
+    try:
+        return fn(x, *args)
+    except torch.OutOfMemoryError:
+        if x.device.type == "cpu":
+            raise
+        log.warning("%s: out of GPU memory for %d embeddings; computing on the CPU", fn.__name__, len(x))
+        torch.cuda.empty_cache()
+        return fn(x.cpu(), *(a.cpu() if isinstance(a, torch.Tensor) else a for a in args))
+
+
+def _block_ranks(sims: torch.Tensor, q: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Rank of gallery item j[p] for block row q[p] (pairs grouped by row): 1 + #items scored
+    higher + #items tied with a lower gallery index. Rows must hold -inf at the query itself.
+
+    No sort of the row: each positive score p gives two bucket boundaries (the float just below
+    p, and p), every item is bucketed once (searchsorted, O(N log R)), and a suffix sum of the
+    bucket counts gives, for each positive, the items above it; an item in an odd bucket equals
+    a positive's score. Exact ties are rare: rows with one are ranked directly."""
+    n_rows, n = sims.shape
+    dev = sims.device
+    counts = torch.bincount(q, minlength=n_rows)
+    slot = torch.arange(len(q), device=dev) - (torch.cumsum(counts, 0) - counts)[q]
+    width = int(counts.max())
+    score = sims[q, j]
+    bounds = torch.full((n_rows, width), float("inf"), device=dev)
+    bounds[q, slot] = score
+    bounds, perm = bounds.sort(1)
+    own = torch.empty_like(perm).scatter_(1, perm, torch.arange(width, device=dev).expand(n_rows, width))[q, slot]
+    edges = torch.stack([torch.nextafter(bounds, torch.tensor(float("-inf"), device=dev)), bounds], 2)
+    bucket = torch.searchsorted(edges.view(n_rows, 2 * width), sims, out_int32=True).long()
+    hist = torch.zeros(n_rows, 2 * width + 1, dtype=torch.int64, device=dev).scatter_add_(
+        1, bucket, torch.ones_like(bucket))
+    del bucket
+    above = hist.flip(1).cumsum(1).flip(1)  # above[r, b] = #items in buckets >= b
+    rank = 1 + above[q, 2 * own + 2]
+    # ties: an item (besides the positives themselves) equal to a positive's score, or tied positives
+    tied = (hist[:, 1::2].sum(1) > counts) | ((bounds[:, 1:] == bounds[:, :-1]) & bounds[:, 1:].isfinite()).any(1)
+    tie_pairs = tied[q].nonzero().squeeze(1)
+    if len(tie_pairs):
+        rows, s, col = sims[q[tie_pairs]], score[tie_pairs, None], j[tie_pairs, None]
+        cols = torch.arange(n, device=dev)
+        rank[tie_pairs] = 1 + (rows > s).sum(1) + ((rows == s) & (cols < col)).sum(1)
+    return rank
+
+
+def _positive_pairs(labels: torch.Tensor, members: torch.Tensor, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(block row, gallery index) of every same-identity pair of queries a..b-1, self excluded,
+    from ``members`` = item indices grouped by label (no B x N comparison)."""
+    dev = labels.device
+    sizes = torch.bincount(labels)
+    starts = torch.cumsum(sizes, 0) - sizes
+    group = sizes[labels[a:b]]
+    q = torch.repeat_interleave(torch.arange(b - a, device=dev), group)
+    k = torch.arange(len(q), device=dev) - torch.repeat_interleave(torch.cumsum(group, 0) - group, group)
+    j = members[starts[labels[a + q]] + k]
+    keep = j != a + q
+    return q[keep], j[keep]
+
+
+def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUNK) -> dict[str, float]:
+    """Per-query sums over its same-identity items, accumulated one block of query rows at a time."""
+    n, dev = len(x), x.device
+    n_rel = (torch.bincount(labels)[labels] - 1).double()  # same-identity items besides self
+    ap, ap_r, hits_r = (torch.zeros(n, dtype=torch.float64, device=dev) for _ in range(3))
+    best = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
     step = max(1, chunk // max(n, 1))
-    for a in range(0, len(q), step):
-        rows, s = sims[q[a:a + step]], sims[q[a:a + step], j[a:a + step]][:, None]
-        rank[a:a + step] = 1 + (rows > s).sum(1) + ((rows == s) & (cols < j[a:a + step, None])).sum(1)
-    order = torch.argsort(q * (n + 1) + rank)
-    q, rank = q[order], rank[order]
-    counts = torch.bincount(q, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    hits_so_far = torch.arange(len(q), device=x.device) - first[q] + 1
-    ap = torch.zeros(n, dtype=torch.float64, device=x.device).index_add_(0, q, hits_so_far.double() / rank.double())
-    best = torch.full((n,), float("inf"), dtype=torch.float64, device=x.device)
-    best = best.scatter_reduce(0, q, rank.double(), reduce="amin")
-    valid = counts > 0
+    members = torch.argsort(labels, stable=True)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        q, j = _positive_pairs(labels, members, a, b)
+        if not len(q):
+            continue
+        diag = torch.arange(b - a, device=dev)
+        sims = x[a:b] @ x.T
+        sims[diag, diag + a] = float("-inf")
+        rank = _block_ranks(sims, q, j)
+        del sims
+        order = torch.argsort(q * (n + 1) + rank)
+        q, rank = q[order], rank[order].double()
+        counts = torch.bincount(q, minlength=b - a)
+        hits = (torch.arange(len(q), device=dev) - (torch.cumsum(counts, 0) - counts)[q] + 1).double()
+        within_r = rank <= n_rel[a + q]
+        ap[a:b].index_add_(0, q, hits / rank)
+        ap_r[a:b].index_add_(0, q, torch.where(within_r, hits / rank, 0.0))
+        hits_r[a:b].index_add_(0, q, within_r.double())
+        best[a:b].scatter_reduce_(0, q, rank, reduce="amin")
+    valid = n_rel > 0
     n_valid = int(valid.sum())
-    top = {k: float((best[valid] <= k).double().mean()) if n_valid else 0.0 for k in KS}
+
+    def mean(v: torch.Tensor) -> float:
+        return float(v[valid].mean()) if n_valid else 0.0
+
+    top = {k: mean((best <= k).double()) for k in KS}
     out = {f"top{k}": v for k, v in top.items()}
-    out["map"] = float((ap[valid] / counts[valid]).mean()) if n_valid else 0.0
+    out["map"] = mean(ap / n_rel)
+    out["map_at_r"] = mean(ap_r / n_rel)
+    out["r_precision"] = mean(hits_r / n_rel)
     out["score"] = competition_score(top)
     out["n_queries"] = n_valid
     return out
 
 
 def embedding_metrics(embeddings, labels, seed: int = 0) -> dict[str, float]:
-    """Structure of the embedding space: NMI of k-means clusters vs identities, and mean cosine
-    distance within identities (intra) and between them (inter); the ratio is what retrieval needs."""
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
+    """Structure of the embedding space: NMI of k-means clusters (k = identities) vs identities,
+    and mean cosine distance within identities (intra) and between them (inter); the ratio is
+    what retrieval needs. Memory O(N * chunk): intra/inter come from per-identity sums, k-means
+    from faiss (``kmeans_clusters``)."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    x = np.asarray(embeddings, dtype=np.float64)
-    labels = np.asarray(labels)
-    n_ids = len(np.unique(labels))
-    with warnings.catch_warnings():  # degenerate embeddings (e.g. random weights) give fewer clusters
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clusters = KMeans(n_clusters=n_ids, n_init=1, random_state=seed).fit_predict(x)
-    dist = 1.0 - x @ x.T
-    same = labels[:, None] == labels[None, :]
-    off_diag = ~np.eye(len(x), dtype=bool)
-    intra = float(dist[same & off_diag].mean())
-    inter = float(dist[~same].mean())
-    return {"nmi": float(normalized_mutual_info_score(labels, clusters)),
-            "intra": intra, "inter": inter, "intra_inter_ratio": intra / inter}
+    x = torch.as_tensor(embeddings).detach().cpu().double()
+    dense = _dense_labels(labels, "cpu")
+    intra, inter = _mean_distances(x, dense)
+    clusters = kmeans_clusters(x.float().numpy(), int(dense.max()) + 1, seed)
+    return {"nmi": float(normalized_mutual_info_score(dense.numpy(), clusters)),
+            "intra": intra, "inter": inter, "intra_inter_ratio": intra / inter if inter else float("nan")}
+
+
+def _mean_distances(x: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean of 1 - x_i.x_j over ordered pairs i != j of one identity, and over pairs of different
+    identities, from sums: sum over pairs in a set S of x_i.x_j = |sum_S x|^2 (minus |x_i|^2 for i = j)."""
+    class_sums = torch.zeros(int(labels.max()) + 1, x.shape[1], dtype=torch.float64).index_add_(0, labels, x)
+    sizes = torch.bincount(labels).double()
+    total, self_dots = float(x.sum(0).square().sum()), float(x.square().sum())
+    within = float(class_sums.square().sum())
+    n_intra, n_inter = float((sizes * (sizes - 1)).sum()), float(len(x) ** 2 - sizes.square().sum())
+    intra = 1 - (within - self_dots) / n_intra if n_intra else float("nan")
+    inter = 1 - (total - within) / n_inter if n_inter else float("nan")
+    return intra, inter
+
+
+def kmeans_clusters(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Cluster index of every row: faiss k-means (Lloyd, 20 iterations, random init; on the GPU
+    when faiss has one) — O(N * k) time per iteration, O(N + k) memory. Without faiss (the GPU
+    image), scikit-learn's KMeans (k-means++ init, chunked Lloyd): the same objective, slower at
+    large k, so NMI may differ slightly between the two."""
+    if faiss is None:
+        from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():  # degenerate embeddings (e.g. random weights) give fewer clusters
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x.astype(np.float64))
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, gpu=faiss.get_num_gpus() > 0,
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+    km.train(x)
+    return km.index.search(x, 1)[1].ravel()

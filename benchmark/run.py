@@ -1,7 +1,7 @@
 """One benchmark run: dataset -> split -> features -> head -> embeddings -> retrieval -> metrics -> record.
 
 Metrics keys (flat, in ``metrics.json`` and the W&B summary):
-``val/{top1,top5,top10,map,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
+``val/{top1,top5,top10,map,map_at_r,r_precision,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
 ``time/train_s`` (head-training phase wall time), ``time/total_s`` (the whole run), ``time/features_s``
 (what the frozen features this run uses cost to compute, even when read from the cache),
 ``time/cost_s`` (features + everything else this run did: the cost of this configuration on its own)

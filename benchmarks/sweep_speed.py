@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fresh_process_state() -> None:
-    """Forget decoded images and built backbones, so each phase pays its own start-up."""
-    features._DECODED.clear()
+    """Forget built backbones, so each phase pays its own start-up."""
     run._BACKBONES.clear()
 
 
@@ -77,7 +76,8 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="sweep-speed-"))
     shutil.rmtree(out / "runs", ignore_errors=True)
     overrides = {"tracking": "none", **parse_overrides(args.set)}
-    device = run.resolve_device(resolve("efficientnet_b0-lr0.001-ep3", overrides))
+    base_cfg = resolve("efficientnet_b0-lr0.001-ep3", overrides)
+    device = run.resolve_device(base_cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -115,7 +115,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none (CPU)"
     peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-    print(f"\nfeature pass ({features.precision(device)}):")
+    print(f"\nfeature pass ({features.precision(base_cfg, device)}):")
     for bb, r in rates.iterrows():
         ref_rate = H200_RATES.get(bb)
         vs = f"  (H200 forward-only: {ref_rate[0]} fp32, {ref_rate[1]} bf16+cl)" if ref_rate else ""

@@ -78,13 +78,14 @@ def reference_ranking(embeddings, i: int) -> np.ndarray:
 
 
 def reference_metrics(embeddings, labels) -> dict:
-    """Top-1/5/10, mAP (scikit-learn's average_precision_score) and the competition score, over the
-    queries that have at least one other item of their identity."""
+    """Top-1/5/10, mAP (scikit-learn's average_precision_score), R-precision and MAP@R (their
+    definitions, item by item) and the competition score, over the queries that have at least one
+    other item of their identity."""
     from sklearn.metrics import average_precision_score
 
     labels = np.asarray(labels)
     hits = {1: [], 5: [], 10: []}
-    aps = []
+    aps, r_precisions, aps_at_r = [], [], []
     for i in range(len(labels)):
         ranked = reference_ranking(embeddings, i)
         relevant = labels[ranked] == labels[i]
@@ -94,8 +95,12 @@ def reference_metrics(embeddings, labels) -> dict:
             hits[k].append(bool(relevant[:k].any()))
         rank_score = np.arange(len(ranked), 0, -1)  # strictly decreasing with rank: no ties left
         aps.append(average_precision_score(relevant, rank_score))
+        r = int(relevant.sum())
+        r_precisions.append(relevant[:r].sum() / r)
+        aps_at_r.append(sum(relevant[:p + 1].sum() / (p + 1) for p in range(r) if relevant[p]) / r)
     top = {k: float(np.mean(v)) for k, v in hits.items()}
     return {"top1": top[1], "top5": top[5], "top10": top[10], "map": float(np.mean(aps)),
+            "map_at_r": float(np.mean(aps_at_r)), "r_precision": float(np.mean(r_precisions)),
             "score": 600 * top[1] + 300 * top[5] + 100 * top[10], "n_queries": len(aps)}
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmark.cache import FeatureCache
@@ -56,3 +57,52 @@ def test_cache_ls_and_clear_commands(tmp_path):
     assert "1 entries" in listing and "resnet18" in listing and "[5, 2]" in listing
     assert "removed 1 entries" in cli("clear")
     assert list(root.glob("*.pt")) == []
+
+
+def _many_worker(root: str, log: str, start: float, order: list[int]) -> None:
+    while time.time() < start:
+        time.sleep(0.001)
+    keys = [{"backbone": "x", "view": v} for v in order]
+
+    def compute(missing):  # one "pass" makes every missing entry
+        with open(log, "a") as fh:
+            fh.writelines(f"{keys[i]['view']}\n" for i in missing)
+        time.sleep(0.3)
+        return [torch.full((2, 3), float(keys[i]["view"])) for i in missing]
+
+    for key, entry in zip(keys, FeatureCache(root).get_or_compute_many(keys, compute)):
+        assert torch.equal(entry["features"], torch.full((2, 3), float(key["view"])))
+
+
+def test_processes_needing_overlapping_entries_compute_each_once(tmp_path):
+    """Several entries per pass, asked for in different orders by 4 processes (as N agents sharing
+    one cache folder do): no deadlock, every entry computed exactly once, every process served."""
+    log = tmp_path / "log"
+    start = time.time() + 1.0
+    orders = [[0, 1, 2], [2, 1, 0], [3, 1], [1, 3, 0, 2]]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_many_worker, args=(str(tmp_path / "c"), str(log), start, o)) for o in orders]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sorted(log.read_text().split()) == ["0", "1", "2", "3"]
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 4
+
+
+def test_a_pass_cost_is_shared_by_rows(tmp_path):
+    cache = FeatureCache(tmp_path)
+    keys = [{"v": "eval"}, {"v": 0}]
+    rows = [30, 10]
+
+    def compute(missing):  # features for keys[i], i in missing, in that order
+        time.sleep(0.2)
+        return [torch.zeros(rows[i], 2) for i in missing]
+
+    a, b = cache.get_or_compute_many(keys, compute)
+    assert not a["hit"] and not b["hit"]
+    assert a["features"].shape == (30, 2) and b["features"].shape == (10, 2)
+    assert a["cost_s"] == pytest.approx(3 * b["cost_s"]) and a["cost_s"] + b["cost_s"] >= 0.199
+    again = cache.get_or_compute_many([{"v": 0}, {"v": "eval"}], compute)
+    assert [e["hit"] for e in again] == [True, True] and again[0]["cost_s"] == b["cost_s"]

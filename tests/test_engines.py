@@ -16,15 +16,16 @@ SCORES = ("top1", "top5", "top10", "map", "score")
 
 @pytest.fixture
 def count_extract(monkeypatch):
-    """Counts the cached engine's backbone passes (a cache hit makes none)."""
+    """The cached engine's passes over the images, each as the number of views it made (a cache
+    hit makes none)."""
     calls = []
-    real = engines.extract
+    real = engines.extract_views
 
-    def counting(backbone, images, view, cfg, desc, *args):
-        calls.append(desc)
-        return real(backbone, images, view, cfg, desc, *args)
+    def counting(backbone, paths, views, cfg, desc, *args):
+        calls.append(len(views))
+        return real(backbone, paths, views, cfg, desc, *args)
 
-    monkeypatch.setattr(engines, "extract", counting)
+    monkeypatch.setattr(engines, "extract_views", counting)
     return calls
 
 
@@ -72,8 +73,8 @@ def test_engines_give_the_same_features_and_batches(tiny_cfg, cache_dir):
 def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
     cfg = tiny_cfg(cache_dir=str(cache_dir), augment=True, epochs=2, patience=0)
     first, *_ = run.execute(cfg)
-    # one eval entry + one augmented view per epoch
-    assert len(count_extract) == 3
+    # ONE pass makes the eval entry + one augmented view per epoch
+    assert count_extract == [3]
     entries = FeatureCache(cache_dir).entries()
     assert len(entries) == 3 and not any(e.get("broken") for e in entries)
     assert sorted(str(e["view"]) for e in entries) == ["0", "1", "eval"]
@@ -98,7 +99,7 @@ def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
         fh.truncate(size // 2)
     count_extract.clear()
     third, *_ = run.execute(cfg)
-    assert len(count_extract) == 1
+    assert count_extract == [1]  # only the broken entry is recomputed
     assert victim.stat().st_size == size
     assert not any(e.get("broken") for e in FeatureCache(cache_dir).entries())
     for key in [k for k in first if k.startswith(("val/", "test/"))]:
@@ -193,3 +194,20 @@ def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, 
     assert f"activations [256, 4, 4] float16 = {per_image / 1e3:.1f} kB/image" in out
     assert f"this run uses {(131 + 2 * n_train) * per_image / 1e9:.2f} GB (3 entries)" in out
     assert not list(cache_dir.glob("*.pt"))  # nothing written
+
+
+def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
+    """precision=bf16 is the CUDA fast path's arithmetic, selectable on the CPU: both engines run it,
+    it really changes the features (bf16 rounding), and stays close to fp32."""
+    cfg = tiny_cfg(cache_dir=str(cache_dir), max_identities=3, epochs=1)
+    fp32 = run.prepare(cfg).engine.eval_features("test")
+    results = {}
+    for engine in ("cached", "reference"):
+        bf16_cfg = cfg.replace(engine=engine, precision="bf16")
+        feats = run.prepare(bf16_cfg).engine.eval_features("test")
+        assert not torch.equal(feats, fp32)
+        assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
+        results[engine], *_ = run.execute(bf16_cfg)
+    assert {e["precision"] for e in FeatureCache(cache_dir).entries()} == {"cpu-fp32", "cpu-bf16"}
+    for key, tol in (("test/score", 50), ("test/map", 0.05), ("test/map_at_r", 0.05)):
+        assert results["cached"][key] == pytest.approx(results["reference"][key], abs=tol), key

@@ -1,5 +1,6 @@
 """benchmark.metrics against independent computations: a numpy ranking + scikit-learn AP (ties
-included), pytorch-metric-learning's AccuracyCalculator (no ties), and hand-worked examples."""
+included), pytorch-metric-learning's AccuracyCalculator (no ties), and hand-worked examples; the
+block-wise computation with blocks of one row, a few rows and all rows."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark import metrics
 from benchmark.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
 
-BACKENDS = ["auto", "torch", pytest.param("faiss", marks=pytest.mark.skipif(
-    importlib.util.find_spec("faiss") is None, reason="faiss not installed"))]
+KEYS = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
+
+#: (backend, query rows per block): auto in blocks of one row, a few rows, all rows
+BACKENDS = [("auto", 1), ("auto", 7), ("auto", None), ("torch", None), pytest.param(
+    "faiss", None, marks=pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed"))]
 
 
 def _clustered(rng, n_ids=12, per_id=(1, 8), dim=16, noise=0.9):
@@ -47,19 +52,19 @@ def _rounded(rng):
 DATA = {"clustered": _clustered, "duplicates": _with_duplicates, "rounded": _rounded}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("backend", "rows"), BACKENDS)
 @pytest.mark.parametrize("kind", list(DATA))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_independent_numpy_and_sklearn(kind, seed, backend, oracle):
+def test_matches_independent_numpy_and_sklearn(kind, seed, backend, rows, oracle):
     x, labels = DATA[kind](np.random.default_rng(seed))
     if kind != "clustered":  # the test is only meaningful if there really are ties
         s = x.astype(np.float64) @ x.T.astype(np.float64)
         np.fill_diagonal(s, np.nan)
         assert any(len(np.unique(r[~np.isnan(r)])) < len(r) - 1 for r in s)
-    got = retrieval_metrics(x, labels, backend=backend)
+    got = retrieval_metrics(x, labels, backend=backend, chunk=rows * len(x) if rows else metrics.CHUNK)
     want = oracle(x, labels)
     assert got["n_queries"] == want["n_queries"]
-    for key in ("top1", "top5", "top10", "map", "score"):
+    for key in KEYS:
         assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
 
 
@@ -75,6 +80,28 @@ def test_ties_break_towards_lower_gallery_index():
     assert m["top1"] == 0.0
     assert m["top5"] == 1.0
     assert m["map"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2 + 1 / 2) / 4)
+    # R = 1 everywhere and no query has its positive first: R-precision and MAP@R are 0
+    assert (m["r_precision"], m["map_at_r"]) == (0.0, 0.0)
+
+
+def test_map_at_r_and_r_precision_hand_worked_with_ties():
+    # query 0 (identity 0, R = 2: items 2 and 4) sees scores 1: [1] 0.6, [2] 0.6, [3] 0.6, [4] 0.0 ...
+    x = np.array([[1, 0], [0.6, 0.8], [0.6, 0.8], [0.6, -0.8], [0, 1], [0, -1]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 1, 0, 2])
+    m = retrieval_metrics(x, labels, chunk=1)
+    # every ranking by hand (score descending, ties -> lower index), relevant items marked *:
+    # q0 (R=2): 1 .6 | *2 .6 | 3 .6 | *4 0 | 5 0      -> R-prec 1/2, MAP@R (1/2)/2, AP (1/2 + 2/4)/2
+    # q1 (R=1): 2 1 | 4 .8 | 0 .6 | *3 -.28 | 5 -.8   -> 0, 0, AP 1/4
+    # q2 (R=2): 1 1 | *4 .8 | *0 .6 | 3 -.28 | 5 -.8  -> R-prec 1/2, MAP@R (1/2)/2, AP (1/2 + 2/3)/2
+    # q3 (R=1): 5 .8 | 0 .6 | *1 -.28 | 2 -.28 | 4 -.8 -> 0, 0, AP 1/3 (the tie puts 1 before 2)
+    # q4 (R=2): 1 .8 | *2 .8 | *0 0 | 3 -.8 | 5 -1    -> R-prec 1/2, MAP@R 1/4, AP (1/2 + 2/3)/2
+    #   (the tie puts 1 before 2: the other order would give R-prec 1, MAP@R 1)
+    # q5: identity 2 alone: not a query
+    assert m["n_queries"] == 5
+    assert m["r_precision"] == pytest.approx((1 / 2 + 0 + 1 / 2 + 0 + 1 / 2) / 5)
+    assert m["map_at_r"] == pytest.approx((1 / 4 + 0 + 1 / 4 + 0 + 1 / 4) / 5)
+    assert m["map"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 1 / 4 + (1 / 2 + 2 / 3) / 2 + 1 / 3
+                                      + (1 / 2 + 2 / 3) / 2) / 5)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -83,12 +110,15 @@ def test_agrees_with_pytorch_metric_learning(seed):
     x, labels = _clustered(np.random.default_rng(seed), n_ids=20, dim=32)
     # PML's FaissKNN (L2) assumes each query is its own nearest neighbour: no duplicate rows here
     assert len(np.unique(x, axis=0)) == len(x)
-    calc = pml.AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=None,
-                                  device=torch.device("cpu"))
+    calc = pml.AccuracyCalculator(include=("precision_at_1", "mean_average_precision", "r_precision",
+                                           "mean_average_precision_at_r"), k=None, device=torch.device("cpu"))
     ref = calc.get_accuracy(torch.from_numpy(x), torch.from_numpy(labels))  # reference=query, self excluded
-    got = retrieval_metrics(x, labels)
+    got = retrieval_metrics(x, labels, chunk=200)
     assert got["top1"] == pytest.approx(ref["precision_at_1"], abs=1e-9)
     assert got["map"] == pytest.approx(ref["mean_average_precision"], abs=1e-6)
+    assert got["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-6)
+    assert got["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
+    assert 0 < got["map_at_r"] < got["r_precision"] < 1  # neither trivial nor equal by accident
 
 
 def test_queries_without_positive_are_excluded():
@@ -144,7 +174,8 @@ def test_competition_score_weights():
 def test_no_valid_query_gives_zeros():
     x = np.eye(4, dtype=np.float32)
     m = retrieval_metrics(x, np.arange(4))
-    assert m == {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "score": 0.0, "n_queries": 0}
+    assert m == {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "map_at_r": 0.0, "r_precision": 0.0,
+                 "score": 0.0, "n_queries": 0}
 
 
 def test_perfect_and_worst_rankings():
@@ -171,6 +202,32 @@ def test_embedding_metrics_independent():
     assert m["inter"] == pytest.approx(np.mean(inter))
     assert m["intra_inter_ratio"] == pytest.approx(np.mean(intra) / np.mean(inter))
     assert 0 <= m["nmi"] <= 1
-    # perfectly separated identities cluster perfectly
+    # well separated identities cluster (almost: k-means' random init may merge two) perfectly
     centers = np.eye(6)[labels] + 1e-3 * np.random.default_rng(0).normal(size=(len(labels), 6))
-    assert embedding_metrics(centers, labels)["nmi"] == pytest.approx(1.0)
+    assert embedding_metrics(centers, labels)["nmi"] > 0.9
+
+
+def test_intra_inter_from_sums_any_labels_and_norms():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 5))  # not normalized: the sums must not assume unit norm
+    labels = np.array(["b", "a", "c", "d"])[rng.integers(0, 4, 40)]
+    dist = 1 - x @ x.T
+    same = labels[:, None] == labels[None, :]
+    m = embedding_metrics(x, labels)
+    assert m["intra"] == pytest.approx(dist[same & ~np.eye(40, dtype=bool)].mean(), rel=1e-9)
+    assert m["inter"] == pytest.approx(dist[~same].mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_nmi_equals_pytorch_metric_learning_with_the_same_kmeans(seed):
+    """PML's NMI (faiss k-means, then scikit-learn's NMI) with the k-means settings we use."""
+    pml = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    from pytorch_metric_learning.utils.inference import FaissKMeans
+
+    x, labels = _clustered(np.random.default_rng(seed), n_ids=15, per_id=(4, 9), dim=8, noise=0.7)
+    kmeans = FaissKMeans(niter=20, seed=seed, min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+    calc = pml.AccuracyCalculator(include=("NMI",), kmeans_func=kmeans, device=torch.device("cpu"))
+    ref = calc.get_accuracy(torch.from_numpy(x), torch.from_numpy(labels))["NMI"]
+    got = embedding_metrics(x, labels, seed=seed)["nmi"]
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert 0.3 < got < 1

@@ -1,0 +1,87 @@
+"""The torchvision decoder path on CPU (the code nvjpeg runs on CUDA): odd files in a batch are
+decoded, not fatal; what it cannot decode falls back to PIL, counted; the pixels equal PIL's."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+import torchvision.io
+from PIL import Image
+
+from benchmark import decoders
+from benchmark.transforms import decode
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def odd_files(tmp_path):
+    """A batch with the files that fail a batched nvjpeg call: CMYK, PNG named .jpg, progressive."""
+    arr = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    rgb = Image.fromarray(arr)
+    files = {"rgb.jpg": lambda p: rgb.save(p, quality=90),
+             "cmyk.jpg": lambda p: rgb.convert("CMYK").save(p, quality=90),
+             "png.jpg": lambda p: rgb.save(p, format="PNG"),
+             "grey.jpg": lambda p: rgb.convert("L").save(p),
+             "progressive.jpg": lambda p: rgb.save(p, progressive=True)}
+    paths = []
+    for name, write in files.items():
+        write(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def _decode(paths, decoder="torchvision"):
+    with ThreadPoolExecutor(2) as pool:
+        return decoders.DECODERS[decoder](paths, CPU, pool)
+
+
+def test_odd_files_in_a_batch_decode_like_pil(odd_files):
+    images, fell_back = _decode(odd_files)
+    assert [p.rsplit("/", 1)[1] for p in fell_back] == ["png.jpg"]  # not a JPEG: straight to PIL
+    for path, img in zip(odd_files, images):
+        assert img.dtype == torch.uint8 and img.shape == (3, 40, 50)
+        assert torch.equal(img, decode(path)), path  # libjpeg on both sides: bit-identical
+
+
+def test_a_batch_failure_retries_file_by_file(odd_files, monkeypatch):
+    """nvjpeg fails a whole batched call for one CMYK file: the others stay on the fast path."""
+    real = torchvision.io.decode_jpeg
+    fast = []
+
+    def nvjpeg_like(data, **kw):
+        items = data if isinstance(data, list) else [data]
+        if any(bytes(d[:3].tolist()) == b"\xff\xd8\xff" and b"Adobe" in bytes(d[:200].tolist()) for d in items):
+            raise RuntimeError("nvjpeg: unsupported colour space")  # PIL writes CMYK with an Adobe marker
+        fast.extend(items)
+        return real(data, **kw)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", nvjpeg_like)
+    images, fell_back = _decode(odd_files)
+    assert sorted(p.rsplit("/", 1)[1] for p in fell_back) == ["cmyk.jpg", "png.jpg"]
+    assert len(fast) == 3  # rgb, grey, progressive, one by one after the batched call failed
+    assert all(torch.equal(img, decode(p)) for p, img in zip(odd_files, images))
+
+
+def test_unreadable_file_names_itself(odd_files, tmp_path):
+    data = (tmp_path / "rgb.jpg").read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="broken.jpg"):
+        _decode([*odd_files, str(broken)])
+
+
+def test_fallbacks_are_logged(caplog):
+    with caplog.at_level("WARNING"):
+        decoders.report_fallbacks("torchvision", ["a.jpg", "b.jpg"], 10)
+        decoders.report_fallbacks("torchvision", [], 10)
+    assert len(caplog.records) == 1 and "2 of 10 files fell back to PIL (a.jpg, b.jpg)" in caplog.text
+
+
+def test_auto_decoder_is_per_device():
+    assert decoders.resolve("auto", CPU) == "pil"
+    assert decoders.resolve("auto", torch.device("cuda")) == "torchvision"
+    assert decoders.resolve("torchvision", CPU) == "torchvision"
