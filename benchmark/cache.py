@@ -93,7 +93,7 @@ class FeatureCache:
             missing = [i for i in todo if entries[i] is None]
             if missing:
                 t0 = time.perf_counter()
-                features = [f.detach().float().cpu().contiguous() for f in compute(missing)]
+                features = [f.detach().cpu().contiguous() for f in compute(missing)]  # keep their dtype
                 cost = time.perf_counter() - t0
                 rows = sum(len(f) for f in features) or 1
                 for i, f in zip(missing, features):

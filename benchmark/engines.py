@@ -10,12 +10,19 @@ cached (default): features computed once into the on-disk feature cache, shared 
     the images (``features.extract_views``). Head training then runs on the cached features on
     the device.
 
+With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``backbones.split``):
+"features" are then the frozen part's boundary activations, which the cached engine stores in
+``boundary_dtype`` (reduced precision: the dtype is in the cache key) after checking that the disk
+holds them, and training runs the trainable blocks + head on them. The reference engine still runs
+the full network every step (frozen part in fp32, then the trainable blocks).
+
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Iterator
 
@@ -27,15 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 from benchmark import decoders
 from benchmark.augment import random_resized_crop_flip
 from benchmark.cache import FeatureCache
-from benchmark.config import Config
-from benchmark.features import View, content_hash, extract_views, forward, precision
-from benchmark.models.backbones import FrozenBackbone
-from benchmark.transforms import decode, eval_view, train_view, view_seed
-
-
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return list(torch.randperm(n, generator=g).split(batch_size))
+from benchmark.config import Config, ConfigError
+from benchmark.features import View, content_hash, extract_views, forward, output_shape, precision
+from benchmark.models.backbones import FrozenBackbone, split
+from benchmark.training.sampling import batch_order
+from benchmark.transforms import POLICY_KEYS, decode, eval_view, train_view, view_seed
 
 
 class Engine:
@@ -47,6 +50,9 @@ class Engine:
 
     def __init__(self, cfg: Config, backbone: FrozenBackbone, df: pd.DataFrame, device: torch.device):
         self.cfg, self.backbone, self.df, self.device = cfg, backbone, df, device
+        #: what computes the engine's features (the whole backbone, or its part before the freeze
+        #: boundary) and the backbone units after the boundary (shared: ``fit`` trains a copy)
+        self.frozen, self.trainable_units = split(backbone, cfg.trainable_blocks)
         self.train_idx = np.flatnonzero(df["split"].to_numpy() == "train")
         classes = np.unique(df["label"].to_numpy()[self.train_idx])
         #: global label -> training class index (-1 for identities never trained on)
@@ -62,6 +68,14 @@ class Engine:
 
     def train_labels(self) -> torch.Tensor:
         return torch.as_tensor(self.class_of[self.df["label"].to_numpy()[self.train_idx]])
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """Training-item indices of each batch of ``epoch``: the same in both engines."""
+        return batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch,
+                           self.train_labels().numpy(), self.cfg.samples_per_class)
+
+    def n_batches(self) -> int:
+        return len(self.batches(0))
 
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -86,6 +100,11 @@ class CachedEngine(Engine):
             "precision": f"{device.type}-{precision(cfg, device)}",
             "decoder": decoders.resolve(cfg.decoder, device),
         }
+        self.dtype = torch.float32
+        if cfg.trainable_blocks:  # boundary activations instead of features
+            self.dtype = getattr(torch, cfg.boundary_dtype)
+            self.base_key |= {"trainable_blocks": cfg.trainable_blocks, "dtype": cfg.boundary_dtype}
+            self._space_checked = False
 
     def _entry(self, view: str | int) -> tuple[dict, View]:
         """Cache key and pass output of the eval view (every image of the dataset, shared by all
@@ -97,17 +116,24 @@ class CachedEngine(Engine):
             return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
                     View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
         train_paths = [self.paths[i] for i in self.train_idx]
-        return ({**self.base_key, "images": content_hash(train_paths), "view": view, "augment": "rrc+hflip"},
-                View(self.train_idx, lambda images, rows: random_resized_crop_flip(
-                    images, view_seed(0, view, rows), cfg.image_size)))
+        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.augment)
+            def pixels(images, rows):
+                return random_resized_crop_flip(images, view_seed(0, view, rows), cfg.image_size)
+        else:  # the policy of transforms.py, one seeded view per image
+            def pixels(images, rows):
+                return torch.stack([train_view(img, cfg, view_seed(0, view, int(r))) for img, r in zip(images, rows)])
+        return ({**self.base_key, "images": content_hash(train_paths), "view": view,
+                 "augment": POLICY_KEYS[cfg.augment]}, View(self.train_idx, pixels))
 
     def _load(self, names: list[str | int]) -> None:
         """Read ``names`` from the cache; what is missing comes from ONE pass over the images."""
         entries = [self._entry(n) for n in names]
+        if self.cfg.trainable_blocks and not self._space_checked:
+            self._check_space()
         t0 = time.perf_counter()
         got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
-            self.backbone, self.paths, [entries[i][1] for i in missing], self.cfg,
-            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})"),
+            self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
+            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype),
             {"dataset": self.cfg.dataset})
         self.fetch_s += time.perf_counter() - t0
         for name, entry in zip(names, got):
@@ -120,10 +146,34 @@ class CachedEngine(Engine):
 
     def _needed(self) -> list[str | int]:
         """Everything this run will read: the eval view, and the bank views its epochs show."""
-        if not self.cfg.augment:
+        if self.cfg.augment == "none":
             return ["eval"]
         size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
         return ["eval", *range(size)]
+
+    def _check_space(self) -> None:
+        """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
+        still missing would not fit the cache's free disk space."""
+        self._space_checked = True
+        shape = output_shape(self.frozen, self.cfg)
+        per_image = int(np.prod(shape)) * self.dtype.itemsize
+        needed = [(key, len(view.index)) for key, view in map(self._entry, self._needed())]
+        total = sum(n for _, n in needed) * per_image
+        missing = sum(n for key, n in needed if not self.cache.path(key).exists()) * per_image
+        self.cache.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.cache.root).free
+        gb = 1e9
+        print(f"boundary cache: {self.cfg.backbone} trainable_blocks={self.cfg.trainable_blocks}, activations "
+              f"{list(shape)} {self.cfg.boundary_dtype} = {per_image / 1e3:.1f} kB/image; this run uses "
+              f"{total / gb:.2f} GB ({len(needed)} entries), {missing / gb:.2f} GB still to write in "
+              f"{self.cache.root} ({free / gb:.1f} GB free)", flush=True)
+        if missing > free:
+            raise ConfigError(
+                f"the boundary cache needs {missing / gb:.2f} GB more in {self.cache.root} but only "
+                f"{free / gb:.2f} GB are free. Fix: free disk space there, point cache_dir (or "
+                "$BENCHMARK_CACHE_DIR) at a larger disk, store less (boundary_dtype=float16, fewer "
+                "aug_views or epochs, augment=none, fewer trainable_blocks), or use engine=reference "
+                "(no cache, slower)")
 
     def eval_all(self) -> torch.Tensor:
         if self._eval is None:
@@ -147,7 +197,7 @@ class CachedEngine(Engine):
         return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
 
     def train_features(self, epoch: int) -> torch.Tensor:
-        if not self.cfg.augment:
+        if self.cfg.augment == "none":
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
         unique = np.unique(views)
@@ -161,7 +211,7 @@ class CachedEngine(Engine):
 
     def train_batches(self, epoch):
         feats = self.train_features(epoch)
-        for chunk in batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch):
+        for chunk in self.batches(epoch):
             chunk = chunk.to(self.device)
             yield feats[chunk], self._labels[chunk]
 
@@ -194,12 +244,12 @@ class ReferenceEngine(Engine):
                           persistent_workers=False)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return forward(self.backbone, images.to(self.device, non_blocking=True), self.cfg)
+        return forward(self.frozen, images.to(self.device, non_blocking=True), self.cfg)
 
     def train_batches(self, epoch):
         paths = [self.df["path"].iat[i] for i in self.train_idx]
         labels = self.train_labels()
-        batches = batch_order(len(paths), self.cfg.batch_size, self.cfg.seed, epoch)
+        batches = self.batches(epoch)
         t0 = time.perf_counter()
         for chunk, images in zip(batches, self._loader(paths, True, batches, epoch)):
             feats = self._features(images)

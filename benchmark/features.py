@@ -72,8 +72,9 @@ class View:
 
 
 def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View], cfg: Config,
-                  desc: str) -> list[torch.Tensor]:
-    """Features [len(view.index), dim] of every view (CPU), each image decoded once."""
+                  desc: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Features [len(view.index), ...] of every view (CPU), each image decoded once, stored as
+    ``dtype`` (boundary activations: reduced precision, converted batch by batch)."""
     device = next(backbone.parameters()).device
     decoder = decoders.resolve(cfg.decoder, device)
     row_of = np.full((len(views), len(paths)), -1)
@@ -93,8 +94,8 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
                 continue
             feats = forward(backbone, view.pixels([images[t] for t in take], rows[take]), cfg).cpu()
             if out[v] is None:
-                out[v] = torch.empty(len(view.index), feats.shape[1])
-            out[v][torch.as_tensor(rows[take])] = feats
+                out[v] = torch.empty(len(view.index), *feats.shape[1:], dtype=dtype)
+            out[v][torch.as_tensor(rows[take])] = feats.to(dtype)
         bar.update(len(positions))
     bar.close()
     decoders.report_fallbacks(decoder, fallbacks, len(needed))
@@ -116,3 +117,10 @@ def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: 
             images, fell_back = pending.result()
             pending = submit(k + 1)
             yield batch, images, fell_back
+
+
+def output_shape(backbone: FrozenBackbone, cfg: Config) -> tuple[int, ...]:
+    """Shape of one image's output of ``backbone`` (e.g. the boundary activation), from a blank image."""
+    device = next(backbone.parameters()).device
+    blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8, device=device)
+    return tuple(forward(backbone, blank, cfg).shape[1:])

@@ -39,7 +39,7 @@ from benchmark.models.backbones import FrozenBackbone, build_backbone, check_bac
 from benchmark.models.head import embed
 from benchmark.results import record, schema
 from benchmark.tracking import Tracker
-from benchmark.train import fit
+from benchmark.training import fit, losses
 
 
 def resolve_device(cfg: Config) -> torch.device:
@@ -92,6 +92,7 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 
 def prepare(cfg: Config) -> Prepared:
     check_backbone(cfg.backbone)
+    losses.check(cfg)  # a bad loss_args fails before any feature is computed
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
     device = resolve_device(cfg)

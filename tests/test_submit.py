@@ -149,6 +149,31 @@ def test_saved_index_keys_and_head_reproduce_the_submission(comp, submitted):
     assert {n: keys[i[0]] for n, i in zip(names, idx)} == {n: sub[n][0] for n in names}
 
 
+def test_submit_with_a_trainable_block_embeds_through_it(comp, tmp_path, monkeypatch):
+    """trainable_blocks=1: the saved head holds the trained block; frozen part -> block -> head
+    reproduces the submission's rankings."""
+    from benchmark.models.backbones import TrainableBlocks, split
+    from benchmark.models.head import Embedder, embed
+
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(comp / "cache"))
+    cfg = _tiny_cfg(comp / "comp" / "train", trainable_blocks=1, lr=0.01)
+    q_dir, g_dir = comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery"
+    submit(cfg, q_dir, g_dir, k=3, out=tmp_path / "s.json", index_dir=tmp_path)
+    state = torch.load(tmp_path / "head.pt", weights_only=True)
+    assert any(k.startswith("trunk.") for k in state)
+    frozen, units = split(build_backbone(cfg), 1)
+    model = Embedder(TrainableBlocks(units), ProjectionHead(512, cfg.embedding_dim))
+    model.load_state_dict(state)
+    cpu = torch.device("cpu")
+    q_feats, q_names, _ = backbone_features(sorted(q_dir.iterdir()), frozen, cfg, cpu)
+    g_feats, g_names, _ = backbone_features(sorted(g_dir.iterdir()), frozen, cfg, cpu)
+    scores = embed(model, q_feats).numpy() @ embed(model, g_feats).numpy().T
+    sub = json.loads((tmp_path / "s.json").read_text())
+    assert {n: g_names[i] for n, i in zip(q_names, scores.argmax(1))} == {n: sub[n][0] for n in q_names}
+    # the block was trained: its weights differ from the pretrained (here: fixed random) ones
+    assert not torch.equal(state["trunk.units.0.conv1.weight"], units[0].conv1.weight)
+
+
 # --- input handling ----------------------------------------------------------------------------
 @pytest.fixture()
 def folders(comp, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.config import legacy
 from benchmark.results.schema import DEFAULTS, missing, norm
 
 #: the report's controlled settings (Table 1): LR 0.001, 3 epochs, batch 32, augmentation and
@@ -61,7 +62,8 @@ def describe(key: str, value) -> str:
     if key == "normalize":
         return "ImageNet normalization" if value else "no normalization"
     if key == "augment":
-        return "augmentation" if value else "no augmentation"
+        return {"none": "no augmentation", "report": "augmentation",
+                "strong": "strong augmentation"}.get(legacy(key, value), f"augment={value}")
     if key == "embedding":
         return "frozen features (no head)" if value == "backbone" else "trained head"
     if key == "epochs":

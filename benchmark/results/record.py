@@ -123,7 +123,7 @@ class RunRecord:
         try:
             st = self.status()
             row |= {"status": st["status"], "error": st.get("error"), "warnings": _joined(st.get("warnings"))}
-            row |= {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.config().items()}
+            row |= schema.flat_config(self.config())
             if st["status"] == "ok":
                 row |= self.metrics()
         except RecordError as exc:

@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from benchmark.config import FIELDS, Config
+from benchmark.config import FIELDS, Config, legacy
 
 CONFIG, METRICS, HISTORY = "config.yaml", "metrics.json", "history.csv"
 EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS = "embeddings.npz", "split.json", "environment.json", "status.json"
@@ -34,7 +34,8 @@ SPLITS = ("val", "test")
 SPLIT_FACTS = ("n_queries", "n_gallery", "positives")
 
 #: Config defaults (the shared base config = the report's baseline), without building a Config
-DEFAULTS: dict = {f.name: f.default for f in dataclasses.fields(Config)}
+DEFAULTS: dict = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                  for f in dataclasses.fields(Config)}
 #: config keys that differ between runs of one configuration without changing what it is (the
 #: seed, where the data and cache are, devices, workers, tracking): seeds are averaged, the rest
 #: ignored. Also what ``benchmark.choose`` groups runs by.
@@ -42,6 +43,17 @@ RUN_SPECIFIC = ("seed", "device", "cache_dir", "eval_batch_size", "num_workers",
                 "wandb_project", "wandb_group", "data_home")
 #: config keys that change the test set: configurations are only compared within one setting
 SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed")
+
+
+def flat_config(cfg: dict) -> dict:
+    """A config as hashable table cells: lists -> tuples, mappings (``loss_args``) -> sorted JSON,
+    old spellings (``augment: true``, e.g. from W&B) -> today's."""
+    def cell(k, v):
+        if isinstance(v, list):
+            return tuple(v)
+        return json.dumps(v, sort_keys=True) if isinstance(v, dict) else legacy(k, v)
+
+    return {k: cell(k, v) for k, v in cfg.items()}
 
 
 class Unsupported(Exception):
@@ -102,7 +114,10 @@ def missing(v) -> bool:
 
 def norm(v):
     """A hashable, comparable stand-in for a config value: NaN/None -> None, 3.0 -> 3,
-    'true' -> True, lists -> tuples (values read back from CSV or W&B compare equal)."""
+    'true' -> True, lists -> tuples, mappings -> sorted JSON (values read back from CSV or W&B
+    compare equal)."""
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
     if isinstance(v, (list, tuple, np.ndarray)):
         return tuple(norm(x) for x in v)
     if missing(v):

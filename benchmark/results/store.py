@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.config import ConfigError
+from benchmark.results import schema
 from benchmark.results.record import RunRecord
 
 
@@ -30,10 +31,6 @@ def load(directory: Path | str) -> pd.DataFrame:
 def read_record(run_dir: Path) -> dict:
     """One finished run record as a flat row (status, config keys, metrics); see ``RunRecord.row``."""
     return RunRecord(run_dir).row()
-
-
-def _flat_config(cfg: dict) -> dict:
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
 
 
 def from_wandb_runs(runs: list[dict], history_dir: Path | str | None = None) -> pd.DataFrame:
@@ -69,7 +66,7 @@ def from_wandb_runs(runs: list[dict], history_dir: Path | str | None = None) -> 
             pd.DataFrame(epochs).to_csv(run_dir / "history.csv", index=False)
         rows.append({"run_id": run_id, "status": "ok" if ok else "failed",
                      "error": None if ok else summary.get("error", f"W&B state {r.get('state')}"),
-                     "run_dir": None if run_dir is None else str(run_dir), **_flat_config(cfg),
+                     "run_dir": None if run_dir is None else str(run_dir), **schema.flat_config(cfg),
                      **{k: v for k, v in summary.items() if "/" in k or k in ("score_per_minute", "best_epoch")}})
     df = pd.DataFrame(rows)
     df.attrs["in_progress"] = in_progress
