@@ -46,14 +46,22 @@ class Config:
     aug_views: int = 5
     normalize: bool = True
     # --- model ----------------------------------------------------------------------------------
+    #: a named backbone (resnet18, resnet50, efficientnet_b0, vit_b_16, efficientnet_lite0, sface) or an
+    #: open family: torchvision:<name>, timm:<name>, onnx:<path> (see benchmark/models/backbones.py)
     backbone: str = "efficientnet_b0"
-    #: imagenet | random | a torchvision weight-enum name (e.g. IMAGENET1K_V2) | path to a state_dict
+    #: imagenet (the backbone's published pretrained weights) | random | a torchvision weight-enum name
+    #: (e.g. IMAGENET1K_V2) | path to a state_dict; onnx:/sface carry their own weights (imagenet or model)
     weights: str = "imagenet"
     embedding_dim: int = 512
     #: dropout before the projection; null = the backbone's default (0.2 for EfficientNet, as in the report)
     dropout: float | None = None
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
+    # --- backbone inputs (open registry) -----------------------------------------------------------
+    #: override the backbone's input normalization (e.g. an onnx: model without mean/std metadata);
+    #: null = the backbone's published statistics
+    input_mean: tuple[float, float, float] | None = None
+    input_std: tuple[float, float, float] | None = None
     # --- training -------------------------------------------------------------------------------
     lr: float = 0.001
     epochs: int = 3
@@ -84,6 +92,7 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["split"] = list(self.split)
+        d |= {k: list(d[k]) for k in ("input_mean", "input_std") if d[k] is not None}
         return d
 
     def replace(self, **overrides) -> Config:
@@ -91,9 +100,9 @@ class Config:
 
     @property
     def head_dropout(self) -> float:
-        from benchmark.models.backbones import BACKBONES
+        from benchmark.models.backbones import get_spec
 
-        return BACKBONES[self.backbone].dropout if self.dropout is None else self.dropout
+        return get_spec(self.backbone).dropout if self.dropout is None else self.dropout
 
     @property
     def monitored(self) -> str:
@@ -111,15 +120,14 @@ class ConfigError(ValueError):
 
 
 def _validate(cfg: Config) -> None:
-    from benchmark.models.backbones import BACKBONES
+    from benchmark.models import backbones
 
     for name, f in FIELDS.items():
         value = getattr(cfg, name)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"backbone={cfg.backbone!r} is not valid; choose one of: {', '.join(BACKBONES)}")
+    backbones.check(cfg)
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
@@ -132,6 +140,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"lr={cfg.lr} must be > 0")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
+    for name in ("input_mean", "input_std"):
+        value = getattr(cfg, name)
+        if value is not None and (len(value) != 3 or (name == "input_std" and min(value) <= 0)):
+            raise ConfigError(f"{name}={list(value)} must be three numbers (per RGB channel, std > 0) or null")
     if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
         raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
                           "are not training classes; use monitor=val/score or auto")

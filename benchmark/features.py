@@ -88,7 +88,7 @@ def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) ->
 def extract(backbone: FrozenBackbone, images: list[torch.Tensor],
             view: Callable[[int, torch.Tensor], torch.Tensor], cfg: Config, desc: str) -> torch.Tensor:
     """Features [n, dim] of ``view(i, images[i])`` for every image, batched, in order."""
-    device = next(backbone.parameters()).device
+    device = backbone.device
     out = []
     bs = cfg.eval_batch_size
     for start in tqdm(range(0, len(images), bs), desc=desc, leave=False, mininterval=1):

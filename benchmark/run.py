@@ -28,7 +28,7 @@ from benchmark.config import Config, dump_yaml
 from benchmark.data import load_dataset
 from benchmark.engines import ENGINES, Engine
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import FrozenBackbone, build_backbone
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
 from benchmark.tracking import Tracker
 from benchmark.train import fit
@@ -68,7 +68,7 @@ _BACKBONES: dict[tuple, FrozenBackbone] = {}
 
 def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
     """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
-    key = (cfg.backbone, cfg.weights, str(device))
+    key = (cfg.backbone, cfg.weights, cfg.input_mean, cfg.input_std, str(device))
     if key not in _BACKBONES:
         if len(_BACKBONES) >= 4:
             _BACKBONES.pop(next(iter(_BACKBONES)))
@@ -77,6 +77,8 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 
 
 def prepare(cfg: Config) -> Prepared:
+    """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
+    cfg = adapt(cfg)
     df = splits.make_split(load_dataset(cfg), cfg)
     device = resolve_device(cfg)
     return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device))
@@ -86,7 +88,7 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings)."""
     t_start = time.perf_counter()
     prep = prepare(cfg)
-    engine = prep.engine
+    cfg, engine = prep.cfg, prep.engine
     t_train = time.perf_counter()
     head, history, best_epoch = None, [], 0
     if cfg.embedding == "head":
@@ -110,6 +112,8 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     metrics |= {"best_epoch": best_epoch, "time/train_s": train_s, "time/total_s": total_s,
                 "time/features_s": engine.features_s, "time/cost_s": cost_s,
                 "score_per_minute": metrics.get("test/score", 0.0) / (cost_s / 60)}
+    if engine.no_face() is not None:  # face backbones: images that fell back to the central square
+        metrics |= {"align/no_face": engine.no_face(), "align/images": len(prep.df)}
     return metrics, history, head, prep, test_emb
 
 
@@ -132,6 +136,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         if raise_errors or isinstance(exc, KeyboardInterrupt):
             raise
         return {"status": "failed", "error": doc["error"]}
+    files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
     buf = io.BytesIO()
