@@ -100,9 +100,9 @@ class Config:
 
     @property
     def head_dropout(self) -> float:
-        from benchmark.models.backbones import get_spec
+        from benchmark.models.backbones import head_dropout
 
-        return get_spec(self.backbone).dropout if self.dropout is None else self.dropout
+        return head_dropout(self)
 
     @property
     def monitored(self) -> str:
@@ -127,7 +127,7 @@ def _validate(cfg: Config) -> None:
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    backbones.check(cfg)
+    backbones.check_backbone(cfg.backbone)
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",

@@ -322,8 +322,9 @@ FACE_BACKBONES: dict[str, Callable[[], BackboneSpec]] = {"sface": _sface_spec}
 
 
 @lru_cache(maxsize=64)
-def get_spec(name: str) -> BackboneSpec:
-    """The spec of backbone ``name``; a clear error lists the valid names and families."""
+def check_backbone(name: str) -> BackboneSpec:
+    """The spec of backbone ``name`` (the one place a backbone name is validated), or a ConfigError
+    listing the valid names and families."""
     if name in BACKBONES:
         return BACKBONES[name]
     if name in FACE_BACKBONES:
@@ -344,7 +345,7 @@ def names() -> list[str]:
 def availability(name: str, weights: str = "imagenet") -> str | None:
     """Why ``name`` with ``weights`` cannot run on this machine, or None when it can."""
     try:
-        spec = get_spec(name)
+        spec = check_backbone(name)
     except ConfigError as exc:
         return str(exc)
     if spec.weights_enum and weights != "random" and spec.load is None:
@@ -354,14 +355,26 @@ def availability(name: str, weights: str = "imagenet") -> str | None:
     return spec.unavailable(weights)
 
 
-def check(cfg: Config) -> None:
-    """Registry-side validation of ``cfg``: the backbone name resolves and fits the other keys."""
-    get_spec(cfg.backbone)
+def describe(name: str, weights: str = "imagenet") -> dict:
+    """One line of ``benchmark list backbones``: dimension, input, weights availability here."""
+    try:
+        spec = check_backbone(name)
+    except ConfigError as exc:
+        return {"backbone": name, "dim": None, "input": None, "available": False, "reason": str(exc)}
+    reason = availability(name, weights)
+    size = f"{spec.input_size}x{spec.input_size} (fixed)" if spec.input_size else "image_size (224)"
+    return {"backbone": name, "dim": spec.dim, "input": size + (" aligned face" if spec.align else ""),
+            "available": reason is None, "reason": reason or ""}
+
+
+def head_dropout(cfg: Config) -> float:
+    """Dropout before the projection head: ``cfg.dropout``, else the backbone's default."""
+    return check_backbone(cfg.backbone).dropout if cfg.dropout is None else cfg.dropout
 
 
 def adapt(cfg: Config) -> Config:
     """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs)."""
-    spec = get_spec(cfg.backbone)
+    spec = check_backbone(cfg.backbone)
     if spec.input_size is None or (cfg.image_size, cfg.resize) == (spec.input_size, spec.resize):
         return cfg
     return cfg.replace(image_size=spec.input_size, resize=spec.resize)
@@ -418,11 +431,11 @@ def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
 
 def checkpoint_file(cfg: Config) -> Path | None:
     """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
-    return _checkpoint(get_spec(cfg.backbone), cfg.weights)
+    return _checkpoint(check_backbone(cfg.backbone), cfg.weights)
 
 
 def _is_enum_name(cfg: Config) -> bool:
-    spec = get_spec(cfg.backbone)
+    spec = check_backbone(cfg.backbone)
     if cfg.weights == "imagenet":
         return True
     if spec.weights_enum is None:
@@ -434,7 +447,7 @@ def _is_enum_name(cfg: Config) -> bool:
 
 def build_backbone(cfg: Config) -> FrozenBackbone:
     """The frozen backbone of ``cfg``; fails before any training when its weights are unavailable."""
-    spec = get_spec(cfg.backbone)
+    spec = check_backbone(cfg.backbone)
     if cfg.input_mean is not None or cfg.input_std is not None:
         spec = replace(spec, mean=cfg.input_mean or spec.mean, std=cfg.input_std or spec.std)
     if spec.load is not None:

