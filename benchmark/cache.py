@@ -77,7 +77,7 @@ class FeatureCache:
                 entry = self._read(path, key)  # another process may have written it meanwhile
                 if entry is None:
                     t0 = time.perf_counter()
-                    features = compute().detach().float().cpu().contiguous()
+                    features = compute().detach().cpu().contiguous()  # keeps its dtype
                     entry = {"key": key, "features": features, "checksum": _checksum(features),
                              "cost_s": time.perf_counter() - t0, "created": time.time()}
                     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

@@ -22,6 +22,23 @@ def _choices(*values: str) -> dict:
     return {"choices": values}
 
 
+#: names of the training registries (benchmark/training/), listed here so that config.py stays a leaf
+LOSS_NAMES = ("ce", "arcface", "cosface", "subcenter_arcface", "supcon", "triplet", "multi_similarity",
+              "contrastive")
+MINER_NAMES = ("none", "batch_hard", "batch_easy_hard", "multi_similarity", "triplet_margin", "pair_margin")
+#: values older records and configs used, read as today's spelling
+LEGACY_VALUES = {"augment": {**dict.fromkeys(("true", "yes", "on", "1"), "report"),
+                             **dict.fromkeys(("false", "no", "off", "0"), "none")}}
+
+
+def legacy(name: str, value):
+    """Today's spelling of an old value (``augment: true`` -> ``report``), else ``value``."""
+    table = LEGACY_VALUES.get(name)
+    if table is None or value is None:
+        return value
+    return table.get(str(value).lower(), value)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything that defines one run. Every field is recorded in the run's ``config.yaml``."""
@@ -41,7 +58,10 @@ class Config:
     # --- preprocessing --------------------------------------------------------------------------
     image_size: int = 224
     resize: int = 256
-    augment: bool = True
+    #: training-view augmentation policy (transforms.py): none | report (the report's RandomResizedCrop
+    #: + horizontal flip) | strong (the report's section 4.4 list: rotation/affine/perspective, colour
+    #: jitter, random erasing). Old configs' true/false still load, as report/none.
+    augment: str = field(default="report", metadata=_choices("none", "report", "strong"))
     #: cached engine: augmented views per training image in the shared bank (>= epochs is used)
     aug_views: int = 5
     normalize: bool = True
@@ -72,6 +92,34 @@ class Config:
     monitor: str = field(default="auto", metadata=_choices("auto", "val/loss", "val/score"))
     #: head init, batch order and which augmented views each epoch sees; the split has its own seed
     seed: int = 0
+    # --- training recipe (issue 8: benchmark/training/) ---------------------------------------------
+    #: ce = today's cross-entropy over a linear classifier; the others are pytorch-metric-learning
+    #: losses on the L2-normalized embedding (ArcFace-family class weights train with the head)
+    loss: str = field(default="ce", metadata=_choices(*LOSS_NAMES))
+    #: the loss's hyperparameters, checked against its signature, e.g. {margin: 0.3, scale: 30}
+    loss_args: dict = field(default_factory=dict)
+    #: pytorch-metric-learning miner choosing the pairs/triplets a pair-based loss sees (none = all)
+    miner: str = field(default="none", metadata=_choices(*MINER_NAMES))
+    #: m images per identity in every batch (PML MPerClassSampler; must divide batch_size) so that
+    #: pair/triplet losses always see positives; 0 = plain shuffled batches (today's)
+    samples_per_class: int = 0
+    #: adam (today's) | adamw | sgd (momentum 0.9, Nesterov)
+    optimizer: str = field(default="adam", metadata=_choices("adam", "adamw", "sgd"))
+    weight_decay: float = 0.0
+    #: learning-rate schedule, stepped every batch: none (constant, today's) | cosine (to 0) |
+    #: step (x0.1 at 50% and 75% of training) | onecycle; the LR of each epoch is in history.csv
+    scheduler: str = field(default="none", metadata=_choices("none", "cosine", "step", "onecycle"))
+    #: epochs of linear warm-up from lr/100 before the schedule (onecycle: its rising phase)
+    warmup_epochs: int = 0
+    #: train the last N blocks of the backbone too (0 = frozen, the report's). The cached engine
+    #: then caches activations at the freeze boundary instead of features
+    trainable_blocks: int = 0
+    #: learning rate of the trainable backbone blocks; null = lr / 10
+    backbone_lr: float | None = None
+    #: BatchNorm of trainable blocks updates its running statistics (default: kept in eval mode)
+    bn_train: bool = False
+    #: storage precision of cached boundary activations (trainable_blocks > 0), part of the cache key
+    boundary_dtype: str = field(default="float16", metadata=_choices("float16", "bfloat16", "float32"))
     # --- engine ---------------------------------------------------------------------------------
     engine: str = field(default="cached", metadata=_choices("cached", "reference"))
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
@@ -86,9 +134,15 @@ class Config:
     wandb_group: str | None = None
 
     def __post_init__(self) -> None:
+        for name in LEGACY_VALUES:
+            object.__setattr__(self, name, legacy(name, getattr(self, name)))
         _validate(self)
 
     # ---------------------------------------------------------------------------------------------
+    @property
+    def backbone_learning_rate(self) -> float:
+        return self.lr / 10 if self.backbone_lr is None else self.backbone_lr
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["split"] = list(self.split)
@@ -138,6 +192,21 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"max_identities={cfg.max_identities} must be >= 1 (or null for all)")
     if not cfg.lr > 0:
         raise ConfigError(f"lr={cfg.lr} must be > 0")
+    for name in ("samples_per_class", "warmup_epochs", "trainable_blocks"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
+    if cfg.samples_per_class and cfg.batch_size % cfg.samples_per_class:
+        raise ConfigError(f"samples_per_class={cfg.samples_per_class} must divide batch_size={cfg.batch_size} "
+                          f"(e.g. batch_size={cfg.batch_size // cfg.samples_per_class * cfg.samples_per_class or cfg.samples_per_class})")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs:
+        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be < epochs={cfg.epochs}")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"weight_decay={cfg.weight_decay} must be >= 0")
+    if cfg.backbone_lr is not None and not cfg.backbone_lr > 0:
+        raise ConfigError(f"backbone_lr={cfg.backbone_lr} must be > 0 (or null for lr / 10)")
+    if not isinstance(cfg.loss_args, dict) or not all(isinstance(k, str) for k in cfg.loss_args):
+        raise ConfigError(f"loss_args={cfg.loss_args!r} must be a mapping of parameter names to values, "
+                          "e.g. {margin: 0.3}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
     for name in ("input_mean", "input_std"):
@@ -160,7 +229,13 @@ def _coerce(name: str, value):
             return None
         raise ConfigError(f"{name} may not be null")
     origin = typing.get_origin(base)
+    value = legacy(name, value)
     try:
+        if base is dict:
+            mapping = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(mapping, dict):
+                raise ValueError
+            return dict(mapping)
         if origin is tuple:
             items = value if isinstance(value, (list, tuple)) else yaml.safe_load(str(value))
             return tuple(float(v) for v in items)

@@ -8,12 +8,19 @@ cached (default): features computed once into the on-disk feature cache, shared 
     permutation of the bank's ``aug_views`` views), eval features once per backbone and
     preprocessing. Head training then runs on the cached features on the device.
 
+With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``backbones.split``):
+"features" are then the frozen part's boundary activations, which the cached engine stores in
+``boundary_dtype`` (reduced precision: the dtype is in the cache key) after checking that the disk
+holds them, and training runs the trainable blocks + head on them. The reference engine still runs
+the full network every step (frozen part in fp32, then the trainable blocks).
+
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Iterator
 
@@ -23,15 +30,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.cache import FeatureCache
-from benchmark.config import Config
-from benchmark.features import content_hash, decode_all, extract, forward, precision
-from benchmark.models.backbones import FrozenBackbone
-from benchmark.transforms import decode, eval_view, train_view, view_seed
-
-
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return list(torch.randperm(n, generator=g).split(batch_size))
+from benchmark.config import Config, ConfigError
+from benchmark.features import content_hash, decode_all, extract, forward, output_shape, precision
+from benchmark.models.backbones import FrozenBackbone, split
+from benchmark.training.sampling import batch_order
+from benchmark.transforms import POLICY_KEYS, decode, eval_view, train_view, view_seed
 
 
 class Engine:
@@ -43,6 +46,9 @@ class Engine:
 
     def __init__(self, cfg: Config, backbone: FrozenBackbone, df: pd.DataFrame, device: torch.device):
         self.cfg, self.backbone, self.df, self.device = cfg, backbone, df, device
+        #: what computes the engine's features (the whole backbone, or its part before the freeze
+        #: boundary) and the backbone units after the boundary (shared: ``fit`` trains a copy)
+        self.frozen, self.trainable_units = split(backbone, cfg.trainable_blocks)
         self.train_idx = np.flatnonzero(df["split"].to_numpy() == "train")
         classes = np.unique(df["label"].to_numpy()[self.train_idx])
         #: global label -> training class index (-1 for identities never trained on)
@@ -82,6 +88,14 @@ class Engine:
     def train_labels(self) -> torch.Tensor:
         return torch.as_tensor(self.class_of[self.df["label"].to_numpy()[self.train_idx]])
 
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """Training-item indices of each batch of ``epoch``: the same in both engines."""
+        return batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch,
+                           self.train_labels().numpy(), self.cfg.samples_per_class)
+
+    def n_batches(self) -> int:
+        return len(self.batches(0))
+
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
@@ -105,6 +119,11 @@ class CachedEngine(Engine):
         }
         if backbone.aligner is not None:  # face alignment is preprocessing: part of every key
             self.base_key["align"] = backbone.aligner.identity
+        self.dtype = torch.float32
+        if cfg.trainable_blocks:  # boundary activations instead of features
+            self.dtype = getattr(torch, cfg.boundary_dtype)
+            self.base_key |= {"trainable_blocks": cfg.trainable_blocks, "dtype": cfg.boundary_dtype}
+            self._space_checked = False
 
     def images(self) -> list[torch.Tensor]:
         if self._images is None:
@@ -116,36 +135,70 @@ class CachedEngine(Engine):
         return self._images
 
     def _get(self, key: dict, compute) -> torch.Tensor:
+        if self.cfg.trainable_blocks and not self._space_checked:
+            self._check_space()
         t0 = time.perf_counter()
         entry = self.cache.get_or_compute(key, compute)
         self.fetch_s += time.perf_counter() - t0
         self.features_s += entry["cost_s"]
         return entry["features"].to(self.device)
 
+    def _eval_key(self) -> dict:
+        return {**self.base_key, "images": content_hash(self.paths), "view": "eval"}
+
+    def _view_key(self, view: int) -> dict:
+        train_paths = [self.paths[i] for i in self.train_idx]
+        return {**self.base_key, "images": content_hash(train_paths), "view": view,
+                "augment": POLICY_KEYS[self.cfg.augment]}
+
+    def _check_space(self) -> None:
+        """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
+        still missing would not fit the cache's free disk space."""
+        self._space_checked = True
+        shape = output_shape(self.frozen, self.cfg)
+        per_image = int(np.prod(shape)) * self.dtype.itemsize
+        needed = [(self._eval_key(), len(self.paths))]
+        if self.cfg.augment != "none":
+            views = np.unique([self.views_for(e) for e in range(self.cfg.epochs)])
+            needed += [(self._view_key(int(v)), len(self.train_idx)) for v in views]
+        total = sum(n for _, n in needed) * per_image
+        missing = sum(n for key, n in needed if not self.cache.path(key).exists()) * per_image
+        self.cache.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.cache.root).free
+        gb = 1e9
+        print(f"boundary cache: {self.cfg.backbone} trainable_blocks={self.cfg.trainable_blocks}, activations "
+              f"{list(shape)} {self.cfg.boundary_dtype} = {per_image / 1e3:.1f} kB/image; this run uses "
+              f"{total / gb:.2f} GB ({len(needed)} entries), {missing / gb:.2f} GB still to write in "
+              f"{self.cache.root} ({free / gb:.1f} GB free)", flush=True)
+        if missing > free:
+            raise ConfigError(
+                f"the boundary cache needs {missing / gb:.2f} GB more in {self.cache.root} but only "
+                f"{free / gb:.2f} GB are free. Fix: free disk space there, point cache_dir (or "
+                "$BENCHMARK_CACHE_DIR) at a larger disk, store less (boundary_dtype=float16, fewer "
+                "aug_views or epochs, augment=none, fewer trainable_blocks), or use engine=reference "
+                "(no cache, slower)")
+
     def eval_all(self) -> torch.Tensor:
         """Eval-view features of every image of the dataset (shared by all splits and protocols)."""
         if self._eval is None:
-            key = {**self.base_key, "images": content_hash(self.paths), "view": "eval"}
-            self._eval = self._get(key, lambda: extract(
-                self.backbone, self.images(), lambda i, img: eval_view(img, self.cfg), self.cfg,
-                f"features {self.cfg.backbone} eval"))
+            self._eval = self._get(self._eval_key(), lambda: extract(
+                self.frozen, self.images(), lambda i, img: eval_view(img, self.cfg), self.cfg,
+                f"features {self.cfg.backbone} eval", self.dtype))
         return self._eval
 
     def bank_view(self, view: int) -> torch.Tensor:
         """Features of augmented view ``view`` of every training image. The bank is shared by
         all seeds and runs (its pixels depend only on the view index and the image)."""
         if view not in self._views:
-            train_paths = [self.paths[i] for i in self.train_idx]
-            key = {**self.base_key, "images": content_hash(train_paths), "view": view, "augment": "rrc+hflip"}
             idx = self.train_idx
 
             def compute():
                 images = self.images()
-                return extract(self.backbone, [images[i] for i in idx],
+                return extract(self.frozen, [images[i] for i in idx],
                                lambda j, img: train_view(img, self.cfg, view_seed(0, view, j)),
-                               self.cfg, f"features {self.cfg.backbone} view {view}")
+                               self.cfg, f"features {self.cfg.backbone} view {view}", self.dtype)
 
-            self._views[view] = self._get(key, compute)
+            self._views[view] = self._get(self._view_key(view), compute)
         return self._views[view]
 
     def views_for(self, epoch: int) -> np.ndarray:
@@ -159,7 +212,7 @@ class CachedEngine(Engine):
         return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
 
     def train_features(self, epoch: int) -> torch.Tensor:
-        if not self.cfg.augment:
+        if self.cfg.augment == "none":
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
         unique = np.unique(views)
@@ -173,7 +226,7 @@ class CachedEngine(Engine):
 
     def train_batches(self, epoch):
         feats = self.train_features(epoch)
-        for chunk in batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch):
+        for chunk in self.batches(epoch):
             chunk = chunk.to(self.device)
             yield feats[chunk], self._labels[chunk]
 
@@ -211,11 +264,11 @@ class ReferenceEngine(Engine):
                           persistent_workers=False)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return forward(self.backbone, images.to(self.device, non_blocking=True), self.cfg)
+        return forward(self.frozen, images.to(self.device, non_blocking=True), self.cfg)
 
     def train_batches(self, epoch):
         labels = self.train_labels()
-        batches = batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch)
+        batches = self.batches(epoch)
         t0 = time.perf_counter()
         for chunk, images in zip(batches, self._loader(self.train_idx, True, batches, epoch)):
             feats = self._features(images)

@@ -86,12 +86,21 @@ def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) ->
 
 
 def extract(backbone: FrozenBackbone, images: list[torch.Tensor],
-            view: Callable[[int, torch.Tensor], torch.Tensor], cfg: Config, desc: str) -> torch.Tensor:
-    """Features [n, dim] of ``view(i, images[i])`` for every image, batched, in order."""
+            view: Callable[[int, torch.Tensor], torch.Tensor], cfg: Config, desc: str,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Features [n, ...] of ``view(i, images[i])`` for every image, batched, in order, stored as
+    ``dtype`` (boundary activations: reduced precision, converted batch by batch)."""
     device = backbone.device
     out = []
     bs = cfg.eval_batch_size
     for start in tqdm(range(0, len(images), bs), desc=desc, leave=False, mininterval=1):
         batch = torch.stack([view(i, images[i]) for i in range(start, min(start + bs, len(images)))])
-        out.append(forward(backbone, batch.to(device, non_blocking=True), cfg))
+        out.append(forward(backbone, batch.to(device, non_blocking=True), cfg).to(dtype))
     return torch.cat(out)
+
+
+def output_shape(backbone: FrozenBackbone, cfg: Config) -> tuple[int, ...]:
+    """Shape of one image's output of ``backbone`` (e.g. the boundary activation), from a blank image."""
+    device = backbone.device
+    blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8, device=device)
+    return tuple(forward(backbone, blank, cfg).shape[1:])

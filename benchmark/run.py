@@ -31,7 +31,7 @@ from benchmark.metrics import embedding_metrics, retrieval_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
 from benchmark.tracking import Tracker
-from benchmark.train import fit
+from benchmark.training import fit, losses
 
 
 def resolve_device(cfg: Config) -> torch.device:
@@ -79,6 +79,7 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 def prepare(cfg: Config) -> Prepared:
     """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
     cfg = adapt(cfg)
+    losses.check(cfg)  # a bad loss_args fails before any feature is computed
     df = splits.make_split(load_dataset(cfg), cfg)
     device = resolve_device(cfg)
     return Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device))

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from benchmark import record
+from benchmark.config import legacy
 
 
 def load(directory: Path | str) -> pd.DataFrame:
@@ -37,7 +38,14 @@ def read_record(run_dir: Path) -> dict:
 
 
 def _flat_config(cfg: dict) -> dict:
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()}
+    """Hashable cells: lists -> tuples, mappings (``loss_args``) -> sorted JSON; old spellings
+    (``augment: true``) -> today's."""
+    def cell(k, v):
+        if isinstance(v, list):
+            return tuple(v)
+        return json.dumps(v, sort_keys=True) if isinstance(v, dict) else legacy(k, v)
+
+    return {k: cell(k, v) for k, v in cfg.items()}
 
 
 def from_wandb_runs(runs: list[dict]) -> pd.DataFrame:

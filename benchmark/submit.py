@@ -138,11 +138,11 @@ def _model(cfg: Config):
         device = resolve_device(cfg)
         return frozen_backbone(cfg, device), device, None
     prep = prepare(cfg)
-    return prep.engine.backbone, prep.device, prep.engine
+    return prep.engine.frozen, prep.device, prep.engine  # with trainable_blocks: up to the boundary
 
 
 def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
-    from benchmark.train import fit
+    from benchmark.training import fit
 
     if engine is None:
         return None, {"embedding": "backbone", "trained": False}

@@ -1,7 +1,8 @@
 """Decoding and preprocessing (report section 2.1), shared by both engines so that their inputs match.
 
 eval  = resize(shorter side) + CenterCrop(image_size)
-train = RandomResizedCrop(image_size) + horizontal flip when ``augment``, else eval
+train = the ``augment`` policy (``policy``): none = eval; report = RandomResizedCrop(image_size) +
+        horizontal flip (the report's section 2.1); strong = the report's section 4.4 list
 then  float in [0, 1] and, when ``normalize``, the backbone's published mean/std.
 Every image is decoded to uint8 RGB (greyscale, CMYK, RGBA, palette all become RGB).
 """
@@ -35,17 +36,40 @@ def eval_view(img: torch.Tensor, cfg: Config) -> torch.Tensor:
     return F.center_crop(img, [cfg.image_size])
 
 
-_AUGMENT_CACHE: dict[int, v2.Compose] = {}
+def policy(name: str, image_size: int) -> v2.Transform | None:
+    """The training-view transform of augmentation policy ``name`` on a uint8 CHW image (None: the
+    eval view). Each policy is defined here only; ``POLICY_KEYS`` names it in cache keys."""
+    if name == "none":
+        return None
+    crop_flip = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    if name == "report":
+        return v2.Compose(crop_flip)
+    if name == "strong":  # pose/viewpoint, lighting, occlusion (report section 4.4)
+        return v2.Compose([
+            *crop_flip,
+            v2.RandomApply([v2.RandomAffine(degrees=15, translate=(0.05, 0.05), scale=(0.9, 1.1))], p=0.5),
+            v2.RandomPerspective(distortion_scale=0.2, p=0.3),
+            v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
+            v2.RandomGrayscale(p=0.1),
+            v2.RandomErasing(p=0.25, scale=(0.02, 0.2), value=0),
+        ])
+    raise ValueError(f"augment={name!r} is not a policy; choose one of: none, report, strong")
+
+
+#: a policy's name in feature-cache keys; change it when the policy's definition changes
+POLICY_KEYS = {"report": "rrc+hflip", "strong": "strong-v1"}
+
+_POLICIES: dict[tuple[str, int], v2.Transform | None] = {}
 
 
 def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch.Tensor:
-    """A random augmented view; ``seed`` makes it reproducible (one view per image, epoch and seed)."""
-    if not cfg.augment:
-        return eval_view(img, cfg)
-    aug = _AUGMENT_CACHE.get(cfg.image_size)
+    """A random view under ``cfg.augment``; ``seed`` makes it reproducible (one view per image, epoch and seed)."""
+    key = (cfg.augment, cfg.image_size)
+    if key not in _POLICIES:
+        _POLICIES[key] = policy(*key)
+    aug = _POLICIES[key]
     if aug is None:
-        aug = _AUGMENT_CACHE[cfg.image_size] = v2.Compose(
-            [v2.RandomResizedCrop(cfg.image_size, antialias=True), v2.RandomHorizontalFlip()])
+        return eval_view(img, cfg)
     if seed is None:
         return aug(img)
     with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stream stays untouched

@@ -14,7 +14,7 @@ from benchmark.config import FIELDS, Config, ConfigError, from_dict, parse_overr
 def test_defaults_are_the_report_baseline():
     cfg = Config()
     assert (cfg.backbone, cfg.lr, cfg.epochs, cfg.batch_size) == ("efficientnet_b0", 0.001, 3, 32)
-    assert cfg.augment and cfg.normalize
+    assert cfg.augment == "report" and cfg.normalize
     assert (cfg.dataset, cfg.min_faces_per_person, cfg.protocol, cfg.split) == ("lfw", 20, "closed-set",
                                                                                 (0.5, 0.2, 0.3))
     assert cfg.embedding_dim == 512 and cfg.head_dropout == 0.2
@@ -52,7 +52,6 @@ def test_bad_choice_lists_valid_choices(key, value, choices):
     ("lr", "fast", "float"),
     ("epochs", "three", "int"),
     ("epochs", 2.5, "int"),
-    ("augment", "maybe", "bool"),
     ("split", "[0.5, a, 0.5]", "tuple"),
     ("max_identities", "some", "int"),
 ])
@@ -90,7 +89,7 @@ def test_coercion_from_strings():
     cfg = from_dict({"lr": "0.01", "epochs": "5", "augment": "no", "normalize": "true",
                      "split": "[0.6, 0.2, 0.2]", "data_home": "null", "max_identities": "7",
                      "dropout": "none", "weights": "random"})
-    assert (cfg.lr, cfg.epochs, cfg.augment, cfg.normalize) == (0.01, 5, False, True)
+    assert (cfg.lr, cfg.epochs, cfg.augment, cfg.normalize) == (0.01, 5, "none", True)
     assert cfg.split == (0.6, 0.2, 0.2) and isinstance(cfg.split, tuple)
     assert cfg.data_home is None and cfg.dropout is None and cfg.max_identities == 7
     assert from_dict({"epochs": 4.0}).epochs == 4
@@ -103,7 +102,7 @@ def test_parse_overrides():
                    "max_identities": None, "weights": "random", "epochs": 5, "seed": 3}
     assert parse_overrides(None) == {} == parse_overrides([])
     cfg = from_dict(got)
-    assert (cfg.lr, cfg.augment, cfg.split, cfg.epochs, cfg.seed) == (0.01, False, (0.6, 0.2, 0.2), 5, 3)
+    assert (cfg.lr, cfg.augment, cfg.split, cfg.epochs, cfg.seed) == (0.01, "none", (0.6, 0.2, 0.2), 5, 3)
 
 
 @pytest.mark.parametrize("item", ["lr", "=0.1", ""])

@@ -18,9 +18,9 @@ def count_extract(monkeypatch):
     calls = []
     real = engines.extract
 
-    def counting(backbone, images, view, cfg, desc):
+    def counting(backbone, images, view, cfg, desc, *args):
         calls.append(desc)
-        return real(backbone, images, view, cfg, desc)
+        return real(backbone, images, view, cfg, desc, *args)
 
     monkeypatch.setattr(engines, "extract", counting)
     return calls

@@ -30,7 +30,7 @@ def results(tmp_path):
 def test_load_one_row_per_run_with_config_and_metrics(results):
     df = store.load(results).set_index("run_id")
     assert list(df.index) == ["a", "b", "c"]
-    assert df.loc["a", "lr"] == 0.01 and df.loc["b", "seed"] == 1 and not df.loc["b", "augment"]
+    assert df.loc["a", "lr"] == 0.01 and df.loc["b", "seed"] == 1 and df.loc["b", "augment"] == "none"
     assert df.loc["b", "val/score"] == 600.0 and df.loc["a", "time/cost_s"] == 10.0
     assert df.loc["c", "status"] == "failed" and "nan" in df.loc["c", "error"]
     assert pd.isna(df.loc["c", "test/score"])

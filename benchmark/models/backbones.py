@@ -14,6 +14,7 @@ A backbone is *truly* frozen: no parameter needs gradients and it stays in eval 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from dataclasses import dataclass, replace
@@ -51,10 +52,13 @@ class BackboneSpec:
     align: Callable[[], object] | None = None
     #: replaces the torchvision-style weight loading: weights -> (network, weights identity)
     load: Callable[[str], tuple[nn.Module, str]] | None = None
-    #: whether blocks of it could be trained (ONNX graphs cannot)
-    trainable: bool = True
     #: why it cannot run on this machine (missing package, file, weights), or None
     unavailable: Callable[[str], str | None] = lambda weights: None
+    #: the built network as a chain of units (stem, blocks..., pooling) whose composition is its
+    #: forward: the freeze boundary of ``trainable_blocks`` lies between two units
+    units: Callable[[nn.Module], list[nn.Module]] | None = None
+    #: why ``trainable_blocks`` > 0 is refused when ``units`` is None
+    frozen_reason: str = "it declares no blocks to unfreeze (only the named torchvision backbones and Lite0 do)"
 
 
 def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None], imagenet: str = "IMAGENET1K_V1"):
@@ -78,6 +82,58 @@ def _strip_classifier(m):
 
 def _strip_heads(m):
     m.heads = nn.Identity()
+
+
+class _Lambda(nn.Module):
+    """A unit that applies ``fn`` to the network it belongs to (shares that network's parameters)."""
+
+    def __init__(self, fn: Callable, **parts: nn.Module):
+        super().__init__()
+        self.fn = fn
+        for name, part in parts.items():
+            self.add_module(name, part)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _pool():
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+def _resnet_units(m) -> list[nn.Module]:
+    """stem, every residual block of layer1..layer4 (layer4's bottlenecks last), pooling."""
+    stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+    return [stem, *m.layer1, *m.layer2, *m.layer3, *m.layer4, _pool()]
+
+
+def _efficientnet_units(m) -> list[nn.Module]:
+    """stem conv, the stages of ``features`` (the final 1x1 conv last), pooling."""
+    return [*m.features, _pool()]
+
+
+def _vit_units(m) -> list[nn.Module]:
+    """patch embedding + class token + position embedding, the encoder layers, final norm + class token."""
+    def embed(u, x):
+        x = m._process_input(x)  # u.conv_proj + flatten to tokens
+        x = torch.cat([u.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return u.dropout(x + u.pos_embedding)
+
+    stem = _Lambda(embed, conv_proj=m.conv_proj, dropout=m.encoder.dropout)
+    stem.class_token, stem.pos_embedding = m.class_token, m.encoder.pos_embedding
+    return [stem, *m.encoder.layers, _Lambda(lambda u, x: u.ln(x)[:, 0], ln=m.encoder.ln)]
+
+
+def _lite_units(m) -> list[nn.Module]:
+    """stem, the 16 MBConv blocks, the 1x1 head conv, pooling (as ``_LitePooled``)."""
+    net = m.net
+    n, rate = len(net._blocks), net._global_params.drop_connect_rate
+    blocks = [_Lambda(lambda u, x, r=(rate or 0) * i / n: u.block(x, drop_connect_rate=r), block=b)
+              for i, b in enumerate(net._blocks)]
+    return [_Lambda(lambda u, x: u.act(u.bn(u.conv(x))), conv=net._conv_stem, bn=net._bn0, act=net._swish),
+            *blocks,
+            _Lambda(lambda u, x: u.act(u.bn(u.conv(x))), conv=net._conv_head, bn=net._bn1, act=net._swish),
+            _Lambda(lambda u, x: x.mean((2, 3)))]
 
 
 class _LitePooled(nn.Module):
@@ -118,17 +174,19 @@ def _lite0_unavailable(weights: str) -> str | None:
 BACKBONES: dict[str, BackboneSpec] = {
     # small and fast: plumbing, tests, CPU smoke runs
     "resnet18": BackboneSpec(512, _torchvision("resnet18", "ResNet18_Weights", _strip_fc),
-                             weights_enum="ResNet18_Weights"),
+                             weights_enum="ResNet18_Weights", units=_resnet_units),
     "resnet50": BackboneSpec(2048, _torchvision("resnet50", "ResNet50_Weights", _strip_fc),
-                             weights_enum="ResNet50_Weights"),
+                             weights_enum="ResNet50_Weights", units=_resnet_units),
     "efficientnet_b0": BackboneSpec(1280, _torchvision("efficientnet_b0", "EfficientNet_B0_Weights",
                                                        _strip_classifier),
-                                    dropout=0.2, weights_enum="EfficientNet_B0_Weights"),
+                                    dropout=0.2, weights_enum="EfficientNet_B0_Weights",
+                                    units=_efficientnet_units),
     "vit_b_16": BackboneSpec(768, _torchvision("vit_b_16", "ViT_B_16_Weights", _strip_heads),
-                             weights_enum="ViT_B_16_Weights"),
+                             weights_enum="ViT_B_16_Weights", units=_vit_units),
     # TF EfficientNet-Lite models take inputs scaled by (x - 127) / 128
     "efficientnet_lite0": BackboneSpec(1280, _build_lite0, mean=(127 / 255,) * 3,
-                                       std=(128 / 255,) * 3, dropout=0.2, unavailable=_lite0_unavailable),
+                                       std=(128 / 255,) * 3, dropout=0.2, units=_lite_units,
+                                       unavailable=_lite0_unavailable),
 }
 
 
@@ -240,6 +298,9 @@ def _timm_spec(name: str) -> BackboneSpec:
                         load=load, unavailable=unavailable)
 
 
+_ONNX_FROZEN = "an ONNX graph (onnx:, sface) is frozen by nature"
+
+
 def _onnx_weights(weights: str) -> None:
     if weights not in ("imagenet", "model"):
         raise ConfigError(f"weights={weights!r}: an ONNX backbone carries its own weights; "
@@ -276,7 +337,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     size = h if isinstance(h, int) and h == w else None
     return BackboneSpec(dim, lambda w: OnnxNet(path), mean=stats("mean", IMAGENET_MEAN),
                         std=stats("std", IMAGENET_STD), input_size=size, resize=size, load=load,
-                        trainable=False)
+                        frozen_reason=_ONNX_FROZEN)
 
 
 class OnnxNet(nn.Module):
@@ -311,7 +372,7 @@ def _sface_spec() -> BackboneSpec:
     # SFace takes the aligned RGB face in 0..255: x / 255 normalized with mean 0, std 1/255
     return BackboneSpec(128, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
                         input_size=faces.FACE_SIZE, resize=faces.FACE_SIZE, align=faces.FaceAligner,
-                        load=load, trainable=False, unavailable=lambda weights: faces.unavailable())
+                        load=load, frozen_reason=_ONNX_FROZEN, unavailable=lambda weights: faces.unavailable())
 
 
 FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {
@@ -420,6 +481,53 @@ class FrozenBackbone(nn.Module):
     @torch.no_grad()
     def forward(self, x):
         return self.net(x)
+
+
+class TrainableBlocks(nn.Module):
+    """The backbone's last units after the freeze boundary, trained with the head.
+
+    Always in eval mode except, with ``bn_train``, its BatchNorm layers: batches of ~32 faces from a
+    few identities are a poor estimate of statistics the ImageNet weights were tuned with, and frozen
+    statistics make a step a pure function of its batch (both engines train the same network).
+    Stochastic depth / dropout inside the blocks stays off for the same reason.
+    """
+
+    def __init__(self, units: list[nn.Module], bn_train: bool = False):
+        super().__init__()
+        self.units = copy.deepcopy(nn.Sequential(*units)).requires_grad_(True)  # the shared backbone stays intact
+        self.bn_train = bn_train
+        self.train(False)
+
+    def train(self, mode: bool = True):
+        super().train(False)
+        if mode and self.bn_train:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+        return self
+
+    def forward(self, x):
+        return self.units(x)
+
+
+def split(backbone: FrozenBackbone, trainable_blocks: int) -> tuple[FrozenBackbone, list[nn.Module]]:
+    """(frozen part up to the freeze boundary, the units after it) for the last ``trainable_blocks``
+    blocks; ``trainable_blocks=0`` keeps the whole network frozen and no units after it."""
+    if trainable_blocks == 0:
+        return backbone, []
+    spec = backbone.spec
+    if spec.units is None:
+        raise ConfigError(f"trainable_blocks={trainable_blocks} is not possible for this backbone: "
+                          f"{spec.frozen_reason}; use trainable_blocks=0")
+    units = spec.units(backbone.net)
+    n_blocks = len(units) - 2  # all units but the stem and the pooling
+    if trainable_blocks > n_blocks:
+        name = next(k for k, v in BACKBONES.items() if v is spec)
+        raise ConfigError(f"trainable_blocks={trainable_blocks} but backbone={name} has {n_blocks} blocks; "
+                          f"choose 0..{n_blocks}")
+    cut = len(units) - 1 - trainable_blocks
+    frozen = FrozenBackbone(nn.Sequential(*units[:cut]), spec, backbone.weights_id)
+    return frozen, units[cut:]
 
 
 def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:

@@ -1,5 +1,6 @@
-"""The trained part (report sections 1.2, 2.3): projection to 512-d, L2 normalization, and a linear
-classifier over the training identities that is discarded after training."""
+"""The trained part (report sections 1.2, 2.3): projection to 512-d and L2 normalization, after the
+backbone's trainable blocks when ``trainable_blocks`` > 0. The loss's own weights (e.g. the
+classifier of cross-entropy) live in ``benchmark.training.losses``."""
 
 from __future__ import annotations
 
@@ -20,16 +21,19 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.proj(self.dropout(x)), dim=1)
 
 
-class HeadClassifier(nn.Module):
-    """Projection head + identity classifier, trained with cross-entropy."""
+class Embedder(nn.Module):
+    """Trainable backbone blocks + projection head: boundary activations -> retrieval embedding.
+    Outside training it runs in chunks of ``chunk`` items, so that evaluating a whole split of
+    boundary activations (e.g. ViT tokens) stays within memory."""
 
-    def __init__(self, in_dim: int, n_classes: int, out_dim: int = 512, dropout: float = 0.0):
+    def __init__(self, trunk: nn.Module, head: ProjectionHead, chunk: int = 64):
         super().__init__()
-        self.head = ProjectionHead(in_dim, out_dim, dropout)
-        self.classifier = nn.Linear(out_dim, n_classes)
+        self.trunk, self.head, self.chunk = trunk, head, chunk
 
     def forward(self, x):
-        return self.classifier(self.head(x))
+        if self.training:
+            return self.head(self.trunk(x))
+        return torch.cat([self.head(self.trunk(c)) for c in x.split(self.chunk)])
 
 
 def embed(head: nn.Module | None, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:

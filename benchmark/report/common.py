@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark.config import FIELDS, Config
+from benchmark.config import FIELDS, Config, legacy
 
 
 class Unsupported(Exception):
@@ -18,7 +18,8 @@ class Unsupported(Exception):
 
 
 #: Config defaults (the shared base config = the report's baseline), without building a Config
-DEFAULTS: dict = {f.name: f.default for f in dataclasses.fields(Config)}
+DEFAULTS: dict = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                  for f in dataclasses.fields(Config)}
 META = ("run_id", "status", "error", "run_dir")
 #: metric columns without a slash
 BARE_METRICS = ("score_per_minute", "best_epoch")
@@ -77,7 +78,10 @@ def missing(v) -> bool:
 
 def norm(v):
     """A hashable, comparable stand-in for a config value: NaN/None -> None, 3.0 -> 3,
-    'true' -> True, lists -> tuples (values read back from CSV or W&B compare equal)."""
+    'true' -> True, lists -> tuples, mappings -> sorted JSON (values read back from CSV or W&B
+    compare equal)."""
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
     if isinstance(v, (list, tuple, np.ndarray)):
         return tuple(norm(x) for x in v)
     if missing(v):
@@ -139,7 +143,8 @@ def describe(key: str, value) -> str:
     if key == "normalize":
         return "ImageNet normalization" if value else "no normalization"
     if key == "augment":
-        return "augmentation" if value else "no augmentation"
+        return {"none": "no augmentation", "report": "augmentation",
+                "strong": "strong augmentation"}.get(legacy(key, value), f"augment={value}")
     if key == "embedding":
         return "frozen features (no head)" if value == "backbone" else "trained head"
     if key == "epochs":

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from benchmark.config import legacy
 from benchmark.report.common import DEFAULTS, SETTING_KEYS, missing, norm, row_key
 from benchmark.report.stats import aggregate
 
@@ -37,7 +38,7 @@ def _fill_defaults(df: pd.DataFrame) -> pd.DataFrame:
     for k in ("epochs", "batch_size"):
         df[k] = pd.to_numeric(df[k], errors="coerce")
     for k in ("augment", "normalize"):
-        df[k] = df[k].map(norm)
+        df[k] = df[k].map(lambda v, k=k: legacy(k, norm(v)))  # old records: augment true/false
     return df
 
 

@@ -1,0 +1,106 @@
+"""Losses and miners (config ``loss``, ``loss_args``, ``miner``): plain-dict registries over
+pytorch-metric-learning (PML), plus today's cross-entropy classifier.
+
+Every loss is called as ``loss(embeddings, classes, indices_tuple)`` on the head's L2-normalized
+embeddings; ``indices_tuple`` is the miner's output (None without a miner). Losses with their own
+weights (the classifier of ``ce``, the class centres of the ArcFace family) are modules whose
+parameters train with the head.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses, miners
+from torch import nn
+
+from benchmark.config import LOSS_NAMES, MINER_NAMES, Config, ConfigError
+
+
+class CrossEntropy(nn.Module):
+    """Today's recipe (report section 2.3): a linear classifier over the training identities +
+    cross-entropy. Mined pairs have no meaning for it and are ignored."""
+
+    def __init__(self, num_classes: int, embedding_size: int):
+        super().__init__()
+        self.classifier = nn.Linear(embedding_size, num_classes)
+
+    def forward(self, embeddings, labels, indices_tuple=None):
+        return F.cross_entropy(self.classifier(embeddings), labels)
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "ce": CrossEntropy,
+    "arcface": losses.ArcFaceLoss,
+    "cosface": losses.CosFaceLoss,
+    "subcenter_arcface": losses.SubCenterArcFaceLoss,
+    "supcon": losses.SupConLoss,
+    "triplet": losses.TripletMarginLoss,
+    "multi_similarity": losses.MultiSimilarityLoss,
+    "contrastive": losses.ContrastiveLoss,
+}
+MINERS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "batch_hard": miners.BatchHardMiner,
+    "batch_easy_hard": miners.BatchEasyHardMiner,
+    "multi_similarity": miners.MultiSimilarityMiner,
+    "triplet_margin": miners.TripletMarginMiner,
+    "pair_margin": miners.PairMarginMiner,
+}
+assert tuple(LOSSES) == LOSS_NAMES and tuple(MINERS) == MINER_NAMES, "config.py lists the registries' names"
+
+#: filled in from the run, never from loss_args
+_GIVEN = ("num_classes", "embedding_size")
+
+
+#: PML plumbing shared by all losses (reducers, distances, regularizer mixins), not hyperparameters
+_GENERIC_MODULES = ("base_metric_loss_function", "generic_pair_loss", "mixins", "module_with_records",
+                    "module_with_records_and_reducer")
+
+
+def parameters(cls: type) -> dict[str, object]:
+    """The hyperparameters a loss class takes by name, with defaults: its own and its PML parents'
+    (CosFace passes ``*args`` on to LargeMarginSoftmax), without PML's generic plumbing."""
+    out: dict[str, object] = {}
+    for klass in cls.__mro__:
+        if (not issubclass(klass, nn.Module) or klass is nn.Module or "__init__" not in vars(klass)
+                or klass.__module__.rsplit(".", 1)[-1] in _GENERIC_MODULES):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, p.default)
+    return out
+
+
+def build_loss(cfg: Config, n_classes: int) -> nn.Module:
+    """The loss of ``cfg`` with ``loss_args``; a wrong name is an error listing the valid ones."""
+    cls = LOSSES[cfg.loss]
+    accepted = parameters(cls)
+    tunable = [k for k in accepted if k not in _GIVEN]
+    bad = sorted(set(cfg.loss_args) - set(tunable))
+    if bad:
+        raise ConfigError(f"loss_args {', '.join(bad)} not accepted by loss={cfg.loss} ({cls.__name__}); "
+                          f"valid names: {', '.join(tunable) or 'none (it has no hyperparameters)'}")
+    given = {"num_classes": n_classes, "embedding_size": cfg.embedding_dim}
+    return cls(**{k: v for k, v in given.items() if k in accepted}, **cfg.loss_args)
+
+
+def build_miner(cfg: Config) -> nn.Module | None:
+    if cfg.loss == "ce" and cfg.miner != "none":
+        raise ConfigError(f"miner={cfg.miner} has no effect with loss=ce (a classifier sees no pairs); "
+                          "use a metric-learning loss (e.g. loss=multi_similarity) or miner=none")
+    cls = MINERS[cfg.miner]
+    return None if cls is None else cls()
+
+
+def check(cfg: Config) -> None:
+    """Fail before any feature is computed when ``loss_args`` or the miner do not fit the loss."""
+    build_loss(cfg, n_classes=2)
+    build_miner(cfg)
+
+
+def compute(loss: nn.Module, miner: nn.Module | None, embeddings: torch.Tensor,
+            classes: torch.Tensor) -> torch.Tensor:
+    return loss(embeddings, classes, miner(embeddings, classes) if miner is not None else None)
