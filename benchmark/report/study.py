@@ -64,8 +64,39 @@ def _mapr_column(configs: pd.DataFrame) -> str | None:
     return next((c for c in MAPR_COLUMNS if c in configs.columns and configs[c].notna().any()), None)
 
 
+def mapr_from_embeddings(run_dir) -> float:
+    """MAP@R of a run's saved test embeddings (pytorch-metric-learning's AccuracyCalculator, every
+    item querying the others), for records written before runs recorded MAP@R themselves."""
+    from pathlib import Path
+
+    import torch
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    path = Path(run_dir) / "embeddings.npz"
+    if missing(run_dir) or not path.exists():
+        return math.nan
+    with np.load(path) as z:
+        emb, labels = torch.from_numpy(z["embeddings"]), torch.from_numpy(z["labels"])
+    calc = AccuracyCalculator(include=("mean_average_precision_at_r",), k="max_bin_count", device=torch.device("cpu"))
+    return float(calc.get_accuracy(emb, labels, ref_includes_query=True)["mean_average_precision_at_r"])
+
+
+def _with_mapr(df: pd.DataFrame) -> pd.DataFrame:
+    """``test/map_at_r`` filled from ``embeddings.npz`` where a successful open-set run lacks it."""
+    if "run_dir" not in df.columns:
+        return df
+    col = MAPR_COLUMNS[0]
+    have = pd.to_numeric(df[col], errors="coerce") if col in df.columns else pd.Series(math.nan, index=df.index)
+    todo = have.isna() & df.get("status", pd.Series("ok", index=df.index)).eq("ok") \
+        & df.get("protocol", pd.Series("", index=df.index)).astype(str).eq("open-set")
+    if not todo.any():
+        return df
+    return df.assign(**{col: have.where(~todo, df["run_dir"].where(todo).map(mapr_from_embeddings))})
+
+
 def study_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(open-set configurations of the main data setting with ``backbone_label``/``recipe``, their runs)."""
+    df = _with_mapr(df)
     data = prepare(df, "open-set", confidence)
     c = data.configs
     if c.empty or str(data.setting.get("protocol")) != "open-set":

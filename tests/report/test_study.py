@@ -78,3 +78,39 @@ def test_section_in_the_report(tmp_path):
     assert "picks **study-sface-report**" in part
     table = pd.read_csv(tmp_path / "tables" / "study_backbones_recipes.csv")
     assert len(table) == len(ROWS) and table["pareto"].sum() == 3
+
+
+def _mapr_by_hand(emb: np.ndarray, labels: np.ndarray) -> float:
+    """MAP@R (Musgrave et al. 2020): per query, R = its number of other same-identity items; the mean
+    over the first R ranks of precision@k at each relevant rank, divided by R."""
+    out = []
+    for i in range(len(labels)):
+        others = np.delete(np.arange(len(labels)), i)
+        ranked = others[np.argsort(-(emb[others] @ emb[i]), kind="stable")]
+        rel = labels[ranked] == labels[i]
+        r = int(rel.sum())
+        if r == 0:
+            continue
+        hits = rel[:r]
+        out.append(float((np.cumsum(hits) / np.arange(1, r + 1))[hits].sum() / r))
+    return float(np.mean(out))
+
+
+def test_mapr_is_filled_from_saved_embeddings(tmp_path):
+    """Records written before runs recorded MAP@R get it from their embeddings.npz."""
+    from benchmark import store
+    from synthetic_results import npz_bytes, write_run
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 4)
+    for seed in range(2):
+        emb = rng.normal(size=(20, 6)) + 2 * rng.normal(size=(5, 6))[labels]
+        emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+        cfg = Config(experiment="e", protocol="open-set", seed=seed, backbone="sface", embedding="backbone")
+        m = {"test/score": 500.0 + seed, "val/score": 400.0, "time/cost_s": 10.0}
+        write_run(tmp_path, f"e-{seed}", cfg, m, npz_bytes(emb, labels, [str(x) for x in labels],
+                                                           [f"/x/{i}.png" for i in range(20)]))
+        (tmp_path / f"e-{seed}" / "expected").write_text(str(_mapr_by_hand(emb, labels)))
+    c, _ = study_configs(store.load(tmp_path))
+    expected = [float((tmp_path / f"e-{s}" / "expected").read_text()) for s in range(2)]
+    assert c.loc[0, "test/map_at_r"] == pytest.approx(np.mean(expected), abs=1e-6)
