@@ -24,7 +24,7 @@ from benchmark.report.stats import diff_ci
 #: the keys that make a training recipe (those of the config that exist in the results)
 RECIPE_KEYS = ("loss", "loss_args", "miner", "samples_per_class", "optimizer", "weight_decay", "scheduler",
                "warmup_epochs", "augment", "trainable_blocks", "backbone_lr", "bn_train", "lr", "epochs",
-               "batch_size", "normalize", "dropout", "embedding_dim", "aug_views", "patience")
+               "batch_size", "normalize", "dropout", "embedding_dim", "patience")
 #: MAP@R column names, newest first (records written before it existed simply lack it)
 MAPR_COLUMNS = ("test/map_at_r", "test/mapr", "test/map@r")
 #: the old boolean spelling of ``augment`` reads as the named policy
