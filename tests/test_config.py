@@ -146,8 +146,11 @@ def test_experiments_dir_errors(tmp_path):
 
 
 def test_every_named_experiment_is_valid():
+    from benchmark.training.losses import check
+
     for name in config.load_experiments():
         assert resolve(name).experiment == name
+        check(resolve(name))  # loss_args and miner fit the loss
 
 
 def test_yaml_round_trip(tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+import shutil
+
 import pytest
 import torch
 
 from benchmark import engines, run
 from benchmark.cache import FeatureCache
+from benchmark.config import ConfigError
 
 SCORES = ("top1", "top5", "top10", "map", "score")
 
@@ -133,10 +135,61 @@ def test_feature_cache_unit(tmp_path):
     assert cache.clear() == 2 and cache.entries() == []
 
 
-def test_batch_order_is_a_seeded_permutation():
-    a = engines.batch_order(10, 4, seed=0, epoch=1)
-    assert [len(b) for b in a] == [4, 4, 2]
-    assert sorted(torch.cat(a).tolist()) == list(range(10))
-    assert all(torch.equal(x, y) for x, y in zip(a, engines.batch_order(10, 4, 0, 1)))
-    assert not torch.equal(torch.cat(a), torch.cat(engines.batch_order(10, 4, 0, 2)))
-    assert not np.array_equal(torch.cat(a).numpy(), torch.cat(engines.batch_order(10, 4, 1, 1)).numpy())
+
+def _assert_runs_agree(a, b, ha, hb, rel):
+    for split in ("val", "test"):
+        for key in SCORES:
+            assert a[f"{split}/{key}"] == pytest.approx(b[f"{split}/{key}"], rel=rel, abs=1e-6), f"{split}/{key}"
+    assert a["best_epoch"] == b["best_epoch"] and len(ha) == len(hb)
+    for x, y in zip(ha, hb):
+        for key in ("train/loss", "val/loss", "val/score", "lr"):
+            assert x[key] == pytest.approx(y[key], rel=rel), (x["epoch"], key)
+
+
+def test_engines_agree_for_a_mined_metric_learning_loss(tiny_cfg, cache_dir):
+    cfg = tiny_cfg(cache_dir=str(cache_dir), loss="supcon", miner="multi_similarity", samples_per_class=4,
+                   scheduler="cosine", lr=0.01, epochs=3)
+    cached, h_cached, *_ = run.execute(cfg.replace(engine="cached"))
+    ref, h_ref, *_ = run.execute(cfg.replace(engine="reference"))
+    _assert_runs_agree(cached, ref, h_cached, h_ref, rel=1e-4)
+    assert h_cached[0]["train/loss"] != h_cached[-1]["train/loss"]
+    assert h_cached[0]["lr"] == 0.01 > h_cached[1]["lr"] > h_cached[2]["lr"]  # cosine, per epoch in history
+
+
+def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
+    """fp32 boundary cache: the same network as the reference's full forward, up to float rounding;
+    fp16 (the default) stays close. The shared frozen backbone is never modified by training."""
+    cfg = tiny_cfg(cache_dir=str(cache_dir), trainable_blocks=1, lr=0.01, backbone_lr=0.01)
+    backbone = run.frozen_backbone(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    ref, h_ref, *_ = run.execute(cfg.replace(engine="reference"))
+    exact, h_exact, *_ = run.execute(cfg.replace(engine="cached", boundary_dtype="float32"))
+    _assert_runs_agree(exact, ref, h_exact, h_ref, rel=1e-4)
+    half, h_half, *_ = run.execute(cfg.replace(engine="cached"))
+    for x, y in zip(h_half, h_ref):
+        assert x["train/loss"] == pytest.approx(y["train/loss"], rel=1e-2)
+    assert half["test/map"] == pytest.approx(ref["test/map"], abs=0.02)
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    # training the block changed the embedding: frozen (trainable_blocks=0) gives another result
+    frozen, *_ = run.execute(cfg.replace(trainable_blocks=0))
+    assert frozen["test/map"] != exact["test/map"]
+    # the boundary cache is keyed by its dtype and stores it
+    entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if "dtype" in e}
+    assert set(entries) == {"float16", "float32"}
+    assert entries["float16"]["shape"] == entries["float32"]["shape"] == [131, 512, 2, 2]  # layer4's input
+    assert entries["float16"]["bytes"] < 0.6 * entries["float32"]["bytes"]
+
+
+def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, monkeypatch, capsys):
+    cfg = tiny_cfg(cache_dir=str(cache_dir), trainable_blocks=2, augment="report", epochs=2)
+    monkeypatch.setattr(engines.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10**5))
+    with pytest.raises(ConfigError, match=r"needs 0.00 GB more .* only 0.00 GB are free. Fix: .*cache_dir"):
+        run.execute(cfg)
+    out = capsys.readouterr().out
+    # resnet18 at 64 px: the last 2 blocks (layer4) read layer3's output, 256 x 4 x 4; 131 eval images
+    # + 2 bank views of the training images
+    per_image = 256 * 4 * 4 * 2
+    n_train = len(run.prepare(cfg).engine.train_idx)
+    assert f"activations [256, 4, 4] float16 = {per_image / 1e3:.1f} kB/image" in out
+    assert f"this run uses {(131 + 2 * n_train) * per_image / 1e9:.2f} GB (3 entries)" in out
+    assert not list(cache_dir.glob("*.pt"))  # nothing written

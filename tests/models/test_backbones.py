@@ -18,6 +18,29 @@ DECLARED_DIMS = {"resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280, "vi
                  "efficientnet_lite0": 1280}
 
 
+#: blocks trainable_blocks counts: residual blocks, EfficientNet stages + final conv, MBConv blocks +
+#: head conv (Lite0), encoder layers (ViT)
+N_BLOCKS = {"resnet18": 8, "resnet50": 16, "efficientnet_b0": 8, "vit_b_16": 12, "efficientnet_lite0": 17}
+
+
+def test_trainable_blocks_are_a_copy_and_keep_batchnorm_statistics_unless_bn_train():
+    net = build_backbone(Config(backbone="resnet18", weights="random"))
+    frozen, after = backbones.split(net, 1)
+    x = torch.randn(4, 512, 2, 2, generator=torch.Generator().manual_seed(0))
+    for bn_train in (False, True):
+        blocks = backbones.TrainableBlocks(after, bn_train).train()
+        assert all(p.requires_grad for p in blocks.parameters())
+        assert all(p is not q for p in blocks.parameters() for q in net.parameters())
+        blocks(x).sum().backward()
+        bns = [m for m in blocks.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert all(m.training == bn_train for m in bns)
+        assert all(int(m.num_batches_tracked) == int(bn_train) for m in bns)
+        assert not any(m.training for m in blocks.modules() if not isinstance(m, torch.nn.BatchNorm2d))
+        assert not any(p.requires_grad for p in net.parameters())  # the shared backbone is untouched
+        blocks.eval()
+        assert not any(m.training for m in blocks.modules())
+
+
 def test_registry_dims_are_the_published_ones():
     assert {name: spec.dim for name, spec in BACKBONES.items()} == DECLARED_DIMS
 
@@ -50,6 +73,20 @@ def test_random_backbone_dim_and_frozen(name):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             assert int(m.num_batches_tracked) == 0
             break
+    # the freeze boundary: frozen part then the units after it compute exactly the network's forward
+    n_blocks = len(BACKBONES[name].units(net.net)) - 2
+    assert n_blocks == N_BLOCKS[name]
+    frozen, after = backbones.split(net, 1)
+    with torch.no_grad():
+        z = frozen(x)
+        for unit in after:
+            z = unit(z)
+    assert torch.equal(z, y)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    with pytest.raises(ConfigError, match=f"trainable_blocks={n_blocks + 1} but backbone={name} has "
+                                          f"{n_blocks} blocks; choose 0..{n_blocks}"):
+        backbones.split(net, n_blocks + 1)
+    assert backbones.split(net, 0) == (net, [])
 
 
 def test_random_weights_are_one_fixed_network():

@@ -1,0 +1,93 @@
+"""Losses and miners: the registry builds PML's own losses with the config's hyperparameters,
+``ce`` is cross-entropy over a linear classifier, bad ``loss_args`` and miners are clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+from scipy.special import log_softmax
+
+from benchmark.config import FIELDS, Config, ConfigError, from_dict
+from benchmark.training.losses import LOSSES, MINERS, build_loss, build_miner, check, compute, parameters
+
+
+def _batch(n=24, dim=16, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    return emb, torch.arange(n) % classes
+
+
+def test_ce_is_cross_entropy_of_a_linear_classifier():
+    emb, y = _batch()
+    loss = build_loss(Config(loss="ce", embedding_dim=16), n_classes=4)
+    w, b = loss.classifier.weight.detach().numpy(), loss.classifier.bias.detach().numpy()
+    logits = emb.numpy().astype(np.float64) @ w.T.astype(np.float64) + b
+    expected = -log_softmax(logits, axis=1)[np.arange(len(y)), y.numpy()].mean()
+    assert compute(loss, None, emb, y).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, cls, args", [
+    ("arcface", pml_losses.ArcFaceLoss, {"margin": 10.0, "scale": 30.0}),
+    ("cosface", pml_losses.CosFaceLoss, {"margin": 0.2}),
+    ("subcenter_arcface", pml_losses.SubCenterArcFaceLoss, {"sub_centers": 2}),
+    ("supcon", pml_losses.SupConLoss, {"temperature": 0.2}),
+    ("triplet", pml_losses.TripletMarginLoss, {"margin": 0.3}),
+    ("multi_similarity", pml_losses.MultiSimilarityLoss, {"alpha": 1.0, "beta": 40.0}),
+    ("contrastive", pml_losses.ContrastiveLoss, {"neg_margin": 0.8}),
+])
+def test_losses_are_pml_with_the_configured_hyperparameters(name, cls, args):
+    emb, y = _batch()
+    cfg = Config(loss=name, loss_args=args, embedding_dim=16)
+    torch.manual_seed(3)
+    ours = build_loss(cfg, n_classes=4)
+    torch.manual_seed(3)  # the same class weights for the classification losses
+    theirs = cls(**({"num_classes": 4, "embedding_size": 16} if "num_classes" in parameters(cls) else {}), **args)
+    assert isinstance(ours, cls)
+    torch.testing.assert_close(compute(ours, None, emb, y), theirs(emb, y))
+    default = build_loss(cfg.replace(loss_args={}), n_classes=4)
+    torch.manual_seed(3)
+    if name not in ("subcenter_arcface",):  # the hyperparameter changes the value
+        assert not torch.allclose(compute(default, None, emb, y), theirs(emb, y))
+
+
+def test_a_miner_restricts_the_loss_to_its_pairs():
+    emb, y = _batch(seed=1)
+    cfg = Config(loss="multi_similarity", miner="multi_similarity", embedding_dim=16)
+    loss, miner = build_loss(cfg, 4), build_miner(cfg)
+    pairs = pml_miners.MultiSimilarityMiner()(emb, y)
+    expected = pml_losses.MultiSimilarityLoss()(emb, y, pairs)
+    torch.testing.assert_close(compute(loss, miner, emb, y), expected)
+    assert not torch.allclose(compute(loss, None, emb, y), expected)  # mining changed the loss
+    assert isinstance(build_miner(cfg.replace(miner="batch_hard")), pml_miners.BatchHardMiner)
+    assert build_miner(cfg.replace(miner="none")) is None
+
+
+def test_bad_loss_args_name_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"loss_args marg not accepted by loss=arcface \(ArcFaceLoss\); "
+                                          r"valid names: margin, scale$"):
+        check(Config(loss="arcface", loss_args={"marg": 0.3}))
+    with pytest.raises(ConfigError, match="valid names: temperature$"):
+        check(Config(loss="supcon", loss_args={"margin": 0.3}))
+    with pytest.raises(ConfigError, match="valid names: none"):
+        check(Config(loss="ce", loss_args={"margin": 0.3}))
+    with pytest.raises(ConfigError, match="miner=batch_hard has no effect with loss=ce"):
+        check(Config(miner="batch_hard"))
+    check(Config(loss="cosface", loss_args={"margin": 0.3, "scale": 30}))  # CosFace takes *args: parents count
+
+
+def test_loss_args_from_yaml_and_cli():
+    assert from_dict({"loss": "arcface", "loss_args": "{margin: 0.3, scale: 30}"}).loss_args == \
+        {"margin": 0.3, "scale": 30}
+    with pytest.raises(ConfigError, match="loss_args=.* is not a valid dict"):
+        from_dict({"loss_args": "[1, 2]"})
+    with pytest.raises(ConfigError, match="loss_args may not be null"):
+        from_dict({"loss_args": None})
+
+
+def test_config_choices_are_the_registries():
+    assert FIELDS["loss"].metadata["choices"] == tuple(LOSSES)
+    assert FIELDS["miner"].metadata["choices"] == tuple(MINERS)
