@@ -302,3 +302,16 @@ def test_sface_fallback_is_counted_and_centre_cropped(sface_ok, tmp_path):
     assert cached["align/no_face"] == ref["align/no_face"] == 10 and cached["align/images"] == 30
     for k in ("test/score", "val/score", "test/map"):
         assert cached[k] == pytest.approx(ref[k], abs=1e-6)
+
+
+def test_onnx_graphs_refuse_trainable_blocks(onnx_file):
+    """ONNX graphs (onnx:, sface) are frozen by nature: trainable_blocks > 0 is one clear error
+    before any feature is computed; 0 keeps the whole network."""
+    from benchmark.models.backbones import split
+
+    net = build_backbone(_orl(backbone=f"onnx:{onnx_file}"))
+    assert split(net, 0) == (net, [])
+    with pytest.raises(ConfigError, match=r"trainable_blocks=1 .*ONNX graph .* frozen by nature.*trainable_blocks=0"):
+        split(net, 1)
+    with pytest.raises(ConfigError, match="declares no blocks to unfreeze"):
+        split(build_backbone(_orl(backbone="torchvision:resnet18", weights="random")), 1)
