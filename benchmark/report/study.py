@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report import tables
-from benchmark.report.common import DEFAULTS, Unsupported, missing, norm, palette
+from benchmark.report.common import DEFAULTS, Unsupported, missing, norm
 from benchmark.report.results import prepare
 from benchmark.report.stats import diff_ci
 
@@ -56,7 +56,7 @@ def backbone_label(row) -> str:
     weights = str(row.get("weights", "imagenet"))
     name = str(row["backbone"])
     if weights == "random":
-        return f"{name} (random init: plumbing)"
+        return f"{name} {PLUMBING}"
     return name if weights in ("imagenet", "model", "nan", "None") else f"{name} ({weights})"
 
 
@@ -135,8 +135,13 @@ def study_table(c: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values(["backbone", "test_score"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
+PLUMBING = "(random init: plumbing)"
+
+
 def pareto_front(t: pd.DataFrame) -> pd.DataFrame:
-    """Configurations no other beats on both score (higher) and cost (lower), by cost."""
+    """Candidate configurations (plumbing rows excluded) no other beats on both score (higher) and
+    cost (lower), by cost."""
+    t = t[~t["backbone"].str.contains(PLUMBING, regex=False)]
     t = t.dropna(subset=["test_score", "cost_s"]).sort_values(["cost_s", "test_score"], ascending=[True, False])
     best, keep = -np.inf, []
     for i, r in t.iterrows():
@@ -180,25 +185,33 @@ def read_study(t: pd.DataFrame, front: pd.DataFrame) -> str:
 
 
 def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
-    """Open-set test score vs cost per run, one colour per backbone, the Pareto front when it has 2+ points."""
+    """Open-set test score vs cost per run, one colour per backbone (plumbing rows: grey crosses), the
+    Pareto front of the candidates when it has 2+ points."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import ScalarFormatter
 
     from benchmark.report.figures import _style
 
     _style()
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     names = list(dict.fromkeys(t["backbone"]))
-    colours = palette(names)
+    candidates = [n for n in names if PLUMBING not in n]
+    colours = dict(zip(candidates, sns.color_palette("colorblind", len(candidates))))
     for name in names:
         g = t[t["backbone"] == name]
-        ax.errorbar(g["cost_s"], g["test_score"], yerr=g["test_score_ci"].fillna(0), fmt="o", ms=6, capsize=3,
-                    color=colours.get(name), label=name)
+        plumbing = PLUMBING in name
+        ax.errorbar(g["cost_s"], g["test_score"], yerr=g["test_score_ci"].fillna(0), fmt="x" if plumbing else "o",
+                    ms=6, capsize=3, color="0.55" if plumbing else colours[name], label=name)
         for _, r in g.iterrows():
             ax.annotate(r["recipe"], (r["cost_s"], r["test_score"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
     if len(front) > 1:
         ax.step(front["cost_s"], front["test_score"], where="post", color="0.3", ls="--", lw=1, label="Pareto front")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("cost per run (s, log scale): features + training + evaluation")
     ax.set_ylabel("open-set test score (0–1000)")
     ax.set_title("What should have been submitted? Score vs cost on unseen identities")
