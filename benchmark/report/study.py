@@ -72,9 +72,9 @@ def mapr_from_embeddings(run_dir) -> float:
     import torch
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-    path = Path(run_dir) / "embeddings.npz"
-    if missing(run_dir) or not path.exists():
+    if missing(run_dir) or not (Path(run_dir) / "embeddings.npz").exists():
         return math.nan
+    path = Path(run_dir) / "embeddings.npz"
     with np.load(path) as z:
         emb, labels = torch.from_numpy(z["embeddings"]), torch.from_numpy(z["labels"])
     calc = AccuracyCalculator(include=("mean_average_precision_at_r",), k="max_bin_count", device=torch.device("cpu"))
@@ -248,4 +248,4 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
     w.lines += ["", "Δ = mean difference to the report's recipe (CE head, LR 0.001, 3 epochs) on the same backbone, "
                     "± the Welch 95% interval; *separable* follows the rule above (non-overlapping 95% CIs). Rows "
                     "marked *random init: plumbing* check the pipeline, they are not candidates."]
-    w.reading(choice(runs))
+    w.lines += ["", f"**Choice:** {choice(runs)}"]
