@@ -184,6 +184,19 @@ def read_study(t: pd.DataFrame, front: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+_SHORT = (("loss=", ""), ("miner=", "mined:"), ("multi_similarity", "ms"), ("scheduler=", ""), ("augment=", ""),
+          ("trainable_blocks=", "unfreeze"), ("samples_per_class=", "m"))
+
+
+def _short(recipe_label: str) -> str:
+    """A compact point label: ``loss=supcon, miner=multi_similarity`` -> ``supcon+mined:ms``."""
+    parts = [p for p in recipe_label.split(", ") if not p.startswith("warmup_epochs=")]
+    out = "+".join(parts)
+    for a, b in _SHORT:
+        out = out.replace(a, b)
+    return out
+
+
 def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
     """Open-set test score vs cost per run, one colour per backbone (plumbing rows: grey crosses), the
     Pareto front of the candidates when it has 2+ points."""
@@ -194,7 +207,7 @@ def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
     from benchmark.report.figures import _style
 
     _style()
-    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
     names = list(dict.fromkeys(t["backbone"]))
     candidates = [n for n in names if PLUMBING not in n]
     colours = dict(zip(candidates, sns.color_palette("colorblind", len(candidates))))
@@ -204,14 +217,12 @@ def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
         ax.errorbar(g["cost_s"], g["test_score"], yerr=g["test_score_ci"].fillna(0), fmt="x" if plumbing else "o",
                     ms=6, capsize=3, color="0.55" if plumbing else colours[name], label=name)
         for _, r in g.iterrows():
-            ax.annotate(r["recipe"], (r["cost_s"], r["test_score"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            ax.annotate(_short(r["recipe"]), (r["cost_s"], r["test_score"]), fontsize=6, xytext=(4, 3),
+                        textcoords="offset points", annotation_clip=True, clip_on=True)
     if len(front) > 1:
         ax.step(front["cost_s"], front["test_score"], where="post", color="0.3", ls="--", lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("cost per run (s, log scale): features + training + evaluation")
     ax.set_ylabel("open-set test score (0–1000)")
     ax.set_title("What should have been submitted? Score vs cost on unseen identities")
