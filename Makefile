@@ -9,7 +9,7 @@ export SCIKIT_LEARN_DATA ?= $(if $(wildcard $(SHARED)/lfw_home),$(SHARED),)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[faiss,offline,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[faiss,offline,faces,timm,dev]'
 	touch $@
 
 .PHONY: install test demo

@@ -55,10 +55,12 @@ def keys() -> pd.DataFrame:
 
 
 def backbones() -> pd.DataFrame:
-    """Every registered backbone: ``backbone``, ``dim``, ``input_size``, ``weights`` (on this machine)."""
-    from benchmark.models.backbones import BACKBONES, describe
+    """Every named backbone: ``backbone``, ``dim``, ``input_size``, ``input``, ``available`` and
+    ``weights`` (where they are on this machine, or why they cannot be used). The open families
+    (torchvision:<name>, timm:<name>, onnx:<path>) take any name of theirs."""
+    from benchmark.models.backbones import describe, names
 
-    return pd.DataFrame([describe(name) for name in BACKBONES])
+    return pd.DataFrame([describe(name) for name in names()])
 
 
 def sweep_files() -> dict[str, Path]:

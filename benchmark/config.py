@@ -93,9 +93,11 @@ class Config:
     #: normalize inputs with the backbone's mean/std (ImageNet); false = [0, 1] pixels
     normalize: bool = True
     # --- model ----------------------------------------------------------------------------------
-    #: frozen feature extractor: a name of ``benchmark list backbones``
+    #: a named backbone (resnet18, resnet50, efficientnet_b0, vit_b_16, efficientnet_lite0, sface) or an
+    #: open family: torchvision:<name>, timm:<name>, onnx:<path> (see benchmark/models/backbones.py)
     backbone: str = "efficientnet_b0"
-    #: imagenet | random | a torchvision weight-enum name (e.g. IMAGENET1K_V2) | path to a state_dict
+    #: imagenet (the backbone's published pretrained weights) | random | a torchvision weight-enum name
+    #: (e.g. IMAGENET1K_V2) | path to a state_dict; onnx:/sface carry their own weights (imagenet or model)
     weights: str = "imagenet"
     #: size of the L2-normalized embedding the head projects to
     embedding_dim: int = 512
@@ -103,6 +105,11 @@ class Config:
     dropout: float | None = None
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
+    # --- backbone inputs (open registry) -----------------------------------------------------------
+    #: override the backbone's input normalization (e.g. an onnx: model without mean/std metadata);
+    #: null = the backbone's published statistics
+    input_mean: tuple[float, float, float] | None = None
+    input_std: tuple[float, float, float] | None = None
     # --- training -------------------------------------------------------------------------------
     #: Adam learning rate of the head
     lr: float = 0.001
@@ -188,6 +195,7 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["split"] = list(self.split)
+        d |= {k: list(d[k]) for k in ("input_mean", "input_std") if d[k] is not None}
         return d
 
     def replace(self, **overrides) -> Config:
@@ -249,6 +257,10 @@ def _validate(cfg: Config) -> None:
                           "e.g. {margin: 0.3}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
+    for name in ("input_mean", "input_std"):
+        value = getattr(cfg, name)
+        if value is not None and (len(value) != 3 or (name == "input_std" and min(value) <= 0)):
+            raise ConfigError(f"{name}={list(value)} must be three numbers (per RGB channel, std > 0) or null")
     if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
         raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
                           "are not training classes; use monitor=val/score or auto")

@@ -35,7 +35,8 @@ from benchmark import decoders
 from benchmark.augment import random_resized_crop_flip
 from benchmark.cache import FeatureCache
 from benchmark.config import Config, ConfigError
-from benchmark.features import View, content_hash, extract_views, forward, output_shape, precision
+from benchmark.features import (View, content_hash, decoded_batches, extract_views, forward, output_shape,
+                                precision)
 from benchmark.models.backbones import FrozenBackbone, split
 from benchmark.training.sampling import batch_order
 from benchmark.transforms import POLICY_KEYS, decode, eval_view, train_view, view_seed
@@ -62,6 +63,37 @@ class Engine:
         self.features_s = 0.0
         #: time this run itself spent obtaining features (part of its wall time)
         self.fetch_s = 0.0
+        self.paths = df["path"].tolist()
+        self._faces: torch.Tensor | None = None
+
+    def face_rows(self) -> torch.Tensor | None:
+        """The backbone's face detection on every image (``FaceAligner.detect`` rows), from the
+        feature cache (key: detector identity + pixels); None for backbones without alignment."""
+        aligner = self.backbone.aligner
+        if aligner is None:
+            return None
+        if self._faces is None:
+            t0 = time.perf_counter()
+            key = {"align": aligner.identity, "images": content_hash(self.paths)}
+            entry = FeatureCache(self.cfg.cache_dir).get_or_compute(key, lambda: torch.cat([
+                aligner.detect_all(images) for images in decoded_batches(self.paths, self.cfg, torch.device("cpu"))]),
+                {"dataset": self.cfg.dataset})
+            self.fetch_s += time.perf_counter() - t0
+            self.features_s += entry["cost_s"]
+            self._faces = entry["features"]
+        return self._faces
+
+    def aligned(self):
+        """``prepare`` for ``extract_views``: image i -> its aligned face; None without alignment."""
+        rows = self.face_rows()
+        if rows is None:
+            return None
+        return lambda img, i: self.backbone.aligner.warp(img, rows[i])
+
+    def no_face(self) -> int | None:
+        """How many images of the dataset fell back to the central square (no face detected)."""
+        rows = self.face_rows()
+        return None if rows is None else int((rows[:, 0] == 0).sum())
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.df["split"].to_numpy() == split)
@@ -88,7 +120,6 @@ class CachedEngine(Engine):
     def __init__(self, cfg, backbone, df, device, cache: FeatureCache | None = None):
         super().__init__(cfg, backbone, df, device)
         self.cache = cache or FeatureCache(cfg.cache_dir)
-        self.paths = df["path"].tolist()
         self._views: dict[int, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
@@ -100,6 +131,8 @@ class CachedEngine(Engine):
             "precision": f"{device.type}-{precision(cfg, device)}",
             "decoder": decoders.resolve(cfg.decoder, device),
         }
+        if backbone.aligner is not None:  # face alignment is preprocessing: part of every key
+            self.base_key["align"] = backbone.aligner.identity
         self.dtype = torch.float32
         if cfg.trainable_blocks:  # boundary activations instead of features
             self.dtype = getattr(torch, cfg.boundary_dtype)
@@ -133,7 +166,8 @@ class CachedEngine(Engine):
         t0 = time.perf_counter()
         got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
             self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
-            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype),
+            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype,
+            self.aligned()),
             {"dataset": self.cfg.dataset})
         self.fetch_s += time.perf_counter() - t0
         for name, entry in zip(names, got):
@@ -222,14 +256,16 @@ class CachedEngine(Engine):
 class _Images(Dataset):
     """Decode + view per item, in DataLoader workers (the report's per-epoch data path)."""
 
-    def __init__(self, paths: list[str], cfg: Config, train: bool):
-        self.paths, self.cfg, self.train = paths, cfg, train
+    def __init__(self, paths: list[str], cfg: Config, train: bool, aligner=None, faces=None):
+        self.paths, self.cfg, self.train, self.aligner, self.faces = paths, cfg, train, aligner, faces
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         img = decode(self.paths[i])
+        if self.aligner is not None:
+            img = self.aligner.warp(img, self.faces[i])
         return train_view(img, self.cfg) if self.train else eval_view(img, self.cfg)
 
 
@@ -237,8 +273,11 @@ class ReferenceEngine(Engine):
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s
-    def _loader(self, paths, train: bool, batches, epoch: int) -> DataLoader:
-        return DataLoader(_Images(paths, self.cfg, train), batch_sampler=batches,
+    def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
+        rows = self.face_rows()
+        images = _Images([self.paths[i] for i in idx], self.cfg, train, self.backbone.aligner,
+                         None if rows is None else rows[idx])
+        return DataLoader(images, batch_sampler=batches,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
                           persistent_workers=False)
@@ -247,11 +286,10 @@ class ReferenceEngine(Engine):
         return forward(self.frozen, images.to(self.device, non_blocking=True), self.cfg)
 
     def train_batches(self, epoch):
-        paths = [self.df["path"].iat[i] for i in self.train_idx]
         labels = self.train_labels()
         batches = self.batches(epoch)
         t0 = time.perf_counter()
-        for chunk, images in zip(batches, self._loader(paths, True, batches, epoch)):
+        for chunk, images in zip(batches, self._loader(self.train_idx, True, batches, epoch)):
             feats = self._features(images)
             self._spent(t0)
             yield feats, labels[chunk].to(self.device)
@@ -260,9 +298,8 @@ class ReferenceEngine(Engine):
     def eval_features(self, split):
         t0 = time.perf_counter()
         idx = self.split_index(split)
-        paths = [self.df["path"].iat[i] for i in idx]
-        batches = list(torch.arange(len(paths)).split(self.cfg.eval_batch_size))
-        out = torch.cat([self._features(b) for b in self._loader(paths, False, batches, 0)])
+        batches = list(torch.arange(len(idx)).split(self.cfg.eval_batch_size))
+        out = torch.cat([self._features(b) for b in self._loader(idx, False, batches, 0)])
         self._spent(t0)
         return out
 

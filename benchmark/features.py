@@ -53,7 +53,7 @@ def content_hash(paths: list[str]) -> str:
 
 def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Backbone features of a uint8 NCHW batch (moved to the backbone's device), float32."""
-    device = next(backbone.parameters()).device
+    device = backbone.device
     x = to_input(batch_uint8.to(device, non_blocking=True), cfg, backbone.spec.mean, backbone.spec.std)
     x = x.contiguous(memory_format=torch.channels_last)  # 1.6x faster convolutions on CPU too
     bf16 = precision(cfg, device) == "bf16"
@@ -72,10 +72,12 @@ class View:
 
 
 def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View], cfg: Config,
-                  desc: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+                  desc: str, dtype: torch.dtype = torch.float32,
+                  prepare: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Features [len(view.index), ...] of every view (CPU), each image decoded once, stored as
-    ``dtype`` (boundary activations: reduced precision, converted batch by batch)."""
-    device = next(backbone.parameters()).device
+    ``dtype`` (boundary activations: reduced precision, converted batch by batch). ``prepare(image,
+    i)``: what every decoded image ``paths[i]`` goes through before its views (face alignment)."""
+    device = backbone.device
     decoder = decoders.resolve(cfg.decoder, device)
     row_of = np.full((len(views), len(paths)), -1)
     for v, view in enumerate(views):
@@ -87,6 +89,8 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
     for positions, images, fell_back in _decoded(paths, needed, cfg.eval_batch_size, decoder, device,
                                                  cfg.num_workers):
         fallbacks += fell_back
+        if prepare is not None:
+            images = [prepare(img, int(p)) for img, p in zip(images, positions)]
         for v, view in enumerate(views):
             rows = row_of[v, positions]
             take = np.flatnonzero(rows >= 0)
@@ -100,6 +104,15 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
     bar.close()
     decoders.report_fallbacks(decoder, fallbacks, len(needed))
     return [t if t is not None else torch.empty(0, 0) for t in out]
+
+
+def decoded_batches(paths: list[str], cfg: Config, device: torch.device) -> Iterator[list[torch.Tensor]]:
+    """Every image of ``paths`` decoded, in order, a batch at a time (what needs pixels, not features:
+    face detection)."""
+    decoder = decoders.resolve(cfg.decoder, device)
+    for _, images, _ in _decoded(paths, np.arange(len(paths)), cfg.eval_batch_size, decoder, device,
+                                 cfg.num_workers):
+        yield images
 
 
 def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: str, device: torch.device,
@@ -121,6 +134,6 @@ def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: 
 
 def output_shape(backbone: FrozenBackbone, cfg: Config) -> tuple[int, ...]:
     """Shape of one image's output of ``backbone`` (e.g. the boundary activation), from a blank image."""
-    device = next(backbone.parameters()).device
+    device = backbone.device
     blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8, device=device)
     return tuple(forward(backbone, blank, cfg).shape[1:])

@@ -35,7 +35,7 @@ from benchmark.divergence import divergence
 from benchmark.engines import ENGINES, Engine
 from benchmark.files import check_writable
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import FrozenBackbone, build_backbone, check_backbone
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
 from benchmark.results import record, schema
 from benchmark.tracking import Tracker
@@ -82,7 +82,7 @@ _BACKBONES: dict[tuple, FrozenBackbone] = {}
 
 def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
     """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
-    key = (cfg.backbone, cfg.weights, str(device))
+    key = (cfg.backbone, cfg.weights, cfg.input_mean, cfg.input_std, str(device))
     if key not in _BACKBONES:
         if len(_BACKBONES) >= 4:
             _BACKBONES.pop(next(iter(_BACKBONES)))
@@ -91,7 +91,8 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
 
 
 def prepare(cfg: Config) -> Prepared:
-    check_backbone(cfg.backbone)
+    """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
+    cfg = adapt(cfg)
     losses.check(cfg)  # a bad loss_args fails before any feature is computed
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
@@ -107,7 +108,7 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings)."""
     t_start = time.perf_counter()
     prep = prepare(cfg)
-    engine = prep.engine
+    cfg, engine = prep.cfg, prep.engine
     t_train, fetch_before = time.perf_counter(), engine.fetch_s
     head, history, best_epoch, diverged = None, [], 0, None
     if cfg.embedding == "head":
@@ -139,6 +140,8 @@ def execute(cfg: Config, tracker: Tracker | None = None):
                 "score_per_minute": None if test_score is None else test_score / (cost_s / 60)}
     if cfg.embedding == "head":  # 1.0 / 0.0, so that its mean over seeds is the fraction that diverged
         metrics["diverged"] = float(diverged is not None)
+    if engine.no_face() is not None:  # face backbones: images that fell back to the central square
+        metrics |= {"align/no_face": engine.no_face(), "align/images": len(prep.df)}
     metrics, notes = schema.mark_missing(schema.check_metrics(metrics))  # NaN -> null, never 0
     if "val" in schema.unscorable(metrics):  # the per-epoch validation numbers are the same zeros
         for row in history:
@@ -170,6 +173,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         if raise_errors or isinstance(exc, KeyboardInterrupt):
             raise
         return {"status": "failed", "error": doc["error"]}
+    files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),

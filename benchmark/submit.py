@@ -42,6 +42,7 @@ from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
 from benchmark.features import forward
 from benchmark.files import check_writable, write_atomic
 from benchmark.metrics import KS, competition_score
+from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
 from benchmark.transforms import decode, eval_view
@@ -98,9 +99,10 @@ def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], li
     return images, skipped
 
 
-def _load_view(path: Path, cfg: Config) -> tuple[torch.Tensor | None, str | None]:
+def _load_view(path: Path, cfg: Config, aligner=None) -> tuple[torch.Tensor | None, str | None]:
     try:
-        return eval_view(decode(str(path)), cfg), None
+        img = decode(str(path))
+        return eval_view(aligner(img)[0] if aligner is not None else img, cfg), None
     except Exception as exc:  # any undecodable file is reported, never fatal for the others
         return None, f"unreadable image: {exc}"
 
@@ -113,7 +115,7 @@ def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.de
         for start in range(0, len(paths), cfg.eval_batch_size):
             chunk = paths[start:start + cfg.eval_batch_size]
             views = []
-            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg), chunk)):
+            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg, backbone.aligner), chunk)):
                 if err:
                     skipped.append({"name": p.name, "reason": err})
                 else:
@@ -176,6 +178,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     ``InputError`` before any training.
     """
     t0 = time.perf_counter()
+    cfg = adapt(cfg)  # the input size the backbone requires (aligned faces: 112x112)
     if k < 1:
         raise InputError(f"k={k} must be >= 1")
     out = Path(out)

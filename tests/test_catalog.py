@@ -57,17 +57,17 @@ def test_sweeps_list_counts_grid_points():
 
 
 def test_backbones_list_dimensions_that_the_networks_produce(monkeypatch, tmp_path):
-    from benchmark.models.backbones import BACKBONES, build_backbone
+    from benchmark.models.backbones import build_backbone, names
 
     df = catalog.backbones().set_index("backbone")
-    assert list(df.index) == list(BACKBONES)
+    assert list(df.index) == names() and "sface" in names()
     for name in ("resnet18", "efficientnet_lite0"):
         net = build_backbone(Config(backbone=name, weights="random"))
         size = int(df.loc[name, "input_size"])
         assert net(torch.zeros(1, 3, size, size)).shape == (1, df.loc[name, "dim"]), name
     # weights availability is read from torchvision's cache folder
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert catalog.backbones().set_index("backbone").loc["resnet18", "weights"].startswith("not cached")
+    assert catalog.backbones().set_index("backbone").loc["resnet18", "weights"].startswith("ImageNet weights not cached")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")
     assert catalog.backbones().set_index("backbone").loc["resnet18", "weights"] == \

