@@ -106,9 +106,10 @@ class Config:
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
     # --- backbone inputs (open registry) -----------------------------------------------------------
-    #: override the backbone's input normalization (e.g. an onnx: model without mean/std metadata);
+    #: override the backbone's input mean (e.g. an onnx: model without mean/std metadata);
     #: null = the backbone's published statistics
     input_mean: tuple[float, float, float] | None = None
+    #: override the backbone's input standard deviation (as input_mean); null = its published one
     input_std: tuple[float, float, float] | None = None
     # --- training -------------------------------------------------------------------------------
     #: Adam learning rate of the head
@@ -136,6 +137,7 @@ class Config:
     samples_per_class: int = 0
     #: adam (today's) | adamw | sgd (momentum 0.9, Nesterov)
     optimizer: str = field(default="adam", metadata=_choices("adam", "adamw", "sgd"))
+    #: weight decay of the optimizer (adam/sgd: L2 penalty; adamw: decoupled), 0 = none
     weight_decay: float = 0.0
     #: learning-rate schedule, stepped every batch: none (constant, today's) | cosine (to 0) |
     #: step (x0.1 at 50% and 75% of training) | onecycle; the LR of each epoch is in history.csv

@@ -155,13 +155,13 @@ def test_train_time_is_head_training_only_and_each_epoch_prints_a_line(tiny_cfg,
 
     from benchmark import engines
 
-    real = engines.extract
+    real = engines.extract_views
 
     def slow_extract(*args, **kwargs):
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engines, "extract", slow_extract)
+    monkeypatch.setattr(engines, "extract_views", slow_extract)
     result = run(tiny_cfg(epochs=2, patience=0), tmp_path, "t")
     assert result["time/fetch_s"] >= 1.5 and result["time/features_s"] >= 1.5
     history = pd.read_csv(tmp_path / "t" / "history.csv")
@@ -240,21 +240,20 @@ def test_unwritable_output_or_cache_fails_before_any_work(tmp_path, monkeypatch)
         run(cfg.replace(cache_dir=str(tmp_path / "file" / "cache")), tmp_path / "runs")
 
 
-def test_corrupt_images_fail_before_training_listing_every_file_or_are_skipped_and_recorded(tmp_path):
-    import benchmark.train
+def test_corrupt_images_fail_before_training_listing_every_file_or_are_skipped_and_recorded(tmp_path, monkeypatch):
+    import benchmark.run
     from benchmark.config import ConfigError
 
     root = _faces(tmp_path / "faces", n_ids=4, n_images=6)
     (root / "p1" / "3.png").write_bytes(b"\x89PNG not really")
     (root / "p2" / "0.png").write_bytes((root / "p2" / "1.png").read_bytes()[:60])  # truncated
     cfg = _folder_cfg(root, split=(0.5, 0.2, 0.3), cache_dir=str(tmp_path / "cache"))
-    fit = benchmark.train.fit
-    with pytest.raises(ConfigError) as err:
+    with monkeypatch.context() as m, pytest.raises(ConfigError) as err:
+        m.setattr(benchmark.run, "fit", lambda *a, **k: pytest.fail("training started before the images were checked"))
         run(cfg, tmp_path / "runs")
     msg = str(err.value)
     assert msg.startswith("2 of 24 images of dataset=imagefolder cannot be read: ")
     assert str(root / "p1" / "3.png") in msg and str(root / "p2" / "0.png") in msg and "on_bad_image=skip" in msg
-    assert benchmark.train.fit is fit
     checks = list((tmp_path / "cache" / "image-checks").glob("*.json"))
     assert len(checks) == 1 and len(json.loads(checks[0].read_text())) == 2  # checked once, cached
 

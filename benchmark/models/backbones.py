@@ -425,8 +425,9 @@ def describe(name: str, weights: str = "imagenet") -> dict:
         return {"backbone": name, "dim": None, "input_size": None, "input": None, "available": False,
                 "weights": str(exc)}
     reason = availability(name, weights)
-    ckpt = _checkpoint(spec, weights) if spec.weights_enum and spec.load is None else None
-    where = f"cached: {ckpt}" if ckpt is not None else "ok"
+    where = "ok"
+    if reason is None and spec.weights_enum and spec.load is None and weights in ("imagenet", *_enum_names(spec)):
+        where = f"cached: {_checkpoint(spec, weights)}"
     return {"backbone": name, "dim": spec.dim, "input_size": spec.input_size or 224,
             "input": "aligned face" if spec.align else ("fixed" if spec.input_size else "image_size"),
             "available": reason is None, "weights": reason or where}
@@ -548,6 +549,12 @@ def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
         return None
     url = _torchvision_weights(spec.weights_enum, weights, spec.imagenet).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _enum_names(spec: BackboneSpec) -> list[str]:
+    import torchvision.models as tvm
+
+    return [w.name for w in getattr(tvm, spec.weights_enum)]
 
 
 def checkpoint_file(cfg: Config) -> Path | None:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report import tables
-from benchmark.report.common import DEFAULTS, Unsupported, missing, norm
+from benchmark.results.schema import DEFAULTS, Unsupported, missing, norm
 from benchmark.report.results import prepare
-from benchmark.report.stats import diff_ci
+from benchmark.results.stats import diff_ci
 
 #: the keys that make a training recipe (those of the config that exist in the results)
 RECIPE_KEYS = ("loss", "loss_args", "miner", "samples_per_class", "optimizer", "weight_decay", "scheduler",

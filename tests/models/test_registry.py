@@ -167,12 +167,12 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     cfg = adapt(_orl(backbone=f"onnx:{path}", embedding="backbone"))
     assert (cfg.image_size, cfg.resize) == (32, 32)  # read from the model's static input
     from benchmark.run import prepare
-    from benchmark.transforms import eval_view
+    from benchmark.transforms import decode, eval_view
 
     prep = prepare(cfg)
     feats = prep.engine.eval_features("test")
     idx = prep.engine.split_index("test")
-    imgs = [eval_view(prep.engine.images()[i], cfg) for i in idx]
+    imgs = [eval_view(decode(prep.engine.paths[i]), cfg) for i in idx]
     x = (torch.stack(imgs).float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         torch.testing.assert_close(feats, torch_net(x), rtol=1e-4, atol=1e-5)

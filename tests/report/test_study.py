@@ -97,7 +97,7 @@ def _mapr_by_hand(emb: np.ndarray, labels: np.ndarray) -> float:
 
 def test_mapr_is_filled_from_saved_embeddings(tmp_path):
     """Records written before runs recorded MAP@R get it from their embeddings.npz."""
-    from benchmark import store
+    from benchmark.results import store
     from synthetic_results import npz_bytes, write_run
 
     rng = np.random.default_rng(3)
