@@ -273,6 +273,7 @@ class ReferenceEngine(Engine):
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s
+
     def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
         rows = self.face_rows()
         images = _Images([self.paths[i] for i in idx], self.cfg, train, self.backbone.aligner,

@@ -196,7 +196,7 @@ def figure4_efficiency(configs: pd.DataFrame) -> Figure:
     ax.set_ylabel("Test score per minute of cost (points / min)")
     ax.set_title("Figure 4. Training efficiency: score per minute", fontsize=11)
     ax.margins(y=0.12)
-    handles = [Patch(color=pal[b], label=f"{a} (mean of {n} configs)")
+    handles = [Patch(color=pal[b], label=f"{a} (mean of {n} config{'s' if n != 1 else ''})")
                for b, a, n in zip(t["backbone"], t["architecture"], t["n_configs"])]
     handles.append(Line2D([], [], marker="o", color="black", linestyle="", markersize=4, label="one configuration"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -197,12 +197,37 @@ def _short(recipe_label: str) -> str:
     return out
 
 
+def _label_points(ax, t: pd.DataFrame) -> None:
+    """Each point's recipe beside it (Pareto points and the report's recipe first, then by score); a
+    label that would overlap one already drawn is left out (the table has every row), labels near the
+    right edge go to the point's left."""
+    ax.autoscale_view()
+    drawn: list[tuple[float, float]] = []
+    skipped = 0
+    x_right = ax.transAxes.transform((0.85, 0))[0]
+    order = t.assign(_first=t["pareto"] | (t["recipe"] == "report")).sort_values(
+        ["_first", "test_score"], ascending=False)
+    for _, r in order.iterrows():
+        x, y = ax.transData.transform((r["cost_s"], r["test_score"]))
+        if any(abs(x - a) < 60 and abs(y - b) < 10 for a, b in drawn):
+            skipped += 1
+            continue
+        drawn.append((x, y))
+        left = x > x_right
+        ax.annotate(_short(r["recipe"]), (r["cost_s"], r["test_score"]), fontsize=6,
+                    xytext=(-4 if left else 4, 3), ha="right" if left else "left",
+                    textcoords="offset points", annotation_clip=True, clip_on=True)
+    if skipped:
+        ax.text(0.99, 0.01, f"{skipped} overlapping label(s) left out: every row is in the table",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.4")
+
+
 def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
     """Open-set test score vs cost per run, one colour per backbone (plumbing rows: grey crosses), the
     Pareto front of the candidates when it has 2+ points."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
 
     from benchmark.report.figures import _style
 
@@ -216,13 +241,13 @@ def figure_score_cost(t: pd.DataFrame, front: pd.DataFrame):
         plumbing = PLUMBING in name
         ax.errorbar(g["cost_s"], g["test_score"], yerr=g["test_score_ci"].fillna(0), fmt="x" if plumbing else "o",
                     ms=6, capsize=3, color="0.55" if plumbing else colours[name], label=name)
-        for _, r in g.iterrows():
-            ax.annotate(_short(r["recipe"]), (r["cost_s"], r["test_score"]), fontsize=6, xytext=(4, 3),
-                        textcoords="offset points", annotation_clip=True, clip_on=True)
     if len(front) > 1:
         ax.step(front["cost_s"], front["test_score"], where="post", color="0.3", ls="--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 200, 500, 1000 rather than 2x10^2
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+    ax.margins(x=0.06)
+    _label_points(ax, t)
     ax.set_xlabel("cost per run (s, log scale): features + training + evaluation")
     ax.set_ylabel("open-set test score (0–1000)")
     ax.set_title("What should have been submitted? Score vs cost on unseen identities")
