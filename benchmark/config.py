@@ -132,6 +132,8 @@ class Config:
     loss_args: dict = field(default_factory=dict)
     #: pytorch-metric-learning miner choosing the pairs/triplets a pair-based loss sees (none = all)
     miner: str = field(default="none", metadata=_choices(*MINER_NAMES))
+    #: the miner's hyperparameters, checked against its signature, e.g. {margin: 0.1, type_of_triplets: semihard}
+    miner_args: dict = field(default_factory=dict)
     #: m images per identity in every batch (PML MPerClassSampler; must divide batch_size) so that
     #: pair/triplet losses always see positives; 0 = plain shuffled batches (today's)
     samples_per_class: int = 0
@@ -254,9 +256,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"weight_decay={cfg.weight_decay} must be >= 0")
     if cfg.backbone_lr is not None and not cfg.backbone_lr > 0:
         raise ConfigError(f"backbone_lr={cfg.backbone_lr} must be > 0 (or null for lr / 10)")
-    if not isinstance(cfg.loss_args, dict) or not all(isinstance(k, str) for k in cfg.loss_args):
-        raise ConfigError(f"loss_args={cfg.loss_args!r} must be a mapping of parameter names to values, "
-                          "e.g. {margin: 0.3}")
+    for name in ("loss_args", "miner_args"):
+        value = getattr(cfg, name)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name}={value!r} must be a mapping of parameter names to values, e.g. {{margin: 0.3}}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
     for name in ("input_mean", "input_std"):

@@ -22,7 +22,7 @@ from benchmark.report.results import prepare
 from benchmark.results.stats import diff_ci
 
 #: the keys that make a training recipe (those of the config that exist in the results)
-RECIPE_KEYS = ("loss", "loss_args", "miner", "samples_per_class", "optimizer", "weight_decay", "scheduler",
+RECIPE_KEYS = ("loss", "loss_args", "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler",
                "warmup_epochs", "augment", "trainable_blocks", "backbone_lr", "bn_train", "lr", "epochs",
                "batch_size", "normalize", "dropout", "embedding_dim", "patience")
 #: MAP@R column names, newest first (records written before it existed simply lack it)

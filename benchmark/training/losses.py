@@ -1,4 +1,4 @@
-"""Losses and miners (config ``loss``, ``loss_args``, ``miner``): plain-dict registries over
+"""Losses and miners (config ``loss``, ``loss_args``, ``miner``, ``miner_args``): plain-dict registries over
 pytorch-metric-learning (PML), plus today's cross-entropy classifier.
 
 Every loss is called as ``loss(embeddings, classes, indices_tuple)`` on the head's L2-normalized
@@ -57,7 +57,7 @@ _GIVEN = ("num_classes", "embedding_size")
 
 #: PML plumbing shared by all losses (reducers, distances, regularizer mixins), not hyperparameters
 _GENERIC_MODULES = ("base_metric_loss_function", "generic_pair_loss", "mixins", "module_with_records",
-                    "module_with_records_and_reducer")
+                    "module_with_records_and_reducer", "base_miner")
 
 
 def parameters(cls: type) -> dict[str, object]:
@@ -74,29 +74,40 @@ def parameters(cls: type) -> dict[str, object]:
     return out
 
 
-def build_loss(cfg: Config, n_classes: int) -> nn.Module:
-    """The loss of ``cfg`` with ``loss_args``; a wrong name is an error listing the valid ones."""
-    cls = LOSSES[cfg.loss]
-    accepted = parameters(cls)
-    tunable = [k for k in accepted if k not in _GIVEN]
-    bad = sorted(set(cfg.loss_args) - set(tunable))
+def _arguments(cls: type, args: dict, key: str, what: str) -> dict:
+    """``args`` checked against the hyperparameters ``cls`` takes (``parameters``); a wrong name is an
+    error listing the valid ones."""
+    tunable = [k for k in parameters(cls) if k not in _GIVEN]
+    bad = sorted(set(args) - set(tunable))
     if bad:
-        raise ConfigError(f"loss_args {', '.join(bad)} not accepted by loss={cfg.loss} ({cls.__name__}); "
+        raise ConfigError(f"{key} {', '.join(bad)} not accepted by {what} ({cls.__name__}); "
                           f"valid names: {', '.join(tunable) or 'none (it has no hyperparameters)'}")
+    return args
+
+
+def build_loss(cfg: Config, n_classes: int) -> nn.Module:
+    """The loss of ``cfg`` with ``loss_args``."""
+    cls = LOSSES[cfg.loss]
+    args = _arguments(cls, cfg.loss_args, "loss_args", f"loss={cfg.loss}")
     given = {"num_classes": n_classes, "embedding_size": cfg.embedding_dim}
-    return cls(**{k: v for k, v in given.items() if k in accepted}, **cfg.loss_args)
+    return cls(**{k: v for k, v in given.items() if k in parameters(cls)}, **args)
 
 
 def build_miner(cfg: Config) -> nn.Module | None:
+    """The miner of ``cfg`` with ``miner_args`` (None for ``miner=none``)."""
     if cfg.loss == "ce" and cfg.miner != "none":
         raise ConfigError(f"miner={cfg.miner} has no effect with loss=ce (a classifier sees no pairs); "
                           "use a metric-learning loss (e.g. loss=multi_similarity) or miner=none")
     cls = MINERS[cfg.miner]
-    return None if cls is None else cls()
+    if cls is None:
+        if cfg.miner_args:
+            raise ConfigError("miner_args has no effect with miner=none; choose a miner or drop miner_args")
+        return None
+    return cls(**_arguments(cls, cfg.miner_args, "miner_args", f"miner={cfg.miner}"))
 
 
 def check(cfg: Config) -> None:
-    """Fail before any feature is computed when ``loss_args`` or the miner do not fit the loss."""
+    """Fail before any feature is computed when ``loss_args``, the miner or ``miner_args`` do not fit."""
     build_loss(cfg, n_classes=2)
     build_miner(cfg)
 

@@ -79,6 +79,26 @@ def test_bad_loss_args_name_the_valid_ones():
     check(Config(loss="cosface", loss_args={"margin": 0.3, "scale": 30}))  # CosFace takes *args: parents count
 
 
+def test_miner_args_reach_the_miner_and_bad_names_list_the_valid_ones():
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(24, 8), dim=1)
+    y = torch.arange(24) % 4
+    cfg = Config(loss="triplet", miner="triplet_margin", miner_args={"margin": 0.05, "type_of_triplets": "semihard"})
+    miner = build_miner(cfg)
+    assert (miner.margin, miner.type_of_triplets) == (0.05, "semihard")
+    expected = pml_miners.TripletMarginMiner(margin=0.05, type_of_triplets="semihard")(emb, y)
+    assert all(torch.equal(a, b) for a, b in zip(miner(emb, y), expected))
+    default = pml_miners.TripletMarginMiner()(emb, y)
+    assert len(default[0]) != len(expected[0])  # the arguments changed what is mined
+    with pytest.raises(ConfigError, match=r"miner_args marg not accepted by miner=triplet_margin "
+                                          r"\(TripletMarginMiner\); valid names: margin, type_of_triplets$"):
+        check(cfg.replace(miner_args={"marg": 0.1}))
+    with pytest.raises(ConfigError, match="miner_args has no effect with miner=none"):
+        check(Config(loss="triplet", miner_args={"margin": 0.1}))
+    assert from_dict({"miner": "pair_margin", "loss": "contrastive",
+                      "miner_args": "{pos_margin: 0.1}"}).miner_args == {"pos_margin": 0.1}
+
+
 def test_loss_args_from_yaml_and_cli():
     assert from_dict({"loss": "arcface", "loss_args": "{margin: 0.3, scale: 30}"}).loss_args == \
         {"margin": 0.3, "scale": 30}
