@@ -179,8 +179,9 @@ class CachedEngine(Engine):
                 self._views[name] = features
 
     def _needed(self) -> list[str | int]:
-        """Everything this run will read: the eval view, and the bank views its epochs show."""
-        if self.cfg.augment == "none":
+        """Everything this run will read: the eval view, and the bank views its epochs show (none
+        without augmentation or without training: ``embedding=backbone`` reads only the eval view)."""
+        if self.cfg.augment == "none" or self.cfg.embedding == "backbone":
             return ["eval"]
         size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
         return ["eval", *range(size)]

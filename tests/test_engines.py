@@ -106,6 +106,14 @@ def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
         assert third[key] == pytest.approx(first[key], rel=1e-5, abs=1e-7), key
 
 
+def test_frozen_features_compute_only_the_eval_view(tiny_cfg, cache_dir, count_extract):
+    """embedding=backbone trains nothing, so the augmented bank views (3 per image here) are not made."""
+    cfg = tiny_cfg(cache_dir=str(cache_dir), augment="report", epochs=3, embedding="backbone")
+    run.execute(cfg)
+    assert count_extract == [1]
+    assert [str(e["view"]) for e in FeatureCache(cache_dir).entries()] == ["eval"]
+
+
 def test_feature_cache_unit(tmp_path):
     cache = FeatureCache(tmp_path)
     calls = []
