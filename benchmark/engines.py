@@ -217,7 +217,8 @@ class CachedEngine(Engine):
 
     def bank_view(self, view: int) -> torch.Tensor:
         if view not in self._views:
-            needed = self._needed() if view in self._needed() else [view]
+            needed = self._needed()
+            needed = needed if view in needed else [view]
             self._load([n for n in needed if n not in self._views and (n != "eval" or self._eval is None)])
         return self._views[view]
 

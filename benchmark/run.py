@@ -140,8 +140,9 @@ def execute(cfg: Config, tracker: Tracker | None = None):
                 "score_per_minute": None if test_score is None else test_score / (cost_s / 60)}
     if cfg.embedding == "head":  # 1.0 / 0.0, so that its mean over seeds is the fraction that diverged
         metrics["diverged"] = float(diverged is not None)
-    if engine.no_face() is not None:  # face backbones: images that fell back to the central square
-        metrics |= {"align/no_face": engine.no_face(), "align/images": len(prep.df)}
+    no_face = engine.no_face()
+    if no_face is not None:  # face backbones: images that fell back to the central square
+        metrics |= {"align/no_face": no_face, "align/images": len(prep.df)}
     metrics, notes = schema.mark_missing(schema.check_metrics(metrics))  # NaN -> null, never 0
     if "val" in schema.unscorable(metrics):  # the per-epoch validation numbers are the same zeros
         for row in history:

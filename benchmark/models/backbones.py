@@ -409,10 +409,9 @@ def availability(name: str, weights: str = "imagenet") -> str | None:
         spec = check_backbone(name)
     except ConfigError as exc:
         return str(exc)
-    if spec.weights_enum and weights != "random" and spec.load is None:
-        ckpt = _checkpoint(spec, weights)
-        if ckpt is not None and not ckpt.exists():
-            return f"ImageNet weights not cached (expected {ckpt}); torchvision downloads them when online"
+    ckpt = _checkpoint(spec, weights)
+    if ckpt is not None and not ckpt.exists():
+        return f"ImageNet weights not cached (expected {ckpt}); torchvision downloads them when online"
     return spec.unavailable(weights)
 
 
@@ -425,9 +424,8 @@ def describe(name: str, weights: str = "imagenet") -> dict:
         return {"backbone": name, "dim": None, "input_size": None, "input": None, "available": False,
                 "weights": str(exc)}
     reason = availability(name, weights)
-    where = "ok"
-    if reason is None and spec.weights_enum and spec.load is None and weights in ("imagenet", *_enum_names(spec)):
-        where = f"cached: {_checkpoint(spec, weights)}"
+    ckpt = _checkpoint(spec, weights)
+    where = f"cached: {ckpt}" if ckpt is not None else "ok"
     return {"backbone": name, "dim": spec.dim, "input_size": spec.input_size or 224,
             "input": "aligned face" if spec.align else ("fixed" if spec.input_size else "image_size"),
             "available": reason is None, "weights": reason or where}
@@ -544,33 +542,29 @@ def split(backbone: FrozenBackbone, trainable_blocks: int) -> tuple[FrozenBackbo
     return frozen, units[cut:]
 
 
-def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
-    if spec.weights_enum is None:
-        return None
-    url = _torchvision_weights(spec.weights_enum, weights, spec.imagenet).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _enum_names(spec: BackboneSpec) -> list[str]:
-    import torchvision.models as tvm
-
-    return [w.name for w in getattr(tvm, spec.weights_enum)]
-
-
-def checkpoint_file(cfg: Config) -> Path | None:
-    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
-    return _checkpoint(check_backbone(cfg.backbone), cfg.weights)
-
-
-def _is_enum_name(cfg: Config) -> bool:
-    spec = check_backbone(cfg.backbone)
-    if cfg.weights == "imagenet":
+def _is_enum_weights(spec: BackboneSpec, weights: str) -> bool:
+    """``imagenet`` or a member of the backbone's torchvision weight enum (not random, not a file)."""
+    if weights == "imagenet":
         return True
     if spec.weights_enum is None:
         return False
     import torchvision.models as tvm
 
-    return cfg.weights in getattr(tvm, spec.weights_enum).__members__
+    return weights in getattr(tvm, spec.weights_enum).__members__
+
+
+def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
+    """Where torchvision keeps the file of enum ``weights``; None for specs that load their own weights
+    and for other weights (random, a file)."""
+    if spec.weights_enum is None or spec.load is not None or not _is_enum_weights(spec, weights):
+        return None
+    url = _torchvision_weights(spec.weights_enum, weights, spec.imagenet).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def checkpoint_file(cfg: Config) -> Path | None:
+    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
+    return _checkpoint(check_backbone(cfg.backbone), cfg.weights)
 
 
 def build_backbone(cfg: Config) -> FrozenBackbone:
@@ -583,7 +577,7 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
         return FrozenBackbone(net, spec, weights_id)
     if cfg.weights == "random":
         return FrozenBackbone(_seeded(lambda: spec.build(None)), spec, "random:0")
-    if _is_enum_name(cfg):
+    if _is_enum_weights(spec, cfg.weights):
         ckpt = checkpoint_file(cfg)
         if ckpt is not None and not ckpt.exists():
             try:

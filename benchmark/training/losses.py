@@ -74,23 +74,22 @@ def parameters(cls: type) -> dict[str, object]:
     return out
 
 
-def _arguments(cls: type, args: dict, key: str, what: str) -> dict:
-    """``args`` checked against the hyperparameters ``cls`` takes (``parameters``); a wrong name is an
-    error listing the valid ones."""
-    tunable = [k for k in parameters(cls) if k not in _GIVEN]
+def _construct(cls: type, args: dict, key: str, what: str, given: dict | None = None) -> nn.Module:
+    """``cls`` built with ``args`` (checked against the hyperparameters it takes, ``parameters``: a
+    wrong name is an error listing the valid ones) and whichever of ``given`` it accepts."""
+    accepted = parameters(cls)
+    tunable = [k for k in accepted if k not in _GIVEN]
     bad = sorted(set(args) - set(tunable))
     if bad:
         raise ConfigError(f"{key} {', '.join(bad)} not accepted by {what} ({cls.__name__}); "
                           f"valid names: {', '.join(tunable) or 'none (it has no hyperparameters)'}")
-    return args
+    return cls(**{k: v for k, v in (given or {}).items() if k in accepted}, **args)
 
 
 def build_loss(cfg: Config, n_classes: int) -> nn.Module:
     """The loss of ``cfg`` with ``loss_args``."""
-    cls = LOSSES[cfg.loss]
-    args = _arguments(cls, cfg.loss_args, "loss_args", f"loss={cfg.loss}")
-    given = {"num_classes": n_classes, "embedding_size": cfg.embedding_dim}
-    return cls(**{k: v for k, v in given.items() if k in parameters(cls)}, **args)
+    return _construct(LOSSES[cfg.loss], cfg.loss_args, "loss_args", f"loss={cfg.loss}",
+                      {"num_classes": n_classes, "embedding_size": cfg.embedding_dim})
 
 
 def build_miner(cfg: Config) -> nn.Module | None:
@@ -103,7 +102,7 @@ def build_miner(cfg: Config) -> nn.Module | None:
         if cfg.miner_args:
             raise ConfigError("miner_args has no effect with miner=none; choose a miner or drop miner_args")
         return None
-    return cls(**_arguments(cls, cfg.miner_args, "miner_args", f"miner={cfg.miner}"))
+    return _construct(cls, cfg.miner_args, "miner_args", f"miner={cfg.miner}")
 
 
 def check(cfg: Config) -> None:
