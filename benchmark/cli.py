@@ -173,7 +173,7 @@ def cmd_make_competition(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from benchmark.cache import FeatureCache
+    from benchmark.features.cache import FeatureCache
 
     cache = FeatureCache(args.dir)
     if args.action == "clear":

@@ -84,7 +84,7 @@ class Config:
     image_size: int = 224
     #: shorter side the image is resized to before the eval center crop (training views: random resized crop)
     resize: int = 256
-    #: training-view augmentation policy (transforms.py): none | report (the report's RandomResizedCrop
+    #: training-view augmentation policy (features/views.py): none | report (the report's RandomResizedCrop
     #: + horizontal flip) | strong (the report's section 4.4 list: rotation/affine/perspective, colour
     #: jitter, random erasing). Old configs' true/false still load, as report/none.
     augment: str = field(default="report", metadata=_choices("none", "report", "strong"))

@@ -28,11 +28,11 @@ import torch
 
 from benchmark import splits
 from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
-from benchmark.cache import FeatureCache
+from benchmark.features.cache import FeatureCache
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
-from benchmark.engines import ENGINES, Engine
+from benchmark.features.engines import ENGINES, Engine
 from benchmark.files import check_writable
 from benchmark.metrics import embedding_metrics, retrieval_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone

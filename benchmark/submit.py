@@ -39,13 +39,13 @@ import torch
 
 from benchmark.config import Config, ConfigError
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
-from benchmark.features import forward
+from benchmark.features.extract import forward
 from benchmark.files import check_writable, write_atomic
 from benchmark.metrics import KS, competition_score
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
-from benchmark.transforms import decode, eval_view
+from benchmark.features.views import decode, eval_view
 
 INDEX_FILE = "gallery.index"
 EMBEDDINGS_FILE = "gallery_embeddings.npy"  # written instead of the index when faiss is absent

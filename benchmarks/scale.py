@@ -75,11 +75,11 @@ def child_features(n: int, folder: str, device: str) -> dict:
     import numpy as np
     import torch
 
-    from benchmark import features
-    from benchmark.augment import random_resized_crop_flip
+    from benchmark.features import extract as features
+    from benchmark.features.augment import random_resized_crop_flip
     from benchmark.config import Config
     from benchmark.models.backbones import build_backbone
-    from benchmark.transforms import eval_view
+    from benchmark.features.views import eval_view
 
     paths = make_folder(Path(folder), n)
     rss_before = _peak_rss_gb()

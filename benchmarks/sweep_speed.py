@@ -25,8 +25,9 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark import features, run, sweep  # noqa: E402
-from benchmark.cache import FeatureCache  # noqa: E402
+from benchmark import run, sweep  # noqa: E402
+from benchmark.features import extract as features  # noqa: E402
+from benchmark.features.cache import FeatureCache  # noqa: E402
 from benchmark.config import parse_overrides, resolve  # noqa: E402
 from benchmark.results import store  # noqa: E402
 

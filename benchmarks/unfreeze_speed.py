@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark import features, run, splits
+from benchmark import run, splits
+from benchmark.features import extract as features
 from benchmark.config import Config, from_dict, parse_overrides
 from benchmark.data import load_dataset
 from benchmark.models.backbones import build_backbone, split

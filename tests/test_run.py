@@ -153,7 +153,7 @@ def test_train_time_is_head_training_only_and_each_epoch_prints_a_line(tiny_cfg,
     time grows by it, time/fetch_s too, time/train_s not; one printed line per epoch carries the history's numbers."""
     import time
 
-    from benchmark import engines
+    from benchmark.features import engines
 
     real = engines.extract_views
 

@@ -21,7 +21,7 @@ from benchmark.models.head import ProjectionHead
 from benchmark.retrieval import faiss
 from benchmark.submit import (InputError, backbone_features, format_summary, score_files, score_submission,
                               submit)
-from benchmark.transforms import eval_view, to_input
+from benchmark.features.views import eval_view, to_input
 
 
 def _lfw_home() -> str:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.cache import FeatureCache
+from benchmark.features.cache import FeatureCache
 from benchmark.config import Config, ConfigError
 from benchmark.data import from_files
-from benchmark.features import content_hash
+from benchmark.features.extract import content_hash
 from benchmark.files import write_atomic
-from benchmark.transforms import decode
+from benchmark.features.views import decode
 
 
 def _reason(path: str) -> str | None:

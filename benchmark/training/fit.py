@@ -24,7 +24,7 @@ from benchmark.training.losses import build_loss, build_miner, compute
 from benchmark.training.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:  # engines import training.sampling
-    from benchmark.engines import Engine
+    from benchmark.features.engines import Engine
 
 
 class Trained(nn.Module):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from benchmark.config import Config, ConfigError
 from benchmark.data import load_dataset
-from benchmark.transforms import decode, eval_view
+from benchmark.features.views import decode, eval_view
 
 
 # --- LFW --------------------------------------------------------------------------------------------

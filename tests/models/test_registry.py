@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.config import Config, ConfigError
-from benchmark.engines import CachedEngine
+from benchmark.features.engines import CachedEngine
 from benchmark.models import backbones
 from benchmark.models.backbones import adapt, availability, build_backbone, check_backbone
 
@@ -167,7 +167,7 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     cfg = adapt(_orl(backbone=f"onnx:{path}", embedding="backbone"))
     assert (cfg.image_size, cfg.resize) == (32, 32)  # read from the model's static input
     from benchmark.run import prepare
-    from benchmark.transforms import decode, eval_view
+    from benchmark.features.views import decode, eval_view
 
     prep = prepare(cfg)
     feats = prep.engine.eval_features("test")

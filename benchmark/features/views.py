@@ -64,7 +64,7 @@ _POLICIES: dict[tuple[str, int], v2.Transform | None] = {}
 
 def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch.Tensor:
     """A random view under ``cfg.augment`` (the reference engine's online augmentation, and the cached
-    engine's strong bank; its report bank draws the same crops vectorized, ``benchmark.augment``);
+    engine's strong bank; its report bank draws the same crops vectorized, ``benchmark.features.augment``);
     ``seed`` makes it reproducible (one view per image, epoch and seed)."""
     key = (cfg.augment, cfg.image_size)
     if key not in _POLICIES:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import decoders, features
-from benchmark.augment import random_resized_crop_flip
+from benchmark.features import decoders, extract as features
+from benchmark.features.augment import random_resized_crop_flip
 from benchmark.config import Config
 from benchmark.models.backbones import build_backbone
-from benchmark.transforms import decode, eval_view
+from benchmark.features.views import decode, eval_view
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark import decoders
+from benchmark.features import decoders
 from benchmark.config import Config
 from benchmark.models.backbones import FrozenBackbone
-from benchmark.transforms import to_input
+from benchmark.features.views import to_input
 
 
 def precision(cfg: Config, device: torch.device) -> str:

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from benchmark import engines, run
-from benchmark.cache import FeatureCache
+from benchmark import run
+from benchmark.features import engines
+from benchmark.features.cache import FeatureCache
 from benchmark.config import ConfigError
 
 SCORES = ("top1", "top5", "top10", "map", "score")

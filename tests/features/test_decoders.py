@@ -11,8 +11,8 @@ import torch
 import torchvision.io
 from PIL import Image
 
-from benchmark import decoders
-from benchmark.transforms import decode
+from benchmark.features import decoders
+from benchmark.features.views import decode
 
 CPU = torch.device("cpu")
 

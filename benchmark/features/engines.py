@@ -31,15 +31,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark import decoders
-from benchmark.augment import random_resized_crop_flip
-from benchmark.cache import FeatureCache
+from benchmark.features import decoders
+from benchmark.features.augment import random_resized_crop_flip
+from benchmark.features.cache import FeatureCache
 from benchmark.config import Config, ConfigError
-from benchmark.features import (View, content_hash, decoded_batches, extract_views, forward, output_shape,
+from benchmark.features.extract import (View, content_hash, decoded_batches, extract_views, forward, output_shape,
                                 precision)
 from benchmark.models.backbones import FrozenBackbone, split
 from benchmark.training.sampling import batch_order
-from benchmark.transforms import POLICY_KEYS, decode, eval_view, train_view, view_seed
+from benchmark.features.views import POLICY_KEYS, decode, eval_view, train_view, view_seed
 
 
 class Engine:
@@ -149,10 +149,10 @@ class CachedEngine(Engine):
             return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
                     View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
         train_paths = [self.paths[i] for i in self.train_idx]
-        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.augment)
+        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
             def pixels(images, rows):
                 return random_resized_crop_flip(images, view_seed(0, view, rows), cfg.image_size)
-        else:  # the policy of transforms.py, one seeded view per image
+        else:  # the policy of views.py, one seeded view per image
             def pixels(images, rows):
                 return torch.stack([train_view(img, cfg, view_seed(0, view, int(r))) for img, r in zip(images, rows)])
         return ({**self.base_key, "images": content_hash(train_paths), "view": view,

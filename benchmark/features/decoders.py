@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 
 import torch
 
-from benchmark.transforms import decode
+from benchmark.features.views import decode
 
 log = logging.getLogger(__name__)
 # torchvision 0.29 deprecates its decoders in favour of torchcodec (not installable everywhere yet);

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cache import FeatureCache
+from benchmark.features.cache import FeatureCache
 
 KEY = {"backbone": "x", "view": 0}
 

@@ -10,7 +10,7 @@ from scipy import stats
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.augment import SCALE, RATIO, crop_params, random_resized_crop_flip, uniforms
+from benchmark.features.augment import SCALE, RATIO, crop_params, random_resized_crop_flip, uniforms
 
 
 def _torchvision_params(h: int, w: int, n: int) -> np.ndarray:

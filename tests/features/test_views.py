@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms import v2
 
 from benchmark.config import Config, from_dict, load_yaml
-from benchmark.transforms import POLICY_KEYS, eval_view, policy, train_view
+from benchmark.features.views import POLICY_KEYS, eval_view, policy, train_view
 
 
 @pytest.fixture
