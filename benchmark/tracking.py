@@ -23,10 +23,18 @@ except ImportError:  # the GPU machine has no wandb: runs still work
 
 
 def _has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
+    """Whether wandb itself finds an API key for its host (``WANDB_API_KEY``, an identity token, or
+    the netrc file it would read: ``$NETRC`` or ``~/.netrc``), asked through wandb's own reader and
+    without verifying it online. A netrc that cannot be read (a folder, no permission, malformed)
+    counts as no credentials: wandb warns about it and the run goes offline."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    try:
+        from wandb.sdk.lib import wbauth
+
+        return bool(wbauth.read_netrc_auth(host=wandb.Settings().base_url))
+    except Exception:
+        return False
 
 
 def wandb_mode(cfg: Config) -> str | None:

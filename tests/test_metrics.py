@@ -231,3 +231,20 @@ def test_nmi_equals_pytorch_metric_learning_with_the_same_kmeans(seed):
     got = embedding_metrics(x, labels, seed=seed)["nmi"]
     assert got == pytest.approx(ref, abs=1e-12)
     assert 0.3 < got < 1
+
+
+def test_oracle_bounds_are_exact_far_from_ties_and_cover_near_ties(oracle_bounds):
+    """``within_oracle`` (the tests' check of a run's metrics): far from ties its bounds coincide, so it
+    is an exact comparison that a wrong number fails; a near-tie (here 1e-7 apart, under float32
+    rounding) is counted both ways, as another CPU's kernels may rank it."""
+    x, labels = _clustered(np.random.default_rng(0))
+    got = {f"t/{k}": v for k, v in retrieval_metrics(x, labels).items()}
+    lo, hi = oracle_bounds(got, "t/", x, labels)
+    assert all(lo[k] == hi[k] for k in KEYS)
+    with pytest.raises(AssertionError, match="top1"):
+        oracle_bounds({**got, "t/top1": got["t/top1"] + 0.01}, "t/", x, labels)
+    # query 0: a positive and a negative 1e-7 apart in score, both above the other positive
+    near = np.array([[1, 0], [0.6, 0.8], [0.6 + 1e-7, 0.8 - 7.5e-8], [0, 1]], dtype=np.float64)
+    lo, hi = oracle_bounds({f"t/{k}": v for k, v in retrieval_metrics(near, [0, 0, 1, 0]).items()}, "t/",
+                           near, [0, 0, 1, 0])
+    assert lo["top1"] < hi["top1"]

@@ -99,16 +99,28 @@ def test_runs_work_without_wandb(tiny_cfg, tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "wandb").exists()
 
 
-def test_disabled_and_none_modes(tiny_cfg, monkeypatch):
+def test_disabled_and_none_modes(tiny_cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert tracking.wandb_mode(tiny_cfg) is None
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert tracking.wandb_mode(tiny_cfg) == "offline"
     assert tracking.wandb_mode(tiny_cfg.replace(tracking="none")) is None
     monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setenv("NETRC", "/nonexistent")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert tracking.wandb_mode(tiny_cfg) == "offline"
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    # no netrc (a path made absent here), a netrc that is a folder, a netrc without W&B: no credentials
+    absent, folder, other = tmp_path / "absent", tmp_path / "netrc-folder", tmp_path / "other-netrc"
+    folder.mkdir()
+    other.write_text("machine example.com login me password secret\n")
+    for netrc in (absent, folder, other):
+        monkeypatch.setenv("NETRC", str(netrc))
+        assert tracking.wandb_mode(tiny_cfg) == "offline", netrc
+    # a netrc entry for W&B's host, found by wandb's own reader: online
+    with_key = tmp_path / "wandb-netrc"
+    with_key.write_text(f"machine api.wandb.ai\n  login user\n  password {'k' * 40}\n")
+    monkeypatch.setenv("NETRC", str(with_key))
+    assert tracking.wandb_mode(tiny_cfg) == "online"
+    monkeypatch.setenv("NETRC", str(absent))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert tracking.wandb_mode(tiny_cfg) == "online"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,22 @@ from benchmark.features.cache import FeatureCache
 from benchmark.config import ConfigError
 
 SCORES = ("top1", "top5", "top10", "map", "score")
+
+
+def _assert_same_model(a, b, rel: float, emb_atol: float = 1e-4):
+    """Two code paths trained the same head: the same split sizes, best epoch, per-epoch losses and
+    learning rates, and test embeddings equal up to float rounding. Ranking metrics (top-k, mAP,
+    score) of a tiny random model are NOT compared across paths: a near-tie flips with the CPU's
+    float kernels (Intel vs AMD), whereas these quantities move by rounding only."""
+    (ma, ha, _, _, ea), (mb, hb, _, _, eb) = a, b
+    for split in ("val", "test"):
+        assert ma[f"{split}/n_queries"] == mb[f"{split}/n_queries"] > 0
+    assert ma["best_epoch"] == mb["best_epoch"] and len(ha) == len(hb)
+    for x, y in zip(ha, hb):
+        assert x["epoch"] == y["epoch"]
+        for key in ("train/loss", "val/loss", "lr"):
+            assert x[key] == pytest.approx(y[key], rel=rel), (x["epoch"], key)
+    np.testing.assert_allclose(ea, eb, rtol=0, atol=emb_atol)
 
 
 @pytest.fixture
@@ -32,23 +49,14 @@ def count_extract(monkeypatch):
 
 def test_cached_and_reference_engines_agree(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), lr=0.01)
-    cached, h_cached, *_ = run.execute(cfg.replace(engine="cached"))
-    ref, h_ref, *_ = run.execute(cfg.replace(engine="reference"))
-    for split in ("val", "test"):
-        assert cached[f"{split}/n_queries"] == ref[f"{split}/n_queries"] > 0
-        for key in SCORES:
-            assert cached[f"{split}/{key}"] == pytest.approx(ref[f"{split}/{key}"], rel=1e-4, abs=1e-6), \
-                f"{split}/{key}"
-    for key in ("nmi", "intra", "inter"):
-        assert cached[f"test/{key}"] == pytest.approx(ref[f"test/{key}"], rel=1e-3, abs=1e-6), key
-    assert len(h_cached) == len(h_ref) == cfg.epochs
-    assert cached["best_epoch"] == ref["best_epoch"]
-    for a, b in zip(h_cached, h_ref):
-        assert a["epoch"] == b["epoch"]
-        for key in ("train/loss", "val/loss", "val/score", "val/map"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["epoch"], key)
+    cached = run.execute(cfg.replace(engine="cached"))
+    ref = run.execute(cfg.replace(engine="reference"))
+    _assert_same_model(cached, ref, rel=1e-4)
+    assert len(cached[1]) == cfg.epochs
+    for key in ("intra", "inter"):  # means of cosines: stable under rounding
+        assert cached[0][f"test/{key}"] == pytest.approx(ref[0][f"test/{key}"], rel=1e-3, abs=1e-6), key
     # training really moved the head away from its initial loss, and not identically per epoch
-    assert h_cached[0]["train/loss"] != h_cached[1]["train/loss"]
+    assert cached[1][0]["train/loss"] != cached[1][1]["train/loss"]
 
 
 def test_engines_give_the_same_features_and_batches(tiny_cfg, cache_dir):
@@ -96,6 +104,7 @@ def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
     files = sorted(cache_dir.glob("*.pt"), key=lambda p: p.stat().st_size)
     victim = files[-1]
     size = victim.stat().st_size
+    original = torch.load(victim, weights_only=True)["features"]
     with open(victim, "r+b") as fh:
         fh.truncate(size // 2)
     count_extract.clear()
@@ -103,8 +112,10 @@ def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
     assert count_extract == [1]  # only the broken entry is recomputed
     assert victim.stat().st_size == size
     assert not any(e.get("broken") for e in FeatureCache(cache_dir).entries())
-    for key in [k for k in first if k.startswith(("val/", "test/"))]:
-        assert third[key] == pytest.approx(first[key], rel=1e-5, abs=1e-7), key
+    # the recomputed entry holds the same features up to float rounding (its pass made one view, not
+    # three: the batches differ, so the kernels may round differently; ranking metrics are not compared)
+    torch.testing.assert_close(torch.load(victim, weights_only=True)["features"], original, rtol=1e-4, atol=1e-5)
+    assert third["test/n_queries"] == first["test/n_queries"]
 
 
 def test_frozen_features_compute_only_the_eval_view(tiny_cfg, cache_dir, count_extract):
@@ -146,22 +157,12 @@ def test_feature_cache_unit(tmp_path):
 
 
 
-def _assert_runs_agree(a, b, ha, hb, rel):
-    for split in ("val", "test"):
-        for key in SCORES:
-            assert a[f"{split}/{key}"] == pytest.approx(b[f"{split}/{key}"], rel=rel, abs=1e-6), f"{split}/{key}"
-    assert a["best_epoch"] == b["best_epoch"] and len(ha) == len(hb)
-    for x, y in zip(ha, hb):
-        for key in ("train/loss", "val/loss", "val/score", "lr"):
-            assert x[key] == pytest.approx(y[key], rel=rel), (x["epoch"], key)
-
-
 def test_engines_agree_for_a_mined_metric_learning_loss(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), loss="supcon", miner="multi_similarity", samples_per_class=4,
                    scheduler="cosine", lr=0.01, epochs=3)
-    cached, h_cached, *_ = run.execute(cfg.replace(engine="cached"))
-    ref, h_ref, *_ = run.execute(cfg.replace(engine="reference"))
-    _assert_runs_agree(cached, ref, h_cached, h_ref, rel=1e-4)
+    cached = run.execute(cfg.replace(engine="cached"))
+    _assert_same_model(cached, run.execute(cfg.replace(engine="reference")), rel=1e-4)
+    h_cached = cached[1]
     assert h_cached[0]["train/loss"] != h_cached[-1]["train/loss"]
     assert h_cached[0]["lr"] == 0.01 > h_cached[1]["lr"] > h_cached[2]["lr"]  # cosine, per epoch in history
 
@@ -172,17 +173,22 @@ def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), trainable_blocks=1, lr=0.01, backbone_lr=0.01)
     backbone = run.frozen_backbone(cfg, torch.device("cpu"))
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    ref, h_ref, *_ = run.execute(cfg.replace(engine="reference"))
-    exact, h_exact, *_ = run.execute(cfg.replace(engine="cached", boundary_dtype="float32"))
-    _assert_runs_agree(exact, ref, h_exact, h_ref, rel=1e-4)
-    half, h_half, *_ = run.execute(cfg.replace(engine="cached"))
-    for x, y in zip(h_half, h_ref):
-        assert x["train/loss"] == pytest.approx(y["train/loss"], rel=1e-2)
-    assert half["test/map"] == pytest.approx(ref["test/map"], abs=0.02)
+    ref = run.execute(cfg.replace(engine="reference"))
+    exact = run.execute(cfg.replace(engine="cached", boundary_dtype="float32"))
+    _assert_same_model(exact, ref, rel=1e-4)
+    half = run.execute(cfg.replace(engine="cached"))
+    # fp16 stores the same fp32 activations rounded to fp16: equal within fp16's precision (2**-11)
+    act16, act32 = (run.prepare(cfg.replace(boundary_dtype=d)).engine.eval_all() for d in ("float16", "float32"))
+    assert act16.dtype == torch.float16 and act32.dtype == torch.float32
+    torch.testing.assert_close(act16.float(), act32, rtol=2**-10, atol=1e-6)
+    assert not torch.equal(act16.float(), act32)
+    for x, y in zip(half[1], ref[1]):  # training on them gives the same losses within 1%
+        for key in ("train/loss", "val/loss"):
+            assert x[key] == pytest.approx(y[key], rel=1e-2), key
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
-    # training the block changed the embedding: frozen (trainable_blocks=0) gives another result
-    frozen, *_ = run.execute(cfg.replace(trainable_blocks=0))
-    assert frozen["test/map"] != exact["test/map"]
+    # training the block changed the embedding: frozen (trainable_blocks=0) gives other test embeddings
+    frozen = run.execute(cfg.replace(trainable_blocks=0))
+    assert np.abs(frozen[4] - exact[4]).max() > 100 * 1e-4  # far outside _assert_same_model's tolerance
     # the boundary cache is keyed by its dtype and stores it
     entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if "dtype" in e}
     assert set(entries) == {"float16", "float32"}
@@ -216,7 +222,8 @@ def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
         feats = run.prepare(bf16_cfg).engine.eval_features("test")
         assert not torch.equal(feats, fp32)
         assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
-        results[engine], *_ = run.execute(bf16_cfg)
+        results[engine] = run.execute(bf16_cfg)
     assert {e["precision"] for e in FeatureCache(cache_dir).entries()} == {"cpu-fp32", "cpu-bf16"}
-    for key, tol in (("test/score", 50), ("test/map", 0.05), ("test/map_at_r", 0.05)):
-        assert results["cached"][key] == pytest.approx(results["reference"][key], abs=tol), key
+    # both engines train on bf16 features: close losses and test embeddings (not ranking metrics of a
+    # tiny random model, which flip with the CPU's kernels)
+    _assert_same_model(results["cached"], results["reference"], rel=2e-2, emb_atol=5e-2)

@@ -189,7 +189,7 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
 
 
 @pytest.mark.parametrize("backbone", ["torchvision:resnet18", "timm:resnet18"])
-def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle):
+def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle_bounds):
     if backbone.startswith("timm"):
         pytest.importorskip("timm")
     from benchmark.run import run
@@ -200,9 +200,7 @@ def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle):
     rec = tmp_path / "r"
     metrics = json.loads((rec / "metrics.json").read_text())
     emb = np.load(rec / "embeddings.npz")
-    ref = oracle(emb["embeddings"], emb["labels"])
-    for k in ("top1", "top5", "top10", "map", "score"):
-        assert metrics[f"test/{k}"] == pytest.approx(ref[k], abs=1e-9)
+    oracle_bounds(metrics, "test/", emb["embeddings"], emb["labels"])
     assert "align/no_face" not in metrics
 
 
@@ -237,7 +235,7 @@ def sface_ok():
         pytest.skip(reason)
 
 
-def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle):
+def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle_bounds):
     from benchmark.run import run
 
     cfg = _orl(backbone="sface", embedding="backbone", max_identities=6)
@@ -247,12 +245,12 @@ def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, or
     ref = _opencv_sface(list(emb["paths"]))
     np.testing.assert_allclose(emb["embeddings"], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
     assert res["align/no_face"] == 0 and res["align/images"] == 60
-    assert res["test/score"] == pytest.approx(oracle(emb["embeddings"], emb["labels"])["score"])
+    oracle_bounds(res, "test/", emb["embeddings"], emb["labels"])
     saved = (rec / "config.yaml").read_text()
     assert "image_size: 112" in saved and "resize: 112" in saved  # the size the backbone required
 
 
-def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle):
+def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle_bounds):
     from benchmark.run import run
 
     cfg = Config(experiment="test", dataset="lfw", data_home=lfw_home, max_identities=3, backbone="sface",
@@ -262,7 +260,7 @@ def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle):
     ref = _opencv_sface(list(emb["paths"][:6]))
     np.testing.assert_allclose(emb["embeddings"][:6], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
     assert res["align/no_face"] == 0
-    assert res["test/score"] == pytest.approx(oracle(emb["embeddings"], emb["labels"])["score"])
+    oracle_bounds(res, "test/", emb["embeddings"], emb["labels"])
     assert res["test/top1"] > 0.9  # a face model on faces: three people are told apart
 
 
@@ -300,8 +298,13 @@ def test_sface_fallback_is_counted_and_centre_cropped(sface_ok, tmp_path):
     cached = run(cfg, tmp_path / "out", "cached")
     ref = run(cfg.replace(engine="reference"), tmp_path / "out", "reference")
     assert cached["align/no_face"] == ref["align/no_face"] == 10 and cached["align/images"] == 30
-    for k in ("test/score", "val/score", "test/map"):
-        assert cached[k] == pytest.approx(ref[k], abs=1e-6)
+    # the same aligned faces, hence the same embeddings up to float rounding (ranking metrics are not
+    # compared across the two paths: a near-tie flips with the CPU's kernels)
+    from benchmark.results import RunRecord
+
+    emb = {name: RunRecord(tmp_path / "out" / name).embeddings() for name in ("cached", "reference")}
+    assert list(emb["cached"]["paths"]) == list(emb["reference"]["paths"])
+    np.testing.assert_allclose(emb["cached"]["embeddings"], emb["reference"]["embeddings"], rtol=0, atol=1e-4)
 
 
 def test_onnx_graphs_refuse_trainable_blocks(onnx_file):
