@@ -348,6 +348,8 @@ def experiment_sources(directories: list[Path | str] | None = None,
         for path in sorted(directory.glob("*.yaml")):
             try:
                 doc = read_yaml(path)
+            except DuplicateKeyError:  # refused like a name defined in two files: which one wins is a guess
+                raise
             except ConfigError as exc:  # a broken file costs only the experiments it defines
                 if broken is None:
                     warnings.warn(f"skipped {exc}", stacklevel=2)
@@ -379,13 +381,46 @@ def resolve(experiment: str, overrides: dict | None = None,
     return from_dict({**experiments[experiment], "experiment": experiment, **(overrides or {})})
 
 
+class DuplicateKeyError(ConfigError):
+    """A YAML mapping names one key twice: YAML would silently keep the last value. Never skipped
+    like an unreadable file: the value that would win is a guess (as for an experiment named in two files)."""
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(f"key {key!r} appears twice (line {first} and again line {again})")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path | str, what: str = "YAML file") -> dict:
-    """A YAML mapping from ``path``, or one ConfigError naming the file, the line and the fix."""
+    """A YAML mapping from ``path``, or one ConfigError naming the file, the line and the fix (a key
+    given twice in one mapping is refused: ``DuplicateKeyError``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise DuplicateKeyError(f"{path}:{exc.again}: {exc}; YAML would keep only the last value: delete "
+                                "or rename one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -179,6 +179,23 @@ def test_a_broken_experiments_file_names_its_line_and_costs_only_its_own_experim
         assert list(config.load_experiments(tmp_path)) == ["fine"]
 
 
+def test_duplicate_yaml_keys_are_refused_with_file_and_line(tmp_path):
+    """YAML keeps the last of two equal keys silently; a name in two files is refused, so is this."""
+    (tmp_path / "dup.yaml").write_text("experiments:\n  a: {lr: 0.01}\n  b: {lr: 0.1}\n  a: {lr: 0.5}\n")
+    with pytest.raises(config.DuplicateKeyError) as err:
+        resolve("b", directory=tmp_path)  # not skipped as a broken file: the whole folder is refused
+    assert str(err.value) == (f"{tmp_path / 'dup.yaml'}:4: key 'a' appears twice (line 2 and again line 4); YAML "
+                              "would keep only the last value: delete or rename one of them")
+    (tmp_path / "dup.yaml").write_text("experiments:\n  a: {lr: 0.01, epochs: 2, lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml:2: key 'lr' appears twice \(line 2 and again line 2\)"):
+        config.load_experiments(tmp_path)
+    (tmp_path / "best.yaml").write_text("lr: 0.01\nepochs: 3\nlr: 0.1\n")
+    with pytest.raises(ConfigError, match="best.yaml:3: key 'lr' appears twice"):
+        config.load_yaml(tmp_path / "best.yaml")
+    (tmp_path / "ok.yaml").write_text("base: &b {lr: 0.01}\nother: {<<: *b, epochs: 2}\n")  # merge keys still work
+    assert config.read_yaml(tmp_path / "ok.yaml")["other"] == {"lr": 0.01, "epochs": 2}
+
+
 def test_config_file_errors_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file .* not found"):
         config.load_yaml(tmp_path / "none.yaml")

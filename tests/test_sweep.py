@@ -190,6 +190,14 @@ def test_malformed_sweep_yaml_names_the_file_and_line(tmp_path):
         sweep.load(tmp_path)
 
 
+def test_duplicate_keys_in_a_sweep_file_are_refused(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("method: grid\nparameters:\n  experiment: {values: [a]}\n  lr: {values: [0.1]}\n"
+                   "  lr: {values: [0.01]}\n")
+    with pytest.raises(ConfigError, match=f"^{dup}:5: key 'lr' appears twice \\(line 4 and again line 5\\)"):
+        sweep.load(dup)
+
+
 def test_a_damaged_record_is_listed_and_rerun_by_the_sweep(tmp_path, sweep_env, monkeypatch):
     """A truncated metrics.json used to crash results/report/choose/sweep with a JSON error naming no file."""
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
