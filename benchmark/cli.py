@@ -70,7 +70,7 @@ def cmd_run(args) -> int:
     cfg = resolve(experiment, overrides)
     result = run(cfg, Path(args.out), run_id_for(cfg, overrides), group=args.group)
     keys = ["val/score", "test/top1", "test/top5", "test/top10", "test/map", "test/score", "time/total_s"]
-    print(json.dumps({k: round(result[k], 4) for k in keys}, indent=1))
+    print(json.dumps({k: None if result.get(k) is None else round(result[k], 4) for k in keys}, indent=1))
     print(f"record: {Path(args.out) / run_id_for(cfg, overrides)}")
     return 0
 

@@ -123,7 +123,8 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     test_emb = None
     for split in ("val", "test"):
         idx = engine.split_index(split)
-        if not len(idx):
+        if not len(idx):  # e.g. open-set on 2 people: every key present, the metrics missing
+            metrics |= {f"{split}/{k}": v for k, v in schema.empty_split().items()}
             continue
         emb = embed(head, engine.eval_features(split)).cpu().numpy()
         metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()}

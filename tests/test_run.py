@@ -295,3 +295,36 @@ def test_recipes_end_to_end_on_orl(recipe, engine, tmp_path, oracle_bounds):
     metrics = json.loads((rdir / "metrics.json").read_text())
     npz = np.load(rdir / "embeddings.npz")
     oracle_bounds(metrics, "test/", npz["embeddings"], npz["labels"])
+
+
+@pytest.mark.parametrize(("people", "empty"), [(4, None), (2, "val")])
+def test_trivial_open_set_splits_are_unscorable_not_perfect(tmp_path, capsys, people, empty):
+    """Open-set on 4 people gives validation and test one person each: every neighbour is correct,
+    val/score = test/score = 1000 was recorded as ok and ranked. On 2 people validation is empty, its
+    keys were absent and `run` crashed with KeyError 'val/score'; an unscorable validation made it
+    exit 1 with a TypeError, and the epoch lines printed val/score 0."""
+    from benchmark.cli import main
+
+    root = _faces(tmp_path / "faces", n_ids=people)
+    args = ["run", "--experiment", "demo-lr0.01-ep3", "--out", str(tmp_path / "runs"), "--set",
+            "dataset=imagefolder", f"data_home={root}", "min_faces_per_person=1", "protocol=open-set",
+            "backbone=resnet18", "weights=random", "image_size=32", "resize=36", "epochs=2", "augment=none",
+            "batch_size=8", "num_workers=0", "tracking=none"]
+    with pytest.warns(UserWarning, match="its metrics are missing"):
+        assert main(args) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out[:out.index("}") + 1])
+    assert printed["val/score"] is None and printed["test/score"] is None
+    rdir = Path(out.split("record: ")[1].strip())
+    metrics = json.loads((rdir / "metrics.json").read_text())
+    assert metrics["test/identities"] == 1 and metrics["val/identities"] == (0 if empty else 1)
+    for split in ("val", "test"):
+        for key in ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score"):
+            assert metrics[f"{split}/{key}"] is None, (split, key)
+    assert metrics["score_per_minute"] is None
+    warnings_ = json.loads((rdir / "status.json").read_text())["warnings"]
+    assert any("test holds 5 image(s) of 1 identity" in w for w in warnings_)
+    assert any(("val is empty" if empty else "val holds 5 image(s) of 1 identity") in w for w in warnings_)
+    if not empty:  # the epoch lines say n/a where the record says null
+        assert "val/score n/a" in err and "val/score 0" not in err
+        assert pd.read_csv(rdir / "history.csv")["val/score"].isna().all()

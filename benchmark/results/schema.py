@@ -31,7 +31,9 @@ BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
 #: per-split retrieval metrics that need at least one query with a same-identity item
 SPLITS = ("val", "test")
 #: per-split facts: what its metrics are measured on (``split_facts``); known even when nothing is scorable
-SPLIT_FACTS = ("n_queries", "n_gallery", "positives")
+SPLIT_FACTS = ("n_queries", "n_gallery", "positives", "identities")
+#: per-split retrieval metrics (``benchmark.metrics.from_matches``)
+RANKING = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
 
 #: Config defaults (the shared base config = the report's baseline), without building a Config
 DEFAULTS: dict = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
@@ -66,18 +68,41 @@ def split_facts(labels) -> dict:
     among them. A score on 1 positive among 79 is a different task from one on 2 among 119."""
     _, counts = np.unique(np.asarray(labels), return_counts=True)
     n = int(counts.sum())
-    return {"n_gallery": n - 1, "positives": float((counts * (counts - 1)).sum() / n) if n else math.nan}
+    return {"n_gallery": max(n - 1, 0), "positives": float((counts * (counts - 1)).sum() / n) if n else math.nan,
+            "identities": len(counts)}
+
+
+def empty_split() -> dict:
+    """The metrics of a split without any image: its facts, and every metric missing."""
+    return {"n_queries": 0, "n_gallery": 0, "positives": None, "identities": 0, **dict.fromkeys(RANKING)}
 
 
 def unscorable(metrics: dict) -> list[str]:
-    """The splits of ``metrics`` whose retrieval metrics could not be computed: no query has a
-    same-identity item (``<split>/n_queries`` = 0)."""
-    return [s for s in SPLITS if metrics.get(f"{s}/n_queries") == 0]
+    """The splits of ``metrics`` whose retrieval metrics could not be computed or mean nothing: no
+    query has a same-identity item (``<split>/n_queries`` = 0), or the split holds fewer than 2
+    identities (every neighbour is then a correct match: a perfect score that measures nothing)."""
+    return [s for s in SPLITS if metrics.get(f"{s}/n_queries") == 0
+            or (metrics.get(f"{s}/identities") is not None and metrics[f"{s}/identities"] < 2)]
+
+
+def _why(split: str, metrics: dict) -> str:
+    n_ids, n = metrics.get(f"{split}/identities"), metrics.get(f"{split}/n_gallery", 0) + 1
+    if metrics.get(f"{split}/n_queries") == 0 and n_ids == 0:
+        return (f"{split} is empty (no image): its metrics are missing; raise the {split} fraction of `split` "
+                "or use more identities (max_identities, min_faces_per_person)")
+    if n_ids is not None and n_ids < 2:
+        return (f"{split} holds {n} image(s) of {n_ids} identity: every neighbour is the same person, so a score "
+                f"would read as perfect and measure nothing; its metrics are missing. Give {split} at least 2 "
+                "identities: more identities (max_identities, min_faces_per_person) or a larger "
+                f"{split} fraction of `split`")
+    return (f"{split} has no scorable queries (no {split} image has another image of its identity in "
+            f"{split}): its metrics are missing, not 0; raise the {split} fraction of `split` or "
+            "min_faces_per_person")
 
 
 def mark_missing(metrics: dict) -> tuple[dict, list[str]]:
     """``metrics`` with every metric of an unscorable split (and what derives from it) set to None,
-    plus one warning per such split: a number that could not be computed must not read as 0."""
+    plus one warning per such split: a number that could not be computed must not read as 0 (or 1000)."""
     out, notes = dict(metrics), []
     for split in unscorable(metrics):
         for k in out:
@@ -85,9 +110,7 @@ def mark_missing(metrics: dict) -> tuple[dict, list[str]]:
                 out[k] = None
         if split == "test":
             out["score_per_minute"] = None
-        notes.append(f"{split} has no scorable queries (no {split} image has another image of its identity in "
-                     f"{split}): its metrics are missing, not 0; raise the {split} fraction of `split` or "
-                     "min_faces_per_person")
+        notes.append(_why(split, metrics))
     return out, notes
 
 

@@ -20,6 +20,7 @@ from benchmark.config import Config
 from benchmark.metrics import retrieval_metrics
 from benchmark.models.backbones import TrainableBlocks, head_dropout
 from benchmark.models.head import Embedder, ProjectionHead, embed
+from benchmark.results import schema
 from benchmark.training.losses import build_loss, build_miner, compute
 from benchmark.training.optim import build_optimizer, build_scheduler
 
@@ -100,16 +101,19 @@ def fit(cfg: Config, engine: Engine,
         if len(val_idx):
             feats = engine.eval_features("val")
             row["val/loss"] = _val_loss(model, feats, val_classes)
-            row |= {f"val/{k}": v for k, v in retrieval_metrics(embed(model.head, feats), val_labels).items()
-                    if k != "n_queries"}
+            val = retrieval_metrics(embed(model.head, feats), val_labels)
+            facts = {"val/n_queries": val.pop("n_queries"), "val/identities": len(set(val_labels.tolist()))}
+            row |= {f"val/{k}": None if schema.unscorable(facts) else v for k, v in val.items()}
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)
         tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
-            f"{k} {row[k]:.4g}" for k in ("train/loss", "val/loss", "val/score", "epoch_s") if k in row),
+            f"{k} {'n/a' if row[k] is None else f'{row[k]:.4g}'}" for k in ("train/loss", "val/loss", "val/score",
+                                                                          "epoch_s") if k in row),
             file=sys.stderr)
         if on_epoch:
             on_epoch(row)
-        value = sign * row.get(cfg.monitored, math.nan)
+        monitored = row.get(cfg.monitored)
+        value = math.nan if monitored is None else sign * monitored
         if best_state is None or value < best:  # NaN never improves; epoch 1 is kept at least
             best, best_epoch = (value if not math.isnan(value) else math.inf), epoch
             best_state = copy.deepcopy(model.state_dict())
