@@ -185,6 +185,30 @@ def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUN
     return out
 
 
+#: spread of the embeddings around their mean, relative to their squared norm, below which the rows
+#: are one vector up to float noise: cosines then differ by ~1e-6 or less, i.e. within a few float32
+#: roundings, and the ranking is the tie-break order (or the CPU's rounding), not the model's
+COLLAPSED_SPREAD = 1e-6
+
+
+def degenerate(embeddings) -> str | None:
+    """Why ``embeddings`` cannot be ranked meaningfully (non-finite values; all rows equal or nearly
+    so), else None. E.g. EfficientNet-B0 with random weights gives features of ~1e-14: after the head
+    every test embedding is the same row, NMI 0 and Top-k only the tie-break order."""
+    x = torch.as_tensor(embeddings).detach().cpu().double()
+    bad = int((~torch.isfinite(x)).any(1).sum())
+    if bad:
+        return f"{bad} of {len(x)} embeddings contain NaN or inf"
+    if len(x) < 2:
+        return None
+    power = float(x.square().sum(1).mean())
+    spread = float((x - x.mean(0)).square().sum(1).mean()) / power if power else 0.0
+    if spread < COLLAPSED_SPREAD:
+        return (f"the {len(x)} embeddings have collapsed to one vector (spread {spread:.1e} of their squared norm, "
+                f"< {COLLAPSED_SPREAD:g}): the ranking is the tie-break order, not the model's")
+    return None
+
+
 def embedding_metrics(embeddings, labels, seed: int = 0) -> dict[str, float]:
     """Structure of the embedding space: NMI of k-means clusters (k = identities) vs identities,
     and mean cosine distance within identities (intra) and between them (inter); the ratio is

@@ -34,7 +34,7 @@ from benchmark.data.check import check_images
 from benchmark.divergence import divergence
 from benchmark.features.engines import ENGINES, Engine
 from benchmark.files import check_writable
-from benchmark.metrics import embedding_metrics, retrieval_metrics
+from benchmark.metrics import degenerate, embedding_metrics, retrieval_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
 from benchmark.results import record, schema
@@ -127,11 +127,20 @@ def execute(cfg: Config, tracker: Tracker | None = None):
             metrics |= {f"{split}/{k}": v for k, v in schema.empty_split().items()}
             continue
         emb = embed(head, engine.eval_features(split)).cpu().numpy()
-        metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()}
+        why = degenerate(emb)  # flagged (1.0) with a warning; non-finite values give no number at all
+        finite = bool(np.isfinite(emb).all())
+        metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()} if finite else \
+            {f"{split}/{k}": None for k in (*schema.RANKING, "n_queries")}
         metrics |= {f"{split}/{k}": v for k, v in schema.split_facts(labels[idx]).items()}
+        metrics[f"{split}/degenerate"] = float(why is not None)
+        if why:
+            prep.warnings.append(f"{split} embeddings are degenerate: {why}; its metrics are flagged "
+                                 f"({split}/degenerate = 1) and mean nothing. Fix: real weights (or a backbone "
+                                 "whose random init does not collapse, e.g. resnet18), a lower lr, normalize=true")
         if split == "test":
             test_emb = emb
-            metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
+            if finite:
+                metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
     total_s = time.perf_counter() - t_start
     cost_s = total_s - engine.fetch_s + engine.features_s
     test_score = metrics.get("test/score")

