@@ -27,6 +27,7 @@ ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -97,6 +98,29 @@ def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], li
         raise InputError(f"{role} folder {folder} has no image files ({len(skipped)} other entries skipped, "
                          f"e.g. {skipped[0]['name']}); expected {', '.join(sorted(IMAGE_SUFFIXES))}")
     return images, skipped
+
+
+def check_self_matches(query_paths: list[Path], gallery_paths: list[Path]) -> None:
+    """Refuse queries that are also gallery images (the same file, or byte-identical copies under any
+    name, by content hash): each would be retrieved as its own first match, a score that only looks real.
+    Only files of a size some query has are hashed."""
+    def digest(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    sizes = {p.stat().st_size for p in query_paths}
+    in_gallery = defaultdict(list)
+    for g in gallery_paths:
+        if g.stat().st_size in sizes:
+            in_gallery[digest(g)].append(g.name)
+    if not in_gallery:
+        return
+    same = [(q.name, in_gallery[h]) for q in query_paths if (h := digest(q)) in in_gallery]
+    if same:
+        shown = "; ".join(f"query {q} = gallery {', '.join(g[:3])}" for q, g in same[:5])
+        raise InputError(
+            f"{len(same)} of {len(query_paths)} query image(s) are also in the gallery (identical content): {shown}"
+            f"{' ...' if len(same) > 5 else ''}. Each would be retrieved as its own first match. Fix: remove them "
+            "from the gallery folder, or give --query and --gallery folders that do not share images")
 
 
 def _load_view(path: Path, cfg: Config, aligner=None) -> tuple[torch.Tensor | None, str | None]:
@@ -189,6 +213,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     check_writable(index_dir, "index folder")
     query_paths, query_skipped = scan_folder(query_dir, "query")
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
+    check_self_matches(query_paths, gallery_paths)
 
     backbone, device, engine = _model(cfg)
     g_feats, g_names, g_bad = backbone_features(gallery_paths, backbone, cfg, device, "gallery")

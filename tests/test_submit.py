@@ -22,6 +22,7 @@ from benchmark.retrieval import faiss
 from benchmark.submit import (InputError, backbone_features, format_summary, score_files, score_submission,
                               submit)
 from benchmark.features.views import eval_view, to_input
+from benchmark import submit as submit_module
 
 
 def _lfw_home() -> str:
@@ -273,6 +274,31 @@ def test_duplicate_names_are_an_error(folders):
     shutil.copyfile(first, g / (first.stem + ".JPG"))
     with pytest.raises(InputError, match="equal up to case.*" + re.escape(first.stem)):
         submit(cfg, q, g, out=tmp / "s.json")
+
+
+@pytest.mark.parametrize("how", ["same folder", "copy under another name", "copy under the same name"])
+def test_queries_that_are_also_gallery_images_are_refused_before_any_work(folders, monkeypatch, how):
+    """With the queries also in the gallery every query's first result was itself, without a word."""
+    cfg, q, g, tmp = folders
+    monkeypatch.setattr(submit_module, "_model", lambda cfg: pytest.fail("features computed before the check"))
+    query = sorted(q.iterdir())[1]
+    if how == "same folder":
+        g = q
+        expect = f"2 of 2 query image(s) are also in the gallery (identical content): query {sorted(q.iterdir())[0].name}"
+    else:
+        name = "zz-copy.jpg" if how == "copy under another name" else query.name
+        shutil.copyfile(query, g / name)
+        expect = f"1 of 2 query image(s) are also in the gallery (identical content): query {query.name} = gallery {name}"
+    with pytest.raises(InputError, match=re.escape(expect) + ".*own first match. Fix: remove them from the gallery"):
+        submit(cfg, q, g, out=tmp / "s.json")
+    assert not (tmp / "s.json").exists()
+
+
+def test_same_names_with_other_content_are_not_self_matches(folders):
+    cfg, q, g, tmp = folders
+    query, other = sorted(q.iterdir())[0], sorted(g.iterdir())[0]
+    shutil.copyfile(other, g / query.name)  # a gallery file named like a query, holding another image
+    submit_module.check_self_matches(sorted(q.iterdir()), sorted(g.iterdir()))  # no error
 
 
 def test_without_faiss_the_torch_search_gives_the_same_submission(folders, monkeypatch):
