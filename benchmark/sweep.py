@@ -22,10 +22,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmark.catalog import find_sweep
-from benchmark.config import FIELDS, Config, ConfigError, read_yaml, resolve
+from benchmark.config import FIELDS, RUN_INDEPENDENT_KEYS, Config, ConfigError, read_yaml, resolve
 from benchmark.files import check_writable, clean_stale, locked
-from benchmark.models.backbones import check_backbone
-from benchmark.results.record import RunRecord
+from benchmark.models.backbones import adapt, check_backbone
+from benchmark.results.record import RecordError, RunRecord
+from benchmark.results.schema import norm
 from benchmark.results.store import read_record
 from benchmark.run import run, run_id_for
 
@@ -107,7 +108,7 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
         bar.set_postfix_str(p.run_id)
         run_dir = out_dir / p.run_id
         row = {"run_id": p.run_id, "experiment": p.experiment}
-        if _done(run_dir, rerun, rerun_failed):
+        if _done(run_dir, p.cfg, rerun, rerun_failed):
             rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
             continue
         # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
@@ -115,20 +116,45 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
             if not claimed:
                 rows.append({**row, "action": "skipped (running elsewhere)", "status": "running"})
                 continue
-            if _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
+            if _done(run_dir, p.cfg, rerun, rerun_failed):  # finished by another runner meanwhile
                 rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
                 continue
+            changed = config_change(run_dir, p.cfg)
+            if changed:
+                tqdm.write(f"{p.run_id}: the recorded config differs from the experiment's now ({changed}): rerun",
+                           file=sys.stderr)
             run(p.cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
-            rows.append({**row, "action": "ran", **_summary(run_dir)})
+            rows.append({**row, "action": f"rerun (config changed: {changed})" if changed else "ran",
+                         **_summary(run_dir)})
     return pd.DataFrame(rows)
 
 
-def _done(run_dir: Path, rerun: bool, rerun_failed: bool) -> bool:
-    """Recorded and not to be run again: a damaged record (a file unreadable) is always rerun."""
+def config_change(run_dir: Path, cfg: Config) -> str | None:
+    """What differs between the config recorded in ``run_dir`` and ``cfg`` (what would run now:
+    e.g. an experiment whose ``lr`` was edited in its YAML), as ``key recorded -> now``; None when
+    they agree or nothing readable is recorded. Keys that cannot change a result are ignored."""
+    try:
+        recorded = RunRecord(run_dir).config()
+    except RecordError:
+        return None
+    nows = [cfg.to_dict(), adapt(cfg).to_dict()]  # an ok record holds the size the backbone required
+    diffs = [[k for k in now if k not in RUN_INDEPENDENT_KEYS and norm(recorded.get(k)) != norm(now[k])]
+             for now in nows]
+    keys = min(diffs, key=len)
+    if not keys:
+        return None
+    now = nows[diffs.index(keys)]
+    return ", ".join(f"{k} {recorded.get(k)!r} -> {now[k]!r}" for k in keys)
+
+
+def _done(run_dir: Path, cfg: Config, rerun: bool, rerun_failed: bool) -> bool:
+    """Recorded and not to be run again: a damaged record (a file unreadable) and one recorded with
+    another config than ``cfg`` (an edited experiment) are always rerun."""
     if rerun or not RunRecord(run_dir).is_complete():
         return False
     status = read_record(run_dir)["status"]
-    return status == "ok" or (status == "failed" and not rerun_failed)
+    done = status == "ok" or (status == "failed" and not rerun_failed)
+    return done and config_change(run_dir, cfg) is None
 
 
 def _summary(run_dir: Path) -> dict:

@@ -168,6 +168,30 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, mo
     assert sorted(retried.loc[retried["action"] == "ran", "run_id"]) == sorted(failed.index)
 
 
+def test_an_edited_experiment_is_reported_and_rerun_not_skipped_as_recorded(tmp_path, sweep_env, monkeypatch):
+    """Editing an experiment's lr in its YAML and resuming kept the old record (`skipped (recorded)`,
+    the old numbers)."""
+    from benchmark.config import EXPERIMENTS_ENV
+
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
+    exps = tmp_path / "exps"
+    exps.mkdir()
+    monkeypatch.setenv(EXPERIMENTS_ENV, str(exps))
+    (exps / "mine.yaml").write_text("experiments:\n  mine: {lr: 0.001, epochs: 1}\n")
+    sf, out = _sweep_file(tmp_path, ["mine"]), tmp_path / "out"
+    overrides = parse_overrides(TINY)
+    assert sweep.run_sweep(sf, out, overrides)["action"].tolist() == ["ran"]
+    assert sweep.run_sweep(sf, out, overrides)["action"].tolist() == ["skipped (recorded)"]
+    (exps / "mine.yaml").write_text("experiments:\n  mine: {lr: 0.01, epochs: 1}\n")
+    df = sweep.run_sweep(sf, out, overrides)
+    assert df["action"].tolist() == ["rerun (config changed: lr 0.001 -> 0.01)"]
+    assert store.load(out).set_index("run_id").loc[df["run_id"][0], "lr"] == 0.01  # the record holds what ran
+    assert sweep.run_sweep(sf, out, overrides)["action"].tolist() == ["skipped (recorded)"]
+    # keys that cannot change a result do not count as an edit
+    assert sweep.run_sweep(sf, out, {**overrides, "eval_batch_size": 7})["action"].tolist() == ["skipped (recorded)"]
+
+
 def test_under_wandb_agent_parameters_come_from_wandb_config(tmp_path, monkeypatch):
     import types
 
