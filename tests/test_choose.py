@@ -127,7 +127,7 @@ def test_config_comes_from_the_best_seeds_run_folder(tmp_path):
     for seed, val in [(0, 400.0), (1, 420.0)]:
         cfg = Config(experiment="x", seed=seed, lr=0.005, max_identities=3)
         record.write(tmp_path, f"x-seed{seed}", {"config.yaml": dump_yaml(cfg),
-                                                  schema.METRICS: json.dumps({"val/score": val})},
+                                                  schema.METRICS: json.dumps({"val/score": val, "test/score": val})},
                      {"status": "ok"})
     record.write(tmp_path, "broken", {"config.yaml": dump_yaml(Config(experiment="y"))},
                  {"status": "failed", "error": "boom"})

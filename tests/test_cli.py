@@ -91,7 +91,7 @@ def test_weights_file_that_is_not_a_state_dict_is_one_line(tmp_path, capsys):
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "q" / "a.png")
-    Image.new("RGB", (8, 8)).save(tmp_path / "g" / "b.png")
+    Image.new("RGB", (8, 8), "white").save(tmp_path / "g" / "b.png")  # not the query's image
     assert main(["submit", "--config", str(cfg), "--query", str(tmp_path / "q"), "--gallery", str(tmp_path / "g"),
                  "--out", str(tmp_path / "s.json")]) == 2
     assert _one_line_error(capsys) == (f"error: weights file {weights} holds a list, not a state_dict of tensors; "

@@ -76,6 +76,10 @@ class RunRecord:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("status") not in ("ok", "failed"):
                 raise ValueError("no 'status' of ok or failed")
+            if doc["status"] == "failed" and not isinstance(doc.get("error"), str):
+                raise ValueError("a failed run without its 'error'")
+            if not isinstance(doc.get("warnings", []), list):
+                raise ValueError("'warnings' is not a list")
             return doc
         return self._read(schema.STATUS, parse)
 
@@ -89,7 +93,8 @@ class RunRecord:
         return self._read(schema.CONFIG, parse)
 
     def metrics(self) -> dict:
-        return self._read(schema.METRICS, lambda p: schema.check_metrics(json.loads(p.read_text())))
+        """Validated against what a successful record holds (``schema.check_record_metrics``)."""
+        return self._read(schema.METRICS, lambda p: schema.check_record_metrics(json.loads(p.read_text())))
 
     def history(self) -> pd.DataFrame:
         """One row per epoch (``epoch``, ``train/loss``, val metrics, ``epoch_s``); empty without training."""

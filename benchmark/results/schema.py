@@ -126,6 +126,48 @@ def check_metrics(metrics) -> dict:
     return out
 
 
+#: keys every successful record's metrics.json holds (null where the split is unscorable)
+REQUIRED_METRICS = ("val/score", "test/score")
+#: the range of a metric, by the part of its name after the split
+RANGES = {**{k: (0.0, 1.0) for k in ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "nmi",
+                                     "degenerate")},
+          "score": (0.0, 1000.0), "n_queries": (0, math.inf), "n_gallery": (0, math.inf),
+          "positives": (0.0, math.inf), "identities": (0, math.inf), "intra": (0.0, 2.0), "inter": (0.0, 2.0)}
+
+
+def check_record_metrics(metrics) -> dict:
+    """A successful record's ``metrics.json``: ``check_metrics``, then what it must contain. A
+    required key missing, a value outside its range (score > 1000, a negative time, inf), a number
+    missing where its split is scorable, or Top-k/score that contradict each other are damage
+    (ValueError): never a default filled in, never ranked."""
+    out = check_metrics(metrics)
+    absent = [k for k in REQUIRED_METRICS if k not in out]
+    if absent:
+        raise ValueError(f"required metric(s) {', '.join(absent)} missing")
+    for k, v in out.items():
+        if v is None:
+            continue
+        lo, hi = RANGES.get(k.split("/", 1)[-1], (-math.inf, math.inf))
+        if k.startswith("time/") or k in ("best_epoch", "score_per_minute"):
+            lo = 0.0
+        if not (lo <= v <= hi) or math.isinf(v):
+            raise ValueError(f"metric {k!r} = {v!r} is impossible (outside [{lo:g}, {hi:g}])")
+    gone = unscorable(out)
+    for split in SPLITS:
+        scorable = split not in gone and out.get(f"{split}/n_queries", 1) is not None
+        if scorable and out.get(f"{split}/score", 0) is None:
+            raise ValueError(f"{split}/score is null although {split} is scorable (n_queries "
+                             f"{out.get(f'{split}/n_queries')}): a number is required")
+        top = [out.get(f"{split}/top{k}") for k in (1, 5, 10)]
+        if None not in top and out.get(f"{split}/score") is not None:
+            if not top[0] <= top[1] + 1e-9 <= top[2] + 2e-9:
+                raise ValueError(f"{split} Top-1/5/10 = {top} are not increasing")
+            if abs(600 * top[0] + 300 * top[1] + 100 * top[2] - out[f"{split}/score"]) > 1e-6 * 1000:
+                raise ValueError(f"{split}/score = {out[f'{split}/score']} is not 600 Top-1 + 300 Top-5 + "
+                                 "100 Top-10")
+    return out
+
+
 def missing(v) -> bool:
     if v is None:
         return True

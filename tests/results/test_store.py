@@ -117,17 +117,51 @@ def test_an_unreadable_record_file_is_a_damaged_run_naming_the_file(results, nam
     assert df.loc["b", "status"] == "ok" and df.loc["b", "val/score"] == 600.0
 
 
+@pytest.mark.parametrize("metrics, reason", [
+    ({"test/score": 480.0}, "required metric(s) val/score missing"),
+    ({"val/score": 500.0}, "required metric(s) test/score missing"),
+    ({"val/score": 1200.0, "test/score": 480.0}, "metric 'val/score' = 1200.0 is impossible (outside [0, 1000])"),
+    ({"val/score": 500.0, "test/score": 480.0, "test/top1": 1.5}, "metric 'test/top1' = 1.5 is impossible"),
+    ({"val/score": 500.0, "test/score": 480.0, "time/cost_s": -3.0}, "metric 'time/cost_s' = -3.0 is impossible"),
+    ({"val/score": 500.0, "test/score": float("inf")}, "metric 'test/score' = inf is impossible"),
+    ({"val/score": 500.0, "test/score": None, "test/n_queries": 40}, "test/score is null although test is scorable"),
+    ({"val/score": 500.0, "test/score": 480.0, "test/top1": 0.5, "test/top5": 0.4, "test/top10": 0.6},
+     "Top-1/5/10 = [0.5, 0.4, 0.6] are not increasing"),
+    ({"val/score": 500.0, "test/score": 480.0, "test/top1": 0.5, "test/top5": 0.6, "test/top10": 0.7},
+     "test/score = 480.0 is not 600 Top-1 + 300 Top-5 + 100 Top-10"),
+])
+def test_a_record_with_missing_or_impossible_metrics_is_damaged_never_ranked(results, metrics, reason):
+    """A record read as ok with its content missing (a default filled in) or impossible used to be ranked."""
+    from benchmark.choose import choose
+
+    (results / "b" / "metrics.json").write_text(json.dumps(metrics))
+    df = store.load(results).set_index("run_id")
+    assert df.loc["b", "status"] == "damaged" and reason in df.loc["b", "error"], df.loc["b", "error"]
+    assert choose(store.load(results))["run_ids"] == ["a"]  # b (val/score 600) is not ranked
+
+
+def test_unscorable_nulls_and_a_failed_run_without_error(results):
+    (results / "b" / "metrics.json").write_text(json.dumps(
+        {"val/score": None, "val/n_queries": 0, "test/score": 480.0, "test/n_queries": 40}))
+    assert store.load(results).set_index("run_id").loc["b", "status"] == "ok"  # null where it may be
+    (results / "c" / "status.json").write_text('{"status": "failed"}')
+    row = store.load(results).set_index("run_id").loc["c"]
+    assert row["status"] == "damaged" and "a failed run without its 'error'" in row["error"]
+
+
 def test_record_reader_validates_every_file(tmp_path):
     from benchmark.results.record import RecordError, RunRecord
 
     cfg = Config(experiment="r")
     emb = np.eye(3, 4, dtype=np.float32)
     rec = RunRecord.write(tmp_path, "r", {
-        "config.yaml": dump_yaml(cfg), "metrics.json": json.dumps({"val/score": float("nan"), "best_epoch": 2}),
+        "config.yaml": dump_yaml(cfg), "metrics.json": json.dumps({"val/score": float("nan"), "val/n_queries": 0, "test/score": 400.0,
+                                                         "best_epoch": 2}),
         "history.csv": "epoch,train/loss\n1,2.5\n2,1.5\n", "split.json": "{}", "environment.json": '{"device": "cpu"}',
         "embeddings.npz": record.npz_bytes(embeddings=emb, labels=np.arange(3), identities=np.array(list("abc")),
                                            paths=np.array(["x", "y", "z"]))}, {"status": "ok"})
-    assert rec.config() == cfg.to_dict() and rec.metrics() == {"val/score": None, "best_epoch": 2}
+    assert rec.config() == cfg.to_dict() and rec.metrics() == {"val/score": None, "val/n_queries": 0, "test/score": 400.0,
+                                                       "best_epoch": 2}
     assert rec.history()["train/loss"].tolist() == [2.5, 1.5] and rec.environment() == {"device": "cpu"}
     np.testing.assert_array_equal(rec.embeddings()["embeddings"], emb)
     (tmp_path / "r" / "embeddings.npz").write_bytes(record.npz_bytes(
