@@ -66,6 +66,36 @@ def write_atomic(path: Path | str, content: str | bytes) -> Path:
     return Path(path)
 
 
+class WriteError(ConfigError):
+    """A file could not be written (full disk, ``ulimit -f``, quota): the message names the path, what
+    the write needed and the fix (a ConfigError: the command line reports it in one line)."""
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def write_error(path: Path | str, need: int, exc: BaseException, fix: str) -> WriteError:
+    """The ``WriteError`` for a failed write of ``need`` bytes to ``path``: free space of its disk and
+    the file-size limit of this process, so the reader sees which one stopped it."""
+    import resource
+
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limit = "" if soft == resource.RLIM_INFINITY else f", file-size limit (ulimit -f) {_size(soft)}"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
+    return WriteError(f"could not write {path} ({_size(need)} needed, {free}{limit}): {reason}. Fix: free disk "
+                      f"space there or raise the file-size limit (ulimit -f), or {fix}")
+
+
 def check_writable(folder: Path | str, what: str) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it: called before any work,
     so an unwritable output or cache folder fails in a second, not after training."""

@@ -33,7 +33,7 @@ from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
 from benchmark.features.engines import ENGINES, Engine
-from benchmark.files import check_writable
+from benchmark.files import WriteError, check_writable, write_error
 from benchmark.metrics import degenerate, embedding_metrics, retrieval_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
@@ -173,17 +173,29 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     tracker = Tracker(cfg, out_dir, run_id, group)
     files = {"config.yaml": dump_yaml(cfg)}
     t0 = time.time()
-    try:
-        metrics, history, _, prep, test_emb = execute(cfg, tracker)
-    except BaseException as exc:
+
+    def fail(exc: BaseException) -> dict:
+        """Record the run as failed (called inside the ``except``); a disk too full even for that
+        small record is reported, and the caller (a sweep) goes on."""
         doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": traceback.format_exc(), "started": t0, "ended": time.time()}
-        if not isinstance(exc, KeyboardInterrupt):
-            record.write(out_dir, run_id, files, doc)
+        try:
+            record.write(out_dir, run_id, {"config.yaml": dump_yaml(cfg)}, doc)
+        except OSError as again:
+            warnings.warn(f"{run_id}: its failure could not be recorded either ({again.strerror or again}): "
+                          f"{doc['error']}", stacklevel=3)
         tracker.finish({"status": "failed", "error": doc["error"]}, failed=True)
-        if raise_errors or isinstance(exc, KeyboardInterrupt):
-            raise
+        if raise_errors:
+            raise exc
         return {"status": "failed", "error": doc["error"]}
+
+    try:
+        metrics, history, _, prep, test_emb = execute(cfg, tracker)
+    except KeyboardInterrupt:  # nothing recorded: the run is not finished, a resumed sweep runs it
+        tracker.finish({"status": "failed", "error": "interrupted"}, failed=True)
+        raise
+    except BaseException as exc:
+        return fail(exc)
     files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
@@ -197,8 +209,16 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         "environment.json": json.dumps(record.environment(prep.device), indent=1),
         "split.json": splits.to_json(df, cfg),
     }
-    record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time(),
-                                          "warnings": prep.warnings, "skipped_images": prep.skipped_images})
+    try:  # atomic: a full disk leaves no half record, only this failure
+        record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time(),
+                                              "warnings": prep.warnings, "skipped_images": prep.skipped_images})
+    except OSError as exc:
+        err = write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
+                          "give --out a folder on another disk")
+        try:
+            raise err from None
+        except WriteError as recorded:
+            return fail(recorded)
     tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
     tracker.finish({"status": "ok", **metrics})
     return {"status": "ok", **metrics}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,6 +191,52 @@ def test_an_edited_experiment_is_reported_and_rerun_not_skipped_as_recorded(tmp_
     assert sweep.run_sweep(sf, out, overrides)["action"].tolist() == ["skipped (recorded)"]
     # keys that cannot change a result do not count as an edit
     assert sweep.run_sweep(sf, out, {**overrides, "eval_batch_size": 7})["action"].tolist() == ["skipped (recorded)"]
+
+
+_LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from benchmark.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _sweep_with_file_limit(limit: int, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """``benchmark ARGS`` in a process that may write no file larger than ``limit`` bytes (ulimit -f)."""
+    return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_full_disk_names_the_path_records_the_run_as_failed_and_the_sweep_goes_on(tmp_path, sweep_env):
+    """ulimit -f while writing the feature cache ended in torch's 'unexpected pos' naming no path; while
+    writing a record in 'OSError: [Errno 27] File too large' with no file, no failed record, and the
+    sweep stopped."""
+    sf, out = _sweep_file(tmp_path, EXPS[:2]), tmp_path / "out"
+    cache = Path(sweep_env["BENCHMARK_CACHE_DIR"])
+    args = ["sweep", str(sf), "--out", str(out), "--set", *TINY]
+    # 1. the feature cache entry (48 images x 512 floats = 98.3 kB) exceeds a 50 kB limit
+    res = _sweep_with_file_limit(50_000, args, sweep_env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    df = store.load(out)
+    assert len(df) == 2 and (df["status"] == "failed").all()  # both recorded: the sweep went on
+    for error in df["error"]:
+        assert re.search(rf"WriteError: could not write {re.escape(str(cache))}/\w+\.pt \(98\.3 kB needed, "
+                         r".* free there, file-size limit \(ulimit -f\) 50\.0 kB\): the write stopped short\. "
+                         r"Fix: free disk space there or raise the file-size limit \(ulimit -f\), or point "
+                         r"cache_dir \(or \$BENCHMARK_CACHE_DIR\) at another disk", error), error
+    assert "unexpected pos" not in res.stdout + res.stderr
+    assert not list(cache.glob(".tmp-*")) and not list(cache.glob("*.pt"))  # nothing half-written
+    # 2. with the cache filled, the record's embeddings.npz (~55 kB) exceeds a 30 kB limit
+    warm = _cli([*args[:3], str(tmp_path / "warm"), *args[4:]], sweep_env)
+    assert warm.communicate(timeout=300) and warm.returncode == 0
+    res = _sweep_with_file_limit(30_000, [*args, "--rerun-failed"], sweep_env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    df = store.load(out)
+    assert (df["status"] == "failed").all() and len(df) == 2
+    for run_id, error in zip(df["run_id"], df["error"]):
+        assert error.startswith(f"WriteError: could not write {out / run_id} (") and \
+            "needed" in error and "File too large" in error and "give --out a folder on another disk" in error
+    assert not list(out.glob(".tmp-*"))
 
 
 def test_under_wandb_agent_parameters_come_from_wandb_config(tmp_path, monkeypatch):

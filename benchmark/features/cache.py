@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from benchmark.files import atomic_path, locked
+from benchmark.files import atomic_path, locked, write_error
 
 ENV_VAR = "BENCHMARK_CACHE_DIR"
 
@@ -99,8 +99,12 @@ class FeatureCache:
                 for i, f in zip(missing, features):
                     entries[i] = {"key": keys[i], "features": f, "checksum": _checksum(f),
                                   "cost_s": cost * len(f) / rows, "created": time.time(), "meta": meta or {}}
-                    with atomic_path(paths[i]) as tmp:
-                        torch.save(entries[i], tmp)
+                    try:  # a full disk or ulimit -f ends in torch's "unexpected pos" naming no file
+                        with atomic_path(paths[i]) as tmp:
+                            torch.save(entries[i], tmp)
+                    except (OSError, RuntimeError) as exc:
+                        raise write_error(paths[i], f.nelement() * f.element_size(), exc,
+                                          f"point cache_dir (or ${ENV_VAR}) at another disk") from None
         computed = set(missing)
         return [{**e, "hit": i not in computed} for i, e in enumerate(entries)]
 
