@@ -110,6 +110,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from benchmark.files import check_writable
     from benchmark.results import store
     from benchmark.report import build_report
     from benchmark.tracking import report_tracker
@@ -117,7 +118,7 @@ def cmd_report(args) -> int:
     if bool(args.results_dir) == bool(args.from_wandb):
         raise ConfigError("give either RESULTS_DIR or --from-wandb ENTITY/PROJECT/SWEEP_ID")
     name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir).resolve().name
-    out = Path(args.out or Path("reports") / name)
+    out = check_writable(Path(args.out or Path("reports") / name), "report folder (--out)", create=False)
     if args.from_wandb:  # per-epoch histories land in OUT/wandb-history/<run id>/history.csv
         df = store.fetch_wandb(args.from_wandb, out / "wandb-history")
         if df.attrs.get("in_progress"):
@@ -133,9 +134,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_choose(args) -> int:
+    from benchmark.files import check_writable
     from benchmark.results import store
     from benchmark.choose import choose, format_choice, write_best
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'best.yaml'}")
+    check_writable(out.parent, "folder of --out", create=False)  # before reading the results, not after
     choice = choose(store.load(args.results_dir), args.metric)
     print(format_choice(choice))
     print(f"wrote {write_best(choice, args.out)}")

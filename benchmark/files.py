@@ -96,13 +96,19 @@ def write_error(path: Path | str, need: int, exc: BaseException, fix: str) -> Wr
                       f"space there or raise the file-size limit (ulimit -f), or {fix}")
 
 
-def check_writable(folder: Path | str, what: str) -> Path:
+def check_writable(folder: Path | str, what: str, create: bool = True) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it: called before any work,
-    so an unwritable output or cache folder fails in a second, not after training."""
+    so an unwritable output or cache folder fails in a second, not after training. ``create=False``:
+    make nothing, prove it in the nearest folder that exists (``folder`` is made later, after the
+    inputs were checked)."""
     folder = Path(folder).expanduser()
+    probe = folder if create else next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not probe.is_dir():
+            raise NotADirectoryError(20, f"{probe} is a file")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".probe-"):
             pass
     except OSError as exc:
         raise ConfigError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another folder "

@@ -38,6 +38,24 @@ def test_all_failed_results_say_every_run_failed(tmp_path, capsys):
     assert not (tmp_path / "best.yaml").exists()
 
 
+@pytest.mark.parametrize("command", ["report", "choose"])
+def test_an_unwritable_out_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """`report` / `choose --out` into a folder that cannot be written did all the work, then raised a
+    raw OSError. (As root chmod is ignored: the folder lies under a file, which no one can write.)"""
+    from benchmark.results import store
+
+    record.write(tmp_path / "runs", "ok", {"config.yaml": dump_yaml(Config(experiment="ok")), "metrics.json":
+                                           json.dumps({"val/score": 500.0, "test/score": 480.0})}, {"status": "ok"})
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(store, "load", lambda *a: pytest.fail("results read before --out was checked"))
+    out = tmp_path / "file" / ("report" if command == "report" else "best.yaml")
+    assert main([command, str(tmp_path / "runs"), "--out", str(out)]) == 2
+    what = "report folder (--out)" if command == "report" else "folder of --out"
+    where = out if command == "report" else out.parent
+    assert _one_line_error(capsys) == (f"error: {what} {where} is not writable ({tmp_path / 'file'} is a file); "
+                                       "choose another folder or fix its permissions")
+
+
 def test_damaged_record_is_listed_by_results_and_report(tmp_path, capsys):
     cfg = Config(experiment="ok")
     record.write(tmp_path / "runs", "ok", {"config.yaml": dump_yaml(cfg), "metrics.json": json.dumps(
