@@ -5,15 +5,21 @@ parameter's ``values``/``value``), runs each point through ``benchmark.run.run``
 It is resumable (a run with a finished record is skipped), contains failures (a failing run is
 recorded as failed and the sweep goes on) and lets several processes share one output folder: a
 run is claimed with an exclusive lock on ``<out>/.claims/<run_id>.lock`` before it starts; the
-operating system releases the lock even when a runner is killed with ``kill -9``.
+operating system releases the lock even when a runner is killed with ``kill -9``. ``--rerun`` sweeps
+running at the same time share one rerun (``_rerun_generation``): a run one of them redid is not
+redone by another. A record whose config differs from what would run now (an edited experiment) is
+rerun, never skipped as recorded (``config_change``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
 import os
 import sys
+import time
+from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 from benchmark.catalog import find_sweep
 from benchmark.config import FIELDS, RUN_INDEPENDENT_KEYS, Config, ConfigError, read_yaml, resolve
-from benchmark.files import check_writable, clean_stale, locked
+from benchmark.files import _alive, check_writable, clean_stale, locked, write_atomic
 from benchmark.models.backbones import adapt, check_backbone
 from benchmark.results.record import RecordError, RunRecord
 from benchmark.results.schema import norm
@@ -102,13 +108,19 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     check_writable(out_dir, "output folder (--out)")  # before any run, not after the first one trained
     clean_stale(out_dir)
     (out_dir / ".claims").mkdir(exist_ok=True)
+    with _rerun_generation(out_dir) if rerun else nullcontext() as since:
+        return pd.DataFrame(_run_planned(planned, sweep["name"], out_dir, since, rerun_failed))
+
+
+def _run_planned(planned: list[Planned], name: str, out_dir: Path, since: float | None,
+                 rerun_failed: bool) -> list[dict]:
     rows = []
-    bar = tqdm(planned, desc=f"sweep {sweep['name']}", unit="run")
+    bar = tqdm(planned, desc=f"sweep {name}", unit="run")
     for p in bar:
         bar.set_postfix_str(p.run_id)
         run_dir = out_dir / p.run_id
         row = {"run_id": p.run_id, "experiment": p.experiment}
-        if _done(run_dir, p.cfg, rerun, rerun_failed):
+        if _done(run_dir, p.cfg, since, rerun_failed):
             rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
             continue
         # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
@@ -116,17 +128,17 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
             if not claimed:
                 rows.append({**row, "action": "skipped (running elsewhere)", "status": "running"})
                 continue
-            if _done(run_dir, p.cfg, rerun, rerun_failed):  # finished by another runner meanwhile
+            if _done(run_dir, p.cfg, since, rerun_failed):  # finished by another runner meanwhile
                 rows.append({**row, "action": "skipped (recorded)", **_summary(run_dir)})
                 continue
             changed = config_change(run_dir, p.cfg)
             if changed:
                 tqdm.write(f"{p.run_id}: the recorded config differs from the experiment's now ({changed}): rerun",
                            file=sys.stderr)
-            run(p.cfg, out_dir, p.run_id, group=sweep["name"], raise_errors=False)
+            run(p.cfg, out_dir, p.run_id, group=name, raise_errors=False)
             rows.append({**row, "action": f"rerun (config changed: {changed})" if changed else "ran",
                          **_summary(run_dir)})
-    return pd.DataFrame(rows)
+    return rows
 
 
 def config_change(run_dir: Path, cfg: Config) -> str | None:
@@ -147,11 +159,47 @@ def config_change(run_dir: Path, cfg: Config) -> str | None:
     return ", ".join(f"{k} {recorded.get(k)!r} -> {now[k]!r}" for k in keys)
 
 
-def _done(run_dir: Path, cfg: Config, rerun: bool, rerun_failed: bool) -> bool:
+@contextmanager
+def _rerun_generation(out_dir: Path):
+    """Yield when the ``--rerun`` this process takes part in began: runs recorded since then are done.
+
+    Concurrent ``--rerun`` sweeps on one folder share it (``.claims/rerun.json``: its start and the
+    pids of the sweeps in it), so that a rerun claims like a first run: a run one of them redid is not
+    redone by the other. A rerun started when none of them is running any more begins a new one."""
+    marker, lock = out_dir / ".claims" / "rerun.json", out_dir / ".claims" / "rerun.lock"
+
+    def read() -> dict | None:
+        try:
+            doc = json.loads(marker.read_text())
+            return {"since": float(doc["since"]), "pids": [p for p in doc["pids"] if _alive(int(p))]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    with locked(lock):
+        doc = read()
+        doc = {**doc, "pids": [*doc["pids"], os.getpid()]} if doc and doc["pids"] else \
+            {"since": time.time(), "pids": [os.getpid()]}
+        write_atomic(marker, json.dumps(doc))
+    try:
+        yield doc["since"]
+    finally:
+        with locked(lock):
+            now = read()
+            if now is not None:
+                write_atomic(marker, json.dumps({**now, "pids": [p for p in now["pids"] if p != os.getpid()]}))
+
+
+def _done(run_dir: Path, cfg: Config, rerun_since: float | None, rerun_failed: bool) -> bool:
     """Recorded and not to be run again: a damaged record (a file unreadable) and one recorded with
-    another config than ``cfg`` (an edited experiment) are always rerun."""
-    if rerun or not RunRecord(run_dir).is_complete():
+    another config than ``cfg`` (an edited experiment) are always rerun; under ``--rerun``
+    (``rerun_since``) only records started since the rerun began count."""
+    if not RunRecord(run_dir).is_complete():
         return False
+    if rerun_since is not None:
+        try:
+            return RunRecord(run_dir).status().get("started", 0) >= rerun_since
+        except RecordError:
+            return False
     status = read_record(run_dir)["status"]
     done = status == "ok" or (status == "failed" and not rerun_failed)
     return done and config_change(run_dir, cfg) is None

@@ -148,6 +148,42 @@ def test_two_runners_share_one_folder_without_duplicates(tmp_path, sweep_env):
     assert len(df) == len(EXPS) and df["run_id"].is_unique and (df["status"] == "ok").all()
 
 
+_SLOW = """
+import sys, time
+import benchmark.sweep as sweep
+real = sweep.run
+def slow(*args, **kwargs):
+    out = real(*args, **kwargs)
+    time.sleep(1.5)
+    return out
+sweep.run = slow
+from benchmark.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_reruns_on_one_folder_run_each_run_once(tmp_path, sweep_env):
+    """A second `sweep --rerun` started while the first was running redid the runs the first had
+    already redone: a rerun now claims like a first run."""
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    args = ["sweep", str(sf), "--out", str(out), "--set", *TINY]
+    first = _cli(args, sweep_env)
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    before = _records(out)
+    slow = [sys.executable, "-c", _SLOW, *args, "--rerun"]  # runs of >= 1.5 s: the second joins in time
+    a = subprocess.Popen(slow, cwd=ROOT, env=sweep_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(t != before[r] for r, t in _records(out).items()):
+        time.sleep(0.05)  # the second starts once the first has redone a run
+    b = subprocess.Popen(slow, cwd=ROOT, env=sweep_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    texts = [p.communicate(timeout=300)[0] for p in (a, b)]
+    assert a.returncode == b.returncode == 0, texts
+    ran = [line.split()[0] for t in texts for line in t.splitlines() if " ran " in f" {line} "]
+    assert sorted(ran) == sorted(_records(out)), f"a run was redone twice or not at all: {ran}"
+    assert all(t != before[r] for r, t in _records(out).items())  # every record is the rerun's
+
+
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, monkeypatch):
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
     monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
