@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict
+from benchmark.files import write_atomic
 from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
 from benchmark.results.stats import t_ci
 
@@ -215,7 +216,7 @@ def write_best(choice: dict, path: Path | str = "best.yaml") -> Path:
               *("# " + line for line in format_choice(choice).splitlines()),
               _SELECTION_TAG + json.dumps(selection, sort_keys=True)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header) + "\n" + dump_yaml(cfg))
+    write_atomic(path, "\n".join(header) + "\n" + dump_yaml(cfg))  # never half a best.yaml
     return path
 
 

@@ -330,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
         return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line; records, cache entries and outputs are atomic writes
+        if debug:
+            raise
+        print(f"\ninterrupted: `benchmark {args.command}` stopped by Ctrl-C; what was finished is kept whole and "
+              "the unfinished part was discarded (nothing half-written): run the same command again to continue",
+              file=sys.stderr)
+        return 130
     except ConfigError as exc:  # bad input (a damaged record too): one line naming the input and the fix
         if debug:
             raise

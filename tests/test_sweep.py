@@ -184,6 +184,26 @@ def test_two_reruns_on_one_folder_run_each_run_once(tmp_path, sweep_env):
     assert all(t != before[r] for r, t in _records(out).items())  # every record is the rerun's
 
 
+def test_ctrl_c_is_one_line_exit_130_and_nothing_half_written(tmp_path, sweep_env):
+    """Ctrl-C printed a 33-frame traceback."""
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW, "sweep", str(sf), "--out", str(out), "--set", *TINY],
+                            cwd=ROOT, env=sweep_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_records(out) if out.exists() else {}) < 1:
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the next run (or its pause)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1].startswith("interrupted: `benchmark sweep` stopped by Ctrl-C;") and "nothing half-written" in lines[-1]
+    assert not list(out.glob(".tmp-*")) and not list(out.glob(".old-*"))
+    df = store.load(out)
+    assert 1 <= len(df) < len(EXPS) and (df["status"] == "ok").all()  # whole records only, the rest not begun
+
+
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, monkeypatch):
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
     monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
