@@ -14,6 +14,7 @@ from scipy import stats
 from benchmark.choose import choose, format_choice, load_best, read_selection, write_best
 from benchmark.config import Config, ConfigError, dump_yaml, from_dict, load_yaml
 from benchmark.results import record, schema, store
+from synthetic_results import ok_files
 
 
 def _row(experiment, seed, val, test, status="ok", **cfg):
@@ -126,8 +127,8 @@ def test_config_comes_from_the_best_seeds_run_folder(tmp_path):
     """Through the real store: each run's config.yaml is the source of the chosen config."""
     for seed, val in [(0, 400.0), (1, 420.0)]:
         cfg = Config(experiment="x", seed=seed, lr=0.005, max_identities=3)
-        record.write(tmp_path, f"x-seed{seed}", {"config.yaml": dump_yaml(cfg),
-                                                  schema.METRICS: json.dumps({"val/score": val, "test/score": val})},
+        record.write(tmp_path, f"x-seed{seed}", ok_files({"config.yaml": dump_yaml(cfg), schema.METRICS:
+                                                           json.dumps({"val/score": val, "test/score": val})}),
                      {"status": "ok"})
     record.write(tmp_path, "broken", {"config.yaml": dump_yaml(Config(experiment="y"))},
                  {"status": "failed", "error": "boom"})

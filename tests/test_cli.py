@@ -14,6 +14,7 @@ from benchmark import cli
 from benchmark.cli import main
 from benchmark.config import Config, dump_yaml
 from benchmark.results import record
+from synthetic_results import ok_files
 
 
 def _one_line_error(capsys) -> str:
@@ -44,8 +45,9 @@ def test_an_unwritable_out_is_refused_before_any_work(command, tmp_path, capsys,
     raw OSError. (As root chmod is ignored: the folder lies under a file, which no one can write.)"""
     from benchmark.results import store
 
-    record.write(tmp_path / "runs", "ok", {"config.yaml": dump_yaml(Config(experiment="ok")), "metrics.json":
-                                           json.dumps({"val/score": 500.0, "test/score": 480.0})}, {"status": "ok"})
+    record.write(tmp_path / "runs", "ok", ok_files({"config.yaml": dump_yaml(Config(experiment="ok")), "metrics.json":
+                                                    json.dumps({"val/score": 500.0, "test/score": 480.0})}),
+                 {"status": "ok"})
     (tmp_path / "file").write_text("")
     monkeypatch.setattr(store, "load", lambda *a: pytest.fail("results read before --out was checked"))
     out = tmp_path / "file" / ("report" if command == "report" else "best.yaml")
@@ -58,8 +60,8 @@ def test_an_unwritable_out_is_refused_before_any_work(command, tmp_path, capsys,
 
 def test_damaged_record_is_listed_by_results_and_report(tmp_path, capsys):
     cfg = Config(experiment="ok")
-    record.write(tmp_path / "runs", "ok", {"config.yaml": dump_yaml(cfg), "metrics.json": json.dumps(
-        {"val/score": 500.0, "test/score": 480.0, "time/cost_s": 10.0})}, {"status": "ok"})
+    record.write(tmp_path / "runs", "ok", ok_files({"config.yaml": dump_yaml(cfg), "metrics.json": json.dumps(
+        {"val/score": 500.0, "test/score": 480.0, "time/cost_s": 10.0})}), {"status": "ok"})
     record.write(tmp_path / "runs", "broken", {"config.yaml": dump_yaml(cfg.replace(experiment="broken")),
                                                "metrics.json": '{"val/sc'}, {"status": "ok"})
     assert main(["results", str(tmp_path / "runs")]) == 0

@@ -116,10 +116,33 @@ class RunRecord:
         return self._read(schema.EMBEDDINGS, parse)
 
     def split(self) -> dict:
-        return self._read(schema.SPLIT, lambda p: json.loads(p.read_text()))
+        def parse(path):
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+                raise ValueError("no 'items' list of [path, identity, split]")
+            return doc
+        return self._read(schema.SPLIT, parse)
 
     def environment(self) -> dict:
-        return self._read(schema.ENVIRONMENT, lambda p: json.loads(p.read_text()))
+        def parse(path):
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a mapping, got a {type(doc).__name__}")
+            return doc
+        return self._read(schema.ENVIRONMENT, parse)
+
+    def check_files(self) -> None:
+        """A successful record holds every file of ``schema.FILES``, each with what it must contain
+        (the embeddings' arrays by name only: reading them all is ``embeddings()``)."""
+        def arrays(path):
+            with np.load(path, allow_pickle=False) as z:
+                absent = [k for k in EMBEDDING_ARRAYS if k not in z.files]
+            if absent:
+                raise ValueError(f"array(s) {', '.join(absent)} missing")
+        self.history()
+        self.split()
+        self.environment()
+        self._read(schema.EMBEDDINGS, arrays)
 
     def row(self) -> dict:
         """The run as one flat row of the results table (``schema``): status, config keys, metrics.
@@ -131,6 +154,7 @@ class RunRecord:
             row |= schema.flat_config(self.config())
             if st["status"] == "ok":
                 row |= self.metrics()
+                self.check_files()
         except RecordError as exc:
             row |= {"status": "damaged", "error": f"damaged record: {exc}"}
         return row

@@ -12,12 +12,13 @@ import pytest
 
 from benchmark.results import record, store
 from benchmark.config import Config, ConfigError, dump_yaml
+from synthetic_results import ok_files
 
 
 def _write(out, run_id, metrics=None, error=None, **cfg):
     files = {"config.yaml": dump_yaml(Config(experiment=run_id, **cfg))}
     if metrics is not None:
-        files["metrics.json"] = json.dumps(metrics)
+        files = ok_files(files | {"metrics.json": json.dumps(metrics)})
     record.write(out, run_id, files, {"status": "failed" if error else "ok", "error": error})
 
 
@@ -103,6 +104,12 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
     ("status.json", '{"state": "ok"}', "no 'status' of ok or failed"),
     ("config.yaml", "lr: [fast\n", "unreadable"),
     ("config.yaml", "learning_rate: 0.1\n", "unknown config key(s): learning_rate"),
+    # every file of a successful record, not only the ones the table reads (issue 16)
+    ("history.csv", None, "is missing"),
+    ("embeddings.npz", None, "is missing"),
+    ("split.json", None, "is missing"),
+    ("split.json", "{}", "no 'items' list"),
+    ("environment.json", "[1]", "expected a mapping, got a list"),
 ])
 def test_an_unreadable_record_file_is_a_damaged_run_naming_the_file(results, name, content, reason):
     path = results / "a" / name
@@ -138,6 +145,13 @@ def test_a_record_with_missing_or_impossible_metrics_is_damaged_never_ranked(res
     df = store.load(results).set_index("run_id")
     assert df.loc["b", "status"] == "damaged" and reason in df.loc["b", "error"], df.loc["b", "error"]
     assert choose(store.load(results))["run_ids"] == ["a"]  # b (val/score 600) is not ranked
+
+
+def test_embeddings_without_an_array_are_damage(results):
+    (results / "b" / "embeddings.npz").write_bytes(record.npz_bytes(embeddings=np.zeros((2, 3)), labels=np.arange(2)))
+    row = store.load(results).set_index("run_id").loc["b"]
+    assert row["status"] == "damaged" and "embeddings.npz is unreadable (ValueError: array(s) identities, paths missing" \
+        in row["error"]
 
 
 def test_unscorable_nulls_and_a_failed_run_without_error(results):
