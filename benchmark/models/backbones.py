@@ -317,7 +317,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
-        raise ConfigError("onnx: backbones need onnxruntime: pip install -e '.[faces]'") from None
+        raise ConfigError("onnx: backbones need onnxruntime: pip install onnxruntime") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     dim = out.shape[-1]
