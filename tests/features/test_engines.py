@@ -39,9 +39,9 @@ def count_extract(monkeypatch):
     calls = []
     real = engines.extract_views
 
-    def counting(backbone, paths, views, cfg, desc, *args):
+    def counting(net, paths, views, *args):
         calls.append(len(views))
-        return real(backbone, paths, views, cfg, desc, *args)
+        return real(net, paths, views, *args)
 
     monkeypatch.setattr(engines, "extract_views", counting)
     return calls
@@ -190,7 +190,7 @@ def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
     frozen = run.execute(cfg.replace(trainable_blocks=0))
     assert np.abs(frozen[4] - exact[4]).max() > 100 * 1e-4  # far outside _assert_same_model's tolerance
     # the boundary cache is keyed by its dtype and stores it
-    entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if "dtype" in e}
+    entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if e.get("trainable_blocks")}
     assert set(entries) == {"float16", "float32"}
     assert entries["float16"]["shape"] == entries["float32"]["shape"] == [131, 512, 2, 2]  # layer4's input
     assert entries["float16"]["bytes"] < 0.6 * entries["float32"]["bytes"]
@@ -223,7 +223,8 @@ def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
         assert not torch.equal(feats, fp32)
         assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
         results[engine] = run.execute(bf16_cfg)
-    assert {e["precision"] for e in FeatureCache(cache_dir).entries()} == {"cpu-fp32", "cpu-bf16"}
+    assert {(e["device"], e["precision"]) for e in FeatureCache(cache_dir).entries()} == {("cpu", "fp32"),
+                                                                                           ("cpu", "bf16")}
     # both engines train on bf16 features: close losses and test embeddings (not ranking metrics of a
     # tiny random model, which flip with the CPU's kernels)
     _assert_same_model(results["cached"], results["reference"], rel=2e-2, emb_atol=5e-2)
