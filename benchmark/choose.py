@@ -99,16 +99,26 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     n_runs = len(df)
     ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     values = pd.to_numeric(df[metric], errors="coerce")
-    usable = df[ok & values.notna()].assign(_value=values[ok & values.notna()])
+    flag = f"{metric.split('/')[0]}/degenerate"  # collapsed or non-finite embeddings: a tie-break order
+    collapsed = ok & values.notna() & (pd.to_numeric(df[flag], errors="coerce").eq(1) if flag in df.columns
+                                       else False)
+    usable = df[ok & values.notna() & ~collapsed].assign(_value=values[ok & values.notna() & ~collapsed])
     unscored = df[ok & values.isna()]
     n_queries = f"{metric.split('/')[0]}/n_queries"
     why = ("validation has no scorable queries: raise the validation fraction (split) or min_faces_per_person"
            if n_queries in df.columns and pd.to_numeric(unscored[n_queries], errors="coerce").eq(0).any()
            else "it is missing")
+    if collapsed.any():
+        why += f"; {int(collapsed.sum())} run(s) have degenerate embeddings ({flag} = 1)"
     if usable.empty:
         raise ConfigError(f"cannot rank on {metric!r}: no successful run has it ({int(ok.sum())} ok, "
                           f"{int((~ok).sum())} failed); {why}")
     notes = []
+    if collapsed.any():
+        ids = ", ".join(map(str, df[collapsed].get("run_id", df[collapsed].index)))
+        notes.append(f"{int(collapsed.sum())} successful run(s) left out, their embeddings are degenerate ({flag} = 1: "
+                     f"{metric} is only the tie-break order): {ids}")
+        warnings.warn(notes[-1], stacklevel=2)
     if len(unscored):
         ids = ", ".join(map(str, unscored.get("run_id", unscored.index)))
         notes.append(f"{len(unscored)} successful run(s) left out, {metric} could not be computed ({why}): {ids}")

@@ -158,3 +158,16 @@ def test_runs_whose_metric_could_not_be_computed_are_left_out_with_a_warning():
     with pytest.raises(ConfigError, match="cannot rank on 'val/score': no successful run has it .*validation has "
                                           "no scorable queries: raise the validation fraction"):
         choose(df)
+
+
+def test_runs_with_degenerate_validation_embeddings_are_not_ranked():
+    """Collapsed embeddings give a val/score that is only the tie-break order: flagged, never chosen."""
+    df = _table().assign(**{"val/degenerate": 0.0})
+    df.loc[df["run_id"].astype(str).str.startswith("a"), "val/degenerate"] = 1.0  # a has the best val/score
+    with pytest.warns(UserWarning, match=r"3 successful run\(s\) left out, their embeddings are degenerate "
+                                         r"\(val/degenerate = 1: val/score is only the tie-break order\): a-seed0"):
+        choice = choose(df)
+    assert choice["experiment"] == "b"
+    df["val/degenerate"] = 1.0
+    with pytest.raises(ConfigError, match=r"cannot rank on 'val/score'.*7 run\(s\) have degenerate embeddings"):
+        choose(df)
