@@ -154,7 +154,7 @@ import benchmark.sweep as sweep
 real = sweep.run
 def slow(*args, **kwargs):
     out = real(*args, **kwargs)
-    time.sleep(1.5)
+    time.sleep(3.0)
     return out
 sweep.run = slow
 from benchmark.cli import main
@@ -171,7 +171,7 @@ def test_two_reruns_on_one_folder_run_each_run_once(tmp_path, sweep_env):
     first.communicate(timeout=300)
     assert first.returncode == 0
     before = _records(out)
-    slow = [sys.executable, "-c", _SLOW, *args, "--rerun"]  # runs of >= 1.5 s: the second joins in time
+    slow = [sys.executable, "-c", _SLOW, *args, "--rerun"]  # runs of >= 3 s: the second joins in time
     a = subprocess.Popen(slow, cwd=ROOT, env=sweep_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any(t != before[r] for r, t in _records(out).items()):
