@@ -35,7 +35,7 @@ from benchmark.features import decoders, runtime
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
 from benchmark.features.spec import Plan, Preprocessing
-from benchmark.files import WriteError, check_writable, write_error
+from benchmark.files import check_writable, write_error
 from benchmark.metrics import degenerate, embedding_metrics, retrieval_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
 from benchmark.models.head import embed
@@ -247,12 +247,8 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time(),
                                               "warnings": prep.warnings, "skipped_images": prep.skipped_images})
     except OSError as exc:
-        err = write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
-                          "give --out a folder on another disk")
-        try:
-            raise err from None
-        except WriteError as recorded:
-            return fail(recorded)
+        return fail(write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
+                                "give --out a folder on another disk"))
     tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
     tracker.finish({"status": "ok", **metrics})
     return {"status": "ok", **metrics}
