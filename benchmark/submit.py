@@ -179,6 +179,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     query_paths, query_skipped = scan_folder(query_dir, "query")
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
 
+    engine, features = _model(cfg)  # fails fast (weights, training data) before any warning or work
     gallery_paths, g_bad = readable(gallery_paths, cfg, "gallery")
     query_paths, q_bad = readable(query_paths, cfg, "query")
     query_skipped += q_bad
@@ -196,7 +197,6 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     for m in msgs:
         warnings.warn(m, stacklevel=2)
 
-    engine, features = _model(cfg)
     head, train_info = _train(cfg, engine)
     # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
     # submit on the same gallery reads its features
