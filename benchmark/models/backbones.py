@@ -318,7 +318,13 @@ def _onnx_spec(location: str) -> BackboneSpec:
         import onnxruntime as ort
     except ModuleNotFoundError:
         raise ConfigError("onnx: backbones need onnxruntime: pip install -e '.[faces]'") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's InvalidProtobuf/Fail: protobuf text, no fix
+        why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"backbone=onnx:{location}: onnxruntime cannot load this file as an ONNX model "
+                          f"({why}); give the path of an exported .onnx model (e.g. from torch.onnx.export), "
+                          "not a damaged or partial download") from None
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     dim = out.shape[-1]
     if len(inp.shape) != 4 or not isinstance(dim, int):

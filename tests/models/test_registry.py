@@ -329,3 +329,19 @@ def test_vit_input_size_is_its_own_and_a_chosen_one_is_replaced_with_a_warning(n
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the defaults are no choice of the user's: no warning
         assert adapt(Config(backbone=name)) == Config(backbone=name)
+
+
+def test_a_garbage_onnx_file_is_one_error_with_the_fix(tmp_path, capsys):
+    """It used to exit 1 with onnxruntime's protobuf text and no fix."""
+    pytest.importorskip("onnxruntime")
+    from benchmark.cli import main
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ConfigError, match=rf"backbone=onnx:{path}: onnxruntime cannot load this file as an ONNX "
+                                          r"model \(.*\); give the path of an exported .onnx model"):
+        check_backbone(f"onnx:{path}")
+    assert main(["run", "--experiment", "demo-frozen-features", "--set", f"backbone=onnx:{path}", "tracking=none",
+                 "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give the path of an exported .onnx model" in err
