@@ -20,7 +20,7 @@ query of the truth is in the denominator: a query missing from the submission co
 
 Input handling: a missing or empty folder, or one with no readable image, is an error naming the
 folder; files that are not images (by suffix) and sub-folders are skipped; images that cannot be
-decoded are skipped with the reason; all skips are returned in the summary and raised as warnings,
+decoded follow ``on_bad_image`` (error, the default: refused naming them; skip: skipped with the reason); all skips are returned in the summary and raised as warnings,
 never silent. File names equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be
 ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size with a warning.
 """
@@ -130,6 +130,15 @@ def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.de
     return torch.cat(feats), kept, skipped
 
 
+def check_unreadable(cfg: Config, role: str, folder: Path | str, unreadable: list[dict], n_files: int) -> None:
+    """``on_bad_image`` for submit's folders, as for a run's dataset: error (the default) refuses,
+    naming the images; skip leaves them out (each listed in the summary with its reason)."""
+    if unreadable and cfg.on_bad_image == "error":
+        shown = "; ".join(f"{s['name']} ({s['reason']})" for s in unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
+        raise InputError(f"{len(unreadable)} of {n_files} image files in {role} folder {folder} cannot be read: "
+                         f"{shown}. Fix: repair or remove them, or --set on_bad_image=skip to leave them out")
+
+
 # --- model ----------------------------------------------------------------------------------------
 def _model(cfg: Config):
     """(backbone, device, engine or None): the config's frozen backbone, with its training data when
@@ -193,6 +202,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     backbone, device, engine = _model(cfg)
     g_feats, g_names, g_bad = backbone_features(gallery_paths, backbone, cfg, device, "gallery")
     q_feats, q_names, q_bad = backbone_features(query_paths, backbone, cfg, device, "query")
+    check_unreadable(cfg, "gallery", gallery_dir, g_bad, len(gallery_paths))
+    check_unreadable(cfg, "query", query_dir, q_bad, len(query_paths))
     query_skipped += q_bad
     gallery_skipped += g_bad
     for role, folder, skipped in (("query", query_dir, query_skipped), ("gallery", gallery_dir, gallery_skipped)):

@@ -222,7 +222,7 @@ def test_non_images_and_corrupt_images_are_skipped_and_reported(folders):
     (g / "nested").mkdir()
     (q / ".DS_Store").write_bytes(b"\x00")
     with pytest.warns(UserWarning, match="skipped") as rec:
-        summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
+        summary = submit(cfg.replace(on_bad_image="skip"), q, g, k=3, out=tmp / "s.json")
     skipped = {s["name"]: s["reason"] for s in summary["gallery"]["skipped"]}
     assert set(skipped) == {"notes.txt", "broken.jpg", "empty.png", "nested"}
     assert "not an image" in skipped["notes.txt"] and "sub-folder" in skipped["nested"]
@@ -234,6 +234,23 @@ def test_non_images_and_corrupt_images_are_skipped_and_reported(folders):
     assert any("broken.jpg" in str(w.message) for w in rec)
     sub = json.loads((tmp / "s.json").read_text())
     assert all(set(r) <= {p.name for p in g.glob("*.jpg")} - {"broken.jpg"} for r in sub.values())
+
+
+def test_unreadable_images_follow_on_bad_image_which_defaults_to_error(folders):
+    """submit skipped an unreadable query with a warning although on_bad_image defaults to error."""
+    cfg, q, g, tmp = folders
+    assert cfg.on_bad_image == "error"
+    (q / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (q / "notes.txt").write_text("not an image: skipped whatever the policy")
+    n = len(list(q.glob("*.jpg")))
+    with pytest.raises(InputError, match=rf"^1 of {n} image files in query folder {q} cannot be read: broken.jpg "
+                                         r"\(unreadable image: .*\)\. Fix: repair or remove them, or --set "
+                                         "on_bad_image=skip to leave them out$"):
+        submit(cfg, q, g, k=3, out=tmp / "s.json")
+    assert not (tmp / "s.json").exists()
+    with pytest.warns(UserWarning, match="skipped 2 entries: notes.txt, broken.jpg"):
+        summary = submit(cfg.replace(on_bad_image="skip"), q, g, k=3, out=tmp / "s.json")
+    assert summary["n_queries"] == n - 1 and "broken.jpg" not in json.loads((tmp / "s.json").read_text())
 
 
 def test_k_larger_than_gallery_is_clamped_with_a_warning(folders):
