@@ -155,7 +155,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from benchmark.submit import score_files
+    from benchmark.scoring import score_files
 
     result = score_files(args.submission, args.truth)
     print(json.dumps(result, indent=1))
@@ -172,12 +172,29 @@ def cmd_make_competition(args) -> int:
     return 0
 
 
+def _entry_kind(entry: dict) -> str:
+    """What a cache entry holds, read from its key (every kind gets a label, not blank columns)."""
+    if entry.get("check") == "unreadable":
+        return "unreadable"
+    if "backbone" not in entry and "align" in entry:
+        return "face detections"
+    what = "boundary activations" if entry.get("trainable_blocks") else "features"
+    view = entry.get("view")
+    return f"{what}, eval view" if view == "eval" else f"{what}, augmented view {view}" if view is not None else what
+
+
 def cmd_cache(args) -> int:
     from benchmark.features.cache import FeatureCache
 
     cache = FeatureCache(args.dir)
+    if cache.root.exists() and not cache.root.is_dir():
+        raise ConfigError(f"cache folder {cache.root} is a file; give the feature cache folder "
+                          "(--dir, $BENCHMARK_CACHE_DIR or the default user cache)")
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {cache.root}")
+        return 0
+    if not cache.root.exists():
+        print(f"{cache.root}: no such folder, 0 entries (nothing cached there yet)")
         return 0
     import pandas as pd
 
@@ -185,15 +202,19 @@ def cmd_cache(args) -> int:
     print(f"{cache.root}: {len(entries)} entries, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
     if entries:
         df = pd.DataFrame(entries)
+        df["kind"] = [_entry_kind(e) for e in entries]
+        if "align" in df:  # face detections: the detector is their "backbone"
+            faces = df["kind"] == "face detections"
+            df.loc[faces, "backbone"] = df.loc[faces, "align"].astype(str).str.split(":").str[0]
+            df.loc[faces, "weights"] = df.loc[faces, "align"].astype(str).str.split(":").str[1].str[:12]
         if "created" in df:
             df["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
         if "image_size" in df:
-            df["size"] = df["image_size"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}") + "/" + \
-                df["resize"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+            df["size"] = [f"{i:.0f}/{r:.0f}" if not pd.isna(i) else "" for i, r in zip(df["image_size"], df["resize"])]
         df["file"] = df["file"].str[:12]
         df["images"] = df.get("images", pd.Series("", index=df.index)).astype(str).str[:8]
         df["MB"] = df["bytes"] / 1e6
-        cols = ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
+        cols = ["file", "kind", "backbone", "weights", "dataset", "images", "shape", "normalize", "precision",
                 "size", "MB", "created", "cost_s", "check"]
         print(df[[c for c in cols if c in df]].fillna("").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         bad = int(df["broken"].sum())
@@ -298,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("cache", help="list or clear the feature cache")
     p.add_argument("action", choices=["ls", "clear"],
-                   help="ls: every entry (backbone, weights, images, view, precision, size, created, cost, "
+                   help="ls: every entry (kind, backbone, weights, images, precision, size, created, cost, "
                         "checksum); clear: remove them all")
     p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
     p.set_defaults(fn=cmd_cache)
@@ -323,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[EXPERIMENTS_ENV] = os.pathsep.join(
             [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `benchmark ... | head`: the reader has seen enough; no traceback, no error line
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet too
+        return 141  # as a process stopped by SIGPIPE
     except ConfigError as exc:  # bad input (a damaged record too): one line naming the input and the fix
         if debug:
             raise

@@ -141,3 +141,48 @@ def test_list_prints_one_row_per_item(capsys):
     assert max(map(len, lines)) <= 5 * 40 + 4  # five columns of at most 40 characters
     docs = [re.search(r"\S.*$", line[lines[0].index("doc"):]).group() for line in lines[1:]]
     assert all(len(d) <= 40 for d in docs) and any(d.endswith("...") and len(d) == 40 for d in docs)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path, capfd):
+    """`benchmark cache ls | head -3` (or `list experiments | head`) ended in BrokenPipeError."""
+    import os
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader (head) has gone
+    saved = sys.stdout
+    sys.stdout = open(write, "w", buffering=1)
+    try:
+        code = main(["list", "experiments"])
+    finally:
+        sys.stdout.close()
+        sys.stdout = saved
+    assert code == 141  # as a process stopped by SIGPIPE
+    assert capfd.readouterr().err == ""
+
+
+def _light(tmp_path) -> dict[str, list[str]]:
+    (tmp_path / "truth.json").write_text(json.dumps({"queries": {"q": "A"}, "gallery": {"g": "A"}}))
+    (tmp_path / "sub.json").write_text(json.dumps({"q": ["g"]}))
+    return {"list sweeps": ["list", "sweeps"], "score-submission": ["score-submission", str(tmp_path / "sub.json"),
+                                                                    "--truth", str(tmp_path / "truth.json")]}
+
+
+@pytest.mark.parametrize("command", ["list sweeps", "score-submission"])
+def test_light_commands_never_import_torch(command, tmp_path):
+    """They imported torch: `list sweeps` took 8 s and 1.3 GB, `score-submission` 5.5 s and 1.2 GB
+    (`cache ls`: tests/features/test_cache.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, json; from benchmark.cli import main; rc = main(json.loads(sys.argv[1])); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(_light(tmp_path)[command])], capture_output=True,
+                         text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "torch imported: False"
+    if command == "score-submission":
+        assert json.loads(out.stdout.rsplit("torch", 1)[0])["score"] == 1000.0
+    else:
+        assert "report-ablation" in out.stdout
