@@ -224,12 +224,26 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def _wrapped_table(df, width: int) -> str:
+    """``df`` as left-aligned columns; a cell longer than ``width`` wraps onto the next lines (a fix
+    text, a path is shown whole, never cut)."""
+    import textwrap
+
+    cells = [[textwrap.wrap(str(v), width, break_on_hyphens=False) or [""] for v in row]
+             for row in df.astype(str).itertuples(index=False)]
+    widths = [max([len(str(c))] + [len(line) for row in cells for line in row[i]]) for i, c in enumerate(df)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(df, widths)).rstrip()]
+    for row in cells:
+        for k in range(max(map(len, row))):
+            lines.append("  ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
 def cmd_list(args) -> int:
     from benchmark.catalog import LISTS
 
-    df = LISTS[args.what]().astype(str).map(lambda v: v if len(v) <= args.width else v[:args.width - 3] + "...")
-    left = {c: (lambda v, w=df[c].str.len().max(): v.ljust(w)) for c in df}
-    print(df.to_string(index=False, formatters=left, justify="left") if len(df) else f"no {args.what}")
+    df = LISTS[args.what]()
+    print(_wrapped_table(df, args.width) if len(df) else f"no {args.what}")
     return 0
 
 
@@ -329,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="experiments: names and overrides; keys: every config key with type, default and doc; "
                         "backbones: dimension, input size, weights on this machine; sweeps: named sweep files")
     _add_experiments(p)
-    p.add_argument("--width", type=int, default=100, help="cut long cells to this many characters")
+    p.add_argument("--width", type=int, default=100, help="wrap longer cells onto more lines at this many characters")
     p.set_defaults(fn=cmd_list)
 
     for p in sub.choices.values():

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from benchmark import cli
+from benchmark import catalog, cli
 from benchmark.cli import main
 from benchmark.config import Config, dump_yaml
 from benchmark.results import record
@@ -137,10 +137,44 @@ def test_list_prints_one_row_per_item(capsys):
 
     assert cli.main(["list", "keys", "--width", "40"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == list(FIELDS)
-    assert max(map(len, lines)) <= 5 * 40 + 4  # five columns of at most 40 characters
-    docs = [re.search(r"\S.*$", line[lines[0].index("doc"):]).group() for line in lines[1:]]
-    assert all(len(d) <= 40 for d in docs) and any(d.endswith("...") and len(d) == 40 for d in docs)
+    assert [line.split()[0] for line in lines[1:] if not line.startswith(" ")] == list(FIELDS)
+    assert max(map(len, lines)) <= 5 * 40 + 4 * 2  # five columns of at most 40 characters
+    assert _column(lines, "doc") == [re.sub(r"\s", "", d) for d in catalog.key_docs().values()]  # wrapped, whole
+
+
+def _column(lines: list[str], name: str) -> list[str]:
+    """The cells of column ``name`` of a wrapped table, each row's lines joined (whitespace dropped)."""
+    starts = [m.start() for m in re.finditer(r"(?:^|(?<=  ))\S", lines[0])]
+    start = lines[0].index(name)
+    end = next((s for s in starts if s > start), None)
+    rows = []
+    for line in lines[1:]:
+        if not line.startswith(" "):
+            rows.append("")
+        rows[-1] += re.sub(r"\s", "", line[start:end])
+    return rows
+
+
+def test_list_backbones_shows_the_whole_fix(capsys):
+    """The weights column cut the fix off ("...; ..."): long cells wrap instead."""
+    from benchmark.models.backbones import describe, names
+
+    assert cli.main(["list", "backbones", "--width", "60"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _column(lines, "weights") == [re.sub(r"\s", "", describe(n)["weights"]) for n in names()]
+    assert "..." not in "".join(lines) and max(len(line) for line in lines) <= 6 * 60
+
+
+def test_list_experiments_shows_what_tells_them_apart(capsys):
+    """demo-no-normalize and demo-no-augment looked the same: their file's shared defaults filled the cut cell."""
+    assert cli.main(["list", "experiments"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = dict(zip([line.split()[0] for line in lines[1:] if not line.startswith(" ")], _column(lines, "overrides")))
+    assert rows["demo-no-normalize"] == "lr=0.01epochs=3normalize=False"
+    assert rows["demo-no-augment"] == "lr=0.01epochs=3augment=none"
+    assert rows["demo-face-model-sface"] == "backbone=sfaceembedding=backbone"  # overrides a default of its file
+    defaults = _column(lines, "defaults")[list(rows).index("demo-no-augment")]
+    assert defaults == "dataset=orlmin_faces_per_person=5backbone=efficientnet_lite0weights=imagenet"
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path, capfd):
