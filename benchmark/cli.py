@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.config import EXPERIMENTS_ENV, FIELDS, ConfigError, parse_overrides, resolve
+from benchmark.config import EXPERIMENTS_ENV, FIELDS, HEAD_KEYS, NO_HEAD, ConfigError, parse_overrides, resolve
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -100,8 +100,12 @@ def cmd_results(args) -> int:
     cols = args.columns or [c for c in ("run_id", "status", "backbone", "lr", "epochs", "seed", "val/score",
                                         "test/top1", "test/top5", "test/top10", "test/map", "test/score",
                                         "time/cost_s", "error") if c in df]
-    print(df.sort_values("run_id")[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}",
-                                                   max_colwidth=50))
+    shown = df.sort_values("run_id")[cols]
+    if "embedding" in df:  # frozen features: their lr/epochs/augment were never used (as in Table 2)
+        frozen = df.loc[shown.index, "embedding"] == "backbone"
+        for c in (c for c in cols if c in HEAD_KEYS):
+            shown[c] = shown[c].astype(object).where(~frozen, NO_HEAD)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=50))
     for _, row in df[df["status"] == "damaged"].iterrows():  # the full reason: it names the file
         print(f"damaged: {row['run_id']}: {row['error']} (`benchmark sweep` reruns it)")
     for path in args.export:

@@ -220,6 +220,19 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 #: ``--set tracking=wandb``, on another device or with another cache folder has the same record folder
 RUN_INDEPENDENT_KEYS = ("tracking", "wandb_project", "wandb_group", "device", "cache_dir", "num_workers",
                         "eval_batch_size")
+#: keys that only act on training a head: meaningless for ``embedding=backbone`` (frozen features),
+#: where tables and diffs show "no head" instead of their values
+HEAD_KEYS = ("lr", "epochs", "batch_size", "augment", "aug_views", "patience", "monitor", "loss", "loss_args",
+             "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler", "warmup_epochs",
+             "trainable_blocks", "backbone_lr", "bn_train", "boundary_dtype", "embedding_dim", "dropout")
+NO_HEAD = "no head"
+
+
+def head_value(cfg: dict, key: str):
+    """``cfg[key]`` as a reader should see it: ``NO_HEAD`` for a head key of a frozen-feature config."""
+    return NO_HEAD if key in HEAD_KEYS and cfg.get("embedding") == "backbone" else cfg.get(key)
+
+
 _HINTS = typing.get_type_hints(Config)
 
 

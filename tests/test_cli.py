@@ -220,3 +220,32 @@ def test_light_commands_never_import_torch(command, tmp_path):
         assert json.loads(out.stdout.rsplit("torch", 1)[0])["score"] == 1000.0
     else:
         assert "report-ablation" in out.stdout
+
+
+def test_results_and_choose_show_no_head_for_frozen_features(tmp_path, capsys):
+    """They showed lr/epochs/augment for configurations without a head (frozen features), unlike Table 2."""
+    import numpy as np
+
+    from benchmark.config import resolve
+    from synthetic_results import make_images, metrics_for, npz_bytes, write_run
+
+    blob = npz_bytes(*make_images(tmp_path / "images"))
+    rng = np.random.default_rng(0)
+    for name, score in (("demo-lr0.01-ep3", 700.0), ("demo-frozen-features", 750.0)):
+        cfg = resolve(name)
+        write_run(tmp_path / "runs", name, cfg, metrics_for(score, score + 100, cfg.backbone, cfg.epochs, rng), blob)
+    assert main(["results", str(tmp_path / "runs"), "--columns", "run_id", "lr", "epochs", "test/score"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["demo-frozen-features"][:4] == ["no", "head", "no", "head"]
+    assert rows["demo-lr0.01-ep3"][:2] == ["0.010", "3"]
+    assert main(["choose", str(tmp_path / "runs"), "--out", str(tmp_path / "best.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "best:      demo-frozen-features" in out and "runner-up: demo-lr0.01-ep3" in out
+    differs = next(line for line in out.splitlines() if "differs:" in line)
+    assert "lr: no head vs 0.01" in differs and "embedding: backbone vs head" in differs
+    assert "epochs" not in differs and "augment" not in differs  # the same values on both sides
+    # two frozen-feature configs do not differ in a learning rate they never use
+    from benchmark.choose import _config_diff
+
+    frozen = resolve("demo-frozen-features").to_dict()
+    assert _config_diff(frozen, {**frozen, "lr": 0.5, "experiment": "x"}) == {"experiment": ["demo-frozen-features", "x"]}
