@@ -177,9 +177,12 @@ def cmd_make_competition(args) -> int:
 
 
 def _entry_kind(entry: dict) -> str:
-    """What a cache entry holds, read from its key (every kind gets a label, not blank columns)."""
+    """What a cache entry holds: the ``kind`` its writer recorded, else read from its key (every kind
+    gets a label, not blank columns)."""
     if entry.get("check") == "unreadable":
         return "unreadable"
+    if isinstance(entry.get("kind"), str):
+        return entry["kind"]
     if "backbone" not in entry and "align" in entry:
         return "face detections"
     what = "boundary activations" if entry.get("trainable_blocks") else "features"
