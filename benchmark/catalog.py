@@ -27,8 +27,9 @@ def experiments() -> pd.DataFrame:
         if path not in shared:
             shared[path] = config.read_yaml(path).get("defaults") or {}
         own = {k: v for k, v in overrides.items() if k not in shared[path] or shared[path][k] != v}
+        own_text = " ".join(f"{k}={v}" for k, v in own.items())
         rows.append({"experiment": name,
-                     "overrides": " ".join(f"{k}={v}" for k, v in own.items()) or ("(base)" if not overrides else "(its file's defaults)"),
+                     "overrides": own_text or ("(base)" if not overrides else "(its file's defaults)"),
                      "defaults": " ".join(f"{k}={v}" for k, v in shared[path].items()), "file": str(path)})
     return pd.DataFrame(rows, columns=["experiment", "overrides", "defaults", "file"])
 

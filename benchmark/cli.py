@@ -242,7 +242,8 @@ def _wrapped_table(df, width: int) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(df, widths)).rstrip()]
     for row in cells:
         for k in range(max(map(len, row))):
-            lines.append("  ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths)).rstrip())
+            line = "  ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths))
+            lines.append(line.rstrip())
     return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ Input handling: a missing or empty folder, or one with no readable image, is an 
 folder; files that are not images (by suffix) and sub-folders are skipped; images that cannot be
 decoded follow ``on_bad_image`` (error, the default: refused naming them; skip: skipped with the
 reason); all skips are returned in the summary and raised as warnings, never silent. File names
-equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size with a warning.
+equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be ambiguous keys. ``k`` larger
+than the gallery is clamped to the gallery size with a warning.
 """
 
 from __future__ import annotations

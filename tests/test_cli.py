@@ -248,4 +248,5 @@ def test_results_and_choose_show_no_head_for_frozen_features(tmp_path, capsys):
     from benchmark.choose import _config_diff
 
     frozen = resolve("demo-frozen-features").to_dict()
-    assert _config_diff(frozen, {**frozen, "lr": 0.5, "experiment": "x"}) == {"experiment": ["demo-frozen-features", "x"]}
+    assert _config_diff(frozen, {**frozen, "lr": 0.5, "experiment": "x"}) == {
+        "experiment": ["demo-frozen-features", "x"]}

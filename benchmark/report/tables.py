@@ -195,7 +195,8 @@ def lr_sweep(configs: pd.DataFrame) -> pd.DataFrame:
 def read_lr(t: pd.DataFrame) -> str:
     main = t[t["main"]] if t["main"].any() else t
     if tied(main["test/score"]):
-        return (f"The runs are tied: every learning rate from {fmt_num(main['lr'].min())} to {fmt_num(main['lr'].max())} "
+        lo, hi = fmt_num(main["lr"].min()), fmt_num(main["lr"].max())
+        return (f"The runs are tied: every learning rate from {lo} to {hi} "
                 f"scores {main['test/score'].iloc[0]:.1f}, so no learning rate is best here.")
     parts, best_lrs = [], {}
     for line, g in main.groupby("line", sort=False):
@@ -463,7 +464,8 @@ def split_difference(configs: pd.DataFrame) -> str | None:
     if abs(gv - gt) <= 0.1 * max(gv, gt) and abs(pv - pt) <= 0.1 * max(pv, pt):
         return None
     return (f"Validation and test are different retrieval tasks here: a validation query has {count(pv)} "
-            f"same-identity item{'' if pv == 1 else 's'} among {count(gv)}, a test query {count(pt)} among {count(gt)}. Top-k and the score "
+            f"same-identity item{'' if pv == 1 else 's'} among {count(gv)}, a test query {count(pt)} among "
+            f"{count(gt)}. Top-k and the score "
             "depend on both, so a val − test difference in level reflects the split sizes as much as overfitting; "
             "compare how the two rank configurations (Spearman ρ), not their levels.")
 

@@ -243,7 +243,8 @@ def protocol_audit(configs: pd.DataFrame, val: str = "val/score", test: str = "t
                      "gap_mean": gap, "gap_ci": gap_ci, "val_pick": vp["label"], "test_best": tb["label"],
                      "picks_right": bool(vp["label"] == tb["label"]),
                      "regret": float(tb[test] - vp[test]),
-                     "val_tied": len(c) > 1 and c[val].nunique() == 1, "test_tied": len(c) > 1 and c[test].nunique() == 1})
+                     "val_tied": len(c) > 1 and c[val].nunique() == 1,
+                     "test_tied": len(c) > 1 and c[test].nunique() == 1})
     if not rows:
         raise Unsupported(f"no configuration has both {val} and {test}")
     return pd.DataFrame(rows)

@@ -81,8 +81,8 @@ def test_cache_ls_tells_entries_apart_and_flags_bad_checksums(tmp_path):
     header = lines[1].split()
     assert header == ["file", "kind", "backbone", "weights", "dataset", "images", "shape", "normalize", "precision",
                       "size", "MB", "created", "cost_s", "check"]
-    by_view = {("eval" if "features, eval view" in line else "1" if "features, augmented view 1" in line else None): line
-               for line in lines[2:4]}
+    by_view = {("eval" if "features, eval view" in line else "1" if "features, augmented view 1" in line else None):
+               line for line in lines[2:4]}
     assert "orl" in by_view["eval"] and by_view["eval"].endswith("ok") and "64/72" in by_view["eval"]
     assert by_view["1"].endswith("checksum mismatch") and "False" in by_view["1"]
     assert "1 entries fail their checksum" in listing

@@ -199,7 +199,8 @@ def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, 
     n_train = len(run.prepare(cfg).engine.train_idx)
     total = (131 + 2 * n_train) * per_image
     assert 1e6 < total < 1e7
-    with pytest.raises(ConfigError, match=rf"needs {total / 1e6:.3g} MB more .* only 100 kB are free. Fix: .*cache_dir"):
+    refusal = rf"needs {total / 1e6:.3g} MB more .* only 100 kB are free. Fix: .*cache_dir"
+    with pytest.raises(ConfigError, match=refusal):
         run.execute(cfg)
     out = capsys.readouterr().out
     assert f"activations [256, 4, 4] float16 = {per_image / 1e3:.3g} kB/image" in out
