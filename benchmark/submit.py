@@ -102,7 +102,7 @@ def readable(paths: list[Path], cfg: Config, role: str) -> tuple[list[Path], lis
         raise InputError(f"{role} folder {paths[0].parent}: none of its {len(paths)} image files could be read "
                          f"(e.g. {next(iter(bad.values()))})")
     return [p for p in paths if str(p) not in bad], \
-        [{"name": Path(p).name, "reason": f"unreadable image: {r}"} for p, r in bad.items()]
+        [{"name": Path(p).name, "reason": f"unreadable image {Path(p).name}: {r}"} for p, r in bad.items()]
 
 
 # --- model ----------------------------------------------------------------------------------------

@@ -198,6 +198,24 @@ def folders(comp, tmp_path, monkeypatch):
     return _tiny_cfg(comp / "comp" / "train", embedding="backbone"), q, g, tmp_path
 
 
+def test_submit_embeds_through_the_runs_pass_with_progress_and_cached_gallery(folders, monkeypatch, capsys):
+    """One extraction path: the streaming pass (its progress bar on stderr) and the feature cache; a
+    second submit on the same gallery computes nothing, and gives the same submission."""
+    from benchmark.features import engines
+
+    cfg, q, g, tmp = folders
+    passes = []
+    real = engines.extract_views
+    monkeypatch.setattr(engines, "extract_views", lambda net, paths, *a: passes.append(len(paths)) or
+                        real(net, paths, *a))
+    submit(cfg, q, g, k=3, out=tmp / "a.json")
+    assert passes == [4, 2]  # gallery, then queries
+    assert "resnet18 (torch): eval view" in capsys.readouterr().err
+    submit(cfg, q, g, k=3, out=tmp / "b.json")
+    assert passes == [4, 2]  # both read from the cache
+    assert (tmp / "a.json").read_text() == (tmp / "b.json").read_text()
+
+
 def _independent_ranking(cfg, q_dir, g_dir, k):
     """Backbone-embedding ranking recomputed with PIL + numpy (stable ties by gallery name)."""
     net = build_backbone(cfg)

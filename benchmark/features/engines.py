@@ -316,5 +316,5 @@ def image_features(paths: list[str], prep: Preprocessing, plan: Plan, frozen: Fr
     same pass, alignment and cache entries as a run's images; (features in ``paths`` order, what
     computing them cost)."""
     df = pd.DataFrame({"path": list(map(str, paths)), "identity": "?", "label": 0, "split": "eval"})
-    engine = CachedEngine(prep, replace(plan, trains=False), frozen, [], df, device, cache)
+    engine = CachedEngine(prep, replace(plan, trains=False, dataset="image folder"), frozen, [], df, device, cache)
     return engine.eval_all(), engine.features_s

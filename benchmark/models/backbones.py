@@ -319,7 +319,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
-        raise ConfigError("onnx: backbones need onnxruntime: pip install -e '.[faces]'") from None
+        raise ConfigError("onnx: backbones need onnxruntime: pip install onnxruntime") from None
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's InvalidProtobuf/Fail: protobuf text, no fix
