@@ -30,11 +30,9 @@ from tqdm.auto import tqdm
 from benchmark.catalog import find_sweep
 from benchmark.config import FIELDS, RUN_INDEPENDENT_KEYS, Config, ConfigError, read_yaml, resolve
 from benchmark.files import _alive, check_writable, clean_stale, locked, write_atomic
-from benchmark.models.backbones import adapt, check_backbone
 from benchmark.results.record import RecordError, RunRecord
 from benchmark.results.schema import norm
 from benchmark.results.store import read_record
-from benchmark.run import run, run_id_for
 
 
 def load(path: Path | str) -> dict:
@@ -75,6 +73,9 @@ class Planned:
 def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
          seeds: int | None = None) -> list[Planned]:
     """The runs of ``sweep``: grid points (x ``seeds``), filtered by ``select`` name patterns."""
+    from benchmark.models.backbones import check_backbone  # (torch: not for `benchmark list sweeps`)
+    from benchmark.run import run_id_for
+
     points = expand(sweep)
     if seeds:
         if "seed" in sweep["parameters"]:
@@ -114,6 +115,8 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
 
 def _run_planned(planned: list[Planned], name: str, out_dir: Path, since: float | None,
                  rerun_failed: bool) -> list[dict]:
+    from benchmark.run import run  # torch: not for `benchmark list sweeps`
+
     rows = []
     bar = tqdm(planned, desc=f"sweep {name}", unit="run")
     for p in bar:
@@ -145,6 +148,8 @@ def config_change(run_dir: Path, cfg: Config) -> str | None:
     """What differs between the config recorded in ``run_dir`` and ``cfg`` (what would run now:
     e.g. an experiment whose ``lr`` was edited in its YAML), as ``key recorded -> now``; None when
     they agree or nothing readable is recorded. Keys that cannot change a result are ignored."""
+    from benchmark.models.backbones import adapt
+
     try:
         recorded = RunRecord(run_dir).config()
     except RecordError:

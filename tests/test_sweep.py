@@ -150,13 +150,13 @@ def test_two_runners_share_one_folder_without_duplicates(tmp_path, sweep_env):
 
 _SLOW = """
 import sys, time
-import benchmark.sweep as sweep
-real = sweep.run
+import benchmark.run
+real = benchmark.run.run
 def slow(*args, **kwargs):
     out = real(*args, **kwargs)
     time.sleep(3.0)
     return out
-sweep.run = slow
+benchmark.run.run = slow
 from benchmark.cli import main
 sys.exit(main(sys.argv[1:]))
 """
