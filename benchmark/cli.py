@@ -79,7 +79,7 @@ def cmd_sweep(args) -> int:
     from benchmark import sweep
 
     df = sweep.run_sweep(args.sweep_file, args.out, parse_overrides(args.set), args.select, args.seeds,
-                         args.rerun, args.rerun_failed)
+                         args.rerun, args.rerun_failed, args.budget, args.search_seed)
     print(sweep.format_summary(df))
     if args.report:
         from benchmark.results import store
@@ -136,7 +136,7 @@ def cmd_choose(args) -> int:
     from benchmark.results import store
     from benchmark.choose import choose, format_choice, write_best
 
-    choice = choose(store.load(args.results_dir), args.metric)
+    choice = choose(store.load(args.results_dir), args.metric, include_stopped=args.include_stopped)
     print(format_choice(choice))
     print(f"wrote {write_best(choice, args.out)}")
     return 0
@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="repeat every experiment with seeds 0..N-1 (default: the config's seed)")
     p.add_argument("--rerun", action="store_true", help="run again even when a record exists")
     p.add_argument("--rerun-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--budget", type=float, metavar="MINUTES",
+                   help="start no run that would likely not end within MINUTES (estimate: the mean wall time "
+                        "of the sweep's recorded runs); the run in progress is always finished and recorded")
+    p.add_argument("--search-seed", type=int, default=0,
+                   help="seed of the random/bayes proposals: the same seed and folder propose the same runs")
     p.add_argument("--report", metavar="DIR",
                    help="write the report of the results folder there at the end (default: no report)")
     p.set_defaults(fn=cmd_sweep)
@@ -265,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results_dir", help="a results folder of run records")
     p.add_argument("--metric", default="val/score", help="a val/ metric, higher is better (default: val/score)")
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
+    p.add_argument("--include-stopped", action="store_true",
+                   help="also rank runs a sweep's early termination stopped (their metrics at the stop)")
     p.set_defaults(fn=cmd_choose)
 
     p = sub.add_parser("submit", help="train the chosen config, index the gallery, write submission.json")
