@@ -116,15 +116,17 @@ def cmd_report(args) -> int:
 
     if bool(args.results_dir) == bool(args.from_wandb):
         raise ConfigError("give either RESULTS_DIR or --from-wandb ENTITY/PROJECT/SWEEP_ID")
-    name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir).resolve().name
+    name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir[0]).resolve().name
     out = Path(args.out or Path("reports") / name)
     if args.from_wandb:  # per-epoch histories land in OUT/wandb-history/<run id>/history.csv
         df = store.fetch_wandb(args.from_wandb, out / "wandb-history")
         if df.attrs.get("in_progress"):
             print(f"{len(df.attrs['in_progress'])} run(s) still running or pending, left out: "
                   f"{', '.join(df.attrs['in_progress'])}")
-    else:
-        df = store.load(args.results_dir)
+    else:  # several folders: e.g. one search per method, compared in the search section
+        import pandas as pd
+
+        df = pd.concat([store.load(d) for d in args.results_dir], ignore_index=True)
     tracker = report_tracker(name, out) if args.log_wandb else None
     print(f"report: {build_report(df, out, tracker=tracker)}")
     if tracker:
@@ -257,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_results)
 
     p = sub.add_parser("report", help="tables, figures and report.md from a results folder or a W&B sweep")
-    p.add_argument("results_dir", nargs="?", help="a results folder (e.g. results/report-ablation)")
+    p.add_argument("results_dir", nargs="*", help="a results folder (e.g. results/report-ablation), or several "
+                                                  "read as one (e.g. one search per method)")
     p.add_argument("--from-wandb", metavar="ENTITY/PROJECT/SWEEP_ID",
                    help="pull the runs of a W&B sweep with their per-epoch history instead (runs still running "
                         "or pending are left out)")

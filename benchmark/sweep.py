@@ -203,7 +203,8 @@ class Search:
                    exclude: str | None = None) -> list:
         """Every run as W&B's engine sees it (``sweeps.SweepRun``): state, parameters, summary
         metrics and the per-epoch history (``history.csv``) of each record, and the history so far
-        of each run in progress."""
+        of each run in progress. (``SweepRun`` takes W&B's API names, ``summaryMetrics`` and
+        ``sampledHistory``: under pydantic 2 its field names are silently ignored.)"""
         sweeps = _engine()
         members = self.members() if members is None else members
         claims = self.live_claims() if claims is None else claims
@@ -221,12 +222,12 @@ class Search:
             summary = {k: v for k, v in row.items() if "/" in str(k) and isinstance(v, (int, float))
                        and not (isinstance(v, float) and math.isnan(v))}
             runs.append(sweeps.SweepRun(name=row["run_id"], state=state, config=_wandb_config(row["params"]),
-                                        summaryMetrics=summary, history=history,
+                                        summaryMetrics=summary, sampledHistory=history,
                                         stopped=row["status"] == "stopped"))
         for rid, claim in claims.items():
             if rid != exclude and rid not in {r.name for r in runs}:
                 runs.append(sweeps.SweepRun(name=rid, state="running", config=_wandb_config(claim["params"]),
-                                            history=claim.get("history", [])))
+                                            sampledHistory=claim.get("history", [])))
         return runs
 
     # --- proposals -----------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ class Search:
         def should_stop(history: list[dict]) -> bool:
             self.write_claim(p, history)  # the other runners' bands see this run's epochs too
             me = sweeps.SweepRun(name=p.run_id, state="running", config=_wandb_config(p.params),
-                                 history=_history_rows(pd.DataFrame(history)))
+                                 sampledHistory=_history_rows(pd.DataFrame(history)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 stop = sweeps.stop_runs(self.engine_cfg, self.sweep_runs(exclude=p.run_id) + [me])
@@ -361,17 +362,18 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     (out_dir / ".claims").mkdir(exist_ok=True)
     search = Search(sweep, out_dir, overrides, search_seed, planned)
     status = {"sweep": sweep["name"], "sweep_method": method, **({} if grid else {"search_seed": search_seed})}
-    rows, ended = [], None
-    source = _grid_runs(search, planned, rerun, rerun_failed) if grid else _proposed_runs(search)
+    rows, ended = [], []
+
+    def may_start(members: list[dict], claims: dict) -> bool:
+        """Checked under the folder-wide proposal lock, so runners sharing a folder respect one cap."""
+        reason = search.finished_because(members, claims) or budget_.exhausted(members)
+        ended.extend([reason] if reason else [])
+        return reason is None
+
+    source = _grid_runs(search, planned, rerun, rerun_failed, may_start) if grid else \
+        _proposed_runs(search, may_start)
     bar = tqdm(desc=f"sweep {sweep['name']}", unit="run", total=len(planned) if grid else sweep.get("run_cap"))
-    while True:
-        members = search.members()
-        ended = search.finished_because(members, search.live_claims()) or budget_.exhausted(members)
-        if ended:
-            break
-        item = next(source, None)
-        if item is None:
-            break
+    for item in source:
         bar.update()
         if isinstance(item, dict):  # skipped: recorded, or running elsewhere
             rows.append(item)
@@ -381,38 +383,41 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
             should_stop=search.stopper(item), status=status)
         rows.append({"run_id": item.run_id, "experiment": item.experiment, "action": "ran",
                      **_summary(out_dir / item.run_id)})
-    source.close()  # releases the claim of a run not started
     bar.close()
     df = pd.DataFrame(rows)
-    df.attrs["summary"] = _costs(df, budget_, ended, len(planned) if grid else None)
+    df.attrs["summary"] = _costs(df, budget_, ended[0] if ended else None, len(planned) if grid else None)
     return df
 
 
-def _grid_runs(search: Search, planned: list[Planned], rerun: bool, rerun_failed: bool):
+def _grid_runs(search: Search, planned: list[Planned], rerun: bool, rerun_failed: bool, may_start):
     """The grid's runs in plan order: a Planned to run (claimed while the caller runs it) or a row
-    saying why it is skipped."""
+    saying why it is skipped; ends when ``may_start(members, claims)`` says no."""
     for p in planned:
         run_dir = search.out / p.run_id
         row = {"run_id": p.run_id, "experiment": p.experiment}
         if _done(run_dir, rerun, rerun_failed):
             yield {**row, "action": "skipped (recorded)", **_summary(run_dir)}
             continue
-        # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
-        with locked(search.claims / f"{p.run_id}.lock", blocking=False) as claimed:
+        with ExitStack() as claim:
+            with locked(search.claims / ".propose.lock"):
+                if not may_start(search.members(), search.live_claims()):
+                    return
+                # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
+                claimed = claim.enter_context(locked(search.claims / f"{p.run_id}.lock", blocking=False))
+                if claimed and not _done(run_dir, rerun, rerun_failed):
+                    search.write_claim(p)
             if not claimed:
                 yield {**row, "action": "skipped (running elsewhere)", "status": "running"}
-                continue
-            if _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
+            elif _done(run_dir, rerun, rerun_failed):  # finished by another runner meanwhile
                 yield {**row, "action": "skipped (recorded)", **_summary(run_dir)}
-                continue
-            search.write_claim(p)
-            try:
-                yield p
-            finally:
-                (search.claims / f"{p.run_id}.json").unlink(missing_ok=True)
+            else:
+                try:
+                    yield p
+                finally:
+                    (search.claims / f"{p.run_id}.json").unlink(missing_ok=True)
 
 
-def _proposed_runs(search: Search):
+def _proposed_runs(search: Search, may_start):
     """A random/bayes search's runs: each proposed from the folder's runs under the folder-wide
     proposal lock and claimed before that lock is released, so no two runners take one configuration."""
     held_elsewhere: set[str] = set()
@@ -420,6 +425,8 @@ def _proposed_runs(search: Search):
         with ExitStack() as claim:
             with locked(search.claims / ".propose.lock"):
                 members, claims = search.members(), search.live_claims()
+                if not may_start(members, claims):
+                    return
                 taken = {r["run_id"] for r in members if r["status"] != "damaged"} | set(claims) | held_elsewhere
                 p = search.propose(search.sweep_runs(members, claims), taken)
                 if p is None:
@@ -458,7 +465,7 @@ def _costs(df: pd.DataFrame, budget: Budget, ended: str | None, n_planned: int |
         wall = pd.to_numeric(ran.get("time/total_s"), errors="coerce").sum()
         cost = pd.to_numeric(ran.get("time/cost_s"), errors="coerce").sum()
         stopped = int((ran["status"] == "stopped").sum())
-        lines.append(f"ran {len(ran)} run(s) in {budget.elapsed() / 60:.1f} min ({wall / 60:.1f} min inside runs; "
+        lines.append(f"cost: {len(ran)} run(s) took {budget.elapsed() / 60:.1f} min ({wall / 60:.1f} min inside runs; "
                      f"their cost on a cold feature cache, time/cost_s: {cost / 60:.1f} min)"
                      + (f"; {stopped} stopped early (early_terminate)" if stopped else ""))
     if budget.seconds is not None:

@@ -168,6 +168,13 @@ def project_problems(doc: dict, overrides: dict | None = None) -> list[str]:
     method = doc.get("method")
     if method not in METHODS:
         out.append(f"method: {method!r} cannot run offline; choose one of: {', '.join(METHODS)}")
+    metric = (doc.get("metric") or {}).get("name")
+    if metric is None and (method == "bayes" or "early_terminate" in doc):
+        out.append(f"metric: {'bayes' if method == 'bayes' else 'early_terminate'} needs the metric to "
+                   "optimize, e.g. metric: {name: val/score, goal: maximize}")
+    elif metric is not None and (metric.startswith("test/") or metric == "score_per_minute"):
+        out.append(f"metric.name: {metric} is a test-split metric; searching on it makes the test number a biased "
+                   "estimate of the pick: use a validation metric such as val/score")
     params = doc.get("parameters") or {}
     if "experiment" not in params:
         out.append("parameters.experiment: missing; give the named experiment(s) to start from "

@@ -265,6 +265,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                        ("Reproduction of the published numbers", repro),
                        ("Search: best configuration found, per method", search),
                        ("Failed runs", failed)):
+        if fn is search and not ("sweep_method" in df and df["sweep_method"].notna().any()):
+            continue  # no run was started by `benchmark sweep` (hand-made or older records): no search
         w.section(title_, fn)
     report = out_dir / "report.md"
     report.write_text("\n".join(w.lines) + "\n")
