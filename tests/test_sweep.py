@@ -131,15 +131,20 @@ def _records(out: Path) -> dict[str, float]:
             if p.is_dir() and not p.name.startswith(".") and p.name != "wandb"}
 
 
-def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
-    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
-    proc = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
+def _killed_after_two_records(args: list[str], env: dict, out: Path) -> dict[str, float]:
+    """Start ``benchmark ARGS``, ``kill -9`` it once ``out`` holds two records; the records then."""
+    proc = _cli(args, env)
     deadline = time.time() + 120
     while time.time() < deadline and len(_records(out) if out.exists() else {}) < 2:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = _records(out)
+    return _records(out)
+
+
+def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    before = _killed_after_two_records(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env, out)
     assert 2 <= len(before) < len(EXPS), "kill came too late to test resuming"
     rerun = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
     text = rerun.communicate(timeout=300)[0]
@@ -282,14 +287,9 @@ def test_random_search_is_reproducible_and_resumes_after_kill_9(tmp_path, orl_en
     sf = _search_file(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     done = _cli(["sweep", str(sf), "--out", str(whole), "--set", *ORL], orl_env)
-    assert done.wait(timeout=300) == 0, done.stdout.read()
-    proc = _cli(["sweep", str(sf), "--out", str(killed), "--set", *ORL], orl_env)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(_records(killed) if killed.exists() else {}) < 2:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = _records(killed)
+    text = done.communicate(timeout=300)[0]
+    assert done.returncode == 0, text
+    before = _killed_after_two_records(["sweep", str(sf), "--out", str(killed), "--set", *ORL], orl_env, killed)
     assert 2 <= len(before) < 6, "kill came too late to test resuming"
     rerun = _cli(["sweep", str(sf), "--out", str(killed), "--set", *ORL], orl_env)
     text = rerun.communicate(timeout=300)[0]
@@ -302,7 +302,7 @@ def test_random_search_is_reproducible_and_resumes_after_kill_9(tmp_path, orl_en
     lrs = [c[0] for c in _configs(whole)]
     assert all(1e-4 <= lr <= 0.1 for lr in lrs) and len(set(lrs)) == 6
     other = _cli(["sweep", str(sf), "--out", str(tmp_path / "seed1"), "--search-seed", "1", "--set", *ORL], orl_env)
-    assert other.wait(timeout=300) == 0
+    assert other.communicate(timeout=300) and other.returncode == 0
     assert not set(_configs(tmp_path / "seed1")) & set(_configs(whole)), "another seed proposes other runs"
 
 
