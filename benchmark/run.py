@@ -28,14 +28,16 @@ import torch
 
 from benchmark import splits
 from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
-from benchmark.features.cache import FeatureCache
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
+from benchmark.features import decoders, runtime
+from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
+from benchmark.features.spec import Plan, Preprocessing
 from benchmark.files import check_writable
 from benchmark.metrics import embedding_metrics, retrieval_metrics
-from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
 from benchmark.models.head import embed
 from benchmark.results import record, schema
 from benchmark.tracking import Tracker
@@ -92,6 +94,35 @@ def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
     return _BACKBONES[key]
 
 
+def precision(cfg: Config, device: torch.device) -> str:
+    """fp32 | bf16. ``auto``: bf16 only for the cached engine on CUDA; the reference engine is the
+    oracle and stays fp32 on every device unless bf16 is asked for explicitly."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if device.type == "cuda" and cfg.engine == "cached" else "fp32"
+
+
+def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
+                 cache: FeatureCache) -> tuple[Preprocessing, Plan]:
+    """The features package's two values for ``cfg`` (an adapted config), built here once: what
+    decides every feature (its runtime resolved: an ONNX Runtime export is made and verified on first
+    use) and what the run reads."""
+    spec = frozen.spec
+    prep = Preprocessing(
+        backbone=cfg.backbone, weights=frozen.weights_id, image_size=cfg.image_size, resize=cfg.resize,
+        mean=tuple(spec.mean) if cfg.normalize else None, std=tuple(spec.std) if cfg.normalize else None,
+        decoder=decoders.resolve(cfg.decoder, device), device=device.type, precision=precision(cfg, device),
+        runtime="torch", align=frozen.aligner.identity if frozen.aligner is not None else None,
+        trainable_blocks=cfg.trainable_blocks, dtype=cfg.boundary_dtype if cfg.trainable_blocks else "float32")
+    if cfg.engine == "cached":  # the reference engine is the torch oracle
+        prep = prep.replace(runtime=runtime.resolve(cfg.runtime, frozen, prep, cache.root))
+    plan = Plan(augment=cfg.augment, epochs=cfg.epochs, aug_views=cfg.aug_views, seed=cfg.seed,
+                batch_size=cfg.batch_size, samples_per_class=cfg.samples_per_class,
+                trains=cfg.embedding == "head", eval_batch_size=cfg.eval_batch_size, workers=cfg.num_workers,
+                dataset=cfg.dataset)
+    return prep, plan
+
+
 def prepare(cfg: Config) -> Prepared:
     """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
     cfg = adapt(cfg)
@@ -99,7 +130,10 @@ def prepare(cfg: Config) -> Prepared:
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
     device = resolve_device(cfg)
-    prep = Prepared(cfg, df, device, ENGINES[cfg.engine](cfg, frozen_backbone(cfg, device), df, device), skipped)
+    frozen, units = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
+    cache = FeatureCache(cfg.cache_dir)
+    features, plan = feature_spec(cfg, frozen, device, cache)
+    prep = Prepared(cfg, df, device, ENGINES[cfg.engine](features, plan, frozen, units, df, device, cache), skipped)
     if skipped:
         prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}")

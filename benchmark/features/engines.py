@@ -7,8 +7,11 @@ cached (default): features computed once into the on-disk feature cache, shared 
     (seed 0: epoch e trains on view e of each training image; other seeds: a per-image
     permutation of the bank's ``aug_views`` views), eval features once per backbone and
     preprocessing. Whatever a run needs and the cache lacks comes from one streaming pass over
-    the images (``features.extract_views``). Head training then runs on the cached features on
-    the device.
+    the images (``extract.extract_views``), in the resolved ``runtime`` (torch, or the verified ONNX
+    Runtime export). Head training then runs on the cached features on the device.
+
+Engines take the run's ``Preprocessing`` (what decides every feature: the cache key is made of it)
+and ``Plan`` (what the run reads), never the whole config.
 
 With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``backbones.split``):
 "features" are then the frozen part's boundary activations, which the cached engine stores in
@@ -24,36 +27,39 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.features import decoders
+from benchmark.config import ConfigError
+from benchmark.features import runtime
 from benchmark.features.augment import random_resized_crop_flip
 from benchmark.features.cache import FeatureCache
-from benchmark.config import Config, ConfigError
-from benchmark.features.extract import (View, content_hash, decoded_batches, extract_views, forward, output_shape,
-                                precision)
-from benchmark.models.backbones import FrozenBackbone, split
+from benchmark.features.extract import Output, content_hash, decoded_batches, extract_views, forward, output_shape
+from benchmark.features.spec import EVAL, Plan, Preprocessing, View, entry_key
+from benchmark.features.views import decode, eval_view, train_view, view_seed
+from benchmark.models.backbones import FrozenBackbone
 from benchmark.training.sampling import batch_order
-from benchmark.features.views import POLICY_KEYS, decode, eval_view, train_view, view_seed
 
 
 class Engine:
     """Features for one run: ``train_batches(epoch)`` and ``eval_features(split)``.
 
-    ``features_s``: the cost of the features this run uses (for cached ones, what computing them
-    took when they were created), so that cost-based comparisons stay honest.
+    ``frozen`` computes the engine's features (the whole backbone, or its part before the freeze
+    boundary) and ``trainable_units`` are the backbone units after the boundary (shared: ``fit``
+    trains a copy). ``features_s``: the cost of the features this run uses (for cached ones, what
+    computing them took when they were created), so that cost-based comparisons stay honest.
     """
 
-    def __init__(self, cfg: Config, backbone: FrozenBackbone, df: pd.DataFrame, device: torch.device):
-        self.cfg, self.backbone, self.df, self.device = cfg, backbone, df, device
-        #: what computes the engine's features (the whole backbone, or its part before the freeze
-        #: boundary) and the backbone units after the boundary (shared: ``fit`` trains a copy)
-        self.frozen, self.trainable_units = split(backbone, cfg.trainable_blocks)
+    def __init__(self, prep: Preprocessing, plan: Plan, frozen: FrozenBackbone, trainable_units: list[nn.Module],
+                 df: pd.DataFrame, device: torch.device, cache: FeatureCache):
+        self.prep, self.plan, self.df, self.device, self.cache = prep, plan, df, device, cache
+        self.frozen, self.trainable_units = frozen, trainable_units
         self.train_idx = np.flatnonzero(df["split"].to_numpy() == "train")
         classes = np.unique(df["label"].to_numpy()[self.train_idx])
         #: global label -> training class index (-1 for identities never trained on)
@@ -69,15 +75,16 @@ class Engine:
     def face_rows(self) -> torch.Tensor | None:
         """The backbone's face detection on every image (``FaceAligner.detect`` rows), from the
         feature cache (key: detector identity + pixels); None for backbones without alignment."""
-        aligner = self.backbone.aligner
+        aligner = self.frozen.aligner
         if aligner is None:
             return None
         if self._faces is None:
             t0 = time.perf_counter()
             key = {"align": aligner.identity, "images": content_hash(self.paths)}
-            entry = FeatureCache(self.cfg.cache_dir).get_or_compute(key, lambda: torch.cat([
-                aligner.detect_all(images) for images in decoded_batches(self.paths, self.cfg, torch.device("cpu"))]),
-                {"dataset": self.cfg.dataset})
+            batches = decoded_batches(self.paths, self.prep.decoder, self.plan.eval_batch_size, self.plan.workers,
+                                      torch.device("cpu"))
+            entry = self.cache.get_or_compute(key, lambda: torch.cat([aligner.detect_all(images) for images in batches]),
+                                              {"dataset": self.plan.dataset, "kind": "face detections"})
             self.fetch_s += time.perf_counter() - t0
             self.features_s += entry["cost_s"]
             self._faces = entry["features"]
@@ -88,7 +95,7 @@ class Engine:
         rows = self.face_rows()
         if rows is None:
             return None
-        return lambda img, i: self.backbone.aligner.warp(img, rows[i])
+        return lambda img, i: self.frozen.aligner.warp(img, rows[i])
 
     def no_face(self) -> int | None:
         """How many images of the dataset fell back to the central square (no face detected)."""
@@ -103,8 +110,8 @@ class Engine:
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """Training-item indices of each batch of ``epoch``: the same in both engines."""
-        return batch_order(len(self.train_idx), self.cfg.batch_size, self.cfg.seed, epoch,
-                           self.train_labels().numpy(), self.cfg.samples_per_class)
+        return batch_order(len(self.train_idx), self.plan.batch_size, self.plan.seed, epoch,
+                           self.train_labels().numpy(), self.plan.samples_per_class)
 
     def n_batches(self) -> int:
         return len(self.batches(0))
@@ -117,89 +124,77 @@ class Engine:
 
 
 class CachedEngine(Engine):
-    def __init__(self, cfg, backbone, df, device, cache: FeatureCache | None = None):
-        super().__init__(cfg, backbone, df, device)
-        self.cache = cache or FeatureCache(cfg.cache_dir)
+    def __init__(self, prep, plan, frozen, trainable_units, df, device, cache):
+        super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
+        self.net = runtime.network(frozen, prep, cache.root)
         self._views: dict[int, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
-        self.base_key = {
-            "backbone": cfg.backbone, "weights": backbone.weights_id, "normalize": cfg.normalize,
-            "mean": list(backbone.spec.mean) if cfg.normalize else None,
-            "std": list(backbone.spec.std) if cfg.normalize else None,
-            "resize": cfg.resize, "image_size": cfg.image_size,
-            "precision": f"{device.type}-{precision(cfg, device)}",
-            "decoder": decoders.resolve(cfg.decoder, device),
-        }
-        if backbone.aligner is not None:  # face alignment is preprocessing: part of every key
-            self.base_key["align"] = backbone.aligner.identity
-        self.dtype = torch.float32
-        if cfg.trainable_blocks:  # boundary activations instead of features
-            self.dtype = getattr(torch, cfg.boundary_dtype)
-            self.base_key |= {"trainable_blocks": cfg.trainable_blocks, "dtype": cfg.boundary_dtype}
-            self._space_checked = False
+        self._space_checked = not prep.trainable_blocks
 
-    def _entry(self, view: str | int) -> tuple[dict, View]:
+    def _entry(self, view: View) -> tuple[dict, Output]:
         """Cache key and pass output of the eval view (every image of the dataset, shared by all
-        splits and protocols) or of bank view ``view`` (the training images; its pixels depend only
-        on the view index and the image, so the bank is shared by all seeds and runs)."""
-        cfg = self.cfg
-        if view == "eval":
-            index = np.arange(len(self.paths))
-            return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
-                    View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
+        splits and protocols) or of a bank view (the training images; its pixels depend only on the
+        view and the image, so the bank is shared by all seeds and runs)."""
+        prep = self.prep
+        if view == EVAL:
+            return (entry_key(prep, view, content_hash(self.paths)),
+                    Output(np.arange(len(self.paths)), lambda images, rows: torch.stack([eval_view(i, prep) for i in images])))
         train_paths = [self.paths[i] for i in self.train_idx]
-        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
+        n = view.number
+        if view.policy == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
             def pixels(images, rows):
-                return random_resized_crop_flip(images, view_seed(0, view, rows), cfg.image_size)
+                return random_resized_crop_flip(images, view_seed(0, n, rows), prep.image_size)
         else:  # the policy of views.py, one seeded view per image
             def pixels(images, rows):
-                return torch.stack([train_view(img, cfg, view_seed(0, view, int(r))) for img, r in zip(images, rows)])
-        return ({**self.base_key, "images": content_hash(train_paths), "view": view,
-                 "augment": POLICY_KEYS[cfg.augment]}, View(self.train_idx, pixels))
+                return torch.stack([train_view(img, prep, view.policy, view_seed(0, n, int(r)))
+                                    for img, r in zip(images, rows)])
+        return entry_key(prep, view, content_hash(train_paths)), Output(self.train_idx, pixels, str(view))
 
-    def _load(self, names: list[str | int]) -> None:
-        """Read ``names`` from the cache; what is missing comes from ONE pass over the images."""
-        entries = [self._entry(n) for n in names]
-        if self.cfg.trainable_blocks and not self._space_checked:
+    def _load(self, views: list[View]) -> None:
+        """Read ``views`` from the cache; what is missing comes from ONE pass over the images."""
+        entries = [self._entry(v) for v in views]
+        if not self._space_checked:
             self._check_space()
         t0 = time.perf_counter()
         got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
-            self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
-            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype,
-            self.aligned()),
-            {"dataset": self.cfg.dataset})
+            self.net, self.paths, [entries[i][1] for i in missing], self.prep, self.plan.eval_batch_size,
+            self.plan.workers, f"{self.prep.backbone} ({self.prep.runtime})", self.aligned()),
+            {"dataset": self.plan.dataset})
         self.fetch_s += time.perf_counter() - t0
-        for name, entry in zip(names, got):
+        for view, entry in zip(views, got):
             self.features_s += entry["cost_s"]
             features = entry["features"].to(self.device)
-            if name == "eval":
+            if view == EVAL:
                 self._eval = features
             else:
-                self._views[name] = features
+                self._views[view.number] = features
 
-    def _needed(self) -> list[str | int]:
+    def _bank(self, number: int) -> View:
+        return View(self.plan.augment, number)
+
+    def _needed(self) -> list[View]:
         """Everything this run will read: the eval view, and the bank views its epochs show (none
         without augmentation or without training: ``embedding=backbone`` reads only the eval view)."""
-        if self.cfg.augment == "none" or self.cfg.embedding == "backbone":
-            return ["eval"]
-        size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
-        return ["eval", *range(size)]
+        if self.plan.augment == "none" or not self.plan.trains:
+            return [EVAL]
+        size = self.plan.epochs if self.plan.seed == 0 else self.plan.bank_size()
+        return [EVAL, *map(self._bank, range(size))]
 
     def _check_space(self) -> None:
         """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
         still missing would not fit the cache's free disk space."""
         self._space_checked = True
-        shape = output_shape(self.frozen, self.cfg)
-        per_image = int(np.prod(shape)) * self.dtype.itemsize
-        needed = [(key, len(view.index)) for key, view in map(self._entry, self._needed())]
+        shape = output_shape(self.net, self.prep)
+        per_image = int(np.prod(shape)) * getattr(torch, self.prep.dtype).itemsize
+        needed = [(key, len(out.index)) for key, out in map(self._entry, self._needed())]
         total = sum(n for _, n in needed) * per_image
         missing = sum(n for key, n in needed if not self.cache.path(key).exists()) * per_image
         self.cache.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.cache.root).free
         gb = 1e9
-        print(f"boundary cache: {self.cfg.backbone} trainable_blocks={self.cfg.trainable_blocks}, activations "
-              f"{list(shape)} {self.cfg.boundary_dtype} = {per_image / 1e3:.1f} kB/image; this run uses "
+        print(f"boundary cache: {self.prep.backbone} trainable_blocks={self.prep.trainable_blocks}, activations "
+              f"{list(shape)} {self.prep.dtype} = {per_image / 1e3:.1f} kB/image; this run uses "
               f"{total / gb:.2f} GB ({len(needed)} entries), {missing / gb:.2f} GB still to write in "
               f"{self.cache.root} ({free / gb:.1f} GB free)", flush=True)
         if missing > free:
@@ -212,28 +207,29 @@ class CachedEngine(Engine):
 
     def eval_all(self) -> torch.Tensor:
         if self._eval is None:
-            self._load([n for n in self._needed() if n not in self._views])
+            self._load([v for v in self._needed() if v.number not in self._views])
         return self._eval
 
-    def bank_view(self, view: int) -> torch.Tensor:
-        if view not in self._views:
+    def bank_view(self, number: int) -> torch.Tensor:
+        if number not in self._views:
             needed = self._needed()
+            view = self._bank(number)
             needed = needed if view in needed else [view]
-            self._load([n for n in needed if n not in self._views and (n != "eval" or self._eval is None)])
-        return self._views[view]
+            self._load([v for v in needed if (v.number not in self._views if v != EVAL else self._eval is None)])
+        return self._views[number]
 
     def views_for(self, epoch: int) -> np.ndarray:
         """Which bank view each training image shows in ``epoch``: view ``epoch`` for seed 0; for
         other seeds a per-image permutation of the bank, so seeds see different augmentations
         without computing new ones."""
-        n, size = len(self.train_idx), max(self.cfg.aug_views, self.cfg.epochs)
-        if self.cfg.seed == 0:
+        n, size = len(self.train_idx), self.plan.bank_size()
+        if self.plan.seed == 0:
             return np.full(n, epoch)
-        rng = np.random.default_rng([self.cfg.seed, 0xA06])
+        rng = np.random.default_rng([self.plan.seed, 0xA06])
         return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
 
     def train_features(self, epoch: int) -> torch.Tensor:
-        if self.cfg.augment == "none":
+        if self.plan.augment == "none":
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
         unique = np.unique(views)
@@ -258,8 +254,8 @@ class CachedEngine(Engine):
 class _Images(Dataset):
     """Decode + view per item, in DataLoader workers (the report's per-epoch data path)."""
 
-    def __init__(self, paths: list[str], cfg: Config, train: bool, aligner=None, faces=None):
-        self.paths, self.cfg, self.train, self.aligner, self.faces = paths, cfg, train, aligner, faces
+    def __init__(self, paths: list[str], prep: Preprocessing, augment: str | None, aligner=None, faces=None):
+        self.paths, self.prep, self.augment, self.aligner, self.faces = paths, prep, augment, aligner, faces
 
     def __len__(self):
         return len(self.paths)
@@ -268,7 +264,7 @@ class _Images(Dataset):
         img = decode(self.paths[i])
         if self.aligner is not None:
             img = self.aligner.warp(img, self.faces[i])
-        return train_view(img, self.cfg) if self.train else eval_view(img, self.cfg)
+        return train_view(img, self.prep, self.augment) if self.augment else eval_view(img, self.prep)
 
 
 class ReferenceEngine(Engine):
@@ -278,15 +274,15 @@ class ReferenceEngine(Engine):
 
     def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
         rows = self.face_rows()
-        images = _Images([self.paths[i] for i in idx], self.cfg, train, self.backbone.aligner,
-                         None if rows is None else rows[idx])
+        images = _Images([self.paths[i] for i in idx], self.prep, self.plan.augment if train else None,
+                         self.frozen.aligner, None if rows is None else rows[idx])
         return DataLoader(images, batch_sampler=batches,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+                          num_workers=self.plan.workers, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.plan.seed * 1000 + epoch),
                           persistent_workers=False)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return forward(self.frozen, images.to(self.device, non_blocking=True), self.cfg)
+        return forward(self.frozen, images.to(self.device, non_blocking=True), self.prep)
 
     def train_batches(self, epoch):
         labels = self.train_labels()
@@ -301,10 +297,20 @@ class ReferenceEngine(Engine):
     def eval_features(self, split):
         t0 = time.perf_counter()
         idx = self.split_index(split)
-        batches = list(torch.arange(len(idx)).split(self.cfg.eval_batch_size))
+        batches = list(torch.arange(len(idx)).split(self.plan.eval_batch_size))
         out = torch.cat([self._features(b) for b in self._loader(idx, False, batches, 0)])
         self._spent(t0)
         return out
 
 
 ENGINES = {"cached": CachedEngine, "reference": ReferenceEngine}
+
+
+def image_features(paths: list[str], prep: Preprocessing, plan: Plan, frozen: FrozenBackbone, device: torch.device,
+                   cache: FeatureCache) -> tuple[torch.Tensor, float]:
+    """Eval-view features of any list of images (a submission's query or gallery folder) through the
+    same pass, alignment and cache entries as a run's images; (features in ``paths`` order, what
+    computing them cost)."""
+    df = pd.DataFrame({"path": list(map(str, paths)), "identity": "?", "label": 0, "split": "eval"})
+    engine = CachedEngine(prep, replace(plan, trains=False, dataset="image folder"), frozen, [], df, device, cache)
+    return engine.eval_all(), engine.features_s
