@@ -109,3 +109,15 @@ def test_grid_ranges_expand_as_wandbs_grid_does(tmp_path):
     assert len(ours) == 9 and sorted(map(key, ours)) == sorted(map(key, theirs))
     with pytest.raises(ConfigError, match="parameters.lr: a grid needs values"):
         sweepfile.load(_write(tmp_path, method="grid", parameters={"lr": {"min": 0.001, "max": 0.1}}))
+
+
+def test_catalog_and_sweep_do_not_import_each_other():
+    """Issue 15's circle: both read sweep files through sweepfile; ``benchmark list`` stays torch-free."""
+    import subprocess
+    import sys
+
+    for module, absent in (("benchmark.catalog", ("benchmark.sweep", "torch")),
+                           ("benchmark.sweep", ("benchmark.catalog",))):
+        probe = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        assert out.strip() == "[]", (module, out)
