@@ -72,7 +72,7 @@ def main() -> None:
     for s in args.seeds:
         searches += [(f"random-s{s}", "random", SPACE, False, s), (f"bayes-s{s}", "bayes", SPACE, False, s),
                      (f"bayes-hyperband-s{s}", "bayes", SPACE, True, s)]
-    rows, folders = [], []
+    folders = []
     for name, method, params, hb, seed in searches:
         path = sweep_file(files, name, method, params, hb)
         out = args.out / name
@@ -81,7 +81,6 @@ def main() -> None:
         wall = time.perf_counter() - t
         folders.append(out)
         print(f"{name}: {len(df)} runs in {wall / 60:.2f} min; " + "; ".join(df.attrs["summary"]), flush=True)
-        rows.append({"search": name, "wall_min": wall / 60})
     df = pd.concat([store.load(f) for f in folders], ignore_index=True)
     summary = tables.search_summary(tables.search_progress(df))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))

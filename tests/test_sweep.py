@@ -301,9 +301,14 @@ def test_random_search_is_reproducible_and_resumes_after_kill_9(tmp_path, orl_en
     assert _configs(killed) == _configs(whole) and len(set(_configs(whole))) == 6
     lrs = [c[0] for c in _configs(whole)]
     assert all(1e-4 <= lr <= 0.1 for lr in lrs) and len(set(lrs)) == 6
-    other = _cli(["sweep", str(sf), "--out", str(tmp_path / "seed1"), "--search-seed", "1", "--set", *ORL], orl_env)
-    assert other.communicate(timeout=300) and other.returncode == 0
-    assert not set(_configs(tmp_path / "seed1")) & set(_configs(whole)), "another seed proposes other runs"
+
+
+def test_proposals_are_reproducible_from_the_search_seed(tmp_path):
+    doc = sweep.load(_search_file(tmp_path, "random"))
+    first = [sweep.Search(doc, tmp_path, search_seed=s).propose([], set()).params for s in (0, 0, 1)]
+    assert first[0] == first[1] and first[0] != first[2]
+    assert first[0]["experiment"] == "demo-lr0.01-ep3" and 1e-4 <= first[0]["lr"] <= 0.1
+    assert isinstance(first[0]["lr"], float) and isinstance(first[0]["epochs"], int)  # plain values, not numpy
 
 
 def test_two_runners_share_one_bayes_search(tmp_path, orl_env):
