@@ -335,8 +335,12 @@ def figure_search(progress: pd.DataFrame, metric: str = "val/score") -> Figure:
         ax_min.step(g["minutes"], g["best_val"], where="post", color=color, linestyle=style)
         stopped = g[g["status"] == "stopped"]
         ax_runs.plot(stopped["run"], stopped["best_val"], "x", color=color, markersize=5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax_runs.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_runs.set(xlabel="Runs started by the search", ylabel=f"Best {metric} so far (finished runs)")
-    ax_min.set(xlabel="Minutes since the search started")
-    ax_runs.legend(fontsize=7, loc="lower right", title="search: best val, its test score", title_fontsize=7)
-    fig.suptitle("Search: best validation score found, per method (x = run stopped early)", fontsize=10)
+    ax_min.set(xlabel="Minutes since the search started (at each run's end)")
+    fig.legend(*ax_runs.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
+               title="search: its best validation score, and that run's test score", title_fontsize=8)
+    fig.suptitle("Search: best validation score found, per method (x = a run stopped early)", fontsize=10)
     return fig
