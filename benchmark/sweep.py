@@ -213,12 +213,14 @@ class Search:
             if row["run_id"] == exclude or row["status"] == "damaged":
                 continue
             state = {"ok": "finished", "stopped": "finished", "failed": "failed"}[row["status"]]
-            history = []
-            if row["status"] != "failed":
-                try:
-                    history = _history_rows(RunRecord(row["run_dir"]).history())
-                except RecordError:
-                    pass
+            if "_history" not in row:  # read once per record (members() keeps its rows until it changes)
+                row["_history"] = []
+                if row["status"] != "failed":
+                    try:
+                        row["_history"] = _history_rows(RunRecord(row["run_dir"]).history())
+                    except RecordError:
+                        pass
+            history = row["_history"]
             summary = {k: v for k, v in row.items() if "/" in str(k) and isinstance(v, (int, float))
                        and not (isinstance(v, float) and math.isnan(v))}
             runs.append(sweeps.SweepRun(name=row["run_id"], state=state, config=_wandb_config(row["params"]),
