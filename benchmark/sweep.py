@@ -363,7 +363,8 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     clean_stale(out_dir)
     (out_dir / ".claims").mkdir(exist_ok=True)
     search = Search(sweep, out_dir, overrides, search_seed, planned)
-    status = {"sweep": sweep["name"], "sweep_method": method, **({} if grid else {"search_seed": search_seed})}
+    status = {"sweep": sweep["name"], "sweep_method": method, **({} if grid else {"search_seed": search_seed}),
+              **({"early_terminate": sweep["early_terminate"]["type"]} if "early_terminate" in sweep else {})}
     rows, ended = [], []
 
     def may_start(members: list[dict], claims: dict) -> bool:

@@ -323,14 +323,15 @@ def figure_search(progress: pd.DataFrame, metric: str = "val/score") -> Figure:
     import seaborn as sns
 
     methods = sorted(progress["method"].unique())
-    colors = dict(zip(methods, sns.color_palette("colorblind", 10).as_hex()))
+    palette_ = sns.color_palette("colorblind", 10).as_hex()
+    colors = dict(zip(methods, [palette_[i] for i in (0, 4, 2, 3, 1, 5, 6, 8, 9)] * 3))  # far-apart hues first
     seeds = sorted(progress["search_seed"].map(str).unique())
     styles = dict(zip(seeds, ["-", "--", ":", "-."] * 4))
     fig, (ax_runs, ax_min) = _figure(11, 4.6, ncols=2, sharey=True)
     for label, g in progress.groupby("search", sort=True):
         last = g.iloc[-1]
         color, style = colors[last["method"]], styles[str(last["search_seed"])]
-        legend = f"{label}: val {fmt_num(last['best_val'])}, test {fmt_num(last['best_test'])}"
+        legend = f"{label}: val {last['best_val']:.1f}, test {last['best_test']:.1f}"
         ax_runs.step(g["run"], g["best_val"], where="post", color=color, linestyle=style, label=legend)
         ax_min.step(g["minutes"], g["best_val"], where="post", color=color, linestyle=style)
         stopped = g[g["status"] == "stopped"]

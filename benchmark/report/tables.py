@@ -545,7 +545,7 @@ def failed_markdown(t: pd.DataFrame) -> str:
 
 
 # -- Search: the best configuration found over time (issue 18) -------------------------------------------
-SEARCH_KEYS = ("sweep", "sweep_method", "search_seed")
+SEARCH_KEYS = ("sweep", "sweep_method", "early_terminate", "search_seed")
 
 
 def search_progress(df: pd.DataFrame, metric: str = "val/score") -> pd.DataFrame:
@@ -558,11 +558,13 @@ def search_progress(df: pd.DataFrame, metric: str = "val/score") -> pd.DataFrame
     if not need <= set(df.columns) or df["sweep_method"].isna().all():
         raise Unsupported("no run records the sweep that started it (runs of `benchmark sweep` do)")
     runs = df[df["sweep_method"].notna()].copy()
-    runs["search_seed"] = runs.get("search_seed", pd.Series(None, index=runs.index))
+    for k in SEARCH_KEYS:
+        runs[k] = runs[k] if k in runs else None
     rows = []
     for key, g in runs.groupby([runs[k].map(lambda v: "" if missing(v) else str(norm(v))) for k in SEARCH_KEYS],
                                sort=True):
-        sweep, method, seed = key
+        sweep, method, stop, seed = key
+        method += f" + {stop}" if stop else ""
         g = g.sort_values(["started", "run_id"])
         t0 = float(pd.to_numeric(g["started"]).min())
         best = (-math.inf, None, None)
@@ -580,14 +582,17 @@ def search_progress(df: pd.DataFrame, metric: str = "val/score") -> pd.DataFrame
 
 
 def search_summary(progress: pd.DataFrame) -> pd.DataFrame:
-    """One row per search: runs, stopped and failed runs, minutes, the best validation score found and
-    the test score of that run."""
+    """One row per search: runs, stopped and failed runs, minutes, the best validation score found,
+    the run and minute it was first reached (``best_at_run``, ``best_at_min``), the test score of that run."""
     out = []
     for label, g in progress.groupby("search", sort=False):
         last = g.iloc[-1]
+        first = g[g["best_val"] >= last["best_val"]].iloc[0] if not missing(last["best_val"]) else None
         out.append({"search": label, "method": last["method"], "runs": len(g),
                     "stopped": int((g["status"] == "stopped").sum()), "failed": int((g["status"] == "failed").sum()),
                     "minutes": float(g["minutes"].max()), "best_val": last["best_val"],
+                    "best_at_run": None if first is None else int(first["run"]),
+                    "best_at_min": math.nan if first is None else float(first["minutes"]),
                     "best_test": last["best_test"], "best_run": last["best_run"]})
     return pd.DataFrame(out)
 
@@ -595,17 +600,21 @@ def search_summary(progress: pd.DataFrame) -> pd.DataFrame:
 def read_search(t: pd.DataFrame) -> str:
     if t["best_val"].isna().all():
         return f"{len(t)} search(es), none has a finished run yet."
-    top = t.loc[t["best_val"].idxmax()]
-    parts = [f"{r['search']}: best validation score {fmt_num(r['best_val'])} after {r['runs']} runs "
-             f"({r['minutes']:.1f} min, {r['stopped']} stopped early), test score of that run "
-             f"{fmt_num(r['best_test'])}" for _, r in t.iterrows()]
-    return (f"{len(t)} search(es). " + "; ".join(parts) + f". Highest validation score: {top['search']}. "
-            "The test score is read only for each search's validation pick, never to choose.")
+    parts = [f"{r['search']}: {r['best_val']:.1f} (first at run {r['best_at_run']} of {r['runs']}, "
+             f"{r['best_at_min']:.2f} of {r['minutes']:.1f} min; {r['stopped']} stopped early), its test score "
+             f"{r['best_test']:.1f}" for _, r in t.dropna(subset=["best_val"]).iterrows()]
+    top = t[t["best_val"] == t["best_val"].max()]
+    verdict = (f"All {len(t)} searches found the same best validation score: they differ only in how soon."
+               if len(top) == len(t) else f"Highest validation score: {', '.join(top['search'])}.")
+    return (f"Best validation score per search: " + "; ".join(parts) + f". {verdict} The test score is read "
+            "only for each search's validation pick, never to choose.")
 
 
 def search_markdown(t: pd.DataFrame) -> str:
-    headers = ["Search", "Runs", "Stopped", "Failed", "Minutes", "Best val score", "Its test score", "Best run"]
+    headers = ["Search", "Runs", "Stopped", "Failed", "Minutes", "Best val score", "First at run",
+               "First at minute", "Its test score", "Best run"]
     rows = [[r["search"], str(r["runs"]), str(r["stopped"]), str(r["failed"]), f"{r['minutes']:.1f}",
-             cell(r["best_val"], digits=1), cell(r["best_test"], digits=1), str(r["best_run"] or "–")]
+             cell(r["best_val"], digits=1), "–" if missing(r["best_at_run"]) else str(r["best_at_run"]),
+             cell(r["best_at_min"], digits=2), cell(r["best_test"], digits=1), str(r["best_run"] or "–")]
             for _, r in t.iterrows()]
     return markdown(headers, rows)

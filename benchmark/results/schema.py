@@ -29,10 +29,10 @@ FILES = (CONFIG, METRICS, HISTORY, EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS)
 STATUSES = ("ok", "stopped", "failed", "damaged")
 #: statuses a record is written with (``status.json``); the ones with metrics
 RECORDED, WITH_METRICS = ("ok", "stopped", "failed"), ("ok", "stopped")
-#: ``sweep``, ``sweep_method``, ``search_seed``: the sweep that started the run (none for a single
-#: run); ``started``/``ended``: its wall-clock times (epoch seconds)
+#: ``sweep``, ``sweep_method``, ``search_seed``, ``early_terminate``: the sweep that started the run
+#: (none for a single run); ``started``/``ended``: its wall-clock times (epoch seconds)
 META = ("run_id", "status", "error", "run_dir", "warnings", "stopped_epoch", "sweep", "sweep_method",
-        "search_seed", "started", "ended")
+        "search_seed", "early_terminate", "started", "ended")
 #: metric columns without a slash; ``diverged``: the training loss blew up (``benchmark.divergence``)
 BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
 #: per-split retrieval metrics that need at least one query with a same-identity item
