@@ -40,11 +40,9 @@ from tqdm.auto import tqdm
 
 from benchmark.config import FIELDS, Config, ConfigError, _coerce, resolve
 from benchmark.files import check_writable, clean_stale, locked, write_atomic
-from benchmark.models.backbones import check_backbone
 from benchmark.results.record import RecordError, RunRecord
 from benchmark.results.schema import norm
 from benchmark.results.store import read_record
-from benchmark.run import run, run_id_for
 from benchmark.sweepfile import expand, find_sweep, load  # noqa: F401 (the sweep file API, re-exported)
 
 #: proposals tried before a random/bayes search counts its space as exhausted (every one already run)
@@ -64,6 +62,9 @@ class Planned:
 def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
          seeds: int | None = None) -> list[Planned]:
     """The runs of a grid ``sweep``: grid points (x ``seeds``), filtered by ``select`` name patterns."""
+    from benchmark.models.backbones import check_backbone  # (torch: not before the sweep file is checked)
+    from benchmark.run import run_id_for
+
     points = expand(sweep)
     if seeds:
         if "seed" in sweep["parameters"]:
@@ -129,6 +130,9 @@ class Search:
     def planned_for(self, params: dict) -> Planned:
         """The run of the sweep's parameters ``params``; its id comes from the validated config, so
         the same parameters read back from a record give the same id."""
+        from benchmark.models.backbones import check_backbone
+        from benchmark.run import run_id_for
+
         point = {k: v for k, v in params.items() if k != "experiment"}
         ov = {**point, **self.overrides}
         cfg = resolve(params["experiment"], ov)
@@ -344,6 +348,8 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     """Run the sweep until done (grid: every planned run not yet recorded; random/bayes: until
     ``run_cap``, ``metric.target`` or the budget); returns one row per run this process met, and in
     ``df.attrs["summary"]`` what the sweep cost and why it ended."""
+    from benchmark.run import run
+
     sweep = load(sweep_path, overrides)
     method = sweep["method"]
     out_dir = Path(out or Path("results") / sweep["name"])

@@ -153,3 +153,23 @@ def test_zero_test_fraction_leaves_no_test_item():
     assert set(splits.closed_set(df, (0.9, 0.1, 0.0))) == {"train", "val"}
     with pytest.raises(ConfigError, match="test split empty"):
         splits.make_split(df, Config(split=(0.9, 0.1, 0.0)))
+
+
+def _people(n_people: int, n_images: int) -> pd.DataFrame:
+    return from_files([f"/d/p{i}/{j}.jpg" for i in range(n_people) for j in range(n_images)],
+                      [f"p{i}" for i in range(n_people) for _ in range(n_images)])
+
+
+def test_samples_per_class_is_checked_against_the_training_split():
+    """samples_per_class larger than the training images per identity was accepted at batch 8 (batches
+    repeating images as their own positives) and refused at batch 32 advising to raise it."""
+    df = _people(4, 10)  # closed-set 50/20/30: 5 training images of each of 4 people
+    with pytest.raises(ConfigError, match=r"samples_per_class=8 but the training split holds only 5 images of p0 "
+                                          r"\(the fewest of its 4 identities\).*use samples_per_class <= 5"):
+        splits.make_split(df, Config(samples_per_class=8, batch_size=8))
+    with pytest.raises(ConfigError, match=r"batch_size=32 with samples_per_class=4 needs 8 identities x 4 images per "
+                                          r"batch, but the training split has 4 identities \(20 images\); lower "
+                                          r"batch_size to <= 16 \(a multiple of 4\)$"):
+        splits.make_split(df, Config(samples_per_class=4, batch_size=32))
+    assert (splits.make_split(df, Config(samples_per_class=4, batch_size=16))["split"] == "train").sum() == 20
+    splits.make_split(df, Config(samples_per_class=8, batch_size=8, embedding="backbone"))  # no training: no batches

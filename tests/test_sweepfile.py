@@ -112,12 +112,12 @@ def test_grid_ranges_expand_as_wandbs_grid_does(tmp_path):
 
 
 def test_catalog_and_sweep_do_not_import_each_other():
-    """Issue 15's circle: both read sweep files through sweepfile; ``benchmark list`` stays torch-free."""
+    """Issue 15's circle: both read sweep files through sweepfile; neither imports torch before a run starts."""
     import subprocess
     import sys
 
     for module, absent in (("benchmark.catalog", ("benchmark.sweep", "torch")),
-                           ("benchmark.sweep", ("benchmark.catalog",))):
+                           ("benchmark.sweep", ("benchmark.catalog", "torch"))):
         probe = f"import sys, {module}; print([m for m in {absent!r} if m in sys.modules])"
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
         assert out.strip() == "[]", (module, out)
