@@ -101,7 +101,13 @@ def schema_problems(doc: dict) -> list[str]:
     sweeps, schema = _sweeps()
     body = {k: v for k, v in doc.items() if k not in SERVER_KEYS}
     out = []
-    for err in schema.validator.iter_errors(body):
+    order = {k: i for i, k in enumerate([*body, *(body.get("parameters") or {})])}
+
+    def in_file_order(err):  # jsonschema's order varies between runs: report in the file's order
+        path = [str(p) for p in err.absolute_path]
+        return [order.get(p, len(order)) for p in path[:1] + path[1:2]]
+
+    for err in sorted(schema.validator.iter_errors(body), key=in_file_order):
         path = list(err.absolute_path)
         if len(path) >= 2 and path[0] == "parameters" and err.validator == "anyOf":
             out.append(_parameter_problem(_where(path), _nested(body["parameters"], path[1:])))
