@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmark import config
+from benchmark import config, sweepfile
 
 
 def experiments() -> pd.DataFrame:
@@ -72,37 +72,14 @@ def backbones() -> pd.DataFrame:
     return pd.DataFrame([describe(name) for name in names()])
 
 
-def sweep_files() -> dict[str, Path]:
-    """Named sweep files: ``sweeps/*.yaml`` of every experiments folder, by file stem (later folders win)."""
-    return {p.stem: p for d in config.experiments_dirs() for p in sorted((d / "sweeps").glob("*.yaml"))}
-
-
-def find_sweep(name_or_path: str | Path) -> Path:
-    """A sweep file path as given, else the named sweep (file stem or the file's ``name:``)."""
-    path = Path(name_or_path)
-    if path.exists():  # a file, or a folder given by mistake (read_yaml says so)
-        return path
-    files = sweep_files()
-    if str(name_or_path) in files:
-        return files[str(name_or_path)]
-    by_name = {(yaml.safe_load(p.read_text()) or {}).get("name"): p for p in files.values()}
-    if str(name_or_path) in by_name:
-        return by_name[str(name_or_path)]
-    raise config.ConfigError(f"sweep file {name_or_path} not found, and no named sweep is called so; named sweeps: "
-                             f"{', '.join(sorted(files))} (benchmark list sweeps)")
-
-
 def sweeps() -> pd.DataFrame:
-    """Every named sweep: ``sweep`` (file stem), ``name`` (W&B/offline sweep name), ``runs`` (grid points),
-    ``parameters``, ``file``."""
-    from benchmark.sweep import expand, load
-
+    """Every named sweep: ``sweep`` (file stem), ``name`` (W&B/offline sweep name), ``runs`` (grid
+    points; random/bayes: the method and its run_cap), ``parameters``, ``file``."""
     rows = []
-    for stem, path in sweep_files().items():
-        doc = load(path)
-        params = ", ".join(f"{k} ({len(v.get('values', [v.get('value')]))})" for k, v in doc["parameters"].items())
-        rows.append({"sweep": stem, "name": doc["name"], "runs": len(expand(doc)), "parameters": params,
-                     "file": str(path)})
+    for stem, path in sweepfile.sweep_files().items():
+        doc = sweepfile.load(path)
+        runs, params = sweepfile.describe(doc)
+        rows.append({"sweep": stem, "name": doc["name"], "runs": runs, "parameters": params, "file": str(path)})
     return pd.DataFrame(rows, columns=["sweep", "name", "runs", "parameters", "file"])
 
 

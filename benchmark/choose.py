@@ -68,7 +68,8 @@ def _config_of(row: pd.Series) -> dict:
     return from_dict(d).to_dict()  # validated and complete (defaults for keys the table lacks)
 
 
-def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None) -> dict:
+def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None,
+           include_stopped: bool = False) -> dict:
     """The best configuration of a results table (``benchmark.results.store.load``) by a validation metric.
 
     Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
@@ -78,7 +79,9 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     mean, in the better direction, >= 0), ``separated`` (the two 95% intervals do not overlap;
     None when either has one seed), ``n_runs``, ``n_failed``, ``n_configurations`` and ``table``
     (every configuration ranked, as records), ``warnings`` (e.g. candidates validated on
-    different data: different dataset, protocol, split or split_seed; also raised as UserWarning).
+    different data: different dataset, protocol, split or split_seed; also raised as UserWarning),
+    ``n_stopped``: runs a sweep's early termination stopped (their metrics are those at the stop, so
+    they are ranked only with ``include_stopped``).
     """
     if _is_test_metric(metric):
         raise ConfigError(
@@ -87,7 +90,11 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
             "lesson); choose on a validation metric such as val/score and report test/ afterwards")
     if df.empty:
         raise ConfigError("the results hold no finished run: nothing to choose from")
-    if "status" in df.columns and not df["status"].eq("ok").any():
+    ranked = ("ok", "stopped") if include_stopped else ("ok",)
+    if "status" in df.columns and not df["status"].isin(ranked).any():
+        if df["status"].eq("stopped").any():
+            raise ConfigError(f"every finished run was stopped early ({int(df['status'].eq('stopped').sum())} "
+                              "stopped by the sweep's early termination): rank them with --include-stopped")
         raise ConfigError(f"every run failed ({len(df)} runs in the results): nothing to choose from; see the "
                           "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
     # structural guarantee: nothing below can read a test number
@@ -97,7 +104,8 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
         raise ConfigError(f"metric {metric!r} is not in the results; available: {', '.join(available) or 'none'}")
     higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
     n_runs = len(df)
-    ok = df["status"].eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+    ok = df["status"].isin(ranked) if "status" in df.columns else pd.Series(True, index=df.index)
+    n_stopped = int(df["status"].eq("stopped").sum()) if "status" in df.columns else 0
     values = pd.to_numeric(df[metric], errors="coerce")
     flag = f"{metric.split('/')[0]}/degenerate"  # collapsed or non-finite embeddings: a tie-break order
     collapsed = ok & values.notna() & (pd.to_numeric(df[flag], errors="coerce").eq(1) if flag in df.columns
@@ -166,7 +174,8 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     return {
         **facts(best), "metric": metric, "higher_is_better": higher,
         "runner_up": facts(runner) if runner else None, "margin": margin, "separated": separated,
-        "n_runs": n_runs, "n_failed": int((~ok).sum()), "n_configurations": len(groups), "warnings": notes,
+        "n_runs": n_runs, "n_failed": int((~ok).sum()) - (0 if include_stopped else n_stopped),
+        "n_stopped": n_stopped, "include_stopped": include_stopped, "n_configurations": len(groups), "warnings": notes,
         "table": [{k: v for k, v in facts(g).items() if k != "config"} for g in groups],
     }
 
@@ -186,7 +195,7 @@ def format_choice(choice: dict) -> str:
 
     lines = [f"chosen by {choice['metric']} ({'higher' if choice['higher_is_better'] else 'lower'} is better; "
              f"{choice['n_configurations']} configurations, {choice['n_runs']} runs, "
-             f"{choice['n_failed']} failed ignored; test metrics not read)",
+             f"{choice['n_failed']} failed ignored; " + _stopped_note(choice) + "test metrics not read)",
              f"  best:      {choice['experiment']}: {stat(choice)}"]
     r = choice["runner_up"]
     if r is not None:
@@ -199,6 +208,13 @@ def format_choice(choice: dict) -> str:
             lines.append("  differs:   " + ", ".join(f"{k}: {v[0]} vs {v[1]}" for k, v in diff.items()))
     lines += [f"  warning:   {w}" for w in choice.get("warnings", [])]
     return "\n".join(lines)
+
+
+def _stopped_note(choice: dict) -> str:
+    n = choice.get("n_stopped", 0)
+    if not n:
+        return ""
+    return f"{n} stopped early {'ranked with the others' if choice.get('include_stopped') else 'not ranked (--include-stopped ranks them)'}; "
 
 
 def _jsonable(x):

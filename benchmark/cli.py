@@ -79,7 +79,7 @@ def cmd_sweep(args) -> int:
     from benchmark import sweep
 
     df = sweep.run_sweep(args.sweep_file, args.out, parse_overrides(args.set), args.select, args.seeds,
-                         args.rerun, args.rerun_failed)
+                         args.rerun, args.rerun_failed, args.budget, args.search_seed)
     print(sweep.format_summary(df))
     if args.report:
         from benchmark.results import store
@@ -121,15 +121,17 @@ def cmd_report(args) -> int:
 
     if bool(args.results_dir) == bool(args.from_wandb):
         raise ConfigError("give either RESULTS_DIR or --from-wandb ENTITY/PROJECT/SWEEP_ID")
-    name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir).resolve().name
+    name = args.from_wandb.rstrip("/").split("/")[-1] if args.from_wandb else Path(args.results_dir[0]).resolve().name
     out = check_writable(Path(args.out or Path("reports") / name), "report folder (--out)", create=False)
     if args.from_wandb:  # per-epoch histories land in OUT/wandb-history/<run id>/history.csv
         df = store.fetch_wandb(args.from_wandb, out / "wandb-history")
         if df.attrs.get("in_progress"):
             print(f"{len(df.attrs['in_progress'])} run(s) still running or pending, left out: "
                   f"{', '.join(df.attrs['in_progress'])}")
-    else:
-        df = store.load(args.results_dir)
+    else:  # several folders: e.g. one search per method, compared in the search section
+        import pandas as pd
+
+        df = pd.concat([store.load(d) for d in args.results_dir], ignore_index=True)
     tracker = report_tracker(name, out) if args.log_wandb else None
     print(f"report: {build_report(df, out, tracker=tracker)}")
     if tracker:
@@ -146,7 +148,7 @@ def cmd_choose(args) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'best.yaml'}")
     check_writable(out.parent, "folder of --out", create=False)  # before reading the results, not after
-    choice = choose(store.load(args.results_dir), args.metric)
+    choice = choose(store.load(args.results_dir), args.metric, include_stopped=args.include_stopped)
     print(format_choice(choice))
     print(f"wrote {write_best(choice, args.out)}")
     return 0
@@ -291,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="repeat every experiment with seeds 0..N-1 (default: the config's seed)")
     p.add_argument("--rerun", action="store_true", help="run again even when a record exists")
     p.add_argument("--rerun-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--budget", type=float, metavar="MINUTES",
+                   help="start no run that would likely not end within MINUTES (estimate: the mean wall time "
+                        "of the sweep's recorded runs); the run in progress is always finished and recorded")
+    p.add_argument("--search-seed", type=int, default=0,
+                   help="seed of the random/bayes proposals: the same seed and folder propose the same runs")
     p.add_argument("--report", metavar="DIR",
                    help="write the report of the results folder there at the end (default: no report)")
     p.set_defaults(fn=cmd_sweep)
@@ -303,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_results)
 
     p = sub.add_parser("report", help="tables, figures and report.md from a results folder or a W&B sweep")
-    p.add_argument("results_dir", nargs="?", help="a results folder (e.g. results/report-ablation)")
+    p.add_argument("results_dir", nargs="*", help="a results folder (e.g. results/report-ablation), or several "
+                                                  "read as one (e.g. one search per method)")
     p.add_argument("--from-wandb", metavar="ENTITY/PROJECT/SWEEP_ID",
                    help="pull the runs of a W&B sweep with their per-epoch history instead (runs still running "
                         "or pending are left out)")
@@ -316,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results_dir", help="a results folder of run records")
     p.add_argument("--metric", default="val/score", help="a val/ metric, higher is better (default: val/score)")
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
+    p.add_argument("--include-stopped", action="store_true",
+                   help="also rank runs a sweep's early termination stopped (their metrics at the stop)")
     p.set_defaults(fn=cmd_choose)
 
     p = sub.add_parser("submit", help="train the chosen config, index the gallery, write submission.json")

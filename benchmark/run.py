@@ -77,6 +77,8 @@ class Prepared:
     skipped_images: list[dict] = field(default_factory=list)
     #: what a reader of the run must know (unscorable splits, divergence ...): status.json and the log
     warnings: list[str] = field(default_factory=list)
+    #: the epoch after which a sweep's early termination stopped training (None: not stopped)
+    stopped_epoch: int | None = None
 
 
 _BACKBONES: dict[tuple, FrozenBackbone] = {}
@@ -138,15 +140,23 @@ def prepare(cfg: Config) -> Prepared:
     return prep
 
 
-def execute(cfg: Config, tracker: Tracker | None = None):
-    """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings)."""
+def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
+    """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings).
+
+    ``should_stop(history) -> bool``: asked between epochs (``benchmark.training.fit``); when it says
+    stop, the run is evaluated there and ``prepared.stopped_epoch`` is the last epoch trained."""
     t_start = time.perf_counter()
     prep = prepare(cfg)
     cfg, engine = prep.cfg, prep.engine
     t_train, fetch_before = time.perf_counter(), engine.fetch_s
     head, history, best_epoch, diverged = None, [], 0, None
     if cfg.embedding == "head":
-        model, history, best_epoch = fit(cfg, engine, tracker.log_epoch if tracker else None)
+        def stop(history):
+            prep.stopped_epoch = len(history) if should_stop(history) else None
+            return prep.stopped_epoch is not None
+
+        model, history, best_epoch = fit(cfg, engine, tracker.log_epoch if tracker else None,
+                                         stop if should_stop else None)
         head = model.head
         diverged = divergence(history, engine.n_classes)
         prep.warnings += [diverged] if diverged else []
@@ -198,8 +208,12 @@ def execute(cfg: Config, tracker: Tracker | None = None):
 
 
 def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str | None = None,
-        raise_errors: bool = True) -> dict:
-    """Run ``cfg`` and write its record ``out_dir/run_id``; a failure is recorded with its reason."""
+        raise_errors: bool = True, should_stop=None, status: dict | None = None) -> dict:
+    """Run ``cfg`` and write its record ``out_dir/run_id``; a failure is recorded with its reason.
+
+    ``should_stop``: a sweep's early termination, asked between epochs (``execute``); a run it stops
+    is recorded with status ``stopped``, its metrics at the stop and ``stopped_epoch``. ``status``:
+    extra facts for ``status.json`` (the sweep that started the run)."""
     out_dir = check_writable(out_dir, "output folder (--out)")  # before any work, not after training
     if cfg.engine == "cached":
         check_writable(FeatureCache(cfg.cache_dir).root, "feature cache folder (cache_dir or $BENCHMARK_CACHE_DIR)")
@@ -211,7 +225,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     def fail(exc: BaseException) -> dict:
         """Record the run as failed (called inside the ``except``); a disk too full even for that
         small record is reported, and the caller (a sweep) goes on."""
-        doc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+        doc = {**(status or {}), "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": traceback.format_exc(), "started": t0, "ended": time.time()}
         try:
             record.write(out_dir, run_id, {"config.yaml": dump_yaml(cfg)}, doc)
@@ -224,7 +238,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         return {"status": "failed", "error": doc["error"]}
 
     try:
-        metrics, history, _, prep, test_emb = execute(cfg, tracker)
+        metrics, history, _, prep, test_emb = execute(cfg, tracker, should_stop)
     except KeyboardInterrupt:  # nothing recorded: the run is not finished, a resumed sweep runs it
         tracker.finish({"status": "failed", "error": "interrupted"}, failed=True)
         raise
@@ -243,12 +257,14 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         "environment.json": json.dumps(record.environment(prep.device), indent=1),
         "split.json": splits.to_json(df, cfg),
     }
+    outcome = {"status": "ok"} if prep.stopped_epoch is None else \
+        {"status": "stopped", "stopped_epoch": prep.stopped_epoch}
     try:  # atomic: a full disk leaves no half record, only this failure
-        record.write(out_dir, run_id, files, {"status": "ok", "started": t0, "ended": time.time(),
+        record.write(out_dir, run_id, files, {**(status or {}), **outcome, "started": t0, "ended": time.time(),
                                               "warnings": prep.warnings, "skipped_images": prep.skipped_images})
     except OSError as exc:
         return fail(write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
                                 "give --out a folder on another disk"))
     tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
-    tracker.finish({"status": "ok", **metrics})
-    return {"status": "ok", **metrics}
+    tracker.finish({**outcome, **metrics})
+    return {**outcome, **metrics}

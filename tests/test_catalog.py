@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from benchmark import catalog, config
+from benchmark import catalog, config, sweepfile
 from benchmark.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +50,13 @@ def test_sweeps_list_counts_grid_points():
     assert df.loc["report", ["name", "runs"]].tolist() == ["report-ablation", 24]
     assert df.loc["protocols", ["name", "runs"]].tolist() == ["protocol-audit", 48]
     assert df.loc["demo", "runs"] == 8
+    assert df.loc["search", "runs"] == "bayes, cap 40"
+    assert "lr (log_uniform_values 0.0001..0.1)" in df.loc["search", "parameters"]
     assert (ROOT / "experiments" / "sweeps" / "report.yaml").resolve() == (ROOT / "sweep.yaml").resolve()
     # a named sweep is found by file stem or by its name; a wrong one lists the known names
-    assert catalog.find_sweep("protocol-audit") == catalog.find_sweep("protocols")
-    with pytest.raises(ConfigError, match="named sweeps: demo, protocols, recipes, report, study"):
-        catalog.find_sweep("nope.yaml")
+    assert sweepfile.find_sweep("protocol-audit") == sweepfile.find_sweep("protocols")
+    with pytest.raises(ConfigError, match="named sweeps: demo, protocols, recipes, report, search, study"):
+        sweepfile.find_sweep("nope.yaml")
 
 
 def test_backbones_list_dimensions_that_the_networks_produce(monkeypatch, tmp_path):

@@ -171,3 +171,16 @@ def test_runs_with_degenerate_validation_embeddings_are_not_ranked():
     df["val/degenerate"] = 1.0
     with pytest.raises(ConfigError, match=r"cannot rank on 'val/score'.*7 run\(s\) have degenerate embeddings"):
         choose(df)
+
+
+def test_stopped_runs_are_not_ranked_as_finished_ones_unless_asked():
+    """A run Hyperband stopped has metrics at the stop: here it has the highest val score of all."""
+    stopped = {**_row("e", 0, 900, 100, lr=0.1), "status": "stopped", "stopped_epoch": 1}
+    df = pd.concat([_table(), pd.DataFrame([stopped])], ignore_index=True)
+    choice = choose(df)
+    assert choice["experiment"] == "a" and choice["n_stopped"] == 1 and choice["n_failed"] == 1
+    assert "1 stopped early not ranked (--include-stopped ranks them)" in format_choice(choice)
+    asked = choose(df, include_stopped=True)
+    assert asked["experiment"] == "e" and asked["n_failed"] == 1 and asked["n_configurations"] == 4
+    with pytest.raises(ConfigError, match="every finished run was stopped early .* --include-stopped"):
+        choose(pd.DataFrame([stopped]))

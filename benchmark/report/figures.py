@@ -311,3 +311,37 @@ def figure6_example(example: dict) -> Figure:
 def _short(s: str, n: int = 16) -> str:
     s = str(s).replace("_", " ")
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# -- Search figure (issue 18) ---------------------------------------------------------------------------
+def figure_search(progress: pd.DataFrame, metric: str = "val/score") -> Figure:
+    """Best-so-far validation score of each search against runs (left) and minutes (right): one colour
+    per method, one line style per search seed; the legend gives each search's final pick and the test
+    score of that run. Stopped runs (Hyperband) are marked with x on the runs axis."""
+    if progress.empty or progress["best_val"].isna().all():
+        raise Unsupported("no search has a finished run yet")
+    import seaborn as sns
+
+    methods = sorted(progress["method"].unique())
+    palette_ = sns.color_palette("colorblind", 10).as_hex()
+    colors = dict(zip(methods, [palette_[i] for i in (0, 4, 2, 3, 1, 5, 6, 8, 9)] * 3))  # far-apart hues first
+    seeds = sorted(progress["search_seed"].map(str).unique())
+    styles = dict(zip(seeds, ["-", "--", ":", "-."] * 4))
+    fig, (ax_runs, ax_min) = _figure(11, 4.6, ncols=2, sharey=True)
+    for label, g in progress.groupby("search", sort=True):
+        last = g.iloc[-1]
+        color, style = colors[last["method"]], styles[str(last["search_seed"])]
+        legend = f"{label}: val {last['best_val']:.1f}, test {last['best_test']:.1f}"
+        ax_runs.step(g["run"], g["best_val"], where="post", color=color, linestyle=style, label=legend)
+        ax_min.step(g["minutes"], g["best_val"], where="post", color=color, linestyle=style)
+        stopped = g[g["status"] == "stopped"]
+        ax_runs.plot(stopped["run"], stopped["best_val"], "x", color=color, markersize=5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax_runs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_runs.set(xlabel="Runs started by the search", ylabel=f"Best {metric} so far (finished runs)")
+    ax_min.set(xlabel="Minutes since the search started (at each run's end)")
+    fig.legend(*ax_runs.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
+               title="search: its best validation score, and that run's test score", title_fontsize=8)
+    fig.suptitle("Search: best validation score found, per method (x = a run stopped early)", fontsize=10)
+    return fig

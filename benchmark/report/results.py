@@ -1,5 +1,5 @@
-"""A results DataFrame (``benchmark.results.store.load``) made ready for the report: failed runs set
-aside, seeds aggregated into configurations, and one protocol/data setting chosen for the
+"""A results DataFrame (``benchmark.results.store.load``) made ready for the report: failed runs and
+runs stopped early set aside, seeds aggregated into configurations, and one protocol/data setting chosen for the
 comparisons (test numbers of different test sets are not comparable)."""
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ class ReportData:
     setting: dict               #: the chosen setting (protocol, dataset, ...)
     notes: list[str] = field(default_factory=list)
     confidence: float = 0.95
+    #: runs a sweep's early termination stopped: their metrics are those at the stop, so they are
+    #: counted and shown in the search section but kept out of every statistic
+    stopped: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _fill_defaults(df: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +63,8 @@ def prepare(df: pd.DataFrame, protocol: str | None = None, confidence: float = 0
     ok = df["status"].eq("ok") & score.notna()
     no_score = df["status"].eq("ok") & score.isna()
     df.loc[no_score, "error"] = "status ok but no test/score in its metrics"
-    failed = df[~ok].copy()
+    stopped = df["status"].eq("stopped")
+    failed = df[~ok & ~stopped].copy()
     runs = df[ok].copy()
     configs_all = aggregate(runs, confidence)
     setting: dict = {}
@@ -90,4 +94,4 @@ def prepare(df: pd.DataFrame, protocol: str | None = None, confidence: float = 0
         configs = configs.reset_index(drop=True)
     by_run = {rid: c for ids, c in zip(configs_all.get("run_ids", []), configs_all.get("config", [])) for rid in ids}
     runs["config"] = runs["run_id"].map(lambda r: by_run.get(str(r))) if "run_id" in runs else None
-    return ReportData(runs, failed, configs_all, configs, setting, notes, confidence)
+    return ReportData(runs, failed, configs_all, configs, setting, notes, confidence, df[stopped].copy())

@@ -577,3 +577,79 @@ def pareto_markdown(t: pd.DataFrame) -> str:
 
 def failed_markdown(t: pd.DataFrame) -> str:
     return frame_markdown(t)
+
+
+# -- Search: the best configuration found over time (issue 18) -------------------------------------------
+SEARCH_KEYS = ("sweep", "sweep_method", "early_terminate", "search_seed")
+
+
+def search_progress(df: pd.DataFrame, metric: str = "val/score") -> pd.DataFrame:
+    """Per sweep run (rows of ``df`` with the sweep that started them), in start order: ``search``
+    (method, seed, sweep name), ``run`` (1, 2, ...), ``minutes`` since the search's first start at the
+    run's end, and ``best_val`` / ``best_test`` / ``best_run``: the best ``metric`` of the search's
+    finished (ok) runs so far and that run's test score. Stopped and failed runs cost runs and
+    minutes but are never the best (``benchmark choose`` does not rank them either)."""
+    need = {"sweep_method", "started", "ended", metric}
+    if not need <= set(df.columns) or df["sweep_method"].isna().all():
+        raise Unsupported("no run records the sweep that started it (runs of `benchmark sweep` do)")
+    runs = df[df["sweep_method"].notna()].copy()
+    for k in SEARCH_KEYS:
+        runs[k] = runs[k] if k in runs else None
+    rows = []
+    for key, g in runs.groupby([runs[k].map(lambda v: "" if missing(v) else str(norm(v))) for k in SEARCH_KEYS],
+                               sort=True):
+        sweep, method, stop, seed = key
+        method += f" + {stop}" if stop else ""
+        g = g.sort_values(["started", "run_id"])
+        t0 = float(pd.to_numeric(g["started"]).min())
+        best = (-math.inf, None, None)
+        label = f"{method}" + (f" seed {seed}" if seed != "" else "") + f" ({sweep})"
+        for i, (_, r) in enumerate(g.iterrows(), 1):
+            v = pd.to_numeric(r.get(metric), errors="coerce")
+            if r.get("status") == "ok" and not missing(v) and v > best[0]:
+                best = (float(v), r.get("test/score"), r["run_id"])
+            rows.append({"search": label, "method": method, "search_seed": seed, "sweep": sweep, "run": i,
+                         "run_id": r["run_id"], "status": r.get("status"),
+                         "minutes": (float(r["ended"]) - t0) / 60, metric: v,
+                         "best_val": best[0] if best[2] is not None else math.nan,
+                         "best_test": best[1], "best_run": best[2]})
+    return pd.DataFrame(rows)
+
+
+def search_summary(progress: pd.DataFrame) -> pd.DataFrame:
+    """One row per search: runs, stopped and failed runs, minutes, the best validation score found,
+    the run and minute it was first reached (``best_at_run``, ``best_at_min``), the test score of that run."""
+    out = []
+    for label, g in progress.groupby("search", sort=False):
+        last = g.iloc[-1]
+        first = g[g["best_val"] >= last["best_val"]].iloc[0] if not missing(last["best_val"]) else None
+        out.append({"search": label, "method": last["method"], "runs": len(g),
+                    "stopped": int((g["status"] == "stopped").sum()), "failed": int((g["status"] == "failed").sum()),
+                    "minutes": float(g["minutes"].max()), "best_val": last["best_val"],
+                    "best_at_run": None if first is None else int(first["run"]),
+                    "best_at_min": math.nan if first is None else float(first["minutes"]),
+                    "best_test": last["best_test"], "best_run": last["best_run"]})
+    return pd.DataFrame(out)
+
+
+def read_search(t: pd.DataFrame) -> str:
+    if t["best_val"].isna().all():
+        return f"{len(t)} search(es), none has a finished run yet."
+    parts = [f"{r['search']}: {r['best_val']:.1f} (first at run {r['best_at_run']} of {r['runs']}, "
+             f"{r['best_at_min']:.2f} of {r['minutes']:.1f} min; {r['stopped']} stopped early), its test score "
+             f"{r['best_test']:.1f}" for _, r in t.dropna(subset=["best_val"]).iterrows()]
+    top = t[t["best_val"] == t["best_val"].max()]
+    verdict = (f"All {len(t)} searches found the same best validation score: they differ only in how soon."
+               if len(top) == len(t) else f"Highest validation score: {', '.join(top['search'])}.")
+    return (f"Best validation score per search: " + "; ".join(parts) + f". {verdict} The test score is read "
+            "only for each search's validation pick, never to choose.")
+
+
+def search_markdown(t: pd.DataFrame) -> str:
+    headers = ["Search", "Runs", "Stopped", "Failed", "Minutes", "Best val score", "First at run",
+               "First at minute", "Its test score", "Best run"]
+    rows = [[r["search"], str(r["runs"]), str(r["stopped"]), str(r["failed"]), f"{r['minutes']:.1f}",
+             cell(r["best_val"], digits=1), "–" if missing(r["best_at_run"]) else str(r["best_at_run"]),
+             cell(r["best_at_min"], digits=2), cell(r["best_test"], digits=1), str(r["best_run"] or "–")]
+            for _, r in t.iterrows()]
+    return markdown(headers, rows)

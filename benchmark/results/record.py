@@ -2,10 +2,12 @@
 
 ``RunRecord`` is the one reader and writer of a record. A record is assembled in a hidden
 temporary folder and renamed into place (``benchmark.files.atomic_path``), so a killed run leaves
-no half record. ``metrics.json`` exists exactly when the run succeeded; a failed run's record has
-``status.json`` with its error instead. Every read is validated: a file that is missing, truncated
-or malformed raises ``RecordError`` naming the file, and ``row()`` turns that into a *damaged* run
-(listed, rerun by the sweep) instead of a crash of every command that reads the folder.
+no half record. ``metrics.json`` exists exactly when the run has metrics: it succeeded (``ok``) or a
+sweep's early termination stopped it (``stopped``, with ``stopped_epoch`` in ``status.json``); a
+failed run's record has ``status.json`` with its error instead. Every read is validated: a file
+that is missing, truncated or malformed raises ``RecordError`` naming the file, and ``row()`` turns
+that into a *damaged* run (listed, rerun by the sweep) instead of a crash of every command that
+reads the folder.
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class RunRecord:
     def status(self) -> dict:
         def parse(path):
             doc = json.loads(path.read_text())
-            if not isinstance(doc, dict) or doc.get("status") not in ("ok", "failed"):
-                raise ValueError("no 'status' of ok or failed")
+            if not isinstance(doc, dict) or doc.get("status") not in schema.RECORDED:
+                raise ValueError(f"no 'status' of {', '.join(schema.RECORDED)}")
             if doc["status"] == "failed" and not isinstance(doc.get("error"), str):
                 raise ValueError("a failed run without its 'error'")
             if not isinstance(doc.get("warnings", []), list):
@@ -150,9 +152,10 @@ class RunRecord:
         row = {"run_id": self.run_id, "run_dir": str(self.dir)}
         try:
             st = self.status()
-            row |= {"status": st["status"], "error": st.get("error"), "warnings": _joined(st.get("warnings"))}
+            row |= {"status": st["status"], "error": st.get("error"), "warnings": _joined(st.get("warnings")),
+                    **{k: st[k] for k in schema.META if k in st and k not in ("status", "error", "warnings")}}
             row |= schema.flat_config(self.config())
-            if st["status"] == "ok":
+            if st["status"] in schema.WITH_METRICS:
                 row |= self.metrics()
                 self.check_files()
         except RecordError as exc:

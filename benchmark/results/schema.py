@@ -23,9 +23,16 @@ CONFIG, METRICS, HISTORY = "config.yaml", "metrics.json", "history.csv"
 EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS = "embeddings.npz", "split.json", "environment.json", "status.json"
 #: every file a successful record has (a failed one: config.yaml and status.json)
 FILES = (CONFIG, METRICS, HISTORY, EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS)
+#: ``stopped``: a sweep's early termination (Hyperband) ended its training; its metrics are those at
+#: the stop (``stopped_epoch``), so it is not ranked with finished runs unless asked.
 #: ``damaged``: a record file could not be read or is invalid (set when reading; the sweep reruns it)
-STATUSES = ("ok", "failed", "damaged")
-META = ("run_id", "status", "error", "run_dir", "warnings")
+STATUSES = ("ok", "stopped", "failed", "damaged")
+#: statuses a record is written with (``status.json``); the ones with metrics
+RECORDED, WITH_METRICS = ("ok", "stopped", "failed"), ("ok", "stopped")
+#: ``sweep``, ``sweep_method``, ``search_seed``, ``early_terminate``: the sweep that started the run
+#: (none for a single run); ``started``/``ended``: its wall-clock times (epoch seconds)
+META = ("run_id", "status", "error", "run_dir", "warnings", "stopped_epoch", "sweep", "sweep_method",
+        "search_seed", "early_terminate", "started", "ended")
 #: metric columns without a slash; ``diverged``: the training loss blew up (``benchmark.divergence``)
 BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
 #: per-split retrieval metrics that need at least one query with a same-identity item

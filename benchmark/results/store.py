@@ -1,7 +1,7 @@
 """The results store: a folder of run records (``<dir>/<run_id>/``) read as one DataFrame.
 
-One row per run (columns: ``benchmark.results.schema``): ``run_id``, ``status`` (ok | failed |
-damaged), ``error``, every config key (bare names: ``backbone``, ``lr``, ``seed`` ...) and every
+One row per run (columns: ``benchmark.results.schema``): ``run_id``, ``status`` (ok | stopped |
+failed | damaged), ``error``, every config key (bare names: ``backbone``, ``lr``, ``seed`` ...) and every
 metric (slash names: ``val/score``, ``test/top1``, ``time/cost_s`` ...). Runs pulled from a W&B
 sweep are converted to the same shape (``from_wandb_runs``).
 """

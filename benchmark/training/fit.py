@@ -57,9 +57,12 @@ def _build(cfg: Config, engine: Engine) -> Trained:
     return Trained(head, loss).to(engine.device)
 
 
-def fit(cfg: Config, engine: Engine,
-        on_epoch: Callable[[dict], None] | None = None) -> tuple[Trained, list[dict], int]:
-    """Train; returns (model with the best epoch's weights, per-epoch history, best epoch)."""
+def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = None,
+        should_stop: Callable[[list[dict]], bool] | None = None) -> tuple[Trained, list[dict], int]:
+    """Train; returns (model with the best epoch's weights, per-epoch history, best epoch).
+
+    ``should_stop(history)`` is asked after every epoch (a sweep's early termination, e.g. Hyperband):
+    True ends training there, with the best epoch so far kept, as early stopping does."""
     device = engine.device
     torch.manual_seed(cfg.seed)
     model = _build(cfg, engine)
@@ -118,6 +121,8 @@ def fit(cfg: Config, engine: Engine,
             best, best_epoch = (value if not math.isnan(value) else math.inf), epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= cfg.patience > 0:
+            break
+        if should_stop is not None and epoch < cfg.epochs and should_stop(history):
             break
     model.load_state_dict(best_state)
     return model, history, best_epoch

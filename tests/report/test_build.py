@@ -145,3 +145,40 @@ def test_report_from_wandb_draws_figure2_from_fetched_history(synthetic, tmp_pat
     pd.testing.assert_frame_equal(fetched.sort_values(["config", "epoch"]).reset_index(drop=True),
                                   local.sort_values(["config", "epoch"]).reset_index(drop=True)[fetched.columns],
                                   check_dtype=False)
+
+
+def _searched(synthetic):
+    """The synthetic runs as if two searches had started them, one run per minute; two stopped early."""
+    df = synthetic[synthetic["status"] == "ok"].head(12).reset_index(drop=True).copy()
+    df["sweep"] = "s"
+    df["sweep_method"] = ["random", "bayes"] * 6
+    df["search_seed"] = 0
+    df["started"] = 60.0 * df.index
+    df["ended"] = df["started"] + 30
+    df.loc[[4, 5], "status"] = "stopped"
+    df.loc[[4, 5], "stopped_epoch"] = 1
+    return df
+
+
+def test_search_section_counts_stopped_runs_and_draws_best_so_far(synthetic, tmp_path):
+    from benchmark.report import tables
+
+    df = _searched(synthetic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text = build_report(df, tmp_path).read_text()
+    assert "10 successful, 2 stopped early by the sweep's early termination" in text
+    assert "## Search: best configuration found, per method" in text
+    assert (tmp_path / "figures" / "figure_search.png").stat().st_size > 1000
+    progress = tables.search_progress(df)
+    for method, g in df.groupby("sweep_method"):
+        ok = g["val/score"].where(g["status"] == "ok")
+        mine = progress[progress["method"] == method]
+        assert mine["run"].tolist() == list(range(1, 7))
+        assert mine["best_val"].tolist() == pytest.approx(ok.cummax().ffill().tolist(), nan_ok=True)
+        best = g.loc[ok.idxmax()]
+        assert mine["best_test"].iloc[-1] == best["test/score"] and mine["best_run"].iloc[-1] == best["run_id"]
+        assert mine["minutes"].tolist() == pytest.approx(((g["ended"] - g["started"].min()) / 60).tolist())
+    summary = tables.search_summary(progress).set_index("method")
+    assert summary.loc["random", "stopped"] == 1 and summary.loc["bayes", "stopped"] == 1
+    assert summary.loc["random", "runs"] == 6

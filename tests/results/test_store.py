@@ -101,7 +101,7 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))
     ("metrics.json", '{"val/score": 50', "unreadable (JSONDecodeError"),
     ("metrics.json", '{"val/score": "high"}', "metric 'val/score' = 'high' is not a number"),
     ("metrics.json", None, "is missing"),
-    ("status.json", '{"state": "ok"}', "no 'status' of ok or failed"),
+    ("status.json", '{"state": "ok"}', "no 'status' of ok, stopped, failed"),
     ("config.yaml", "lr: [fast\n", "unreadable"),
     ("config.yaml", "learning_rate: 0.1\n", "unknown config key(s): learning_rate"),
     # every file of a successful record, not only the ones the table reads (issue 16)
