@@ -26,15 +26,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark import splits
-from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
+from benchmark import rerank, splits
+from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yaml
+from benchmark.features import styles
 from benchmark.features.cache import FeatureCache
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
 from benchmark.features.engines import ENGINES, Engine
 from benchmark.files import check_writable
-from benchmark.metrics import embedding_metrics, retrieval_metrics
+from benchmark.evaluation import split_metrics
+from benchmark.metrics import embedding_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone
 from benchmark.models.head import embed
 from benchmark.results import record, schema
@@ -94,6 +96,12 @@ def prepare(cfg: Config) -> Prepared:
     """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
     cfg = adapt(cfg)
     losses.check(cfg)  # a bad loss_args fails before any feature is computed
+    rerank.check(cfg)
+    for style in {cfg.gallery_style, cfg.query_style, *cfg.gallery_styles.values(), *cfg.train_styles, *cfg.style_args}:
+        try:
+            styles.check(style, cfg.style_args.get(style))
+        except ValueError as exc:
+            raise ConfigError(f"style_args: {exc}") from None
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
     device = resolve_device(cfg)
@@ -101,6 +109,14 @@ def prepare(cfg: Config) -> Prepared:
     if skipped:
         prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    if "side" in df:
+        for split in ("val", "test"):
+            queries_only, _ = splits.one_sided(df, split)
+            if queries_only:
+                n = int(df["identity"].isin(queries_only)[(df["split"] == split) & (df["side"] == "query")].sum())
+                prep.warnings.append(f"{split}: {len(queries_only)} identities have queries but no gallery item, "
+                                     f"their {n} queries are left out: {', '.join(queries_only[:10])}"
+                                     + (" ..." if len(queries_only) > 10 else ""))
     return prep
 
 
@@ -126,8 +142,8 @@ def execute(cfg: Config, tracker: Tracker | None = None):
         if not len(idx):
             continue
         emb = embed(head, engine.eval_features(split)).cpu().numpy()
-        metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()}
-        metrics |= {f"{split}/{k}": v for k, v in schema.split_facts(labels[idx]).items()}
+        sides = prep.df["side"].to_numpy()[idx] if "side" in prep.df else None
+        metrics |= {f"{split}/{k}": v for k, v in split_metrics(emb, labels[idx], sides, cfg).items()}
         if split == "test":
             test_emb = emb
             metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
@@ -143,6 +159,7 @@ def execute(cfg: Config, tracker: Tracker | None = None):
     no_face = engine.no_face()
     if no_face is not None:  # face backbones: images that fell back to the central square
         metrics |= {"align/no_face": no_face, "align/images": len(prep.df)}
+        metrics |= {f"align/no_face_{style}": n for style, n in engine.no_face_styled().items()}
     metrics, notes = schema.mark_missing(schema.check_metrics(metrics))  # NaN -> null, never 0
     if "val" in schema.unscorable(metrics):  # the per-epoch validation numbers are the same zeros
         for row in history:
@@ -177,9 +194,10 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
+    sides = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
                                   identities=test["identity"].to_numpy(dtype=str),
-                                  paths=test["path"].to_numpy(dtype=str))
+                                  paths=test["path"].to_numpy(dtype=str), **sides)
     files |= {
         "metrics.json": json.dumps(metrics, indent=1),
         "history.csv": pd.DataFrame(history).to_csv(index=False),

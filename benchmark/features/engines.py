@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.features import decoders
-from benchmark.features.augment import random_resized_crop_flip
+from benchmark.features import decoders, styles
+from benchmark.features.augment import random_resized_crop_flip, uniforms
 from benchmark.features.cache import FeatureCache
 from benchmark.config import Config, ConfigError
 from benchmark.features.extract import (View, content_hash, decoded_batches, extract_views, forward, output_shape,
@@ -40,6 +40,26 @@ from benchmark.features.extract import (View, content_hash, decoded_batches, ext
 from benchmark.models.backbones import FrozenBackbone, split
 from benchmark.training.sampling import batch_order
 from benchmark.features.views import POLICY_KEYS, decode, eval_view, train_view, view_seed
+
+
+def row_styles(df: pd.DataFrame, cfg: Config) -> np.ndarray:
+    """The style each image is rendered in for evaluation: gallery items of val/test in their split's
+    gallery style, queries in ``query_style``, everything else (training images, same-domain) none."""
+    out = np.full(len(df), styles.NONE, dtype=object)
+    if "side" in df:
+        side, split = df["side"].to_numpy(), df["split"].to_numpy()
+        for name, style in cfg.gallery_styles.items():
+            out[(side == "gallery") & (split == name)] = style
+        out[side == "query"] = cfg.query_style
+    return out
+
+
+def train_styles_of(cfg: Config, view: int, rows: np.ndarray) -> np.ndarray:
+    """The style of bank view ``view`` of training items ``rows``: drawn uniformly from
+    ``train_styles`` by a pure function of (view, item), so every run and seed shares the bank."""
+    u = uniforms(np.asarray(view_seed(0, view, np.asarray(rows, dtype=np.int64))), 24)[:, -1]  # crops use 23
+    return np.asarray(cfg.train_styles, dtype=object)[np.minimum((u * len(cfg.train_styles)).astype(int),
+                                                                 len(cfg.train_styles) - 1)]
 
 
 class Engine:
@@ -64,36 +84,64 @@ class Engine:
         #: time this run itself spent obtaining features (part of its wall time)
         self.fetch_s = 0.0
         self.paths = df["path"].tolist()
-        self._faces: torch.Tensor | None = None
+        #: the style each image is evaluated in (``row_styles``)
+        self.eval_styles = row_styles(df, cfg)
+        self._faces: dict[str, torch.Tensor] = {}
 
-    def face_rows(self) -> torch.Tensor | None:
+    def style_identity(self, style: str) -> dict | None:
+        return styles.identity(style, self.cfg.style_args.get(style))
+
+    def styled_rows(self, style: str) -> np.ndarray:
+        """Images some view renders in ``style`` (evaluation, or the training bank's ``train_styles``)."""
+        rows = self.eval_styles == style
+        if style in self.cfg.train_styles:
+            rows[self.train_idx] = True
+        return np.flatnonzero(rows)
+
+    def face_rows(self, style: str = styles.NONE) -> torch.Tensor | None:
         """The backbone's face detection on every image (``FaceAligner.detect`` rows), from the
-        feature cache (key: detector identity + pixels); None for backbones without alignment."""
+        feature cache (key: detector identity + pixels, + the style: the detector sees the rendered
+        image; rows of images never rendered in ``style`` are zero); None without alignment."""
         aligner = self.backbone.aligner
         if aligner is None:
             return None
-        if self._faces is None:
+        if style not in self._faces:
             t0 = time.perf_counter()
-            key = {"align": aligner.identity, "images": content_hash(self.paths)}
+            idx = np.arange(len(self.paths)) if style == styles.NONE else self.styled_rows(style)
+            paths = [self.paths[i] for i in idx]
+            key = {"align": aligner.identity, "images": content_hash(paths)}
+            if style != styles.NONE:
+                key["style"] = self.style_identity(style)
             entry = FeatureCache(self.cfg.cache_dir).get_or_compute(key, lambda: torch.cat([
-                aligner.detect_all(images) for images in decoded_batches(self.paths, self.cfg, torch.device("cpu"))]),
+                aligner.detect_all(images) for images in decoded_batches(paths, self.cfg, torch.device("cpu"), style)]),
                 {"dataset": self.cfg.dataset})
             self.fetch_s += time.perf_counter() - t0
             self.features_s += entry["cost_s"]
-            self._faces = entry["features"]
-        return self._faces
+            rows = torch.zeros(len(self.paths), entry["features"].shape[1])
+            rows[torch.as_tensor(idx)] = entry["features"]
+            self._faces[style] = rows
+        return self._faces[style]
 
     def aligned(self):
-        """``prepare`` for ``extract_views``: image i -> its aligned face; None without alignment."""
-        rows = self.face_rows()
-        if rows is None:
+        """``prepare`` for ``extract_views``: image i in a style -> its aligned face (detected on the
+        rendered image); None without alignment."""
+        if self.backbone.aligner is None:
             return None
-        return lambda img, i: self.backbone.aligner.warp(img, rows[i])
+        for style in {styles.NONE, *self.eval_styles, *self.cfg.train_styles}:  # detected before the pass
+            self.face_rows(style)
+        return lambda img, i, style: self.backbone.aligner.warp(img, self.face_rows(style)[i])
 
     def no_face(self) -> int | None:
         """How many images of the dataset fell back to the central square (no face detected)."""
         rows = self.face_rows()
         return None if rows is None else int((rows[:, 0] == 0).sum())
+
+    def no_face_styled(self) -> dict[str, int]:
+        """Per evaluated style: how many of its rendered images fell back to the central square."""
+        if self.backbone.aligner is None:
+            return {}
+        return {s: int((self.face_rows(s)[np.flatnonzero(self.eval_styles == s), 0] == 0).sum())
+                for s in sorted(set(self.eval_styles) - {styles.NONE})}
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.df["split"].to_numpy() == split)
@@ -120,7 +168,8 @@ class CachedEngine(Engine):
     def __init__(self, cfg, backbone, df, device, cache: FeatureCache | None = None):
         super().__init__(cfg, backbone, df, device)
         self.cache = cache or FeatureCache(cfg.cache_dir)
-        self._views: dict[int, torch.Tensor] = {}
+        #: loaded cache entries by name: "eval", "eval:<style>", bank view numbers
+        self._got: dict[str | int, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
         self.base_key = {
@@ -141,22 +190,39 @@ class CachedEngine(Engine):
 
     def _entry(self, view: str | int) -> tuple[dict, View]:
         """Cache key and pass output of the eval view (every image of the dataset, shared by all
-        splits and protocols) or of bank view ``view`` (the training images; its pixels depend only
-        on the view index and the image, so the bank is shared by all seeds and runs)."""
+        splits and protocols), of a styled eval view ``eval:<style>`` (the images evaluated in that
+        style) or of bank view ``view`` (the training images; its pixels depend only on the view
+        index and the image, so the bank is shared by all seeds and runs)."""
         cfg = self.cfg
+
+        def eval_pixels(images, rows):
+            return torch.stack([eval_view(img, cfg) for img in images])
+
         if view == "eval":
             index = np.arange(len(self.paths))
-            return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"},
-                    View(index, lambda images, rows: torch.stack([eval_view(img, cfg) for img in images])))
+            return ({**self.base_key, "images": content_hash(self.paths), "view": "eval"}, View(index, eval_pixels))
+        if isinstance(view, str):  # eval:<style>
+            style = view.split(":", 1)[1]
+            index = np.flatnonzero(self.eval_styles == style)
+            return ({**self.base_key, "images": content_hash([self.paths[i] for i in index]), "view": "eval",
+                     "style": self.style_identity(style)},
+                    View(index, eval_pixels, np.full(len(index), style, dtype=object)))
         train_paths = [self.paths[i] for i in self.train_idx]
-        if cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
+        if cfg.augment == "none":  # train_styles alone: the eval view of each rendered image
+            pixels = eval_pixels
+        elif cfg.augment == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
             def pixels(images, rows):
                 return random_resized_crop_flip(images, view_seed(0, view, rows), cfg.image_size)
         else:  # the policy of views.py, one seeded view per image
             def pixels(images, rows):
                 return torch.stack([train_view(img, cfg, view_seed(0, view, int(r))) for img, r in zip(images, rows)])
-        return ({**self.base_key, "images": content_hash(train_paths), "view": view,
-                 "augment": POLICY_KEYS[cfg.augment]}, View(self.train_idx, pixels))
+        key = {**self.base_key, "images": content_hash(train_paths), "view": view,
+               "augment": POLICY_KEYS.get(cfg.augment, cfg.augment)}
+        drawn = None
+        if cfg.train_styles:  # domain randomization: each view of each image in a style drawn for it
+            key["train_styles"] = [self.style_identity(s) or s for s in cfg.train_styles]
+            drawn = train_styles_of(cfg, view, np.arange(len(self.train_idx)))
+        return key, View(self.train_idx, pixels, drawn)
 
     def _load(self, names: list[str | int]) -> None:
         """Read ``names`` from the cache; what is missing comes from ONE pass over the images."""
@@ -172,19 +238,21 @@ class CachedEngine(Engine):
         self.fetch_s += time.perf_counter() - t0
         for name, entry in zip(names, got):
             self.features_s += entry["cost_s"]
-            features = entry["features"].to(self.device)
-            if name == "eval":
-                self._eval = features
-            else:
-                self._views[name] = features
+            self._got[name] = entry["features"].to(self.device)
+
+    def _banked(self) -> bool:
+        """Training reads bank views (augmentation or style randomization), not the eval view."""
+        return self.cfg.augment != "none" or bool(self.cfg.train_styles)
 
     def _needed(self) -> list[str | int]:
-        """Everything this run will read: the eval view, and the bank views its epochs show (none
-        without augmentation or without training: ``embedding=backbone`` reads only the eval view)."""
-        if self.cfg.augment == "none" or self.cfg.embedding == "backbone":
-            return ["eval"]
+        """Everything this run will read: the eval view (and one per evaluated style), and the bank
+        views its epochs show (none without augmentation or without training: ``embedding=backbone``
+        reads only the eval views)."""
+        evals = ["eval", *(f"eval:{s}" for s in sorted(set(self.eval_styles) - {styles.NONE}))]
+        if not self._banked() or self.cfg.embedding == "backbone":
+            return evals
         size = self.cfg.epochs if self.cfg.seed == 0 else max(self.cfg.aug_views, self.cfg.epochs)
-        return ["eval", *range(size)]
+        return [*evals, *range(size)]
 
     def _check_space(self) -> None:
         """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
@@ -211,16 +279,23 @@ class CachedEngine(Engine):
                 "(no cache, slower)")
 
     def eval_all(self) -> torch.Tensor:
+        """Eval features of every image, each in its evaluation style (``eval_styles``)."""
         if self._eval is None:
-            self._load([n for n in self._needed() if n not in self._views])
+            self._load([n for n in self._needed() if n not in self._got])
+            self._eval = self._got["eval"]
+            for name in (n for n in self._got if isinstance(n, str) and n != "eval"):
+                if self._eval is self._got["eval"]:
+                    self._eval = self._eval.clone()
+                rows = torch.as_tensor(np.flatnonzero(self.eval_styles == name.split(":", 1)[1]), device=self.device)
+                self._eval[rows] = self._got[name]
         return self._eval
 
     def bank_view(self, view: int) -> torch.Tensor:
-        if view not in self._views:
+        if view not in self._got:
             needed = self._needed()
             needed = needed if view in needed else [view]
-            self._load([n for n in needed if n not in self._views and (n != "eval" or self._eval is None)])
-        return self._views[view]
+            self._load([n for n in needed if n not in self._got])
+        return self._got[view]
 
     def views_for(self, epoch: int) -> np.ndarray:
         """Which bank view each training image shows in ``epoch``: view ``epoch`` for seed 0; for
@@ -233,7 +308,7 @@ class CachedEngine(Engine):
         return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
 
     def train_features(self, epoch: int) -> torch.Tensor:
-        if self.cfg.augment == "none":
+        if not self._banked():
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
         unique = np.unique(views)
@@ -272,6 +347,12 @@ class _Images(Dataset):
 
 
 class ReferenceEngine(Engine):
+    def __init__(self, cfg, backbone, df, device):
+        super().__init__(cfg, backbone, df, device)
+        if cfg.train_styles or (self.eval_styles != styles.NONE).any():
+            raise ConfigError("engine=reference does not render styles (gallery_style, query_style, train_styles); "
+                              "use engine=cached")
+
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.features import decoders
+from benchmark.features import decoders, styles
 from benchmark.config import Config
 from benchmark.models.backbones import FrozenBackbone
 from benchmark.features.views import to_input
@@ -65,18 +65,22 @@ def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) ->
 class View:
     """One output of the pass: features of ``pixels(images, rows)`` for the dataset images ``index``
     (output row r = image index[r]); ``pixels`` gets a batch's decoded images and their output rows
-    and returns uint8 NCHW."""
+    and returns uint8 NCHW. ``styles``: the style each output row is rendered in first (a name of
+    ``features.styles`` per row; None = photos), before alignment and the view."""
 
     index: np.ndarray
     pixels: Callable[[list[torch.Tensor], np.ndarray], torch.Tensor]
+    styles: np.ndarray | None = None
 
 
 def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View], cfg: Config,
                   desc: str, dtype: torch.dtype = torch.float32,
-                  prepare: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Features [len(view.index), ...] of every view (CPU), each image decoded once, stored as
-    ``dtype`` (boundary activations: reduced precision, converted batch by batch). ``prepare(image,
-    i)``: what every decoded image ``paths[i]`` goes through before its views (face alignment)."""
+                  prepare: Callable[[torch.Tensor, int, str], torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Features [len(view.index), ...] of every view (CPU), each image decoded once and rendered
+    once per style its views ask for (``View.styles``, ``cfg.style_args``), stored as ``dtype``
+    (boundary activations: reduced precision, converted batch by batch). ``prepare(image, i,
+    style)``: what every decoded (and rendered) image ``paths[i]`` goes through before its views
+    (face alignment, on the rendered pixels)."""
     device = backbone.device
     decoder = decoders.resolve(cfg.decoder, device)
     row_of = np.full((len(views), len(paths)), -1)
@@ -89,14 +93,23 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
     for positions, images, fell_back in _decoded(paths, needed, cfg.eval_batch_size, decoder, device,
                                                  cfg.num_workers):
         fallbacks += fell_back
-        if prepare is not None:
-            images = [prepare(img, int(p)) for img, p in zip(images, positions)]
+        rendered: dict[tuple[int, str], torch.Tensor] = {}
+
+        def pixels_of(t: int, style: str) -> torch.Tensor:
+            """Image t of the batch in ``style`` (rendered and prepared once per pass)."""
+            if (t, style) not in rendered:
+                img = styles.render(images[t], style, cfg.style_args.get(style))
+                rendered[t, style] = img if prepare is None else prepare(img, int(positions[t]), style)
+            return rendered[t, style]
+
         for v, view in enumerate(views):
             rows = row_of[v, positions]
             take = np.flatnonzero(rows >= 0)
             if not len(take):
                 continue
-            feats = forward(backbone, view.pixels([images[t] for t in take], rows[take]), cfg).cpu()
+            names = [styles.NONE] * len(take) if view.styles is None else view.styles[rows[take]]
+            batch = [pixels_of(int(t), str(name)) for t, name in zip(take, names)]
+            feats = forward(backbone, view.pixels(batch, rows[take]), cfg).cpu()
             if out[v] is None:
                 out[v] = torch.empty(len(view.index), *feats.shape[1:], dtype=dtype)
             out[v][torch.as_tensor(rows[take])] = feats.to(dtype)
@@ -106,13 +119,14 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
     return [t if t is not None else torch.empty(0, 0) for t in out]
 
 
-def decoded_batches(paths: list[str], cfg: Config, device: torch.device) -> Iterator[list[torch.Tensor]]:
-    """Every image of ``paths`` decoded, in order, a batch at a time (what needs pixels, not features:
-    face detection)."""
+def decoded_batches(paths: list[str], cfg: Config, device: torch.device,
+                    style: str = styles.NONE) -> Iterator[list[torch.Tensor]]:
+    """Every image of ``paths`` decoded (and rendered in ``style``), in order, a batch at a time (what
+    needs pixels, not features: face detection sees the rendered image)."""
     decoder = decoders.resolve(cfg.decoder, device)
     for _, images, _ in _decoded(paths, np.arange(len(paths)), cfg.eval_batch_size, decoder, device,
                                  cfg.num_workers):
-        yield images
+        yield [styles.render(img, style, cfg.style_args.get(style)) for img in images]
 
 
 def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: str, device: torch.device,

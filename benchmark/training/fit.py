@@ -17,8 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.config import Config
-from benchmark.metrics import retrieval_metrics
+from benchmark.evaluation import split_metrics
 from benchmark.models.backbones import TrainableBlocks, head_dropout
+from benchmark.results import schema
 from benchmark.models.head import Embedder, ProjectionHead, embed
 from benchmark.training.losses import build_loss, build_miner, compute
 from benchmark.training.optim import build_optimizer, build_scheduler
@@ -73,6 +74,7 @@ def fit(cfg: Config, engine: Engine,
     scheduler = build_scheduler(cfg, opt, n_batches)
     val_idx = engine.split_index("val")
     val_labels = engine.df["label"].to_numpy()[val_idx]
+    val_sides = engine.df["side"].to_numpy()[val_idx] if "side" in engine.df else None
     val_classes = torch.as_tensor(engine.class_of[val_labels], device=device)
     sign = 1.0 if cfg.monitored == "val/loss" else -1.0  # lower is better after the sign
     best, best_epoch, best_state, history = math.inf, 0, None, []
@@ -100,8 +102,8 @@ def fit(cfg: Config, engine: Engine,
         if len(val_idx):
             feats = engine.eval_features("val")
             row["val/loss"] = _val_loss(model, feats, val_classes)
-            row |= {f"val/{k}": v for k, v in retrieval_metrics(embed(model.head, feats), val_labels).items()
-                    if k != "n_queries"}
+            row |= {f"val/{k}": v for k, v in split_metrics(embed(model.head, feats), val_labels, val_sides, cfg).items()
+                    if k not in schema.SPLIT_FACTS}
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)
         tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
