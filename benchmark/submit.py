@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark import rerank
 from benchmark.config import Config, ConfigError
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
+from benchmark.features import styles
 from benchmark.features.extract import forward
 from benchmark.files import check_writable, write_atomic
 from benchmark.metrics import KS, competition_score
@@ -99,23 +101,24 @@ def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], li
     return images, skipped
 
 
-def _load_view(path: Path, cfg: Config, aligner=None) -> tuple[torch.Tensor | None, str | None]:
+def _load_view(path: Path, cfg: Config, aligner=None, style: str = styles.NONE) -> tuple[torch.Tensor | None, str | None]:
     try:
-        img = decode(str(path))
+        img = styles.render(decode(str(path)), style, cfg.style_args.get(style))
         return eval_view(aligner(img)[0] if aligner is not None else img, cfg), None
     except Exception as exc:  # any undecodable file is reported, never fatal for the others
         return None, f"unreadable image: {exc}"
 
 
 def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.device,
-                      role: str = "image") -> tuple[torch.Tensor, list[str], list[dict]]:
-    """Frozen-backbone eval-view features of the readable images; (features, names kept, skipped)."""
+                      role: str = "image", style: str = styles.NONE) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """Frozen-backbone eval-view features of the readable images (rendered in ``style`` first, before
+    face detection); (features, names kept, skipped)."""
     feats, kept, skipped = [], [], []
     with ThreadPoolExecutor(max(1, cfg.num_workers)) as pool:  # PIL releases the GIL while decoding
         for start in range(0, len(paths), cfg.eval_batch_size):
             chunk = paths[start:start + cfg.eval_batch_size]
             views = []
-            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg, backbone.aligner), chunk)):
+            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg, backbone.aligner, style), chunk)):
                 if err:
                     skipped.append({"name": p.name, "reason": err})
                 else:
@@ -164,8 +167,14 @@ def _write_json(path: Path, obj) -> None:
 
 
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,
-           out: Path | str = Path("submission.json"), index_dir: Path | str | None = None) -> dict:
+           out: Path | str = Path("submission.json"), index_dir: Path | str | None = None,
+           train_dir: Path | str | None = None) -> dict:
     """Train ``cfg``'s head, index the gallery, retrieve the top-``k`` for every query, write ``out``.
+
+    ``train_dir``: train on this ``<identity>/<image>`` folder (the competition's own ``train/``)
+    instead of the config's dataset. The config's test-time remedies apply: ``query_style`` renders
+    the queries, ``centering`` / ``rerank`` re-score query -> gallery (``benchmark.rerank``) from the
+    unlabeled query and gallery embeddings.
 
     ``index_dir`` (default: ``out``'s folder) receives ``gallery.index`` (faiss IndexFlatIP; without
     faiss ``gallery_embeddings.npy``), ``gallery_keys.json`` (file name of each index row, in order)
@@ -178,6 +187,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     ``InputError`` before any training.
     """
     t0 = time.perf_counter()
+    if train_dir is not None:
+        if not Path(train_dir).is_dir():
+            raise InputError(f"training folder {train_dir} is not a folder; give the competition's train/ "
+                             "(<identity>/<image> files)")
+        cfg = cfg.replace(dataset="imagefolder", data_home=str(train_dir), max_identities=None)
     cfg = adapt(cfg)  # the input size the backbone requires (aligned faces: 112x112)
     if k < 1:
         raise InputError(f"k={k} must be >= 1")
@@ -192,7 +206,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
 
     backbone, device, engine = _model(cfg)
     g_feats, g_names, g_bad = backbone_features(gallery_paths, backbone, cfg, device, "gallery")
-    q_feats, q_names, q_bad = backbone_features(query_paths, backbone, cfg, device, "query")
+    q_feats, q_names, q_bad = backbone_features(query_paths, backbone, cfg, device, "query", cfg.query_style)
     query_skipped += q_bad
     gallery_skipped += g_bad
     for role, folder, skipped in (("query", query_dir, query_skipped), ("gallery", gallery_dir, gallery_skipped)):
@@ -227,7 +241,10 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         files["head"] = index_dir / HEAD_FILE
         torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
 
-    _, idx = search(queries, gallery, k_used)
+    if cfg.centering or cfg.rerank != "none":  # test-time remedies re-score every query x gallery pair
+        idx = np.argsort(-rerank.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
+    else:
+        _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
     _write_json(out, submission)
     files["submission"] = out
@@ -239,7 +256,9 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         "gallery": {"folder": str(gallery_dir), "n_images": len(g_names), "n_skipped": len(gallery_skipped),
                     "skipped": gallery_skipped},
         "warnings": msgs, "train": train_info, "device": str(device),
-        "search": "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
+        "search": ("faiss IndexFlatIP" if faiss is not None else "torch exact top-k") if cfg.rerank == "none"
+        and not cfg.centering else f"exact scores after centering={cfg.centering}, rerank={cfg.rerank}",
+        "query_style": cfg.query_style,
         "time_s": time.perf_counter() - t0,
     }
 
