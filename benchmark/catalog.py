@@ -103,7 +103,7 @@ def styles() -> pd.DataFrame:
     from benchmark.features import styles as registry
 
     return pd.DataFrame([{"style": name, "parameters": " ".join(f"{k}={v}" for k, v in registry.defaults(name).items()),
-                          "doc": (fn.__doc__ or "").strip().splitlines()[0]} for name, fn in registry.STYLES.items()],
+                          "doc": " ".join((fn.__doc__ or "").split("\n\n")[0].split())} for name, fn in registry.STYLES.items()],
                         columns=["style", "parameters", "doc"])
 
 

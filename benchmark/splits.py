@@ -60,9 +60,12 @@ def make_split(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """``df`` with a ``split`` column per ``cfg.protocol``; checks the protocol's promise. Rows marked
     ``extra_test`` (people below min_faces_per_person, ``extra_test_min_faces``) are unseen test
     identities. With ``cfg.query_gallery`` also a ``side`` column (``sides``)."""
-    extra = df["extra_test"].to_numpy(bool) if "extra_test" in df else np.zeros(len(df), bool)
-    split = pd.Series("test", index=df.index, dtype=object)
-    split[~extra] = PROTOCOLS[cfg.protocol](df[~extra], tuple(cfg.split), cfg.split_seed)
+    if "extra_test" in df:
+        extra = df["extra_test"].to_numpy(bool)
+        split = pd.Series("test", index=df.index, dtype=object)
+        split[~extra] = PROTOCOLS[cfg.protocol](df[~extra], tuple(cfg.split), cfg.split_seed)
+    else:
+        split = PROTOCOLS[cfg.protocol](df, tuple(cfg.split), cfg.split_seed)
     out = df.assign(split=split)
     if cfg.query_gallery:
         out["side"] = sides(out, cfg)

@@ -72,3 +72,12 @@ def test_backbones_list_dimensions_that_the_networks_produce(monkeypatch, tmp_pa
     (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")
     assert catalog.backbones().set_index("backbone").loc["resnet18", "weights"] == \
         f"cached: {tmp_path / 'checkpoints' / 'resnet18-f37072fd.pth'}"
+
+
+def test_styles_list_every_renderer_with_its_parameters():
+    from benchmark.features import styles
+
+    df = catalog.styles().set_index("style")
+    assert list(df.index) == list(styles.STYLES)
+    assert df.loc["lowres", "parameters"] == "size=24" and df.loc["grey", "parameters"] == ""
+    assert df.loc["cartoon", "doc"].startswith("Cartoon rendering")

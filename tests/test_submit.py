@@ -306,3 +306,44 @@ def test_hidden_images_are_skipped_and_a_folder_as_output_is_an_error_before_any
     (tmp / "file").write_text("")
     with pytest.raises(ConfigError, match="is not writable"):
         submit(cfg, q, g, out=tmp / "file" / "s.json")
+
+
+# --- issue 17: --train DIR and the test-time remedies ---------------------------------------------------
+def test_train_dir_replaces_the_configs_dataset(comp, tmp_path, monkeypatch):
+    """A config for another dataset trains on the competition's own train/ when given --train."""
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(comp / "cache"))
+    cfg = _tiny_cfg(tmp_path / "elsewhere").replace(dataset="orl", data_home=None, max_identities=3)
+    train = comp / "comp" / "train"
+    summary = submit(cfg, comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery", k=3,
+                     out=tmp_path / "s.json", train_dir=train)
+    n_images = sum(1 for p in train.glob("*/*") if p.is_file())
+    assert summary["train"]["n_train_identities"] == 4  # the folder's 4 people (closed-set), not ORL's 3
+    assert summary["train"]["n_train_images"] == n_images // 2  # 50% of each person's 10 images
+    with pytest.raises(InputError, match="training folder .* is not a folder"):
+        submit(cfg, comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery", out=tmp_path / "t.json",
+               train_dir=tmp_path / "missing")
+
+
+def test_test_time_remedies_rank_by_the_rerank_scores(folders):
+    from benchmark import rerank
+
+    cfg, q, g, tmp = folders
+    plain = submit(cfg, q, g, k=4, out=tmp / "plain.json", index_dir=tmp / "i1")
+    assert plain["search"].startswith(("faiss", "torch"))
+    cfg = cfg.replace(query_fraction=0.5, centering=True, rerank="dba", rerank_args={"k": 1})
+    summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i2")
+    assert summary["search"] == "exact scores after centering=True, rerank=dba"
+    gallery = np.load(tmp / "i2" / "gallery_embeddings.npy") if not (tmp / "i2" / "gallery.index").exists() else None
+    import faiss as _faiss
+
+    index = _faiss.read_index(str(tmp / "i2" / "gallery.index")) if gallery is None else None
+    gallery = index.reconstruct_n(0, index.ntotal) if gallery is None else gallery
+    keys = json.loads((tmp / "i2" / "gallery_keys.json").read_text())
+    net = build_backbone(cfg)
+    qp = sorted(q.iterdir())
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in qp]
+    f = net(to_input(torch.stack([eval_view(i, cfg) for i in imgs]), cfg, net.spec.mean, net.spec.std)).numpy()
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    order = np.argsort(-rerank.scores(f, gallery, cfg), axis=1, kind="stable")
+    want = {p.name: [keys[j] for j in row] for p, row in zip(qp, order)}
+    assert json.loads((tmp / "s.json").read_text()) == want
