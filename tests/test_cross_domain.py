@@ -130,3 +130,38 @@ def test_train_styles_render_each_bank_view_in_a_drawn_style(tmp_path, cache_dir
     # the bank of a style-free run is a different cache entry (key holds the styles)
     assert engine._entry(0)[0] != engines.CachedEngine(cfg.replace(train_styles=("grey",)), engine.backbone, prep.df,
                                                        prep.device)._entry(0)[0]
+
+
+def test_real_other_domain_gallery_home_and_an_identity_on_one_side_only_is_named(tmp_path):
+    """gallery_home holds the other domain of p0..p2 (p3 has photos only, q9 gallery images only): val/test
+    photos are queries, gallery_home files the gallery; p3's queries are left out, named and counted."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos, renders = tmp_path / "photos", tmp_path / "renders"
+    for i in range(4):
+        base = rng.integers(0, 256, 3)
+        for root, n, people in ((photos, 6, range(4)), (renders, 4, range(3))):
+            if i not in people:
+                continue
+            (root / f"p{i}").mkdir(parents=True, exist_ok=True)
+            for j in range(n):
+                pixels = np.clip(base + rng.normal(0, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels if root is photos else 255 - pixels).save(root / f"p{i}" / f"{j}.png")
+    (renders / "q9").mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(renders / "q9" / "0.png")
+    cfg = Config(experiment="home", dataset="imagefolder", data_home=str(photos), gallery_home=str(renders),
+                 min_faces_per_person=1, backbone="resnet18", weights="random", image_size=32, resize=36,
+                 embedding="backbone", num_workers=0, device="cpu", tracking="none", cache_dir=str(tmp_path / "c"))
+    with pytest.warns(UserWarning) as caught:
+        result = run(cfg, tmp_path / "runs")
+    said = " | ".join(str(w.message) for w in caught)
+    assert "1 identities have no photos in data_home (left out), e.g. q9" in said
+    with pytest.warns(UserWarning, match="q9"):
+        df = prepare(cfg).df
+    test = df[df["split"] == "test"]
+    assert (test["side"] == test["domain"]).all()
+    n_p3 = int(((test["identity"] == "p3") & (test["side"] == "query")).sum())
+    assert f"test: 1 identities have queries but no gallery item, their {n_p3} queries are left out: p3" in said
+    assert result["test/n_queries"] == int((test["side"] == "query").sum()) - n_p3
+    assert result["test/n_gallery"] == int((test["side"] == "gallery").sum())
