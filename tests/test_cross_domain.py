@@ -165,3 +165,35 @@ def test_real_other_domain_gallery_home_and_an_identity_on_one_side_only_is_name
     assert f"test: 1 identities have queries but no gallery item, their {n_p3} queries are left out: p3" in said
     assert result["test/n_queries"] == int((test["side"] == "query").sum()) - n_p3
     assert result["test/n_gallery"] == int((test["side"] == "gallery").sum())
+
+
+def test_face_detection_sees_the_rendered_image_once_and_is_keyed_by_style(tmp_path, monkeypatch):
+    from benchmark.models import faces
+
+    if faces.unavailable():
+        pytest.skip(faces.unavailable())
+    cfg = Config(**{**BASE, "backbone": "sface", "embedding": "backbone", "max_identities": 4, "protocol": "open-set",
+                    "split": (0.5, 0.0, 0.5), "gallery_style": "sketch", "cache_dir": str(tmp_path / "c")})
+    rendered = []
+    real_render = styles.render_array
+    monkeypatch.setattr(styles, "render_array", lambda rgb, name, args=None: rendered.append(name) or
+                        real_render(rgb, name, args))
+    prep = prepare(cfg)
+    engine = prep.engine
+    engine.eval_all()
+    gallery = np.flatnonzero(engine.eval_styles == "sketch")
+    assert len(gallery) and rendered == ["sketch"] * len(gallery)  # detection and features: one render each
+    aligner = engine.backbone.aligner
+    for i in gallery[:3]:
+        want = aligner.detect(real_render_t(engine.paths[i], "sketch"))
+        np.testing.assert_array_equal(engine.face_rows("sketch")[i].numpy(), want)
+    photos = engine.face_rows("none")
+    assert not torch.equal(photos[gallery], engine.face_rows("sketch")[gallery])
+    rendered.clear()
+    again = prepare(cfg).engine  # a second run: detections and features from the cache, nothing rendered
+    torch.testing.assert_close(again.eval_all(), engine.eval_all())
+    assert rendered == [] and torch.equal(again.face_rows("sketch"), engine.face_rows("sketch"))
+
+
+def real_render_t(path: str, style: str) -> torch.Tensor:
+    return styles.render(decode(path), style)

@@ -98,23 +98,36 @@ class Engine:
             rows[self.train_idx] = True
         return np.flatnonzero(rows)
 
-    def face_rows(self, style: str = styles.NONE) -> torch.Tensor | None:
+    def _face_key(self, style: str) -> tuple[dict, np.ndarray]:
+        """Cache key of the face detections in ``style`` and the images they cover."""
+        idx = np.arange(len(self.paths)) if style == styles.NONE else self.styled_rows(style)
+        key = {"align": self.backbone.aligner.identity, "images": content_hash([self.paths[i] for i in idx])}
+        if style != styles.NONE:
+            key["style"] = self.style_identity(style)
+        return key, idx
+
+    def face_rows(self, style: str = styles.NONE, found: dict[int, np.ndarray] | None = None) -> torch.Tensor | None:
         """The backbone's face detection on every image (``FaceAligner.detect`` rows), from the
         feature cache (key: detector identity + pixels, + the style: the detector sees the rendered
-        image; rows of images never rendered in ``style`` are zero); None without alignment."""
+        image; rows of images never rendered in ``style`` are zero); None without alignment.
+        ``found``: rows already detected (on the rendered images of a feature pass); only the others
+        are decoded and rendered again."""
         aligner = self.backbone.aligner
         if aligner is None:
             return None
         if style not in self._faces:
             t0 = time.perf_counter()
-            idx = np.arange(len(self.paths)) if style == styles.NONE else self.styled_rows(style)
-            paths = [self.paths[i] for i in idx]
-            key = {"align": aligner.identity, "images": content_hash(paths)}
-            if style != styles.NONE:
-                key["style"] = self.style_identity(style)
-            entry = FeatureCache(self.cfg.cache_dir).get_or_compute(key, lambda: torch.cat([
-                aligner.detect_all(images) for images in decoded_batches(paths, self.cfg, torch.device("cpu"), style)]),
-                {"dataset": self.cfg.dataset})
+            key, idx = self._face_key(style)
+            found = found or {}
+
+            def detect() -> torch.Tensor:
+                rest = [i for i in idx if int(i) not in found]
+                fresh = [aligner.detect_all(images) for images in
+                         decoded_batches([self.paths[i] for i in rest], self.cfg, torch.device("cpu"), style)]
+                rows = dict(zip(rest, torch.cat(fresh).numpy())) if rest else {}
+                return torch.from_numpy(np.stack([found[int(i)] if int(i) in found else rows[i] for i in idx]))
+
+            entry = FeatureCache(self.cfg.cache_dir).get_or_compute(key, detect, {"dataset": self.cfg.dataset})
             self.fetch_s += time.perf_counter() - t0
             self.features_s += entry["cost_s"]
             rows = torch.zeros(len(self.paths), entry["features"].shape[1])
@@ -124,12 +137,33 @@ class Engine:
 
     def aligned(self):
         """``prepare`` for ``extract_views``: image i in a style -> its aligned face (detected on the
-        rendered image); None without alignment."""
-        if self.backbone.aligner is None:
+        rendered image); None without alignment. Photos' detections come first from the cache (or
+        their own pass); a style's missing detections are made on the pass's rendered images
+        (``prepare.found``, stored by ``store_faces``): each image is rendered once."""
+        aligner = self.backbone.aligner
+        if aligner is None:
             return None
-        for style in {styles.NONE, *self.eval_styles, *self.cfg.train_styles}:  # detected before the pass
-            self.face_rows(style)
-        return lambda img, i, style: self.backbone.aligner.warp(img, self.face_rows(style)[i])
+        cache = FeatureCache(self.cfg.cache_dir)
+        found: dict[str, dict[int, np.ndarray]] = {}
+        for style in {styles.NONE, *self.eval_styles, *self.cfg.train_styles}:
+            if style == styles.NONE or cache.path(self._face_key(style)[0]).exists():
+                self.face_rows(style)
+            else:
+                found[style] = {}
+
+        def prepare(img: torch.Tensor, i: int, style: str) -> torch.Tensor:
+            if style in found:
+                found[style][i] = aligner.detect(img)
+                return aligner.warp(img, found[style][i])
+            return aligner.warp(img, self._faces[style][i])
+
+        prepare.found = found
+        return prepare
+
+    def store_faces(self, prepare) -> None:
+        """Cache the detections a feature pass made (``aligned``), detecting the images it did not see."""
+        for style, found in getattr(prepare, "found", {}).items():
+            self.face_rows(style, found)
 
     def no_face(self) -> int | None:
         """How many images of the dataset fell back to the central square (no face detected)."""
@@ -230,11 +264,17 @@ class CachedEngine(Engine):
         if self.cfg.trainable_blocks and not self._space_checked:
             self._check_space()
         t0 = time.perf_counter()
-        got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
-            self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
-            f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})", self.dtype,
-            self.aligned()),
-            {"dataset": self.cfg.dataset})
+        prepared = []
+
+        def compute(missing: list[int]) -> list[torch.Tensor]:
+            prepared.append(self.aligned())
+            return extract_views(self.frozen, self.paths, [entries[i][1] for i in missing], self.cfg,
+                                 f"features {self.cfg.backbone} ({', '.join(str(names[i]) for i in missing)})",
+                                 self.dtype, prepared[0])
+
+        got = self.cache.get_or_compute_many([key for key, _ in entries], compute, {"dataset": self.cfg.dataset})
+        for prepare in prepared:
+            self.store_faces(prepare)
         self.fetch_s += time.perf_counter() - t0
         for name, entry in zip(names, got):
             self.features_s += entry["cost_s"]
