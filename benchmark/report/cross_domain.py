@@ -33,14 +33,21 @@ def _style(row) -> str:
     return PHOTO if style in ("none", "nan") else style
 
 
+def _unset(v) -> bool:
+    """A remedy key left at its default (none, false, empty), in a table cell or a config value."""
+    if isinstance(v, (list, tuple, dict, str)):
+        return not v or v in ("none", "()", "[]", "{}", "False")
+    return v is False or v is None or missing(v)
+
+
 def remedy(row) -> str:
     """The training recipe plus the cross-domain remedies of a configuration row."""
     parts = [recipe(row)]
     for key in REMEDY_KEYS:
         v = row.get(key)
-        if missing(v) or v in ("none", "", (), "[]", "{}", False, "False") or (isinstance(v, tuple) and not v):
+        if _unset(v):
             continue
-        parts.append(key if v is True or v == "True" else f"{key}={norm(v)}")
+        parts.append(key if v is True or v == "True" else f"{key}={norm(tuple(v) if isinstance(v, list) else v)}")
     return ", ".join(parts)
 
 
@@ -134,10 +141,12 @@ def choices(runs: pd.DataFrame) -> list[str]:
             out.append(f"- gallery {style}: no choice ({exc})")
             continue
         test = pd.to_numeric(g[g["run_id"].astype(str).isin(picked["run_ids"])]["test/score"], errors="coerce")
-        val_style = picked["config"].get("val_gallery_style") or style
-        out.append(f"- gallery **{style}** (validated on a {val_style} gallery): `benchmark choose` picks "
-                   f"**{picked['experiment']}** (val {picked['mean']:.1f}, n={picked['n_seeds']}); its test score, "
-                   f"read only afterwards: {test.mean():.1f}")
+        cfg = pd.Series(picked["config"])
+        val_style = _style({"gallery_style": cfg.get("val_gallery_style") or style})
+        out.append(f"- gallery **{_style({'gallery_style': style})}** (validated on a {val_style} gallery): "
+                   f"`benchmark choose` picks **{picked['experiment']}** ({backbone_label(cfg)} / {remedy(cfg)}; "
+                   f"val {picked['mean']:.1f}, n={picked['n_seeds']}); its test score, read only afterwards: "
+                   f"{test.mean():.1f}")
     return out
 
 
