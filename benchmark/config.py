@@ -210,6 +210,11 @@ class Config:
     #: backbone arithmetic: fp32 | bf16 (autocast, on CPU too) | auto = bf16 for the cached engine on
     #: CUDA, fp32 otherwise (the reference engine is the oracle: fp32 unless bf16 is asked for)
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16"))
+    #: what runs the cached engine's frozen pass: torch (eager) | onnxruntime (the network exported
+    #: once into the cache folder and verified against torch to 1e-4; a failed export falls back to
+    #: torch, logged) | auto = onnxruntime on the CPU in fp32, torch on CUDA. Part of every feature key;
+    #: the reference engine and trainable blocks always run torch
+    runtime: str = field(default="auto", metadata=_choices("auto", "torch", "onnxruntime"))
     # --- input checks (issue 10: bad input fails before any work, or is recorded) ----------------
     #: an image that cannot be decoded: error = fail before training, listing every such file;
     #: skip = leave them out (each file and why is recorded in the run's status.json)
@@ -346,6 +351,11 @@ def _validate(cfg: Config) -> None:
                                                  not 1 < cfg.extra_test_min_faces < cfg.min_faces_per_person):
         raise ConfigError(f"extra_test_min_faces={cfg.extra_test_min_faces} needs protocol=open-set and "
                           f"2 <= value < min_faces_per_person={cfg.min_faces_per_person}")
+    if cfg.runtime == "onnxruntime" and cfg.engine == "reference":
+        raise ConfigError("runtime=onnxruntime needs engine=cached: the reference engine is the torch oracle; "
+                          "use runtime=auto or torch")
+    if cfg.runtime == "onnxruntime" and cfg.precision == "bf16":
+        raise ConfigError("runtime=onnxruntime computes in fp32; use precision=fp32 (or auto), or runtime=torch")
     if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
         raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
                           "are not training classes; use monitor=val/score or auto")

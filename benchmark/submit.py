@@ -31,7 +31,6 @@ import json
 import time
 import warnings
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +38,15 @@ import torch
 
 from benchmark import rerank
 from benchmark.config import Config, ConfigError
+from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
-from benchmark.features import styles
-from benchmark.features.extract import forward
+from benchmark.features.cache import FeatureCache
+from benchmark.features.engines import image_features
 from benchmark.files import check_writable, write_atomic
 from benchmark.metrics import KS, competition_score
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
-from benchmark.features.views import decode, eval_view
 
 INDEX_FILE = "gallery.index"
 EMBEDDINGS_FILE = "gallery_embeddings.npy"  # written instead of the index when faiss is absent
@@ -101,49 +100,37 @@ def scan_folder(folder: Path | str, role: str = "image") -> tuple[list[Path], li
     return images, skipped
 
 
-def _load_view(path: Path, cfg: Config, aligner=None, style: str = styles.NONE) -> tuple[torch.Tensor | None, str | None]:
-    try:
-        img = styles.render(decode(str(path)), style, cfg.style_args.get(style))
-        return eval_view(aligner(img)[0] if aligner is not None else img, cfg), None
-    except Exception as exc:  # any undecodable file is reported, never fatal for the others
-        return None, f"unreadable image: {exc}"
-
-
-def backbone_features(paths: list[Path], backbone, cfg: Config, device: torch.device,
-                      role: str = "image", style: str = styles.NONE) -> tuple[torch.Tensor, list[str], list[dict]]:
-    """Frozen-backbone eval-view features of the readable images (rendered in ``style`` first, before
-    face detection); (features, names kept, skipped)."""
-    feats, kept, skipped = [], [], []
-    with ThreadPoolExecutor(max(1, cfg.num_workers)) as pool:  # PIL releases the GIL while decoding
-        for start in range(0, len(paths), cfg.eval_batch_size):
-            chunk = paths[start:start + cfg.eval_batch_size]
-            views = []
-            for p, (view, err) in zip(chunk, pool.map(lambda q: _load_view(q, cfg, backbone.aligner, style), chunk)):
-                if err:
-                    skipped.append({"name": p.name, "reason": err})
-                else:
-                    views.append(view)
-                    kept.append(p.name)
-            if views:
-                feats.append(forward(backbone, torch.stack(views).to(device), cfg))
-    if not kept:
-        folder = paths[0].parent if paths else "?"
-        raise InputError(f"{role} folder {folder}: none of its {len(paths)} image files could be read "
-                         f"(e.g. {skipped[0]['reason']})")
-    return torch.cat(feats), kept, skipped
+def readable(paths: list[Path], cfg: Config, role: str) -> tuple[list[Path], list[dict]]:
+    """The images of ``paths`` that decode, and those left out with their reason, by the config's
+    ``on_bad_image`` (as for a run's dataset): ``error`` (the default) refuses with every unreadable
+    file named, ``skip`` leaves them out (listed in the summary and warned)."""
+    bad = unreadable([str(p) for p in paths], cfg.cache_dir, cfg.num_workers)
+    if bad and cfg.on_bad_image == "error":
+        listed = "; ".join(f"{Path(p).name} ({r})" for p, r in list(bad.items())[:10])
+        raise InputError(f"{role} folder {paths[0].parent}: {len(bad)} of {len(paths)} images cannot be read: "
+                         f"{listed}. Fix or remove them, or --set on_bad_image=skip to leave them out")
+    if len(bad) == len(paths):
+        raise InputError(f"{role} folder {paths[0].parent}: none of its {len(paths)} image files could be read "
+                         f"(e.g. {next(iter(bad.values()))})")
+    return [p for p in paths if str(p) not in bad], \
+        [{"name": Path(p).name, "reason": f"unreadable image {Path(p).name}: {r}"} for p, r in bad.items()]
 
 
 # --- model ----------------------------------------------------------------------------------------
 def _model(cfg: Config):
-    """(backbone, device, engine or None): the config's frozen backbone, with its training data when
-    the embedding needs a trained head."""
-    from benchmark.run import frozen_backbone, prepare, resolve_device
+    """(engine or None, what embeds images): the config's engine with its training data when the
+    embedding needs a trained head (None for ``embedding=backbone``), and the (preprocessing, plan,
+    frozen network, device, cache) that ``image_features`` embeds the folders with."""
+    from benchmark.models.backbones import split
+    from benchmark.run import feature_spec, frozen_backbone, prepare, resolve_device
 
-    if cfg.embedding == "backbone":  # normalized frozen features: no training data needed
-        device = resolve_device(cfg)
-        return frozen_backbone(cfg, device), device, None
-    prep = prepare(cfg)
-    return prep.engine.frozen, prep.device, prep.engine  # with trainable_blocks: up to the boundary
+    if cfg.embedding == "head":
+        engine = prepare(cfg).engine
+        return engine, (engine.prep, engine.plan, engine.frozen, engine.device, engine.cache)
+    device = resolve_device(cfg)  # normalized frozen features: no training data needed
+    frozen, _ = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
+    cache = FeatureCache(cfg.cache_dir)
+    return None, (*feature_spec(cfg, frozen, device, cache), frozen, device, cache)
 
 
 def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
@@ -204,11 +191,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     query_paths, query_skipped = scan_folder(query_dir, "query")
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
 
-    backbone, device, engine = _model(cfg)
-    g_feats, g_names, g_bad = backbone_features(gallery_paths, backbone, cfg, device, "gallery")
-    q_feats, q_names, q_bad = backbone_features(query_paths, backbone, cfg, device, "query", cfg.query_style)
+    gallery_paths, g_bad = readable(gallery_paths, cfg, "gallery")
+    query_paths, q_bad = readable(query_paths, cfg, "query")
     query_skipped += q_bad
     gallery_skipped += g_bad
+    g_names, q_names = [p.name for p in gallery_paths], [p.name for p in query_paths]
     for role, folder, skipped in (("query", query_dir, query_skipped), ("gallery", gallery_dir, gallery_skipped)):
         if skipped:
             names = ", ".join(s["name"] for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
@@ -221,9 +208,17 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     for m in msgs:
         warnings.warn(m, stacklevel=2)
 
+    engine, features = _model(cfg)
     head, train_info = _train(cfg, engine)
-    gallery = embed(head, g_feats).cpu().numpy().astype(np.float32)
-    queries = embed(head, q_feats).cpu().numpy().astype(np.float32)
+    # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
+    # submit on the same gallery reads its features
+    gallery = embed(head, image_features(list(map(str, gallery_paths)), *features)[0]).cpu().numpy().astype(np.float32)
+    from benchmark.run import style_tag
+
+    query_style = style_tag(cfg, cfg.query_style)  # a test-time remedy: the queries rendered too
+    queries = embed(head, image_features(list(map(str, query_paths)), *features, style=query_style)[0])
+    queries = queries.cpu().numpy().astype(np.float32)
+    device = features[3]
 
     index_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)

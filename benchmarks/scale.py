@@ -75,22 +75,27 @@ def child_features(n: int, folder: str, device: str) -> dict:
     import numpy as np
     import torch
 
+    from benchmark.config import Config
     from benchmark.features import extract as features
     from benchmark.features.augment import random_resized_crop_flip
-    from benchmark.config import Config
-    from benchmark.models.backbones import build_backbone
+    from benchmark.features.cache import FeatureCache
     from benchmark.features.views import eval_view
+    from benchmark.models.backbones import build_backbone
+    from benchmark.run import feature_spec
 
     paths = make_folder(Path(folder), n)
     rss_before = _peak_rss_gb()
     cfg = Config(backbone="resnet18", weights="random", image_size=32, resize=36, eval_batch_size=256,
-                 num_workers=2, device=device, tracking="none")
+                 num_workers=2, device=device, tracking="none", runtime="torch")
     backbone = build_backbone(cfg).eval().to(device)
-    views = [features.View(np.arange(n), lambda imgs, rows: torch.stack([eval_view(i, cfg) for i in imgs])),
-             features.View(np.arange(0, n, 2), lambda imgs, rows: random_resized_crop_flip(imgs, rows, 32))]
+    prep, _ = feature_spec(cfg, backbone, torch.device(device), FeatureCache(Path(folder) / "cache"))
+    views = [features.Output(np.arange(n), lambda imgs, rows: torch.stack([eval_view(i, prep) for i in imgs])),
+             features.Output(np.arange(0, n, 2), lambda imgs, rows: random_resized_crop_flip(imgs, rows, 32),
+                             "report view 0")]
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = features.extract_views(backbone, paths, views, cfg, f"features {n}")
+        out = features.extract_views(backbone, paths, views, prep, cfg.eval_batch_size, cfg.num_workers,
+                                     f"features {n}")
     wall = time.perf_counter() - t0
     feature_gb = sum(t.numel() * 4 for t in out) / 2**30
     return {"images": n, "device": device, "pass_s": wall, "images_per_s": n / wall, "peak_rss_gb": _peak_rss_gb(),

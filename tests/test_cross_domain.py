@@ -47,7 +47,7 @@ TODAY = {
 @pytest.mark.parametrize("name", list(TODAY))
 def test_same_domain_runs_give_the_numbers_recorded_before_cross_domain_existed(name, tmp_path, cache_dir):
     overrides, recorded = TODAY[name]
-    result = run(Config(**{**BASE, **overrides}), tmp_path, name)
+    result = run(Config(**{**BASE, **overrides, "runtime": "torch"}), tmp_path, name)  # the runtime of 57fb30e
     for key, value in recorded.items():
         assert result[key] == pytest.approx(value, abs=1e-9), key
 
@@ -82,14 +82,14 @@ def test_recorded_query_gallery_metrics_recompute_from_the_embeddings_and_sides(
 def test_only_the_gallery_side_is_rendered_before_the_backbone(styled):
     cfg = styled[0]
     prep = prepare(cfg)
-    feats = prep.engine.eval_all()
+    engine = prep.engine
+    feats = engine.eval_all()
     df = prep.df
-    backbone = prep.engine.frozen
     for side, style in (("gallery", "cartoon"), ("query", "none"), ("", "none")):
         rows = np.flatnonzero(df["side"].to_numpy() == side)[:3]
-        pixels = torch.stack([eval_view(styles.render(decode(df["path"][i]), style, cfg.style_args.get(style)), cfg)
-                              for i in rows])
-        np.testing.assert_allclose(feats[rows].numpy(), forward(backbone, pixels, cfg).numpy(), atol=1e-5)
+        pixels = torch.stack([eval_view(styles.render(decode(df["path"][i]), style, cfg.style_args.get(style)),
+                                        engine.prep) for i in rows])
+        np.testing.assert_allclose(feats[rows].numpy(), forward(engine.net, pixels, engine.prep).numpy(), atol=1e-5)
 
 
 def test_the_style_is_in_the_cache_key_and_each_style_is_rendered_once(styled, monkeypatch, tmp_path):
@@ -97,9 +97,9 @@ def test_the_style_is_in_the_cache_key_and_each_style_is_rendered_once(styled, m
     calls = []
     real = engines.extract_views
 
-    def spy(backbone, paths, views, *args, **kwargs):
-        calls.append([len(v.index) for v in views])
-        return real(backbone, paths, views, *args, **kwargs)
+    def spy(net, paths, outputs, *args, **kwargs):
+        calls.append([len(o.index) for o in outputs])
+        return real(net, paths, outputs, *args, **kwargs)
 
     rendered = []
     real_render = styles.render_array
@@ -119,17 +119,21 @@ def test_train_styles_render_each_bank_view_in_a_drawn_style(tmp_path, cache_dir
     prep = prepare(cfg)
     engine = prep.engine
     bank = engine.bank_view(0)
-    drawn = engines.train_styles_of(cfg, 0, np.arange(len(engine.train_idx)))
+    items = np.arange(len(engine.train_idx))
+    drawn = np.array([styles.name_of(t) for t in engines.train_styles_of(engine.plan.train_styles, 0, items)])
     assert set(drawn) == {"none", "grey"}
-    assert np.array_equal(drawn, engines.train_styles_of(cfg, 0, np.arange(len(engine.train_idx))))
-    assert not np.array_equal(drawn, engines.train_styles_of(cfg, 1, np.arange(len(engine.train_idx))))
+    assert np.array_equal(engines.train_styles_of(engine.plan.train_styles, 0, items),
+                          engines.train_styles_of(engine.plan.train_styles, 0, items))
+    assert not np.array_equal(engines.train_styles_of(engine.plan.train_styles, 1, items),
+                              engines.train_styles_of(engine.plan.train_styles, 0, items))
     rows = [int(np.flatnonzero(drawn == s)[0]) for s in ("none", "grey")]
-    pixels = torch.stack([eval_view(styles.render(decode(engine.paths[engine.train_idx[r]]), s), cfg)
+    pixels = torch.stack([eval_view(styles.render(decode(engine.paths[engine.train_idx[r]]), s), engine.prep)
                           for r, s in zip(rows, ("none", "grey"))])
-    np.testing.assert_allclose(bank[rows].numpy(), forward(engine.frozen, pixels, cfg).numpy(), atol=1e-5)
-    # the bank of a style-free run is a different cache entry (key holds the styles)
-    assert engine._entry(0)[0] != engines.CachedEngine(cfg.replace(train_styles=("grey",)), engine.backbone, prep.df,
-                                                       prep.device)._entry(0)[0]
+    np.testing.assert_allclose(bank[rows].numpy(), forward(engine.net, pixels, engine.prep).numpy(), atol=1e-5)
+    # the styles drawn from are the bank entry's Preprocessing.style: another list, another entry
+    other = prepare(cfg.replace(train_styles=("grey",))).engine
+    assert engine._entry(engine._bank(0))[0] != other._entry(other._bank(0))[0]
+    assert engine._entry(engine._bank(0))[0]["style"] == styles.drawn(engine.plan.train_styles)
 
 
 def test_real_other_domain_gallery_home_and_an_identity_on_one_side_only_is_named(tmp_path):
@@ -181,18 +185,19 @@ def test_face_detection_sees_the_rendered_image_once_and_is_keyed_by_style(tmp_p
     prep = prepare(cfg)
     engine = prep.engine
     engine.eval_all()
-    gallery = np.flatnonzero(engine.eval_styles == "sketch")
+    sketch = styles.tag("sketch")
+    gallery = np.flatnonzero(engine.eval_styles == sketch)
     assert len(gallery) and rendered == ["sketch"] * len(gallery)  # detection and features: one render each
-    aligner = engine.backbone.aligner
+    aligner = engine.frozen.aligner
     for i in gallery[:3]:
         want = aligner.detect(real_render_t(engine.paths[i], "sketch"))
-        np.testing.assert_array_equal(engine.face_rows("sketch")[i].numpy(), want)
-    photos = engine.face_rows("none")
-    assert not torch.equal(photos[gallery], engine.face_rows("sketch")[gallery])
+        np.testing.assert_array_equal(engine.face_rows(sketch)[i].numpy(), want)
+    photos = engine.face_rows(None)
+    assert not torch.equal(photos[gallery], engine.face_rows(sketch)[gallery])
     rendered.clear()
     again = prepare(cfg).engine  # a second run: detections and features from the cache, nothing rendered
     torch.testing.assert_close(again.eval_all(), engine.eval_all())
-    assert rendered == [] and torch.equal(again.face_rows("sketch"), engine.face_rows("sketch"))
+    assert rendered == [] and torch.equal(again.face_rows(sketch), engine.face_rows(sketch))
 
 
 def real_render_t(path: str, style: str) -> torch.Tensor:

@@ -19,9 +19,9 @@ from benchmark.metrics import from_matches
 from benchmark.models.backbones import build_backbone
 from benchmark.models.head import ProjectionHead
 from benchmark.retrieval import faiss
-from benchmark.submit import (InputError, backbone_features, format_summary, score_files, score_submission,
-                              submit)
+from benchmark.submit import InputError, format_summary, score_files, score_submission, submit
 from benchmark.features.views import eval_view, to_input
+from tiny_prep import make_prep
 
 
 def _lfw_home() -> str:
@@ -34,7 +34,15 @@ def _lfw_home() -> str:
 def _tiny_cfg(train_dir, **kw):
     return from_dict(dict(dataset="imagefolder", data_home=str(train_dir), min_faces_per_person=5,
                           backbone="resnet18", weights="random", image_size=64, resize=72, epochs=1,
-                          tracking="none", num_workers=0, **kw))
+                          tracking="none", num_workers=0, **{"runtime": "torch", **kw}))
+
+
+def _torch_features(paths, net, cfg):
+    """Eval-view features recomputed image by image (PIL decode, torch network): (features, names)."""
+    prep = make_prep(cfg.image_size, cfg.resize, mean=net.spec.mean, std=net.spec.std)
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+    with torch.no_grad():
+        return net(to_input(torch.stack([eval_view(i, prep) for i in imgs]), prep)), [p.name for p in paths]
 
 
 # --- scoring on a hand-made submission ---------------------------------------------------------
@@ -136,7 +144,7 @@ def test_saved_index_keys_and_head_reproduce_the_submission(comp, submitted):
     head = ProjectionHead(512, cfg.embedding_dim)
     head.load_state_dict(torch.load(comp / "index" / "head.pt", weights_only=True))
     queries = sorted((comp / "comp" / "test" / "query").iterdir())
-    feats, names, _ = backbone_features(queries, build_backbone(cfg), cfg, torch.device("cpu"))
+    feats, names = _torch_features(queries, build_backbone(cfg), cfg)
     with torch.no_grad():
         q = head.eval()(feats).numpy()
     if faiss is not None:
@@ -164,9 +172,8 @@ def test_submit_with_a_trainable_block_embeds_through_it(comp, tmp_path, monkeyp
     frozen, units = split(build_backbone(cfg), 1)
     model = Embedder(TrainableBlocks(units), ProjectionHead(512, cfg.embedding_dim))
     model.load_state_dict(state)
-    cpu = torch.device("cpu")
-    q_feats, q_names, _ = backbone_features(sorted(q_dir.iterdir()), frozen, cfg, cpu)
-    g_feats, g_names, _ = backbone_features(sorted(g_dir.iterdir()), frozen, cfg, cpu)
+    q_feats, q_names = _torch_features(sorted(q_dir.iterdir()), frozen, cfg)
+    g_feats, g_names = _torch_features(sorted(g_dir.iterdir()), frozen, cfg)
     scores = embed(model, q_feats).numpy() @ embed(model, g_feats).numpy().T
     sub = json.loads((tmp_path / "s.json").read_text())
     assert {n: g_names[i] for n, i in zip(q_names, scores.argmax(1))} == {n: sub[n][0] for n in q_names}
@@ -191,18 +198,38 @@ def folders(comp, tmp_path, monkeypatch):
     return _tiny_cfg(comp / "comp" / "train", embedding="backbone"), q, g, tmp_path
 
 
+def test_submit_embeds_through_the_runs_pass_with_progress_and_cached_gallery(folders, monkeypatch, capsys):
+    """One extraction path: the streaming pass (its progress bar on stderr) and the feature cache; a
+    second submit on the same gallery computes nothing, and gives the same submission."""
+    from benchmark.features import engines
+
+    cfg, q, g, tmp = folders
+    passes = []
+    real = engines.extract_views
+    monkeypatch.setattr(engines, "extract_views", lambda net, paths, *a: passes.append(len(paths)) or
+                        real(net, paths, *a))
+    submit(cfg, q, g, k=3, out=tmp / "a.json")
+    assert passes == [4, 2]  # gallery, then queries
+    assert "resnet18 (torch): eval view" in capsys.readouterr().err
+    submit(cfg, q, g, k=3, out=tmp / "b.json")
+    assert passes == [4, 2]  # both read from the cache
+    assert (tmp / "a.json").read_text() == (tmp / "b.json").read_text()
+
+
+def _independent_embeddings(cfg, paths):
+    """Normalized backbone embeddings of ``paths`` recomputed with PIL + numpy."""
+    net = build_backbone(cfg)
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+    prep = make_prep(cfg.image_size, cfg.resize, mean=net.spec.mean, std=net.spec.std)
+    x = to_input(torch.stack([eval_view(i, prep) for i in imgs]), prep)
+    f = net(x).numpy().astype(np.float64)
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
 def _independent_ranking(cfg, q_dir, g_dir, k):
     """Backbone-embedding ranking recomputed with PIL + numpy (stable ties by gallery name)."""
-    net = build_backbone(cfg)
-
-    def emb(paths):
-        imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
-        x = to_input(torch.stack([eval_view(i, cfg) for i in imgs]), cfg, net.spec.mean, net.spec.std)
-        f = net(x).numpy().astype(np.float64)
-        return f / np.linalg.norm(f, axis=1, keepdims=True)
-
     qp, gp = sorted(q_dir.iterdir()), sorted(g_dir.iterdir())
-    sims = emb(qp) @ emb(gp).T
+    sims = _independent_embeddings(cfg, qp) @ _independent_embeddings(cfg, gp).T
     return {q.name: [gp[j].name for j in np.argsort(-s, kind="stable")[:k]] for q, s in zip(qp, sims)}
 
 
@@ -221,8 +248,11 @@ def test_non_images_and_corrupt_images_are_skipped_and_reported(folders):
     (g / "empty.png").write_bytes(b"")
     (g / "nested").mkdir()
     (q / ".DS_Store").write_bytes(b"\x00")
+    # on_bad_image=error (the default, as for a run's dataset): refused, every unreadable file named
+    with pytest.raises(InputError, match=r"2 of 6 images cannot be read: broken.jpg .*empty.png .*on_bad_image=skip"):
+        submit(cfg, q, g, k=3, out=tmp / "s.json")
     with pytest.warns(UserWarning, match="skipped") as rec:
-        summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
+        summary = submit(cfg.replace(on_bad_image="skip"), q, g, k=3, out=tmp / "s.json")
     skipped = {s["name"]: s["reason"] for s in summary["gallery"]["skipped"]}
     assert set(skipped) == {"notes.txt", "broken.jpg", "empty.png", "nested"}
     assert "not an image" in skipped["notes.txt"] and "sub-folder" in skipped["nested"]
@@ -262,7 +292,10 @@ def test_bad_folders_are_clear_errors(folders):
     bad = tmp / "bad"
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="1 of 1 images cannot be read: x.jpg"):
+        submit(cfg, q, bad, out=tmp / "s.json")
     with pytest.raises(InputError, match="none of its 1 image files could be read"):
+        cfg = cfg.replace(on_bad_image="skip")
         submit(cfg, q, bad, out=tmp / "s.json")
     assert not (tmp / "s.json").exists()
 
@@ -333,17 +366,7 @@ def test_test_time_remedies_rank_by_the_rerank_scores(folders):
     cfg = cfg.replace(query_fraction=0.5, centering=True, rerank="dba", rerank_args={"k": 1})
     summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i2")
     assert summary["search"] == "exact scores after centering=True, rerank=dba"
-    gallery = np.load(tmp / "i2" / "gallery_embeddings.npy") if not (tmp / "i2" / "gallery.index").exists() else None
-    import faiss as _faiss
-
-    index = _faiss.read_index(str(tmp / "i2" / "gallery.index")) if gallery is None else None
-    gallery = index.reconstruct_n(0, index.ntotal) if gallery is None else gallery
-    keys = json.loads((tmp / "i2" / "gallery_keys.json").read_text())
-    net = build_backbone(cfg)
-    qp = sorted(q.iterdir())
-    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in qp]
-    f = net(to_input(torch.stack([eval_view(i, cfg) for i in imgs]), cfg, net.spec.mean, net.spec.std)).numpy()
-    f = f / np.linalg.norm(f, axis=1, keepdims=True)
-    order = np.argsort(-rerank.scores(f, gallery, cfg), axis=1, kind="stable")
-    want = {p.name: [keys[j] for j in row] for p, row in zip(qp, order)}
+    qp, gp = sorted(q.iterdir()), sorted(g.iterdir())
+    scores = rerank.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
+    want = {p.name: [gp[j].name for j in row] for p, row in zip(qp, np.argsort(-scores, axis=1, kind="stable"))}
     assert json.loads((tmp / "s.json").read_text()) == want

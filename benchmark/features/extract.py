@@ -1,10 +1,10 @@
 """Frozen-backbone feature extraction: one streaming pass over the images makes every view a run needs.
 
 Images are decoded in batches (the next batch decodes while the current one runs through the
-backbone), each batch becomes every requested view (the eval view, the bank's augmented views)
+network), each batch becomes every requested view (the eval view, the bank's augmented views)
 and is dropped: peak memory does not grow with the dataset (only the features, N x dim floats,
-do). Decoder (``decoder``) and arithmetic (``precision``) are config keys, chosen independently of
-the device; channels_last always. Both are part of every cache key.
+do). What decides the pixels and the arithmetic (decoder, precision, runtime, ...) is the
+``Preprocessing`` value, all of which is in every cache key; channels_last always for torch.
 """
 
 from __future__ import annotations
@@ -19,21 +19,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.features import decoders, styles
-from benchmark.config import Config
-from benchmark.models.backbones import FrozenBackbone
+from benchmark.features.spec import Preprocessing
 from benchmark.features.views import to_input
-
-
-def precision(cfg: Config, device: torch.device) -> str:
-    """fp32 | bf16. ``auto``: bf16 only for the cached engine on CUDA; the reference engine is the
-    oracle and stays fp32 on every device unless bf16 is asked for explicitly."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16" if device.type == "cuda" and cfg.engine == "cached" else "fp32"
-
 
 _FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
 
@@ -43,75 +34,93 @@ def content_hash(paths: list[str]) -> str:
     Each file is read once per process (keyed by path, size and modification time)."""
     h = hashlib.sha256()
     for p in paths:
-        st = os.stat(p)
-        key = (p, st.st_size, st.st_mtime_ns)
-        if key not in _FILE_HASHES:
-            _FILE_HASHES[key] = hashlib.sha1(Path(p).read_bytes()).digest()
-        h.update(_FILE_HASHES[key])
+        h.update(file_digest(p))
     return h.hexdigest()[:32]
 
 
-def forward(backbone: FrozenBackbone, batch_uint8: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Backbone features of a uint8 NCHW batch (moved to the backbone's device), float32."""
-    device = backbone.device
-    x = to_input(batch_uint8.to(device, non_blocking=True), cfg, backbone.spec.mean, backbone.spec.std)
+def file_digest(path: str) -> bytes:
+    """sha1 of one file's bytes (memoized per path, size and modification time)."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = hashlib.sha1(Path(path).read_bytes()).digest()
+    return _FILE_HASHES[key]
+
+
+def forward(net: nn.Module, batch_uint8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Features of a uint8 NCHW batch through ``net`` (a frozen torch module or its ONNX Runtime
+    session, ``benchmark.features.runtime``), float32 on the network's device."""
+    x = to_input(batch_uint8.to(net.device, non_blocking=True), prep)
+    if prep.runtime != "torch":
+        return net(x)
     x = x.contiguous(memory_format=torch.channels_last)  # 1.6x faster convolutions on CPU too
-    bf16 = precision(cfg, device) == "bf16"
-    with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-        return backbone(x).float()
+    bf16 = prep.precision == "bf16"
+    with torch.autocast(net.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+        return net(x).float()
 
 
 @dataclass(frozen=True)
-class View:
+class Output:
     """One output of the pass: features of ``pixels(images, rows)`` for the dataset images ``index``
     (output row r = image index[r]); ``pixels`` gets a batch's decoded images and their output rows
-    and returns uint8 NCHW. ``styles``: the style each output row is rendered in first (a name of
-    ``features.styles`` per row; None = photos), before alignment and the view."""
+    and returns uint8 NCHW; ``name`` says what it is in the progress bar."""
 
     index: np.ndarray
     pixels: Callable[[list[torch.Tensor], np.ndarray], torch.Tensor]
+    name: str = "eval view"
+    #: the style each output row is rendered in first, before alignment and the view (a
+    #: ``styles.tag`` per row; None = photos)
     styles: np.ndarray | None = None
 
 
-def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View], cfg: Config,
-                  desc: str, dtype: torch.dtype = torch.float32,
-                  prepare: Callable[[torch.Tensor, int, str], torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Features [len(view.index), ...] of every view (CPU), each image decoded once and rendered
-    once per style its views ask for (``View.styles``, ``cfg.style_args``), stored as ``dtype``
-    (boundary activations: reduced precision, converted batch by batch). ``prepare(image, i,
-    style)``: what every decoded (and rendered) image ``paths[i]`` goes through before its views
-    (face alignment, on the rendered pixels)."""
-    device = backbone.device
-    decoder = decoders.resolve(cfg.decoder, device)
-    row_of = np.full((len(views), len(paths)), -1)
-    for v, view in enumerate(views):
-        row_of[v, view.index] = np.arange(len(view.index))
-    needed = np.flatnonzero((row_of >= 0).any(0))
-    out: list[torch.Tensor | None] = [None] * len(views)
-    fallbacks: list[str] = []
-    bar = tqdm(total=len(needed), desc=desc, leave=False, mininterval=1, unit="img")
-    for positions, images, fell_back in _decoded(paths, needed, cfg.eval_batch_size, decoder, device,
-                                                 cfg.num_workers):
-        fallbacks += fell_back
-        rendered: dict[tuple[int, str], torch.Tensor] = {}
+def describe(outputs: list[Output]) -> str:
+    """What a pass computes, in a stable order: ``eval view + 3 report views``."""
+    names = [o.name for o in outputs]
+    parts = ["eval view"] if "eval view" in names else []
+    others = [n for n in names if n != "eval view"]
+    kinds = sorted({n.rsplit(" ", 1)[0] for n in others})
+    parts += [f"{sum(n.rsplit(' ', 1)[0] == k for n in others)} {k}s" for k in kinds]
+    return " + ".join(parts) or "nothing"
 
-        def pixels_of(t: int, style: str) -> torch.Tensor:
+
+def extract_views(net: nn.Module, paths: list[str], outputs: list[Output], prep: Preprocessing,
+                  batch_size: int, workers: int, desc: str,
+                  prepare: Callable[[torch.Tensor, int, str | None], torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Features [len(output.index), ...] of every output (CPU), each image decoded once and rendered
+    once per style its outputs ask for (``Output.styles``), stored as ``prep.dtype`` (boundary
+    activations: reduced precision, converted batch by batch). ``prepare(image, i, style)``: what
+    every decoded (and rendered) image ``paths[i]`` goes through before its views (face alignment,
+    on the rendered pixels)."""
+    decoder = prep.decoder
+    dtype = getattr(torch, prep.dtype)
+    row_of = np.full((len(outputs), len(paths)), -1)
+    for v, output in enumerate(outputs):
+        row_of[v, output.index] = np.arange(len(output.index))
+    needed = np.flatnonzero((row_of >= 0).any(0))
+    out: list[torch.Tensor | None] = [None] * len(outputs)
+    fallbacks: list[str] = []
+    bar = tqdm(total=len(needed), desc=f"{desc}: {describe(outputs)}", leave=False, mininterval=1, unit="img")
+    for positions, images, fell_back in _decoded(paths, needed, batch_size, decoder, net.device, workers):
+        fallbacks += fell_back
+        rendered: dict[tuple[int, str | None], torch.Tensor] = {}
+
+        def pixels_of(t: int, style: str | None) -> torch.Tensor:
             """Image t of the batch in ``style`` (rendered and prepared once per pass)."""
             if (t, style) not in rendered:
-                img = styles.render(images[t], style, cfg.style_args.get(style))
+                img = styles.render_tag(images[t], style)
                 rendered[t, style] = img if prepare is None else prepare(img, int(positions[t]), style)
             return rendered[t, style]
 
-        for v, view in enumerate(views):
+        for v, output in enumerate(outputs):
             rows = row_of[v, positions]
             take = np.flatnonzero(rows >= 0)
             if not len(take):
                 continue
-            names = [styles.NONE] * len(take) if view.styles is None else view.styles[rows[take]]
-            batch = [pixels_of(int(t), str(name)) for t, name in zip(take, names)]
-            feats = forward(backbone, view.pixels(batch, rows[take]), cfg).cpu()
+            tags = [None] * len(take) if output.styles is None else output.styles[rows[take]]
+            batch = [pixels_of(int(t), style) for t, style in zip(take, tags)]
+            feats = forward(net, output.pixels(batch, rows[take]), prep).cpu()
             if out[v] is None:
-                out[v] = torch.empty(len(view.index), *feats.shape[1:], dtype=dtype)
+                out[v] = torch.empty(len(output.index), *feats.shape[1:], dtype=dtype)
             out[v][torch.as_tensor(rows[take])] = feats.to(dtype)
         bar.update(len(positions))
     bar.close()
@@ -119,14 +128,12 @@ def extract_views(backbone: FrozenBackbone, paths: list[str], views: list[View],
     return [t if t is not None else torch.empty(0, 0) for t in out]
 
 
-def decoded_batches(paths: list[str], cfg: Config, device: torch.device,
-                    style: str = styles.NONE) -> Iterator[list[torch.Tensor]]:
+def decoded_batches(paths: list[str], decoder: str, batch_size: int, workers: int,
+                    device: torch.device, style: str | None = None) -> Iterator[list[torch.Tensor]]:
     """Every image of ``paths`` decoded (and rendered in ``style``), in order, a batch at a time (what
     needs pixels, not features: face detection sees the rendered image)."""
-    decoder = decoders.resolve(cfg.decoder, device)
-    for _, images, _ in _decoded(paths, np.arange(len(paths)), cfg.eval_batch_size, decoder, device,
-                                 cfg.num_workers):
-        yield [styles.render(img, style, cfg.style_args.get(style)) for img in images]
+    for _, images, _ in _decoded(paths, np.arange(len(paths)), batch_size, decoder, device, workers):
+        yield [styles.render_tag(img, style) for img in images]
 
 
 def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: str, device: torch.device,
@@ -146,8 +153,7 @@ def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: 
             yield batch, images, fell_back
 
 
-def output_shape(backbone: FrozenBackbone, cfg: Config) -> tuple[int, ...]:
-    """Shape of one image's output of ``backbone`` (e.g. the boundary activation), from a blank image."""
-    device = backbone.device
-    blank = torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8, device=device)
-    return tuple(forward(backbone, blank, cfg).shape[1:])
+def output_shape(net: nn.Module, prep: Preprocessing) -> tuple[int, ...]:
+    """Shape of one image's output of ``net`` (e.g. the boundary activation), from a blank image."""
+    blank = torch.zeros(1, 3, prep.image_size, prep.image_size, dtype=torch.uint8)
+    return tuple(forward(net, blank, prep).shape[1:])

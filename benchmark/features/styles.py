@@ -13,6 +13,7 @@ defaults of ``STYLES``; ``benchmark list styles`` shows them.
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Callable
 
 import numpy as np
@@ -135,6 +136,31 @@ def identity(name: str, args: dict | None = None) -> dict | None:
         return None
     check(name, args)
     return {"style": name, "v": VERSIONS[name], **defaults(name), **(args or {})}
+
+
+def tag(name: str, args: dict | None = None) -> str | None:
+    """A style's identity as one canonical string (the ``Preprocessing.style`` of its renders); None
+    for ``none``."""
+    ident = identity(name, args)
+    return None if ident is None else json.dumps(ident, sort_keys=True)
+
+
+def drawn(tags: tuple[str | None, ...]) -> str:
+    """The ``Preprocessing.style`` of a bank whose images are each rendered in a style drawn from
+    ``tags`` (``draw``)."""
+    return json.dumps({"drawn": list(tags), "draw": "splitmix-v1"}, sort_keys=True)
+
+
+def name_of(style_tag: str | None) -> str:
+    return NONE if style_tag is None else json.loads(style_tag)["style"]
+
+
+def render_tag(img: torch.Tensor, style_tag: str | None) -> torch.Tensor:
+    """``img`` rendered in the style ``style_tag`` names (``tag``), parameters included."""
+    if style_tag is None:
+        return img
+    ident = json.loads(style_tag)
+    return render(img, ident["style"], {k: v for k, v in ident.items() if k not in ("style", "v")})
 
 
 def render_array(rgb: np.ndarray, name: str, args: dict | None = None) -> np.ndarray:

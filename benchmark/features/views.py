@@ -3,7 +3,7 @@
 eval  = resize(shorter side) + CenterCrop(image_size)
 train = the ``augment`` policy (``policy``): none = eval; report = RandomResizedCrop(image_size) +
         horizontal flip (the report's section 2.1); strong = the report's section 4.4 list
-then  float in [0, 1] and, when ``normalize``, the backbone's published mean/std.
+then  float in [0, 1] and, unless ``normalize`` is off, the backbone's published mean/std.
 Every image is decoded to uint8 RGB (greyscale, CMYK, RGBA, palette all become RGB).
 """
 
@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.config import Config
+from benchmark.features.spec import Preprocessing
 
 
 def decode(path: str) -> torch.Tensor:
@@ -31,14 +31,14 @@ def decode(path: str) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
-def eval_view(img: torch.Tensor, cfg: Config) -> torch.Tensor:
-    img = F.resize(img, [cfg.resize], antialias=True)
-    return F.center_crop(img, [cfg.image_size])
+def eval_view(img: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    img = F.resize(img, [prep.resize], antialias=True)
+    return F.center_crop(img, [prep.image_size])
 
 
 def policy(name: str, image_size: int) -> v2.Transform | None:
     """The training-view transform of augmentation policy ``name`` on a uint8 CHW image (None: the
-    eval view). Each policy is defined here only; ``POLICY_KEYS`` names it in cache keys."""
+    eval view). Each policy is defined here only; ``spec.POLICY_KEYS`` names it in cache keys."""
     if name == "none":
         return None
     crop_flip = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
@@ -56,22 +56,19 @@ def policy(name: str, image_size: int) -> v2.Transform | None:
     raise ValueError(f"augment={name!r} is not a policy; choose one of: none, report, strong")
 
 
-#: a policy's name in feature-cache keys; change it when the policy's definition changes
-POLICY_KEYS = {"report": "rrc+hflip", "strong": "strong-v1"}
-
 _POLICIES: dict[tuple[str, int], v2.Transform | None] = {}
 
 
-def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch.Tensor:
-    """A random view under ``cfg.augment`` (the reference engine's online augmentation, and the cached
+def train_view(img: torch.Tensor, prep: Preprocessing, augment: str, seed: int | None = None) -> torch.Tensor:
+    """A random view under policy ``augment`` (the reference engine's online augmentation, and the cached
     engine's strong bank; its report bank draws the same crops vectorized, ``benchmark.features.augment``);
     ``seed`` makes it reproducible (one view per image, epoch and seed)."""
-    key = (cfg.augment, cfg.image_size)
+    key = (augment, prep.image_size)
     if key not in _POLICIES:
         _POLICIES[key] = policy(*key)
     aug = _POLICIES[key]
     if aug is None:
-        return eval_view(img, cfg)
+        return eval_view(img, prep)
     if seed is None:
         return aug(img)
     with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stream stays untouched
@@ -79,11 +76,11 @@ def train_view(img: torch.Tensor, cfg: Config, seed: int | None = None) -> torch
         return aug(img)
 
 
-def to_input(batch: torch.Tensor, cfg: Config, mean, std) -> torch.Tensor:
-    """uint8 NCHW -> float NCHW, normalized with the backbone's statistics when ``normalize``."""
+def to_input(batch: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 NCHW -> float NCHW, normalized with the backbone's statistics unless ``prep.mean`` is None."""
     x = batch.float().div_(255)
-    if cfg.normalize:
-        x = F.normalize(x, mean=list(mean), std=list(std))
+    if prep.mean is not None:
+        x = F.normalize(x, mean=list(prep.mean), std=list(prep.std))
     return x
 
 

@@ -59,6 +59,8 @@ class BackboneSpec:
     units: Callable[[nn.Module], list[nn.Module]] | None = None
     #: why ``trainable_blocks`` > 0 is refused when ``units`` is None
     frozen_reason: str = "it declares no blocks to unfreeze (only the named torchvision backbones and Lite0 do)"
+    #: a torch network ``runtime=onnxruntime`` can export (False: already an ONNX graph)
+    exportable: bool = True
 
 
 def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None], imagenet: str = "IMAGENET1K_V1"):
@@ -315,7 +317,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     try:
         import onnxruntime as ort
     except ModuleNotFoundError:
-        raise ConfigError("onnx: backbones need onnxruntime: pip install -e '.[faces]'") from None
+        raise ConfigError("onnx: backbones need onnxruntime: pip install onnxruntime") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     dim = out.shape[-1]
@@ -337,7 +339,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     size = h if isinstance(h, int) and h == w else None
     return BackboneSpec(dim, lambda w: OnnxNet(path), mean=stats("mean", IMAGENET_MEAN),
                         std=stats("std", IMAGENET_STD), input_size=size, resize=size, load=load,
-                        frozen_reason=_ONNX_FROZEN)
+                        frozen_reason=_ONNX_FROZEN, exportable=False)
 
 
 class OnnxNet(nn.Module):
@@ -372,7 +374,8 @@ def _sface_spec() -> BackboneSpec:
     # SFace takes the aligned RGB face in 0..255: x / 255 normalized with mean 0, std 1/255
     return BackboneSpec(128, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
                         input_size=faces.FACE_SIZE, resize=faces.FACE_SIZE, align=faces.FaceAligner,
-                        load=load, frozen_reason=_ONNX_FROZEN, unavailable=lambda weights: faces.unavailable())
+                        load=load, frozen_reason=_ONNX_FROZEN, unavailable=lambda weights: faces.unavailable(),
+                        exportable=False)
 
 
 FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {
@@ -431,9 +434,9 @@ def describe(name: str, weights: str = "imagenet") -> dict:
             "available": reason is None, "weights": reason or where}
 
 
-def head_dropout(cfg: Config) -> float:
+def head_dropout(cfg: Config, spec: BackboneSpec) -> float:
     """Dropout before the projection head: ``cfg.dropout``, else the backbone's default."""
-    return check_backbone(cfg.backbone).dropout if cfg.dropout is None else cfg.dropout
+    return spec.dropout if cfg.dropout is None else cfg.dropout
 
 
 def adapt(cfg: Config) -> Config:
@@ -562,11 +565,6 @@ def _checkpoint(spec: BackboneSpec, weights: str) -> Path | None:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def checkpoint_file(cfg: Config) -> Path | None:
-    """Where torchvision keeps the ImageNet file for ``cfg`` ($TORCH_HOME/hub/checkpoints/...)."""
-    return _checkpoint(check_backbone(cfg.backbone), cfg.weights)
-
-
 def build_backbone(cfg: Config) -> FrozenBackbone:
     """The frozen backbone of ``cfg``; fails before any training when its weights are unavailable."""
     spec = check_backbone(cfg.backbone)
@@ -578,7 +576,7 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
     if cfg.weights == "random":
         return FrozenBackbone(_seeded(lambda: spec.build(None)), spec, "random:0")
     if _is_enum_weights(spec, cfg.weights):
-        ckpt = checkpoint_file(cfg)
+        ckpt = _checkpoint(spec, cfg.weights)  # $TORCH_HOME/hub/checkpoints/...
         if ckpt is not None and not ckpt.exists():
             try:
                 net = spec.build(cfg.weights)  # torchvision downloads into $TORCH_HOME

@@ -50,7 +50,7 @@ def _val_loss(model: Trained, feats: torch.Tensor, classes: torch.Tensor) -> flo
 
 def _build(cfg: Config, engine: Engine) -> Trained:
     """The trained modules, initialized from ``cfg.seed`` (head first: today's RNG order)."""
-    head = ProjectionHead(engine.backbone.spec.dim, cfg.embedding_dim, head_dropout(cfg))
+    head = ProjectionHead(engine.frozen.spec.dim, cfg.embedding_dim, head_dropout(cfg, engine.frozen.spec))
     loss = build_loss(cfg, engine.n_classes)
     if engine.trainable_units:
         head = Embedder(TrainableBlocks(engine.trainable_units, cfg.bn_train), head, cfg.eval_batch_size)

@@ -14,6 +14,7 @@ from PIL import Image
 from benchmark.config import Config, ConfigError
 from benchmark.data import load_dataset
 from benchmark.features.views import decode, eval_view
+from tiny_prep import make_prep
 
 
 # --- LFW --------------------------------------------------------------------------------------------
@@ -133,8 +134,7 @@ def test_imagefolder_every_mode_decodes_to_rgb_uint8(tmp_path):
     cmyk = decode(str((tmp_path / "faces" / "carol" / "cmyk.jpg").resolve())).float().mean((1, 2))
     assert cmyk[0] > 240 and cmyk[1] < 15 and cmyk[2] < 15  # red
     # and through the eval preprocessing
-    cfg = Config(image_size=16, resize=18)
-    assert eval_view(decode(df["path"].iloc[0]), cfg).shape == (3, 16, 16)
+    assert eval_view(decode(df["path"].iloc[0]), make_prep(16, 18)).shape == (3, 16, 16)
 
 
 def test_imagefolder_filters(tmp_path):

@@ -22,9 +22,9 @@ def count_extract(monkeypatch):
     calls = []
     real = engines.extract_views
 
-    def counting(backbone, paths, views, cfg, desc, *args):
+    def counting(net, paths, views, *args):
         calls.append(len(views))
-        return real(backbone, paths, views, cfg, desc, *args)
+        return real(net, paths, views, *args)
 
     monkeypatch.setattr(engines, "extract_views", counting)
     return calls
@@ -184,7 +184,7 @@ def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
     frozen, *_ = run.execute(cfg.replace(trainable_blocks=0))
     assert frozen["test/map"] != exact["test/map"]
     # the boundary cache is keyed by its dtype and stores it
-    entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if "dtype" in e}
+    entries = {e["dtype"]: e for e in FeatureCache(cache_dir).entries() if e.get("trainable_blocks")}
     assert set(entries) == {"float16", "float32"}
     assert entries["float16"]["shape"] == entries["float32"]["shape"] == [131, 512, 2, 2]  # layer4's input
     assert entries["float16"]["bytes"] < 0.6 * entries["float32"]["bytes"]
@@ -217,6 +217,7 @@ def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
         assert not torch.equal(feats, fp32)
         assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
         results[engine], *_ = run.execute(bf16_cfg)
-    assert {e["precision"] for e in FeatureCache(cache_dir).entries()} == {"cpu-fp32", "cpu-bf16"}
+    assert {(e["device"], e["precision"]) for e in FeatureCache(cache_dir).entries()} == {("cpu", "fp32"),
+                                                                                           ("cpu", "bf16")}
     for key, tol in (("test/score", 50), ("test/map", 0.05), ("test/map_at_r", 0.05)):
         assert results["cached"][key] == pytest.approx(results["reference"][key], abs=tol), key

@@ -111,7 +111,7 @@ def test_offline_imagenet_weights_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     cfg = Config(backbone="resnet18", weights="imagenet")
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert backbones.checkpoint_file(cfg) == expected
+    assert backbones._checkpoint(check_backbone(cfg.backbone), cfg.weights) == expected
     with pytest.raises(ConfigError) as err:
         build_backbone(cfg)
     msg = str(err.value)
@@ -183,9 +183,9 @@ def test_backbone_name_is_validated_by_the_registry():
 
 
 def test_head_dropout_is_the_backbones_default_unless_set():
-    assert head_dropout(Config()) == 0.2  # EfficientNet-B0, as in the report
-    assert head_dropout(Config(backbone="resnet18")) == 0.0
-    assert head_dropout(Config(dropout=0.5)) == 0.5
+    assert head_dropout(Config(), BACKBONES["efficientnet_b0"]) == 0.2  # as in the report
+    assert head_dropout(Config(backbone="resnet18"), BACKBONES["resnet18"]) == 0.0
+    assert head_dropout(Config(dropout=0.5), BACKBONES["efficientnet_b0"]) == 0.5
 
 
 def test_config_module_is_a_leaf():

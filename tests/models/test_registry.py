@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmark.config import Config, ConfigError
-from benchmark.features.engines import CachedEngine
+from benchmark.features.cache import FeatureCache
+from benchmark.run import feature_spec
 from benchmark.models import backbones
 from benchmark.models.backbones import adapt, availability, build_backbone, check_backbone
 
@@ -95,11 +96,10 @@ def test_spec_contract(family, onnx_file, tmp_path):
     assert again.weights_id == net.weights_id  # a stable identity: the cache is reused across processes
     torch.testing.assert_close(again(x), y)
     assert len(spec.mean) == len(spec.std) == 3 and min(spec.std) > 0
-    df = __import__("pandas").DataFrame({"path": ["a"], "label": [0], "split": ["train"], "identity": ["a"]})
-    key = CachedEngine(cfg, net, df, torch.device("cpu"), cache=None).base_key
+    key = feature_spec(cfg, net, torch.device("cpu"), FeatureCache(tmp_path / "cache"))[0].key()
     assert key["weights"] == net.weights_id and key["backbone"] == name
     assert key["mean"] == list(spec.mean) and key["image_size"] == cfg.image_size
-    assert ("align" in key) == (spec.align is not None)
+    assert (key["align"] is not None) == (spec.align is not None)
     assert availability(name, weights) is None
     line = backbones.describe(name, weights)
     assert (line["dim"], line["available"]) == (spec.dim, True)
@@ -172,11 +172,11 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     prep = prepare(cfg)
     feats = prep.engine.eval_features("test")
     idx = prep.engine.split_index("test")
-    imgs = [eval_view(decode(prep.engine.paths[i]), cfg) for i in idx]
+    imgs = [eval_view(decode(prep.engine.paths[i]), prep.engine.prep) for i in idx]
     x = (torch.stack(imgs).float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         torch.testing.assert_close(feats, torch_net(x), rtol=1e-4, atol=1e-5)
-    assert prep.engine.backbone.weights_id.startswith("onnx:")
+    assert prep.engine.frozen.weights_id.startswith("onnx:") and prep.engine.prep.runtime == "torch"
     # keys override the normalization; ONNX graphs carry their own weights and cannot train
     over = build_backbone(cfg.replace(input_mean=[0.1, 0.2, 0.3]))
     assert over.spec.mean == (0.1, 0.2, 0.3) and over.spec.std == (0.25,) * 3
