@@ -194,8 +194,10 @@ def cmd_cache(args) -> int:
         df["file"] = df["file"].str[:12]
         df["images"] = df.get("images", pd.Series("", index=df.index)).astype(str).str[:8]
         df["MB"] = df["bytes"] / 1e6
+        if "mean" in df:  # the key holds the statistics used (none: [0, 1] pixels)
+            df["normalize"] = df["mean"].map(lambda m: "yes" if isinstance(m, list) else "no" if m is None else "")
         cols = ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
-                "size", "MB", "created", "cost_s", "check"]
+                "runtime", "size", "MB", "created", "cost_s", "check"]
         print(df[[c for c in cols if c in df]].fillna("").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         bad = int(df["broken"].sum())
         if bad:

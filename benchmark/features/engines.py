@@ -427,5 +427,5 @@ def image_features(paths: list[str], prep: Preprocessing, plan: Plan, frozen: Fr
     df = pd.DataFrame({"path": list(map(str, paths)), "identity": "?", "label": 0, "split": "eval"})
     if style is not None:
         df["style"] = style
-    engine = CachedEngine(prep, replace(plan, trains=False), frozen, [], df, device, cache)
+    engine = CachedEngine(prep, replace(plan, trains=False, dataset="image folder"), frozen, [], df, device, cache)
     return engine.eval_all(), engine.features_s
