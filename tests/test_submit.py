@@ -370,3 +370,19 @@ def test_test_time_remedies_rank_by_the_rerank_scores(folders):
     scores = rerank.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
     want = {p.name: [gp[j].name for j in row] for p, row in zip(qp, np.argsort(-scores, axis=1, kind="stable"))}
     assert json.loads((tmp / "s.json").read_text()) == want
+
+
+def test_query_style_renders_the_queries_before_embedding(folders):
+    from benchmark.features import styles
+    from benchmark.features.views import decode
+
+    cfg, q, g, tmp = folders
+    cfg = cfg.replace(query_fraction=0.5, query_style="grey")
+    summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i")
+    assert summary["query_style"] == "grey"
+    rendered = tmp / "rendered"
+    rendered.mkdir()
+    for p in sorted(q.iterdir()):  # lossless copies of the grey renders: the ranking they must give
+        Image.fromarray(styles.render(decode(str(p)), "grey").permute(1, 2, 0).numpy()).save(rendered / f"{p.name}.png")
+    want = _independent_ranking(cfg, rendered, g, 4)
+    assert json.loads((tmp / "s.json").read_text()) == {k.removesuffix(".png"): v for k, v in want.items()}
