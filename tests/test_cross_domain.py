@@ -202,3 +202,12 @@ def test_face_detection_sees_the_rendered_image_once_and_is_keyed_by_style(tmp_p
 
 def real_render_t(path: str, style: str) -> torch.Tensor:
     return styles.render(decode(path), style)
+
+
+def test_the_reference_engine_renders_the_same_gallery(styled):
+    """The oracle (decode + render + view per item, every epoch) gives the cached pass's features."""
+    cfg = styled[0].replace(runtime="torch")
+    cached = prepare(cfg).engine
+    reference = prepare(cfg.replace(engine="reference", num_workers=0)).engine
+    for split in ("val", "test"):
+        torch.testing.assert_close(reference.eval_features(split), cached.eval_features(split), atol=1e-4, rtol=0)

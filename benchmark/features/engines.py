@@ -361,14 +361,18 @@ class CachedEngine(Engine):
 class _Images(Dataset):
     """Decode + view per item, in DataLoader workers (the report's per-epoch data path)."""
 
-    def __init__(self, paths: list[str], prep: Preprocessing, augment: str | None, aligner=None, faces=None):
+    def __init__(self, paths: list[str], prep: Preprocessing, augment: str | None, aligner=None, faces=None,
+                 styles_of: np.ndarray | None = None):
         self.paths, self.prep, self.augment, self.aligner, self.faces = paths, prep, augment, aligner, faces
+        self.styles = styles_of
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         img = decode(self.paths[i])
+        if self.styles is not None:  # rendered before anything else, as in the cached engine's pass
+            img = styles.render_tag(img, self.styles[i])
         if self.aligner is not None:
             img = self.aligner.warp(img, self.faces[i])
         return train_view(img, self.prep, self.augment) if self.augment else eval_view(img, self.prep)
@@ -377,18 +381,22 @@ class _Images(Dataset):
 class ReferenceEngine(Engine):
     def __init__(self, prep, plan, frozen, trainable_units, df, device, cache):
         super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
-        if plan.train_styles or any(s is not None for s in self.eval_styles):
-            raise ConfigError("engine=reference does not render styles (gallery_style, query_style, train_styles); "
-                              "use engine=cached")
+        if plan.train_styles:
+            raise ConfigError("engine=reference does not render training styles (train_styles): use engine=cached "
+                              "(evaluation styles, gallery_style and query_style, it renders)")
 
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s
 
     def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
-        rows = self.face_rows()
+        tags = None if train else self.eval_styles[idx]
+        rows = None
+        if self.frozen.aligner is not None:  # each item's detection, made on its rendered pixels
+            rows = self.face_rows()[idx] if tags is None else torch.stack(
+                [self.face_rows(t)[i] for t, i in zip(tags, idx)])
         images = _Images([self.paths[i] for i in idx], self.prep, self.plan.augment if train else None,
-                         self.frozen.aligner, None if rows is None else rows[idx])
+                         self.frozen.aligner, rows, tags)
         return DataLoader(images, batch_sampler=batches,
                           num_workers=self.plan.workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.plan.seed * 1000 + epoch),
