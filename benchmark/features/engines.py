@@ -19,6 +19,12 @@ With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``ba
 holds them, and training runs the trainable blocks + head on them. The reference engine still runs
 the full network every step (frozen part in fp32, then the trainable blocks).
 
+Styles (cross-domain retrieval): an image evaluated in a style (the ``style`` column of the run's
+table: the gallery side of val/test, or the queries with ``query_style``) is rendered before
+anything else, face detection included, and its eval view is a cache entry of its own whose
+``Preprocessing.style`` names the style; ``Plan.train_styles`` renders every bank view of every
+training image in a style drawn for it. The photo eval view of every image stays the shared entry.
+
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
 """
