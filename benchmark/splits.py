@@ -81,7 +81,7 @@ def make_split(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
 def sides(df: pd.DataFrame, cfg: Config) -> pd.Series:
     """Query -> gallery retrieval on val/test: ``query``, ``gallery`` or ``""`` (train, or left out).
 
-    Style proxy (one domain of images): each val/test identity's images are divided, seeded by
+    Style proxy (one domain of images): each identity's images of val, and of test, are divided, seeded by
     ``split_seed``, into round(query_fraction x n) queries (at least 1) and the rest gallery items
     (at least 1); an identity with fewer than 2 images is refused with the numbers. Real other
     domain (``gallery_home``: rows with ``domain == "gallery"``): those rows are the gallery, the
@@ -94,14 +94,16 @@ def sides(df: pd.DataFrame, cfg: Config) -> pd.Series:
         side[evaluated & (df["domain"] == "gallery")] = "gallery"
         side[evaluated & (df["domain"] != "gallery")] = "query"
         return side
-    counts = df[evaluated].groupby("identity").size()
+    counts = df[evaluated].groupby(["identity", "split"]).size()  # closed-set: an identity in both splits
     small = counts[counts < 2]
     if len(small):
-        raise ConfigError(f"query -> gallery retrieval needs >= 2 images of every val/test identity (one query, one "
-                          f"gallery item), but {len(small)} of {len(counts)} have fewer (e.g. {small.index[0]}: "
-                          f"{int(small.iloc[0])}); raise min_faces_per_person or change split")
+        (who, split), n = small.index[0], int(small.iloc[0])
+        raise ConfigError(f"query -> gallery retrieval needs >= 2 images of every identity in val and in test (one "
+                          f"query, one gallery item), but {len(small)} of {len(counts)} have fewer (e.g. {who} in "
+                          f"{split}: {n}); raise min_faces_per_person or change split")
     rng = np.random.default_rng([cfg.split_seed, 0x51DE])
-    for _, idx in df[evaluated].groupby("identity", sort=True).groups.items():
+    # by identity, then split: open-set (one split per identity) draws in the order of identities alone
+    for _, idx in df[evaluated].groupby(["identity", "split"], sort=True).groups.items():
         idx = rng.permutation(np.asarray(idx))
         n_query = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
         side[idx[:n_query]] = "query"

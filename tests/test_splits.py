@@ -177,10 +177,21 @@ def test_sides_divide_each_val_test_identity_by_query_fraction_fixed_by_split_se
     assert "side" not in splits.make_split(df, Config(protocol="open-set"))  # same-domain: no sides
 
 
+def test_closed_set_sides_divide_val_and_test_separately():
+    """closed-set: every identity is in val and in test; each split gets its own queries and gallery."""
+    df = _people({f"p{i}": 10 for i in range(8)})
+    out = splits.make_split(df, Config(protocol="closed-set", query_fraction=0.5))
+    for (split, _), part in out[out["split"] != "train"].groupby(["split", "identity"]):
+        n = len(part)
+        assert (part["side"] == "query").sum() == min(max(1, round(0.5 * n)), n - 1) >= 1
+        assert (part["side"] == "gallery").sum() >= 1
+    assert splits.one_sided(out, "val") == ([], []) and splits.one_sided(out, "test") == ([], [])
+
+
 def test_a_split_too_small_for_a_query_and_a_gallery_item_is_refused_with_the_numbers():
     df = _people({"a": 1, "b": 6, "c": 1, "d": 6})
-    with pytest.raises(ConfigError, match=r"needs >= 2 images of every val/test identity .*but 2 of 4 have fewer "
-                                          r"\(e.g. a: 1\)"):
+    with pytest.raises(ConfigError, match=r"needs >= 2 images of every identity in val and in test .*but 2 of 4 "
+                                          r"have fewer \(e.g. a in test: 1\)"):
         splits.make_split(df, Config(protocol="closed-set", split=(0.0, 0.0, 1.0), gallery_style="grey"))
 
 
