@@ -175,7 +175,10 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
     t = gap_table(c)
     w.reading(reading(t))
     head, rows = side_by_side(t)
-    w.table("cross_domain_gap", t, tables.markdown(head, rows))
+    w.table("cross_domain_gap", t, tables.markdown(head, rows), metrics=False)  # its own facts, below
+    facts = t.groupby("gallery")[["n_queries", "n_gallery"]].first()
+    w.lines += ["", "<sub>Measured on (test, query -> gallery): " + "; ".join(
+        f"{g}: {r['n_queries']:.0f} queries x {r['n_gallery']:.0f} gallery items" for g, r in facts.iterrows()) + ".</sub>"]
     w.lines += ["", f"Query -> gallery retrieval ({runs['protocol'].iloc[0]}): queries are photographs, the gallery "
                     "the same people's other images, as photos (same-domain) or rendered in a style; mean ± 95% CI "
                     "over seeds. *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
