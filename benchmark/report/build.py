@@ -246,8 +246,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                        ("Figure 6. A query and its top-10 retrieved images", f6),
                        ("Protocol audit: does validation pick the right model?", audit),
                        ("What should have been submitted?", lambda: study.section(w, df, confidence)),
-                       ("What should have been submitted? Under the domain gap",
-                        lambda: cross_domain.section(w, df, confidence)),
+                       *([("What should have been submitted? Under the domain gap",  # only where such runs are
+                           lambda: cross_domain.section(w, df, confidence))] if cross_domain.present(df) else []),
                        ("Reproduction of the published numbers", repro),
                        ("Failed runs", failed)):
         w.section(title_, fn)

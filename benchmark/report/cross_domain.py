@@ -51,6 +51,14 @@ def remedy(row) -> str:
     return ", ".join(parts)
 
 
+def present(df: pd.DataFrame) -> bool:
+    """Whether ``df`` holds query -> gallery runs (the section is left out of reports without any)."""
+    if "gallery_style" not in df.columns:
+        return False
+    fraction = pd.to_numeric(df.get("query_fraction", pd.Series(np.nan, index=df.index)), errors="coerce")
+    return bool((df["gallery_style"].astype(str).ne("none") & df["gallery_style"].notna()).any() or fraction.notna().any())
+
+
 def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(configurations of the successful query -> gallery runs of the most common protocol, those runs)."""
     ok = df[df.get("status", pd.Series("ok", index=df.index)).eq("ok")]

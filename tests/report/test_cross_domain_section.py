@@ -36,3 +36,9 @@ def test_gap_and_gap_closed_per_remedy_and_style():
     assert math.isnan(t.loc[(cross_domain.PHOTO, "frozen"), "gap_closed"])
     head, rows = cross_domain.side_by_side(cross_domain.gap_table(c))
     assert head[2].startswith(cross_domain.PHOTO) and any("closes +46% of the gap" in cell for r in rows for cell in r)
+
+
+def test_the_section_is_only_in_reports_with_query_gallery_runs():
+    runs = _runs()
+    assert cross_domain.present(runs)
+    assert not cross_domain.present(runs[runs["run_id"] == "loo"].drop(columns=["query_fraction"]))
