@@ -19,10 +19,19 @@ from benchmark import config
 
 
 def experiments() -> pd.DataFrame:
-    """Every named experiment: ``experiment``, ``overrides`` (what differs from the base config), ``file``."""
-    rows = [{"experiment": name, "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)",
-             "file": str(path)} for name, (overrides, path) in config.experiment_sources().items()]
-    return pd.DataFrame(rows, columns=["experiment", "overrides", "file"])
+    """Every named experiment: ``experiment``, ``overrides`` (what it sets beyond its file's
+    ``defaults:``, the part that tells it from its neighbours), ``defaults`` (those shared ones; with
+    the overrides, what differs from the base config), ``file``."""
+    rows, shared = [], {}
+    for name, (overrides, path) in config.experiment_sources().items():
+        if path not in shared:
+            shared[path] = config.read_yaml(path).get("defaults") or {}
+        own = {k: v for k, v in overrides.items() if k not in shared[path] or shared[path][k] != v}
+        own_text = " ".join(f"{k}={v}" for k, v in own.items())
+        rows.append({"experiment": name,
+                     "overrides": own_text or ("(base)" if not overrides else "(its file's defaults)"),
+                     "defaults": " ".join(f"{k}={v}" for k, v in shared[path].items()), "file": str(path)})
+    return pd.DataFrame(rows, columns=["experiment", "overrides", "defaults", "file"])
 
 
 def key_docs() -> dict[str, str]:

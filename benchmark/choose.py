@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict
+from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict, head_value
 from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
 from benchmark.results.stats import t_ci
 
@@ -161,7 +161,10 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
 
 
 def _config_diff(a: dict, b: dict) -> dict:
-    return {k: [a.get(k), b.get(k)] for k in a if k not in RUN_SPECIFIC and a.get(k) != b.get(k)}
+    """Keys whose values differ, shown as a reader should see them: "no head" for the training keys
+    of a frozen-feature config (and two frozen configs do not differ in an lr they never use)."""
+    return {k: [head_value(a, k), head_value(b, k)] for k in a
+            if k not in RUN_SPECIFIC and a.get(k) != b.get(k) and head_value(a, k) != head_value(b, k)}
 
 
 def format_choice(choice: dict) -> str:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.config import EXPERIMENTS_ENV, FIELDS, ConfigError, parse_overrides, resolve
+from benchmark.config import EXPERIMENTS_ENV, FIELDS, HEAD_KEYS, NO_HEAD, ConfigError, parse_overrides, resolve
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -100,8 +100,12 @@ def cmd_results(args) -> int:
     cols = args.columns or [c for c in ("run_id", "status", "backbone", "lr", "epochs", "seed", "val/score",
                                         "test/top1", "test/top5", "test/top10", "test/map", "test/score",
                                         "time/cost_s", "error") if c in df]
-    print(df.sort_values("run_id")[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}",
-                                                   max_colwidth=50))
+    shown = df.sort_values("run_id")[cols]
+    if "embedding" in df:  # frozen features: their lr/epochs/augment were never used (as in Table 2)
+        frozen = df.loc[shown.index, "embedding"] == "backbone"
+        for c in (c for c in cols if c in HEAD_KEYS):
+            shown[c] = shown[c].astype(object).where(~frozen, NO_HEAD)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", max_colwidth=50))
     for _, row in df[df["status"] == "damaged"].iterrows():  # the full reason: it names the file
         print(f"damaged: {row['run_id']}: {row['error']} (`benchmark sweep` reruns it)")
     for path in args.export:
@@ -155,7 +159,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from benchmark.submit import score_files
+    from benchmark.scoring import score_files
 
     result = score_files(args.submission, args.truth)
     print(json.dumps(result, indent=1))
@@ -173,12 +177,32 @@ def cmd_make_competition(args) -> int:
     return 0
 
 
+def _entry_kind(entry: dict) -> str:
+    """What a cache entry holds: the ``kind`` its writer recorded, else read from its key (every kind
+    gets a label, not blank columns)."""
+    if entry.get("check") == "unreadable":
+        return "unreadable"
+    if isinstance(entry.get("kind"), str):
+        return entry["kind"]
+    if "backbone" not in entry and "align" in entry:
+        return "face detections"
+    what = "boundary activations" if entry.get("trainable_blocks") else "features"
+    view = entry.get("view")
+    return f"{what}, eval view" if view == "eval" else f"{what}, augmented view {view}" if view is not None else what
+
+
 def cmd_cache(args) -> int:
     from benchmark.features.cache import FeatureCache
 
     cache = FeatureCache(args.dir)
+    if cache.root.exists() and not cache.root.is_dir():
+        raise ConfigError(f"cache folder {cache.root} is a file; give the feature cache folder "
+                          "(--dir, $BENCHMARK_CACHE_DIR or the default user cache)")
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {cache.root}")
+        return 0
+    if not cache.root.exists():
+        print(f"{cache.root}: no such folder, 0 entries (nothing cached there yet)")
         return 0
     import pandas as pd
 
@@ -186,17 +210,21 @@ def cmd_cache(args) -> int:
     print(f"{cache.root}: {len(entries)} entries, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
     if entries:
         df = pd.DataFrame(entries)
+        df["kind"] = [_entry_kind(e) for e in entries]
+        if "align" in df:  # face detections: the detector is their "backbone"
+            faces = df["kind"] == "face detections"
+            df.loc[faces, "backbone"] = df.loc[faces, "align"].astype(str).str.split(":").str[0]
+            df.loc[faces, "weights"] = df.loc[faces, "align"].astype(str).str.split(":").str[1].str[:12]
         if "created" in df:
             df["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
         if "image_size" in df:
-            df["size"] = df["image_size"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}") + "/" + \
-                df["resize"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+            df["size"] = [f"{i:.0f}/{r:.0f}" if not pd.isna(i) else "" for i, r in zip(df["image_size"], df["resize"])]
         df["file"] = df["file"].str[:12]
         df["images"] = df.get("images", pd.Series("", index=df.index)).astype(str).str[:8]
         df["MB"] = df["bytes"] / 1e6
         if "mean" in df:  # the key holds the statistics used (none: [0, 1] pixels)
             df["normalize"] = df["mean"].map(lambda m: "yes" if isinstance(m, list) else "no" if m is None else "")
-        cols = ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
+        cols = ["file", "kind", "backbone", "weights", "dataset", "images", "shape", "normalize", "precision",
                 "runtime", "size", "MB", "created", "cost_s", "check"]
         print(df[[c for c in cols if c in df]].fillna("").to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         bad = int(df["broken"].sum())
@@ -206,12 +234,27 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def _wrapped_table(df, width: int) -> str:
+    """``df`` as left-aligned columns; a cell longer than ``width`` wraps onto the next lines (a fix
+    text, a path is shown whole, never cut)."""
+    import textwrap
+
+    cells = [[textwrap.wrap(str(v), width, break_on_hyphens=False) or [""] for v in row]
+             for row in df.astype(str).itertuples(index=False)]
+    widths = [max([len(str(c))] + [len(line) for row in cells for line in row[i]]) for i, c in enumerate(df)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(df, widths)).rstrip()]
+    for row in cells:
+        for k in range(max(map(len, row))):
+            line = "  ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths))
+            lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
 def cmd_list(args) -> int:
     from benchmark.catalog import LISTS
 
-    df = LISTS[args.what]().astype(str).map(lambda v: v if len(v) <= args.width else v[:args.width - 3] + "...")
-    left = {c: (lambda v, w=df[c].str.len().max(): v.ljust(w)) for c in df}
-    print(df.to_string(index=False, formatters=left, justify="left") if len(df) else f"no {args.what}")
+    df = LISTS[args.what]()
+    print(_wrapped_table(df, args.width) if len(df) else f"no {args.what}")
     return 0
 
 
@@ -309,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("cache", help="list or clear the feature cache")
     p.add_argument("action", choices=["ls", "clear"],
-                   help="ls: every entry (backbone, weights, images, view, precision, size, created, cost, "
+                   help="ls: every entry (kind, backbone, weights, images, precision, size, created, cost, "
                         "checksum); clear: remove them all")
     p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
     p.set_defaults(fn=cmd_cache)
@@ -320,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                         "backbones: dimension, input size, weights on this machine; sweeps: named sweep files; "
                         "styles: the renderers of gallery_style/query_style/train_styles and their parameters")
     _add_experiments(p)
-    p.add_argument("--width", type=int, default=100, help="cut long cells to this many characters")
+    p.add_argument("--width", type=int, default=100, help="wrap longer cells onto more lines at this many characters")
     p.set_defaults(fn=cmd_list)
 
     for p in sub.choices.values():
@@ -335,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[EXPERIMENTS_ENV] = os.pathsep.join(
             [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `benchmark ... | head`: the reader has seen enough; no traceback, no error line
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet too
+        return 141  # as a process stopped by SIGPIPE
     except ConfigError as exc:  # bad input (a damaged record too): one line naming the input and the fix
         if debug:
             raise

@@ -73,40 +73,52 @@ def make_competition(out_dir: Path | str, data_home: str | None = None, train_mi
     ``max_*_identities``: a seeded random subset of the eligible people (all by default);
     ``max_train_images_per_identity``: a seeded random subset of each training person's images
     (small, fast layouts). ``overwrite``: replace a layout already in ``out_dir`` (only the files
-    this function writes are removed); otherwise an existing one is an error. ``gallery_style``:
-    render the gallery in this style (``style_args``: its parameters), queries stay photos.
+    this function writes are removed); otherwise an existing one, or a non-empty folder that holds
+    no layout, is an error. Errors name the ``make-competition`` options (the function's user).
+    ``gallery_style``: render the gallery in this style (``style_args``: its parameters), queries
+    stay photos.
     """
     try:
         style = styles.identity(gallery_style, style_args)
     except ValueError as exc:
         raise ConfigError(f"--gallery-style: {exc}") from None
     if not 1 <= n_query_per_identity < test_min:
-        raise ConfigError(f"n_query_per_identity={n_query_per_identity} must be >= 1 and < test_min={test_min}, "
-                          "so that every test person keeps >= 1 gallery image")
+        raise ConfigError(f"--queries-per-identity {n_query_per_identity} must be >= 1 and < --test-min "
+                          f"{test_min}, so that every test person keeps >= 1 gallery image")
     if test_min > test_max:
-        raise ConfigError(f"test_min={test_min} > test_max={test_max}")
+        raise ConfigError(f"--test-min {test_min} > --test-max {test_max}")
     if test_max >= train_min:
-        raise ConfigError(f"test_max={test_max} must be < train_min={train_min}: test people must never be "
+        raise ConfigError(f"--test-max {test_max} must be < --train-min {train_min}: test people must never be "
                           "training people (the competition's identities were unseen)")
-    for name, v in (("max_test_identities", max_test_identities), ("max_train_identities", max_train_identities),
-                    ("max_train_images_per_identity", max_train_images_per_identity)):
-        if v is not None and v < 1:
-            raise ConfigError(f"{name}={v} must be >= 1")
+    for name, v, least in (("--max-test-identities", max_test_identities, 1),
+                           ("--max-train-identities", max_train_identities, 2),
+                           ("max_train_images_per_identity", max_train_images_per_identity, 1)):
+        if v is not None and v < least:
+            why = " (training needs two people to tell apart)" if least == 2 else ""
+            raise ConfigError(f"{name} {v} must be >= {least}{why}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
     existing = [out / n for n in _OWNED if (out / n).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{out} already holds a layout ({', '.join(p.name for p in existing)}); "
-                          "use another folder or overwrite=True")
-    root = lfw_root(data_home)
+                          "use another --out folder or --overwrite")
+    others = sorted(p.name for p in out.iterdir() if p.name not in _OWNED) if out.is_dir() else []
+    if others and not existing and not overwrite:
+        raise ConfigError(f"{out} is not empty and holds no competition layout ({len(others)} other entries, "
+                          f"e.g. {others[0]}); give a new or empty --out folder, or --overwrite to write the "
+                          "layout beside them")
+    root = lfw_root(data_home, "--data-home ")
     people = _people(root)
     rng = np.random.default_rng(seed)
     train_people = _pick(sorted(p for p, f in people.items() if len(f) >= train_min), max_train_identities, rng)
     test_people = _pick(sorted(p for p, f in people.items() if test_min <= len(f) <= test_max),
                         max_test_identities, rng)
     if len(train_people) < 2:
-        raise ConfigError(f"only {len(train_people)} LFW people have >= {train_min} images; lower train_min")
+        raise ConfigError(f"only {len(train_people)} LFW people in {root} have >= {train_min} images; "
+                          "lower --train-min")
     if not test_people:
-        raise ConfigError(f"no LFW people have {test_min}..{test_max} images")
+        raise ConfigError(f"no LFW people in {root} have {test_min}..{test_max} images; widen --test-min/--test-max")
     assert not set(train_people) & set(test_people)
 
     for p in existing:

@@ -8,6 +8,7 @@ closed-set 50/20/30 split). Named experiments in ``experiments/*.yaml`` only lis
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -273,6 +274,19 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 #: ``--set tracking=wandb``, on another device or with another cache folder has the same record folder
 RUN_INDEPENDENT_KEYS = ("tracking", "wandb_project", "wandb_group", "device", "cache_dir", "num_workers",
                         "eval_batch_size")
+#: keys that only act on training a head: meaningless for ``embedding=backbone`` (frozen features),
+#: where tables and diffs show "no head" instead of their values
+HEAD_KEYS = ("lr", "epochs", "batch_size", "augment", "aug_views", "patience", "monitor", "loss", "loss_args",
+             "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler", "warmup_epochs",
+             "trainable_blocks", "backbone_lr", "bn_train", "boundary_dtype", "embedding_dim", "dropout")
+NO_HEAD = "no head"
+
+
+def head_value(cfg: dict, key: str):
+    """``cfg[key]`` as a reader should see it: ``NO_HEAD`` for a head key of a frozen-feature config."""
+    return NO_HEAD if key in HEAD_KEYS and cfg.get("embedding") == "backbone" else cfg.get(key)
+
+
 _HINTS = typing.get_type_hints(Config)
 
 
@@ -288,14 +302,23 @@ def _validate(cfg: Config) -> None:
         choices = f.metadata.get("choices")
         if choices and value is not None and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    for name in FIELDS:  # inf/nan pass every comparison below and fail deep inside training (faiss)
+        value = getattr(cfg, name)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
+            raise ConfigError(f"{name}={list(value) if isinstance(value, tuple) else value} must be a finite number")
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
                  "aug_views"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 1")
-    if cfg.max_identities is not None and cfg.max_identities < 1:  # -1 would silently drop the last one
-        raise ConfigError(f"max_identities={cfg.max_identities} must be >= 1 (or null for all)")
+    if cfg.max_identities is not None and cfg.max_identities < 2:  # -1 would silently drop the last one
+        raise ConfigError(f"max_identities={cfg.max_identities} must be >= 2 (retrieval tells identities apart), "
+                          "or null for all")
+    if cfg.resize < cfg.image_size:  # the centre crop would pad the eval view with black borders
+        raise ConfigError(f"resize={cfg.resize} < image_size={cfg.image_size}: the eval view resizes the shorter "
+                          f"side to resize, then crops image_size; set resize >= {cfg.image_size} (e.g. "
+                          f"resize={round(cfg.image_size * 256 / 224)}, the 256/224 ratio) or a smaller image_size")
     if not cfg.lr > 0:
         raise ConfigError(f"lr={cfg.lr} must be > 0")
     for name in ("samples_per_class", "warmup_epochs", "trainable_blocks"):

@@ -21,17 +21,11 @@ import numpy as np
 import torch
 
 from benchmark.retrieval import faiss, search
-
-KS = (1, 5, 10)
-SCORE_WEIGHTS = {1: 600, 5: 300, 10: 100}
+from benchmark.scoring import KS, competition_score  # defined once, torch-free (score-submission)
 #: similarity entries per query block (x ~26 bytes of working memory each: ~110 MB)
 CHUNK = 1 << 22
 
 log = logging.getLogger(__name__)
-
-
-def competition_score(top: dict[int, float]) -> float:
-    return sum(w * top[k] for k, w in SCORE_WEIGHTS.items())
 
 
 def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> dict[str, float]:

@@ -75,6 +75,7 @@ def make_split(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
         if not (out["split"] == name).any():
             raise ConfigError(f"split={list(cfg.split)} leaves the {name} split empty; "
                               "use more identities/images or other fractions")
+    check_sampling(out, cfg)
     return out
 
 
@@ -117,6 +118,26 @@ def one_sided(df: pd.DataFrame, split: str) -> tuple[list[str], list[str]]:
     q = set(part.loc[part["side"] == "query", "identity"])
     g = set(part.loc[part["side"] == "gallery", "identity"])
     return sorted(q - g), sorted(g - q)
+
+
+def check_sampling(df: pd.DataFrame, cfg: Config) -> None:
+    """``samples_per_class`` against the training split, before any feature is computed: m images
+    of an identity that has fewer would repeat images as their own positives, and batch_size must be
+    reachable with m images of distinct identities."""
+    m = cfg.samples_per_class
+    if not m or cfg.embedding != "head":
+        return
+    counts = df.loc[df["split"] == "train", "identity"].value_counts()
+    if m > counts.min():
+        raise ConfigError(f"samples_per_class={m} but the training split holds only {counts.min()} images of "
+                          f"{counts.idxmin()} (the fewest of its {len(counts)} identities): batches would repeat "
+                          f"images as their own positives; use samples_per_class <= {counts.min()} (a divisor "
+                          "of batch_size) or identities with more images (a higher min_faces_per_person)")
+    most = min(m * len(counts), int(counts.sum())) // m * m
+    if cfg.batch_size > most:
+        raise ConfigError(f"batch_size={cfg.batch_size} with samples_per_class={m} needs {cfg.batch_size // m} "
+                          f"identities x {m} images per batch, but the training split has {len(counts)} identities "
+                          f"({counts.sum()} images); lower batch_size to <= {most} (a multiple of {m})")
 
 
 def assert_identity_disjoint(df: pd.DataFrame) -> None:

@@ -1,4 +1,4 @@
-"""Competition submission (report section 1.2, steps 4-6) and its scoring (section 1.1).
+"""Competition submission (report section 1.2, steps 4-6).
 
 ``submit``: train the head of a config on its training data (its own split and early stopping,
 exactly as ``benchmark run`` trains it), embed a flat gallery folder with the frozen backbone (eval
@@ -9,20 +9,14 @@ flat query folder and write ``submission.json``::
 
 Ranking is ``benchmark.retrieval.search``: exact cosine, score descending, ties by file name order.
 
-``score_submission``: Top-1/5/10 and the competition score (600 Top-1 + 300 Top-5 + 100 Top-10,
-0-1000) against a ``truth.json``::
-
-    {"queries": {"<query file name>": "<identity>", ...},
-     "gallery": {"<gallery file name>": "<identity>", ...}}
-
-A query counts for Top-k when any of its first k gallery names has the query's identity. Every
-query of the truth is in the denominator: a query missing from the submission counts as wrong.
+Its scoring (``score_submission``, ``score_files``) lives in ``benchmark.scoring``, torch-free.
 
 Input handling: a missing or empty folder, or one with no readable image, is an error naming the
 folder; files that are not images (by suffix) and sub-folders are skipped; images that cannot be
-decoded are skipped with the reason; all skips are returned in the summary and raised as warnings,
-never silent. File names equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be
-ambiguous keys. ``k`` larger than the gallery is clamped to the gallery size with a warning.
+decoded follow ``on_bad_image`` (error, the default: refused naming them; skip: skipped with the
+reason); all skips are returned in the summary and raised as warnings, never silent. File names
+equal up to case (``a.jpg`` / ``a.JPG``) are an error: they would be ambiguous keys. ``k`` larger
+than the gallery is clamped to the gallery size with a warning.
 """
 
 from __future__ import annotations
@@ -37,25 +31,21 @@ import numpy as np
 import torch
 
 from benchmark import rerank
-from benchmark.config import Config, ConfigError
+from benchmark.config import Config
 from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import image_features
 from benchmark.files import check_writable, write_atomic
-from benchmark.metrics import KS, competition_score
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
 from benchmark.retrieval import build_index, faiss, search
+from benchmark.scoring import InputError, score_files, score_submission  # noqa: F401 (the submit API)
 
 INDEX_FILE = "gallery.index"
 EMBEDDINGS_FILE = "gallery_embeddings.npy"  # written instead of the index when faiss is absent
 KEYS_FILE = "gallery_keys.json"
 HEAD_FILE = "head.pt"
-
-
-class InputError(ConfigError):
-    """Unusable submission or scoring input (a ConfigError, so the CLI reports it as a usage error)."""
 
 
 # --- input folders --------------------------------------------------------------------------------
@@ -191,6 +181,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     query_paths, query_skipped = scan_folder(query_dir, "query")
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
 
+    engine, features = _model(cfg)  # fails fast (weights, training data) before any warning or work
     gallery_paths, g_bad = readable(gallery_paths, cfg, "gallery")
     query_paths, q_bad = readable(query_paths, cfg, "query")
     query_skipped += q_bad
@@ -208,7 +199,6 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     for m in msgs:
         warnings.warn(m, stacklevel=2)
 
-    engine, features = _model(cfg)
     head, train_info = _train(cfg, engine)
     # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
     # submit on the same gallery reads its features
@@ -276,69 +266,3 @@ def format_summary(summary: dict) -> str:
     lines += [f"warning: {w}" for w in summary["warnings"]]
     lines += [f"{name}: {path}" for name, path in summary["files"].items() if name != "submission"]
     return "\n".join(lines)
-
-
-# --- scoring --------------------------------------------------------------------------------------
-def _check_truth(truth: dict) -> tuple[dict, dict]:
-    if not isinstance(truth, dict) or not isinstance(truth.get("queries"), dict) \
-            or not isinstance(truth.get("gallery"), dict):
-        raise InputError('truth must look like {"queries": {file name: identity}, '
-                         '"gallery": {file name: identity}}')
-    return truth["queries"], truth["gallery"]
-
-
-def score_submission(submission: dict, truth: dict) -> dict:
-    """Top-1/5/10 (fractions in [0, 1]) and the competition score (0-1000) of ``submission``.
-
-    Every query of ``truth`` counts; one missing from the submission counts as wrong
-    (``n_missing``). Only the first 10 names of a list can count. Query or gallery names the
-    truth does not know are an error (a submission for another folder, or a typo).
-    ``n_unanswerable``: truth queries whose identity has no gallery image (wrong whatever is sent).
-    """
-    queries, gallery = _check_truth(truth)
-    if not isinstance(submission, dict):
-        raise InputError("submission must be a JSON object {query file name: [gallery file names]}")
-    unknown_q = sorted(q for q in submission if q not in queries)
-    if unknown_q:
-        raise InputError(f"{len(unknown_q)} submission queries are not in the truth's queries, "
-                         f"e.g. {', '.join(unknown_q[:5])}")
-    unknown_g, bad = set(), []
-    for q, ranked in submission.items():
-        if not isinstance(ranked, list) or not all(isinstance(g, str) for g in ranked):
-            bad.append(q)
-            continue
-        unknown_g.update(g for g in ranked if g not in gallery)
-    if bad:
-        raise InputError(f"{len(bad)} submission entries are not lists of gallery file names, e.g. {bad[0]!r}")
-    if unknown_g:
-        shown = ", ".join(sorted(unknown_g)[:5])
-        raise InputError(f"the submission names {len(unknown_g)} gallery files the truth does not know, "
-                         f"e.g. {shown}")
-    gallery_ids = set(gallery.values())
-    hits = {k: 0 for k in KS}
-    for q, identity in queries.items():
-        ranked = submission.get(q, [])
-        first = [gallery[g] == identity for g in ranked[:max(KS)]]
-        for k in KS:
-            hits[k] += any(first[:k])
-    n = len(queries)
-    top = {k: hits[k] / n if n else 0.0 for k in KS}
-    return {**{f"top{k}": v for k, v in top.items()}, "score": competition_score(top),
-            "n_queries": n, "n_submitted": len(submission), "n_missing": sum(q not in submission for q in queries),
-            "n_short": sum(len(submission[q]) < max(KS) for q in queries if q in submission),
-            "n_unanswerable": sum(i not in gallery_ids for i in queries.values())}
-
-
-def score_files(submission_path: Path | str, truth_path: Path | str) -> dict:
-    """``score_submission`` of two JSON files; unreadable JSON is an InputError naming the file."""
-    docs = []
-    for path in (submission_path, truth_path):
-        try:
-            docs.append(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise InputError(f"{path} does not exist") from None
-        except IsADirectoryError:
-            raise InputError(f"{path} is a folder; give the JSON file") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} is not valid JSON: {exc}") from None
-    return score_submission(*docs)

@@ -24,10 +24,8 @@ from tqdm.auto import tqdm
 from benchmark.catalog import find_sweep
 from benchmark.config import FIELDS, Config, ConfigError, read_yaml, resolve
 from benchmark.files import check_writable, clean_stale, locked
-from benchmark.models.backbones import check_backbone
 from benchmark.results.record import RunRecord
 from benchmark.results.store import read_record
-from benchmark.run import run, run_id_for
 
 
 def load(path: Path | str) -> dict:
@@ -68,6 +66,9 @@ class Planned:
 def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
          seeds: int | None = None) -> list[Planned]:
     """The runs of ``sweep``: grid points (x ``seeds``), filtered by ``select`` name patterns."""
+    from benchmark.models.backbones import check_backbone  # (torch: not for `benchmark list sweeps`)
+    from benchmark.run import run_id_for
+
     points = expand(sweep)
     if seeds:
         if "seed" in sweep["parameters"]:
@@ -95,6 +96,8 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
               select: list[str] | None = None, seeds: int | None = None, rerun: bool = False,
               rerun_failed: bool = False) -> pd.DataFrame:
     """Run every planned run not yet recorded; returns one row per planned run (this process's view)."""
+    from benchmark.run import run
+
     sweep = load(sweep_path)
     out_dir = Path(out or Path("results") / sweep["name"])
     planned = plan(sweep, overrides, select, seeds)

@@ -35,8 +35,9 @@ def test_experiments_list_names_overrides_and_files(tmp_path, monkeypatch):
     (tmp_path / "u.yaml").write_text("defaults: {seed: 3}\nexperiments:\n  mine: {lr: 0.3}\n  efficientnet_b0-bs8: {}\n")
     monkeypatch.setenv(config.EXPERIMENTS_ENV, str(tmp_path))
     df = catalog.experiments().set_index("experiment")
-    assert df.loc["mine", "overrides"] == "seed=3 lr=0.3"
-    assert df.loc["efficientnet_b0-bs8", "overrides"] == "seed=3"
+    # what tells an experiment apart first, its file's shared defaults beside (issue 16)
+    assert tuple(df.loc["mine", ["overrides", "defaults"]]) == ("lr=0.3", "seed=3")
+    assert tuple(df.loc["efficientnet_b0-bs8", ["overrides", "defaults"]]) == ("(its file's defaults)", "seed=3")
     assert config.resolve("efficientnet_b0-bs8").batch_size == 32  # the user's definition wins
     monkeypatch.setenv(config.EXPERIMENTS_ENV, str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="nope not found; fix --experiments or \\$BENCHMARK_EXPERIMENTS"):

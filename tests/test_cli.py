@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from benchmark import cli
+from benchmark import catalog, cli
 from benchmark.cli import main
 from benchmark.config import Config, dump_yaml
 from benchmark.results import record
@@ -137,7 +137,116 @@ def test_list_prints_one_row_per_item(capsys):
 
     assert cli.main(["list", "keys", "--width", "40"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == list(FIELDS)
-    assert max(map(len, lines)) <= 5 * 40 + 4  # five columns of at most 40 characters
-    docs = [re.search(r"\S.*$", line[lines[0].index("doc"):]).group() for line in lines[1:]]
-    assert all(len(d) <= 40 for d in docs) and any(d.endswith("...") and len(d) == 40 for d in docs)
+    assert [line.split()[0] for line in lines[1:] if not line.startswith(" ")] == list(FIELDS)
+    assert max(map(len, lines)) <= 5 * 40 + 4 * 2  # five columns of at most 40 characters
+    assert _column(lines, "doc") == [re.sub(r"\s", "", d) for d in catalog.key_docs().values()]  # wrapped, whole
+
+
+def _column(lines: list[str], name: str) -> list[str]:
+    """The cells of column ``name`` of a wrapped table, each row's lines joined (whitespace dropped)."""
+    starts = [m.start() for m in re.finditer(r"(?:^|(?<=  ))\S", lines[0])]
+    start = lines[0].index(name)
+    end = next((s for s in starts if s > start), None)
+    rows = []
+    for line in lines[1:]:
+        if not line.startswith(" "):
+            rows.append("")
+        rows[-1] += re.sub(r"\s", "", line[start:end])
+    return rows
+
+
+def test_list_backbones_shows_the_whole_fix(capsys):
+    """The weights column cut the fix off ("...; ..."): long cells wrap instead."""
+    from benchmark.models.backbones import describe, names
+
+    assert cli.main(["list", "backbones", "--width", "60"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _column(lines, "weights") == [re.sub(r"\s", "", describe(n)["weights"]) for n in names()]
+    assert "..." not in "".join(lines) and max(len(line) for line in lines) <= 6 * 60
+
+
+def test_list_experiments_shows_what_tells_them_apart(capsys):
+    """demo-no-normalize and demo-no-augment looked the same: their file's shared defaults filled the cut cell."""
+    assert cli.main(["list", "experiments"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = dict(zip([line.split()[0] for line in lines[1:] if not line.startswith(" ")], _column(lines, "overrides")))
+    assert rows["demo-no-normalize"] == "lr=0.01epochs=3normalize=False"
+    assert rows["demo-no-augment"] == "lr=0.01epochs=3augment=none"
+    assert rows["demo-face-model-sface"] == "backbone=sfaceembedding=backbone"  # overrides a default of its file
+    defaults = _column(lines, "defaults")[list(rows).index("demo-no-augment")]
+    assert defaults == "dataset=orlmin_faces_per_person=5backbone=efficientnet_lite0weights=imagenet"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path, capfd):
+    """`benchmark cache ls | head -3` (or `list experiments | head`) ended in BrokenPipeError."""
+    import os
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader (head) has gone
+    saved = sys.stdout
+    sys.stdout = open(write, "w", buffering=1)
+    try:
+        code = main(["list", "experiments"])
+    finally:
+        sys.stdout.close()
+        sys.stdout = saved
+    assert code == 141  # as a process stopped by SIGPIPE
+    assert capfd.readouterr().err == ""
+
+
+def _light(tmp_path) -> dict[str, list[str]]:
+    (tmp_path / "truth.json").write_text(json.dumps({"queries": {"q": "A"}, "gallery": {"g": "A"}}))
+    (tmp_path / "sub.json").write_text(json.dumps({"q": ["g"]}))
+    return {"list sweeps": ["list", "sweeps"], "score-submission": ["score-submission", str(tmp_path / "sub.json"),
+                                                                    "--truth", str(tmp_path / "truth.json")]}
+
+
+@pytest.mark.parametrize("command", ["list sweeps", "score-submission"])
+def test_light_commands_never_import_torch(command, tmp_path):
+    """They imported torch: `list sweeps` took 8 s and 1.3 GB, `score-submission` 5.5 s and 1.2 GB
+    (`cache ls`: tests/features/test_cache.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, json; from benchmark.cli import main; rc = main(json.loads(sys.argv[1])); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(_light(tmp_path)[command])], capture_output=True,
+                         text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "torch imported: False"
+    if command == "score-submission":
+        assert json.loads(out.stdout.rsplit("torch", 1)[0])["score"] == 1000.0
+    else:
+        assert "report-ablation" in out.stdout
+
+
+def test_results_and_choose_show_no_head_for_frozen_features(tmp_path, capsys):
+    """They showed lr/epochs/augment for configurations without a head (frozen features), unlike Table 2."""
+    import numpy as np
+
+    from benchmark.config import resolve
+    from synthetic_results import make_images, metrics_for, npz_bytes, write_run
+
+    blob = npz_bytes(*make_images(tmp_path / "images"))
+    rng = np.random.default_rng(0)
+    for name, score in (("demo-lr0.01-ep3", 700.0), ("demo-frozen-features", 750.0)):
+        cfg = resolve(name)
+        write_run(tmp_path / "runs", name, cfg, metrics_for(score, score + 100, cfg.backbone, cfg.epochs, rng), blob)
+    assert main(["results", str(tmp_path / "runs"), "--columns", "run_id", "lr", "epochs", "test/score"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["demo-frozen-features"][:4] == ["no", "head", "no", "head"]
+    assert rows["demo-lr0.01-ep3"][:2] == ["0.010", "3"]
+    assert main(["choose", str(tmp_path / "runs"), "--out", str(tmp_path / "best.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "best:      demo-frozen-features" in out and "runner-up: demo-lr0.01-ep3" in out
+    differs = next(line for line in out.splitlines() if "differs:" in line)
+    assert "lr: no head vs 0.01" in differs and "embedding: backbone vs head" in differs
+    assert "epochs" not in differs and "augment" not in differs  # the same values on both sides
+    # two frozen-feature configs do not differ in a learning rate they never use
+    from benchmark.choose import _config_diff
+
+    frozen = resolve("demo-frozen-features").to_dict()
+    assert _config_diff(frozen, {**frozen, "lr": 0.5, "experiment": "x"}) == {
+        "experiment": ["demo-frozen-features", "x"]}

@@ -92,9 +92,9 @@ def test_refuses_to_mix_layouts_and_bad_parameters(layout, tmp_path):
     out, _ = layout
     with pytest.raises(ConfigError, match="already holds"):
         make_competition(out, data_home=_lfw_home(), **SMALL)
-    with pytest.raises(ConfigError, match="test_max"):
+    with pytest.raises(ConfigError, match="--test-max 19 must be < --train-min 10"):
         make_competition(tmp_path / "x", data_home=_lfw_home(), train_min=10, test_max=19)
-    with pytest.raises(ConfigError, match="n_query_per_identity"):
+    with pytest.raises(ConfigError, match="--queries-per-identity 5 must be"):
         make_competition(tmp_path / "y", data_home=_lfw_home(), n_query_per_identity=5, test_min=5)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
@@ -161,3 +161,58 @@ def test_unknown_gallery_style_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match="--gallery-style: unknown style 'anime'; valid styles: none, stylization"):
         make_competition(tmp_path, data_home=_lfw_home(), gallery_style="anime", **SMALL)
     assert not (tmp_path / "test").exists()
+
+
+def _tiny_lfw(home: Path, people: dict[str, int]) -> str:
+    from PIL import Image
+
+    root = home / "lfw_home" / "lfw_funneled"
+    for person, n in people.items():
+        (root / person).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (10 * i, 0, 0)).save(root / person / f"{person}_{i:04d}.jpg")
+    return str(home)
+
+
+def test_a_data_home_that_does_not_exist_is_refused_not_created(tmp_path, monkeypatch, capsys):
+    """--data-home /nonexistent used to create the folders and try to download; the fix named --set data_home."""
+    from benchmark.cli import main
+
+    missing = tmp_path / "no" / "such"
+    monkeypatch.delenv("SCIKIT_LEARN_DATA", raising=False)
+    assert main(["make-competition", "--out", str(tmp_path / "c"), "--data-home", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"LFW data home {missing} (--data-home {missing}) does not exist" in err
+    assert "Fix: --data-home <folder holding lfw_home/>" in err and "--set" not in err
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(missing))  # the same typo in the environment
+    assert main(["make-competition", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"($SCIKIT_LEARN_DATA={missing}) does not exist" in err and "--data-home" in err and "--set" not in err
+    assert not (tmp_path / "no").exists() and not (tmp_path / "c").exists()
+
+
+def test_errors_name_the_command_options(tmp_path):
+    home = _tiny_lfw(tmp_path / "home", {"Train_A": 4, "Train_B": 4, "Test_C": 3})
+    with pytest.raises(ConfigError, match=r"^--max-train-identities 1 must be >= 2 \(training needs two people"):
+        make_competition(tmp_path / "a", data_home=home, train_min=4, test_min=2, test_max=3, max_train_identities=1)
+    make_competition(tmp_path / "b", data_home=home, train_min=4, test_min=2, test_max=3)
+    with pytest.raises(ConfigError, match="use another --out folder or --overwrite$"):
+        make_competition(tmp_path / "b", data_home=home, train_min=4, test_min=2, test_max=3)
+    with pytest.raises(ConfigError, match="lower --train-min$"):
+        make_competition(tmp_path / "c", data_home=home, train_min=5, test_min=2, test_max=3)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_non_empty_folder_without_a_layout_needs_overwrite(tmp_path):
+    home = _tiny_lfw(tmp_path / "home", {"Train_A": 4, "Train_B": 4, "Test_C": 3})
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(ConfigError, match=r"mine is not empty and holds no competition layout \(1 other entries, "
+                                          r"e.g. thesis.tex\); give a new or empty --out folder, or --overwrite"):
+        make_competition(out, data_home=home, train_min=4, test_min=2, test_max=3)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    make_competition(out, data_home=home, train_min=4, test_min=2, test_max=3, overwrite=True)
+    assert (out / "thesis.tex").read_text() == "mine" and (out / "truth.json").is_file()
+    (tmp_path / "empty").mkdir()  # an empty folder is fine without --overwrite
+    make_competition(tmp_path / "empty", data_home=home, train_min=4, test_min=2, test_max=3)

@@ -75,8 +75,19 @@ def test_split_must_be_three_fractions_summing_to_one(split):
     ({"lr": 0}, "lr=0.0 must be > 0"),
     ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
     ({"protocol": "open-set", "monitor": "val/loss"}, "monitor=val/loss needs protocol=closed-set"),
-    ({"max_identities": 0}, "max_identities=0 must be >= 1"),
-    ({"max_identities": -1}, "max_identities=-1 must be >= 1"),
+    ({"max_identities": 0}, "max_identities=0 must be >= 2"),
+    ({"max_identities": -1}, "max_identities=-1 must be >= 2"),
+    # issue 16: values that passed validation and failed later (inside faiss, torchvision, the split)
+    ({"max_identities": 1}, r"max_identities=1 must be >= 2 \(retrieval tells identities apart\), or null for all"),
+    ({"lr": "inf"}, "lr=inf must be a finite number"),
+    ({"lr": "nan"}, "lr=nan must be a finite number"),
+    ({"weight_decay": "inf"}, "weight_decay=inf must be a finite number"),
+    ({"backbone_lr": "inf"}, "backbone_lr=inf must be a finite number"),
+    ({"split": "[.nan, 0.5, 0.5]"}, r"split=\[nan, 0.5, 0.5\] must be a finite number"),
+    ({"input_std": "[1, 1, .inf]"}, r"input_std=\[1.0, 1.0, inf\] must be a finite number"),
+    ({"image_size": 224, "resize": 200}, r"resize=200 < image_size=224: the eval view resizes the shorter side to "
+                                         r"resize, then crops image_size; set resize >= 224 \(e.g. resize=256"),
+    ({"image_size": 288}, r"resize=256 < image_size=288: .*set resize >= 288 \(e.g. resize=329"),
 ])
 def test_bad_values(overrides, match):
     with pytest.raises(ConfigError, match=match):

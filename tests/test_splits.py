@@ -156,14 +156,14 @@ def test_zero_test_fraction_leaves_no_test_item():
 
 
 # --- query -> gallery sides (issue 17) ----------------------------------------------------------------
-def _people(counts: dict[str, int]) -> pd.DataFrame:
+def _people_with(counts: dict[str, int]) -> pd.DataFrame:
     return from_files([f"/x/{p}/{i}.jpg" for p, n in counts.items() for i in range(n)],
                       [p for p, n in counts.items() for _ in range(n)])
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.8])
 def test_sides_divide_each_val_test_identity_by_query_fraction_fixed_by_split_seed(fraction):
-    df = _people({f"p{i}": n for i, n in enumerate([2, 3, 5, 8, 13, 20, 4, 6, 9, 11])})
+    df = _people_with({f"p{i}": n for i, n in enumerate([2, 3, 5, 8, 13, 20, 4, 6, 9, 11])})
     cfg = Config(protocol="open-set", query_fraction=fraction, split_seed=3)
     out = splits.make_split(df, cfg)
     assert (out.loc[out["split"] == "train", "side"] == "").all()
@@ -179,7 +179,7 @@ def test_sides_divide_each_val_test_identity_by_query_fraction_fixed_by_split_se
 
 def test_closed_set_sides_divide_val_and_test_separately():
     """closed-set: every identity is in val and in test; each split gets its own queries and gallery."""
-    df = _people({f"p{i}": 10 for i in range(8)})
+    df = _people_with({f"p{i}": 10 for i in range(8)})
     out = splits.make_split(df, Config(protocol="closed-set", query_fraction=0.5))
     for (split, _), part in out[out["split"] != "train"].groupby(["split", "identity"]):
         n = len(part)
@@ -189,14 +189,14 @@ def test_closed_set_sides_divide_val_and_test_separately():
 
 
 def test_a_split_too_small_for_a_query_and_a_gallery_item_is_refused_with_the_numbers():
-    df = _people({"a": 1, "b": 6, "c": 1, "d": 6})
+    df = _people_with({"a": 1, "b": 6, "c": 1, "d": 6})
     with pytest.raises(ConfigError, match=r"needs >= 2 images of every identity in val and in test .*but 2 of 4 "
                                           r"have fewer \(e.g. a in test: 1\)"):
         splits.make_split(df, Config(protocol="closed-set", split=(0.0, 0.0, 1.0), gallery_style="grey"))
 
 
 def test_real_other_domain_rows_are_the_gallery_and_one_sided_identities_are_named():
-    df = _people({"a": 4, "b": 4, "c": 4, "d": 4})
+    df = _people_with({"a": 4, "b": 4, "c": 4, "d": 4})
     df["domain"] = ["gallery" if i % 4 == 0 else "query" for i in range(len(df))]
     df.loc[df["identity"] == "d", "domain"] = "query"  # d has photos only
     out = df.assign(split="test")
@@ -206,7 +206,7 @@ def test_real_other_domain_rows_are_the_gallery_and_one_sided_identities_are_nam
 
 
 def test_extra_test_identities_join_the_test_split_and_sides_round_trip(tmp_path):
-    df = _people({f"p{i}": 10 for i in range(10)} | {f"x{i}": 5 for i in range(3)})
+    df = _people_with({f"p{i}": 10 for i in range(10)} | {f"x{i}": 5 for i in range(3)})
     df["extra_test"] = df["identity"].str.startswith("x")
     cfg = Config(protocol="open-set", min_faces_per_person=10, extra_test_min_faces=5, query_fraction=0.5)
     out = splits.make_split(df, cfg)
@@ -216,3 +216,23 @@ def test_extra_test_identities_join_the_test_split_and_sides_round_trip(tmp_path
     path.write_text(splits.to_json(out, cfg))
     back = splits.load(path).set_index("path")
     assert back.loc[out["path"], "side"].tolist() == out["side"].tolist()
+
+
+def _people(n_people: int, n_images: int) -> pd.DataFrame:
+    return from_files([f"/d/p{i}/{j}.jpg" for i in range(n_people) for j in range(n_images)],
+                      [f"p{i}" for i in range(n_people) for _ in range(n_images)])
+
+
+def test_samples_per_class_is_checked_against_the_training_split():
+    """samples_per_class larger than the training images per identity was accepted at batch 8 (batches
+    repeating images as their own positives) and refused at batch 32 advising to raise it."""
+    df = _people(4, 10)  # closed-set 50/20/30: 5 training images of each of 4 people
+    with pytest.raises(ConfigError, match=r"samples_per_class=8 but the training split holds only 5 images of p0 "
+                                          r"\(the fewest of its 4 identities\).*use samples_per_class <= 5"):
+        splits.make_split(df, Config(samples_per_class=8, batch_size=8))
+    with pytest.raises(ConfigError, match=r"batch_size=32 with samples_per_class=4 needs 8 identities x 4 images per "
+                                          r"batch, but the training split has 4 identities \(20 images\); lower "
+                                          r"batch_size to <= 16 \(a multiple of 4\)$"):
+        splits.make_split(df, Config(samples_per_class=4, batch_size=32))
+    assert (splits.make_split(df, Config(samples_per_class=4, batch_size=16))["split"] == "train").sum() == 20
+    splits.make_split(df, Config(samples_per_class=8, batch_size=8, embedding="backbone"))  # no training: no batches

@@ -266,6 +266,22 @@ def test_non_images_and_corrupt_images_are_skipped_and_reported(folders):
     assert all(set(r) <= {p.name for p in g.glob("*.jpg")} - {"broken.jpg"} for r in sub.values())
 
 
+def test_unreadable_images_follow_on_bad_image_which_defaults_to_error(folders):
+    """submit skipped an unreadable query with a warning although on_bad_image defaults to error."""
+    cfg, q, g, tmp = folders
+    assert cfg.on_bad_image == "error"
+    (q / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (q / "notes.txt").write_text("not an image: skipped whatever the policy")
+    n = len(list(q.glob("*.jpg")))
+    with pytest.raises(InputError, match=rf"^query folder {q}: 1 of {n} images cannot be read: broken.jpg \(.*\)\. "
+                                         "Fix or remove them, or --set on_bad_image=skip to leave them out$"):
+        submit(cfg, q, g, k=3, out=tmp / "s.json")
+    assert not (tmp / "s.json").exists()
+    with pytest.warns(UserWarning, match="skipped 2 entries: notes.txt, broken.jpg"):
+        summary = submit(cfg.replace(on_bad_image="skip"), q, g, k=3, out=tmp / "s.json")
+    assert summary["n_queries"] == n - 1 and "broken.jpg" not in json.loads((tmp / "s.json").read_text())
+
+
 def test_k_larger_than_gallery_is_clamped_with_a_warning(folders):
     cfg, q, g, tmp = folders
     with pytest.warns(UserWarning, match="clamped to k=4"):

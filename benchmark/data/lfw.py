@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from benchmark.config import Config, ConfigError
 from benchmark.data.imagefolder import visible
 
 
-def lfw_root(data_home: str | None) -> Path:
+def lfw_root(data_home: str | None, option: str = "--set data_home=") -> Path:
     """``<data home>/lfw_home/lfw_funneled``; data home = config, else $SCIKIT_LEARN_DATA, else
-    scikit-learn's default. Downloads through scikit-learn when absent and online."""
+    scikit-learn's default. Downloads through scikit-learn when absent and online. A data home the
+    user named (``data_home``, $SCIKIT_LEARN_DATA) that does not exist is an error, never created:
+    it is a typo, not a place to download to. ``option``: how the caller's user sets the data home
+    (the fix text names it)."""
+    fix = (f"Fix: {option}<folder holding lfw_home/> (e.g. {option}../shared/data) or export "
+           "SCIKIT_LEARN_DATA=<that folder>")
+    named = data_home or os.environ.get("SCIKIT_LEARN_DATA")
+    if named and not Path(named).expanduser().is_dir():
+        source = f"{option}{data_home}" if data_home else f"$SCIKIT_LEARN_DATA={named}"
+        raise ConfigError(f"LFW data home {named} ({source}) does not exist. {fix}")
     from sklearn.datasets import fetch_lfw_people, get_data_home
 
     home = Path(get_data_home(data_home))
@@ -21,9 +31,7 @@ def lfw_root(data_home: str | None) -> Path:
         except Exception as exc:  # offline: URLError, socket errors, HTTP errors
             raise ConfigError(
                 f"LFW not found at {root} and the download failed ({type(exc).__name__}: {exc}). "
-                "Fix: set data_home=<folder holding lfw_home/> (e.g. --set data_home=../shared/data) "
-                "or export SCIKIT_LEARN_DATA=<that folder>, or go online once so scikit-learn can "
-                "download it.") from None
+                f"{fix}, or go online once so scikit-learn can download it.") from None
     return root
 
 

@@ -14,6 +14,11 @@ NFSv3 with lockd (Linux maps ``flock`` to NFS byte-range locks), CephFS, Lustre/
 flock. Where it does not (NFS mounted ``nolock``, most FUSE/object-store mounts) the lock is per
 machine: each machine may compute an entry once, the last rename wins, and since every writer
 computes the same key the results are the same; readers are never served half a file.
+
+Beside each entry ``<hash>.pt`` a sidecar ``<hash>.json`` holds what ``entries()`` lists (key, meta,
+shape, cost, creation time, SHA-1 of the entry file), so that ``benchmark cache ls`` reads and checks
+the cache without importing torch. Entries without a sidecar (older ones), or whose file no longer
+matches it, are read with torch as before.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from benchmark.files import atomic_path, locked
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_VAR = "BENCHMARK_CACHE_DIR"
 
@@ -46,7 +52,21 @@ def key_hash(key: dict) -> str:
 
 
 def _checksum(t: torch.Tensor) -> str:
+    import torch
+
     return hashlib.sha1(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
 
 
 class FeatureCache:
@@ -60,6 +80,8 @@ class FeatureCache:
         """The entry at ``path`` if whole and for ``key``; a broken one is removed."""
         if not path.exists():
             return None
+        import torch
+
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
             if entry["key"] == key and _checksum(entry["features"]) == entry["checksum"]:
@@ -67,6 +89,7 @@ class FeatureCache:
         except Exception:  # truncated or corrupt file: recompute below
             pass
         path.unlink(missing_ok=True)
+        _sidecar(path).unlink(missing_ok=True)
         return None
 
     def get_or_compute(self, key: dict, compute: Callable[[], torch.Tensor], meta: dict | None = None) -> dict:
@@ -92,6 +115,8 @@ class FeatureCache:
                 entries[i] = self._read(paths[i], keys[i])
             missing = [i for i in todo if entries[i] is None]
             if missing:
+                import torch
+
                 t0 = time.perf_counter()
                 features = [f.detach().cpu().contiguous() for f in compute(missing)]  # keep their dtype
                 cost = time.perf_counter() - t0
@@ -101,28 +126,51 @@ class FeatureCache:
                                   "cost_s": cost * len(f) / rows, "created": time.time(), "meta": meta or {}}
                     with atomic_path(paths[i]) as tmp:
                         torch.save(entries[i], tmp)
+                        listed = {k: entries[i][k] for k in ("key", "cost_s", "created", "meta")}
+                        listed |= {"shape": list(f.shape), "dtype": str(f.dtype).removeprefix("torch."),
+                                   "sha1": _file_sha1(tmp)}
+                    with atomic_path(_sidecar(paths[i])) as tmp:
+                        tmp.write_text(json.dumps(listed))
         computed = set(missing)
         return [{**e, "hit": i not in computed} for i, e in enumerate(entries)]
 
     def entries(self) -> list[dict]:
         """One dict per entry: its key, ``meta``, ``shape``, ``cost_s``, ``created``, ``bytes`` and
-        ``check`` (``ok``, ``checksum mismatch``, ``unreadable``: such entries are recomputed on use)."""
+        ``check`` (``ok``, ``checksum mismatch``, ``unreadable``: such entries are recomputed on use).
+        Read from the sidecars (no torch); an entry without one, or not matching it, is loaded."""
         out = []
         for path in sorted(self.root.glob("*.pt")):
+            row = {"file": path.name, "bytes": path.stat().st_size}
             try:
-                e = torch.load(path, map_location="cpu", weights_only=True)
-                check = "ok" if _checksum(e["features"]) == e["checksum"] else "checksum mismatch"
-                out.append({"file": path.name, **e["key"], **e.get("meta", {}), "shape": list(e["features"].shape),
-                            "cost_s": round(e["cost_s"], 2), "created": e.get("created"),
-                            "bytes": path.stat().st_size, "check": check, "broken": check != "ok"})
-            except Exception:
-                out.append({"file": path.name, "broken": True, "check": "unreadable", "bytes": path.stat().st_size})
+                side = json.loads(_sidecar(path).read_text())
+                if _file_sha1(path) == side["sha1"]:
+                    out.append({**row, **side["key"], **side["meta"], "shape": side["shape"],
+                                "cost_s": round(side["cost_s"], 2), "created": side["created"], "check": "ok",
+                                "broken": False})
+                    continue
+            except (OSError, ValueError, KeyError, TypeError):  # no sidecar (an older entry) or a bad one
+                pass
+            out.append({**row, **self._load_listing(path)})
         return out
+
+    @staticmethod
+    def _load_listing(path: Path) -> dict:
+        import torch
+
+        try:
+            e = torch.load(path, map_location="cpu", weights_only=True)
+            check = "ok" if _checksum(e["features"]) == e["checksum"] else "checksum mismatch"
+            return {**e["key"], **e.get("meta", {}), "shape": list(e["features"].shape),
+                    "cost_s": round(e["cost_s"], 2), "created": e.get("created"), "check": check,
+                    "broken": check != "ok"}
+        except Exception:
+            return {"broken": True, "check": "unreadable"}
 
     def clear(self) -> int:
         n = 0
+        sidecars = [p for p in self.root.glob("*.json") if len(p.stem) == 32]  # <key hash>.json only
         for path in list(self.root.glob("*.pt")) + list(self.root.glob("*.lock")) + \
-                list(self.root.glob(".tmp-*")):
+                list(self.root.glob(".tmp-*")) + sidecars:
             path.unlink(missing_ok=True)
             n += path.suffix == ".pt"
         return n

@@ -297,15 +297,19 @@ class CachedEngine(Engine):
         missing = sum(n for key, n in needed if not self.cache.path(key).exists()) * per_image
         self.cache.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.cache.root).free
-        gb = 1e9
+
+        def size(n: float) -> str:  # in the unit that shows the number (never "0.00 GB")
+            unit, scale = next(((u, v) for u, v in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if n >= v), ("bytes", 1))
+            return f"{n / scale:.3g} {unit}"
+
         print(f"boundary cache: {self.prep.backbone} trainable_blocks={self.prep.trainable_blocks}, activations "
-              f"{list(shape)} {self.prep.dtype} = {per_image / 1e3:.1f} kB/image; this run uses "
-              f"{total / gb:.2f} GB ({len(needed)} entries), {missing / gb:.2f} GB still to write in "
-              f"{self.cache.root} ({free / gb:.1f} GB free)", flush=True)
+              f"{list(shape)} {self.prep.dtype} = {size(per_image)}/image; this run uses "
+              f"{size(total)} ({len(needed)} entries), {size(missing)} still to write in "
+              f"{self.cache.root} ({size(free)} free)", flush=True)
         if missing > free:
             raise ConfigError(
-                f"the boundary cache needs {missing / gb:.2f} GB more in {self.cache.root} but only "
-                f"{free / gb:.2f} GB are free. Fix: free disk space there, point cache_dir (or "
+                f"the boundary cache needs {size(missing)} more in {self.cache.root} but only "
+                f"{size(free)} are free. Fix: free disk space there, point cache_dir (or "
                 "$BENCHMARK_CACHE_DIR) at a larger disk, store less (boundary_dtype=float16, fewer "
                 "aug_views or epochs, augment=none, fewer trainable_blocks), or use engine=reference "
                 "(no cache, slower)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmark.config import Config, ConfigError
+from benchmark.config import FIELDS, Config, ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,8 +184,9 @@ BACKBONES: dict[str, BackboneSpec] = {
                                                        _strip_classifier),
                                     dropout=0.2, weights_enum="EfficientNet_B0_Weights",
                                     units=_efficientnet_units),
+    # its position embeddings fix the input at 224x224 (torchvision asserts it mid-forward)
     "vit_b_16": BackboneSpec(768, _torchvision("vit_b_16", "ViT_B_16_Weights", _strip_heads),
-                             weights_enum="ViT_B_16_Weights", units=_vit_units),
+                             weights_enum="ViT_B_16_Weights", units=_vit_units, input_size=224, resize=256),
     # TF EfficientNet-Lite models take inputs scaled by (x - 127) / 128
     "efficientnet_lite0": BackboneSpec(1280, _build_lite0, mean=(127 / 255,) * 3,
                                        std=(128 / 255,) * 3, dropout=0.2, units=_lite_units,
@@ -318,7 +320,13 @@ def _onnx_spec(location: str) -> BackboneSpec:
         import onnxruntime as ort
     except ModuleNotFoundError:
         raise ConfigError("onnx: backbones need onnxruntime: pip install onnxruntime") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's InvalidProtobuf/Fail: protobuf text, no fix
+        why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"backbone=onnx:{location}: onnxruntime cannot load this file as an ONNX model "
+                          f"({why}); give the path of an exported .onnx model (e.g. from torch.onnx.export), "
+                          "not a damaged or partial download") from None
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     dim = out.shape[-1]
     if len(inp.shape) != 4 or not isinstance(dim, int):
@@ -440,10 +448,15 @@ def head_dropout(cfg: Config, spec: BackboneSpec) -> float:
 
 
 def adapt(cfg: Config) -> Config:
-    """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs)."""
+    """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs;
+    ViT's position embeddings). A size the user chose (not the defaults) is replaced with a warning."""
     spec = check_backbone(cfg.backbone)
     if spec.input_size is None or (cfg.image_size, cfg.resize) == (spec.input_size, spec.resize):
         return cfg
+    if (cfg.image_size, cfg.resize) != (FIELDS["image_size"].default, FIELDS["resize"].default):
+        warnings.warn(f"backbone={cfg.backbone} takes {spec.input_size}x{spec.input_size} inputs only: "
+                      f"image_size={cfg.image_size} resize={cfg.resize} replaced by image_size={spec.input_size} "
+                      f"resize={spec.resize}", stacklevel=2)
     return cfg.replace(image_size=spec.input_size, resize=spec.resize)
 
 

@@ -194,7 +194,7 @@ def figure4_efficiency(configs: pd.DataFrame) -> Figure:
     ax.set_xticks(x, [f"{a}\nmean {v:.1f} / min" for a, v in zip(t["architecture"], t["score_per_minute"])])
     ax.set_xlabel("Architecture")
     ax.set_ylabel("Test score per minute of cost (points / min)")
-    ax.set_title("Figure 4. Training efficiency: score per minute", fontsize=11)
+    ax.set_title("Figure 4. Cost efficiency: test score per minute of cost", fontsize=11)
     ax.margins(y=0.12)
     handles = [Patch(color=pal[b], label=f"{a} (mean of {n} config{'s' if n != 1 else ''})")
                for b, a, n in zip(t["backbone"], t["architecture"], t["n_configs"])]
@@ -240,7 +240,7 @@ def figure5_tradeoff(configs: pd.DataFrame) -> Figure:
                     fontsize=7.5, color="dimgrey", ha="right" if right else "left")
     ax.set_xlabel(TIME_LABEL + (" — log scale" if log else ""))
     ax.set_ylabel(SCORE_LABEL)
-    ax.set_title("Figure 5. Performance vs training-time trade-off", fontsize=11)
+    ax.set_title("Figure 5. Test score vs cost trade-off", fontsize=11)
     ax.margins(x=0.08, y=0.08)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # architectures and the front
     return fig

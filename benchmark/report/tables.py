@@ -97,6 +97,17 @@ def read_table1(t: pd.DataFrame, configs: pd.DataFrame | None = None) -> str:
     return out
 
 
+def tied(scores) -> bool:
+    """Two or more scores, all the same: no ranking, no best, no effect to read from them."""
+    values = np.asarray(pd.Series(scores).dropna(), dtype=float)
+    return len(values) > 1 and bool(np.all(values == values[0]))
+
+
+def count(x: float) -> str:
+    """A count as a reader writes it: 240, 1422, 2.5 (never 2.4e+02)."""
+    return f"{x:.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.2g}"
+
+
 # -- Table 2 -----------------------------------------------------------------------------------------
 def table2(configs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """The top-``k`` configurations by mean test score: ``rank, config, architecture, lr, epochs, n``
@@ -130,6 +141,11 @@ def table2(configs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
 
 def read_table2(t: pd.DataFrame) -> str:
     top = t.iloc[0]
+    n_top = int((t["test/score"] == top["test/score"]).sum())
+    if n_top > 1:  # a tie at the top: no best configuration to name, no separability to judge
+        who = f"all {n_top} configurations shown" if n_top == len(t) else f"{n_top} configurations"
+        return (f"The runs are tied: {who} have the same test score ({top['test/score']:.1f}), so none is best "
+                "and no conclusion about what helps can be drawn from them.")
     out = f"{top['config']} has the highest test score ({top['test/score']:.1f})"
     if len(t) > 1:
         out += f", {top['test/score'] - t.iloc[1]['test/score']:.1f} points above {t.iloc[1]['config']}"
@@ -178,6 +194,10 @@ def lr_sweep(configs: pd.DataFrame) -> pd.DataFrame:
 
 def read_lr(t: pd.DataFrame) -> str:
     main = t[t["main"]] if t["main"].any() else t
+    if tied(main["test/score"]):
+        lo, hi = fmt_num(main["lr"].min()), fmt_num(main["lr"].max())
+        return (f"The runs are tied: every learning rate from {lo} to {hi} "
+                f"scores {main['test/score'].iloc[0]:.1f}, so no learning rate is best here.")
     parts, best_lrs = [], {}
     for line, g in main.groupby("line", sort=False):
         g = g.sort_values("lr")
@@ -222,6 +242,9 @@ def epoch_sweep(configs: pd.DataFrame) -> pd.DataFrame:
 
 def read_epochs(t: pd.DataFrame) -> str:
     t = t.sort_values("epochs")
+    if tied(t["test/score"]):
+        return (f"The runs are tied: {t['family'].iloc[0]} scores {t['test/score'].iloc[0]:.1f} at every number of "
+                f"epochs ({', '.join(f'{e:g}' for e in t['epochs'])}), so there is no peak and no overfitting to read.")
     peak = t.loc[t["test/score"].idxmax()]
     first = t.iloc[0]
     out = f"{t['family'].iloc[0]} peaks at {peak['epochs']:g} epochs (score {peak['test/score']:.1f})"
@@ -292,6 +315,9 @@ def ablations(configs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 
 
 def read_ablations(t: pd.DataFrame) -> str:
+    if (t["delta"] == 0).all():
+        return (f"The runs are tied: none of the {len(t)} change(s) moves the test score (Δ 0.0 for each), so no "
+                "design choice can be ranked from them.")
     size = t["delta"].abs()
     worst, mild = t.loc[size.idxmax()], t.loc[size.idxmin()]
     out = f"Largest change: {worst['ablation']} ({worst['delta']:+.1f} points, {worst['delta_pct']:+.1f}%)"
@@ -379,7 +405,14 @@ def read_pareto(t: pd.DataFrame) -> str:
 def read_audit(t: pd.DataFrame) -> str:
     parts = []
     for _, r in t.iterrows():
-        rho = "ρ n/a (< 3 configurations)" if missing(r["spearman_rho"]) else f"Spearman ρ = {r['spearman_rho']:.2f}"
+        if r.get("val_tied") or r.get("test_tied"):  # a tie has no ranking: nothing to correlate or pick
+            which = " and ".join(s for s, k in (("validation", "val_tied"), ("test", "test_tied")) if r.get(k))
+            parts.append(f"{r['protocol']}: the runs are tied on {which} ({r['n_configs']} configurations with one "
+                         f"score), so there is no ranking to compare and no pick to judge; val − test gap "
+                         f"{r['gap_mean']:+.1f} points on average")
+            continue
+        rho = ("ρ n/a (< 3 configurations)" if r["n_configs"] < 3 else "ρ n/a") if missing(r["spearman_rho"]) \
+            else f"Spearman ρ = {r['spearman_rho']:.2f}"
         pick = ("validation would have picked the right model" if r["picks_right"] else
                 f"validation would have picked {r['val_pick']} instead of {r['test_best']} "
                 f"(−{r['regret']:.1f} test points)")
@@ -417,8 +450,8 @@ def measured_on(configs: pd.DataFrame) -> str | None:
     if not facts:
         return None
     return "Measured on: " + "; ".join(
-        f"{SPLIT_NAMES[s]} {q:.0f} queries, each against a gallery of {g:.0f} holding {p:.2g} same-identity "
-        f"item(s) on average" for s, (q, g, p) in facts.items()) + "."
+        f"{SPLIT_NAMES[s]} {count(q)} queries, each against a gallery of {count(g)} holding {count(p)} same-identity "
+        f"item{'' if p == 1 else 's'} on average" for s, (q, g, p) in facts.items()) + "."
 
 
 def split_difference(configs: pd.DataFrame) -> str | None:
@@ -430,8 +463,9 @@ def split_difference(configs: pd.DataFrame) -> str | None:
     (_, gv, pv), (_, gt, pt) = facts["val"], facts["test"]
     if abs(gv - gt) <= 0.1 * max(gv, gt) and abs(pv - pt) <= 0.1 * max(pv, pt):
         return None
-    return (f"Validation and test are different retrieval tasks here: a validation query has {pv:.2g} "
-            f"same-identity item(s) among {gv:.0f}, a test query {pt:.2g} among {gt:.0f}. Top-k and the score "
+    return (f"Validation and test are different retrieval tasks here: a validation query has {count(pv)} "
+            f"same-identity item{'' if pv == 1 else 's'} among {count(gv)}, a test query {count(pt)} among "
+            f"{count(gt)}. Top-k and the score "
             "depend on both, so a val − test difference in level reflects the split sizes as much as overfitting; "
             "compare how the two rank configurations (Spearman ρ), not their levels.")
 
@@ -498,7 +532,8 @@ def audit_markdown(t: pd.DataFrame) -> str:
         return "–" if missing(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
     rows = [[r["protocol"], str(r["n_configs"]), cell(r["spearman_rho"], digits=2), pval(r["spearman_p"]),
-             cell(r["gap_mean"], r["gap_ci"], 1), r["val_pick"], r["test_best"], "yes" if r["picks_right"] else "no",
+             cell(r["gap_mean"], r["gap_ci"], 1), r["val_pick"], r["test_best"],
+             "tied" if r.get("val_tied") or r.get("test_tied") else "yes" if r["picks_right"] else "no",
              cell(r["regret"], digits=1)] for _, r in t.iterrows()]
     return markdown(headers, rows)
 

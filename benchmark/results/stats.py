@@ -220,7 +220,8 @@ def protocol_audit(configs: pd.DataFrame, val: str = "val/score", test: str = "t
     configurations or a constant column); ``gap_mean`` = mean over configurations of val − test, with
     ``gap_ci`` (t-interval over configurations); ``val_pick`` (argmax val), ``test_best`` (argmax
     test), ``picks_right`` (the same configuration), ``regret`` = test score of the test-best minus
-    that of the validation pick.
+    that of the validation pick; ``val_tied`` / ``test_tied``: every configuration has the same score
+    (then there is no ranking and the picks mean nothing).
     """
     absent = [m for m in (val, test) if m not in configs.columns]
     if absent:
@@ -241,7 +242,9 @@ def protocol_audit(configs: pd.DataFrame, val: str = "val/score", test: str = "t
         rows.append({"protocol": proto, "n_configs": len(c), "spearman_rho": rho, "spearman_p": p,
                      "gap_mean": gap, "gap_ci": gap_ci, "val_pick": vp["label"], "test_best": tb["label"],
                      "picks_right": bool(vp["label"] == tb["label"]),
-                     "regret": float(tb[test] - vp[test])})
+                     "regret": float(tb[test] - vp[test]),
+                     "val_tied": len(c) > 1 and c[val].nunique() == 1,
+                     "test_tied": len(c) > 1 and c[test].nunique() == 1})
     if not rows:
         raise Unsupported(f"no configuration has both {val} and {test}")
     return pd.DataFrame(rows)

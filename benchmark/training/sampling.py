@@ -40,8 +40,8 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int, labels: np.ndarr
     n_classes = len(np.unique(labels))
     if samples_per_class * n_classes < batch_size or n < batch_size:
         raise ConfigError(f"samples_per_class={samples_per_class} x {n_classes} training identities "
-                          f"(with {n} images) cannot fill batch_size={batch_size}; lower batch_size or "
-                          "raise samples_per_class")
+                          f"(with {n} images) cannot fill batch_size={batch_size}; lower batch_size "
+                          "(benchmark.splits.check_sampling refuses such configs before any work)")
     sampler = MPerClassSampler(np.asarray(labels), samples_per_class, batch_size=batch_size,
                                length_before_new_iter=n)
     with _pml_random(seed * 1000 + epoch):

@@ -142,8 +142,8 @@ def test_imagefolder_filters(tmp_path):
     base = dict(dataset="imagefolder", data_home=str(tmp_path / "faces"))
     assert set(load_dataset(Config(**base, min_faces_per_person=4))["identity"]) == {"alice", "bob"}
     assert set(load_dataset(Config(**base, min_faces_per_person=1, max_identities=2))["identity"]) == {"alice", "bob"}
-    with pytest.raises(ConfigError, match="has 1 identities with >= 4 images"):
-        load_dataset(Config(**base, min_faces_per_person=4, max_identities=1))
+    with pytest.raises(ConfigError, match="has 0 identities with >= 5 images; lower min_faces_per_person"):
+        load_dataset(Config(**base, min_faces_per_person=5, max_identities=2))
 
 
 def test_imagefolder_errors(tmp_path):

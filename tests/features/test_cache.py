@@ -79,9 +79,10 @@ def test_cache_ls_tells_entries_apart_and_flags_bad_checksums(tmp_path):
                              capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout
     lines = listing.splitlines()
     header = lines[1].split()
-    assert header == ["file", "backbone", "weights", "dataset", "images", "shape", "normalize", "view", "precision",
+    assert header == ["file", "kind", "backbone", "weights", "dataset", "images", "shape", "normalize", "precision",
                       "size", "MB", "created", "cost_s", "check"]
-    by_view = {line.split()[header.index("view") + 1]: line for line in lines[2:4]}  # shape is 2 tokens
+    by_view = {("eval" if "features, eval view" in line else "1" if "features, augmented view 1" in line else None):
+               line for line in lines[2:4]}
     assert "orl" in by_view["eval"] and by_view["eval"].endswith("ok") and "64/72" in by_view["eval"]
     assert by_view["1"].endswith("checksum mismatch") and "False" in by_view["1"]
     assert "1 entries fail their checksum" in listing
@@ -137,3 +138,53 @@ def test_a_pass_cost_is_shared_by_rows(tmp_path):
     assert a["cost_s"] == pytest.approx(3 * b["cost_s"]) and a["cost_s"] + b["cost_s"] >= 0.199
     again = cache.get_or_compute_many([{"v": 0}, {"v": "eval"}], compute)
     assert [e["hit"] for e in again] == [True, True] and again[0]["cost_s"] == b["cost_s"]
+
+
+def _ls(root: Path, *python_args: str) -> subprocess.CompletedProcess:
+    """``benchmark cache ls`` in a fresh interpreter that also reports whether torch was imported."""
+    code = ("import sys; from benchmark.cli import main; rc = main(['cache', 'ls', '--dir', sys.argv[1]]); "
+            "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    return subprocess.run([sys.executable, *python_args, "-c", code, str(root)], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2])
+
+
+def test_cache_ls_labels_every_kind_of_entry_without_importing_torch(tmp_path):
+    """Face detections used to show blank backbone and weights; ``cache ls`` took 4 s and 1 GB importing torch."""
+    cache = FeatureCache(tmp_path / "c")
+    base = {"backbone": "resnet18", "weights": "random:0", "precision": "cpu-fp32", "image_size": 64, "resize": 72,
+            "normalize": True, "images": "ab" * 16}
+    cache.get_or_compute({**base, "view": "eval"}, lambda: torch.ones(5, 2), {"dataset": "orl"})
+    cache.get_or_compute({**base, "view": 2, "trainable_blocks": 1, "dtype": "float16"},
+                         lambda: torch.ones(5, 2, 2, 2, dtype=torch.float16), {"dataset": "orl"})
+    cache.get_or_compute({"align": "yunet:0123456789abcdef:score0.6", "images": "cd" * 16}, lambda: torch.zeros(5, 15),
+                         {"dataset": "lfw"})
+    assert len(list((tmp_path / "c").glob("*.json"))) == 3  # one sidecar per entry
+    out = _ls(tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()[2:5]
+    kinds = {"features, eval view": "resnet18", "boundary activations, augmented view 2": "resnet18",
+             "face detections": "yunet"}
+    for kind, backbone in kinds.items():
+        line = next(r for r in rows if f" {kind} " in r)
+        assert line.split(kind)[1].split()[0] == backbone and line.endswith(" ok"), line
+    face = next(r for r in rows if "face detections" in r)
+    assert "0123456789ab" in face and "[5, 15]" in face  # the detector's digest is its weights
+    assert out.stdout.splitlines()[-1] == "torch imported: False"
+    # an entry written before sidecars existed is still listed (read with torch)
+    for sidecar in (tmp_path / "c").glob("*.json"):
+        sidecar.unlink()
+    old = _ls(tmp_path / "c")
+    assert old.stdout.splitlines()[2:5] == out.stdout.splitlines()[2:5]
+    assert FeatureCache(tmp_path / "c").clear() == 3 and list((tmp_path / "c").iterdir()) == []
+
+
+def test_cache_ls_on_a_file_or_a_missing_folder(tmp_path):
+    """A file used to list as "0 entries"."""
+    (tmp_path / "f").write_text("not a cache")
+    out = _ls(tmp_path / "f")
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"error: cache folder {tmp_path / 'f'} is a file; give the feature cache folder (--dir, $BENCHMARK_CACHE_DIR "
+        "or the default user cache)")
+    out = _ls(tmp_path / "nope")
+    assert out.returncode == 0 and out.stdout.startswith(f"{tmp_path / 'nope'}: no such folder, 0 entries")
+    assert not (tmp_path / "nope").exists()

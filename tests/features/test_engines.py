@@ -193,15 +193,18 @@ def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
 def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, monkeypatch, capsys):
     cfg = tiny_cfg(cache_dir=str(cache_dir), trainable_blocks=2, augment="report", epochs=2)
     monkeypatch.setattr(engines.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10**5))
-    with pytest.raises(ConfigError, match=r"needs 0.00 GB more .* only 0.00 GB are free. Fix: .*cache_dir"):
-        run.execute(cfg)
-    out = capsys.readouterr().out
     # resnet18 at 64 px: the last 2 blocks (layer4) read layer3's output, 256 x 4 x 4; 131 eval images
-    # + 2 bank views of the training images
+    # + 2 bank views of the training images; units that show the numbers (it said "0.00 GB ... 0.00 GB")
     per_image = 256 * 4 * 4 * 2
     n_train = len(run.prepare(cfg).engine.train_idx)
-    assert f"activations [256, 4, 4] float16 = {per_image / 1e3:.1f} kB/image" in out
-    assert f"this run uses {(131 + 2 * n_train) * per_image / 1e9:.2f} GB (3 entries)" in out
+    total = (131 + 2 * n_train) * per_image
+    assert 1e6 < total < 1e7
+    refusal = rf"needs {total / 1e6:.3g} MB more .* only 100 kB are free. Fix: .*cache_dir"
+    with pytest.raises(ConfigError, match=refusal):
+        run.execute(cfg)
+    out = capsys.readouterr().out
+    assert f"activations [256, 4, 4] float16 = {per_image / 1e3:.3g} kB/image" in out
+    assert f"this run uses {total / 1e6:.3g} MB (3 entries)" in out and "(100 kB free)" in out
     assert not list(cache_dir.glob("*.pt"))  # nothing written
 
 

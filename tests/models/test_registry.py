@@ -5,6 +5,7 @@ checked against OpenCV's own FaceDetectorYN / FaceRecognizerSF pipeline."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,8 @@ def test_torchvision_family_is_the_named_backbone():
     assert spec.mean == tuple(default.transforms().mean)
     vit = check_backbone("torchvision:vit_b_16")  # position embeddings: the published input size is forced
     assert (vit.input_size, vit.resize, vit.dim) == (224, 256, 768)
-    assert adapt(Config(backbone="torchvision:vit_b_16", image_size=64)).image_size == 224
+    with pytest.warns(UserWarning, match="takes 224x224 inputs only"):
+        assert adapt(Config(backbone="torchvision:vit_b_16", image_size=64)).image_size == 224
 
 
 def test_timm_family_uses_timm_data_config_and_offline_error(tmp_path, monkeypatch):
@@ -315,3 +317,31 @@ def test_onnx_graphs_refuse_trainable_blocks(onnx_file):
         split(net, 1)
     with pytest.raises(ConfigError, match="declares no blocks to unfreeze"):
         split(build_backbone(_orl(backbone="torchvision:resnet18", weights="random")), 1)
+
+
+@pytest.mark.parametrize("name", ["vit_b_16", "torchvision:vit_b_16"])
+def test_vit_input_size_is_its_own_and_a_chosen_one_is_replaced_with_a_warning(name):
+    """image_size=7 on ViT-B/16 passed validation and failed on torchvision's assertion mid-forward."""
+    with pytest.warns(UserWarning, match=rf"backbone={name} takes 224x224 inputs only: image_size=7 resize=256 "
+                                         "replaced by image_size=224 resize=256"):
+        cfg = adapt(Config(backbone=name, image_size=7))
+    assert (cfg.image_size, cfg.resize) == (224, 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults are no choice of the user's: no warning
+        assert adapt(Config(backbone=name)) == Config(backbone=name)
+
+
+def test_a_garbage_onnx_file_is_one_error_with_the_fix(tmp_path, capsys):
+    """It used to exit 1 with onnxruntime's protobuf text and no fix."""
+    pytest.importorskip("onnxruntime")
+    from benchmark.cli import main
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ConfigError, match=rf"backbone=onnx:{path}: onnxruntime cannot load this file as an ONNX "
+                                          r"model \(.*\); give the path of an exported .onnx model"):
+        check_backbone(f"onnx:{path}")
+    assert main(["run", "--experiment", "demo-frozen-features", "--set", f"backbone=onnx:{path}", "tracking=none",
+                 "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give the path of an exported .onnx model" in err

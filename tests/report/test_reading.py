@@ -102,12 +102,12 @@ def test_table2_no_lr_or_epochs_without_a_trained_head_and_diverged_flagged(conf
 
 def test_report_says_what_each_split_is_measured_on(demo_dir, tmp_path):
     text = build_report(store.load(demo_dir), tmp_path).read_text()
-    measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item(s) "
-                "on average; test 120 queries, each against a gallery of 119 holding 2 same-identity item(s)")
+    measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item "
+                "on average; test 120 queries, each against a gallery of 119 holding 2 same-identity items")
     n_tables = text.count("<sub>Data: ")
     assert text.count(measured) == n_tables >= 5  # beside every metric table
     assert text.count("Validation and test are different retrieval tasks here: a validation query has 1 "
-                      "same-identity item(s) among 79, a test query 2 among 119.") == 2  # overview + audit
+                      "same-identity item among 79, a test query 2 among 119.") == 2  # overview + audit
     assert "**1 run(s) diverged**" in text and "demo-lr0.1-ep3" in text
 
 
@@ -115,3 +115,67 @@ def test_one_architecture_efficiency_claims_no_ranking(configs):
     t = tables.efficiency(configs)
     assert "most efficient" not in tables.read_efficiency(t) and "no architecture comparison" in tables.read_efficiency(t)
     assert "× lowest" not in tables.efficiency_markdown(t)
+
+
+@pytest.fixture(scope="module")
+def tied_dir(tmp_path_factory):
+    """Every configuration with the same score (a collapsed sweep): the report must draw no conclusion."""
+    root = tmp_path_factory.mktemp("tied")
+    blob = npz_bytes(*make_images(root / "images"))
+    rng = np.random.default_rng(3)
+    for name in (*SCORES, "demo-no-augment"):
+        cfg = resolve(name)
+        m = metrics_for(500.0, 500.0, "efficientnet_lite0", cfg.epochs, rng) | FACTS
+        write_run(root / "runs", name, cfg, m, blob)
+    return root / "runs"
+
+
+def test_tied_runs_are_called_tied_and_draw_no_conclusion(tied_dir, tmp_path):
+    """It said "ρ n/a (< 3 configurations) over 7 configurations", "LR 0.001 is best … +0.0%", "largest
+    change: … (+0.0); smallest: …" and "validation would have picked the right model"."""
+    report = build_report(store.load(tied_dir), tmp_path).read_text()
+    readings = [line for line in report.splitlines() if line.startswith("**Reading:**")]
+    text = "\n".join(readings)
+    for wrong in ("is best for", "+0.0%", "Largest change", "smallest:", "would have picked", "< 3 configurations",
+                  "has the highest test score", "peaks at", "separable"):
+        assert wrong not in text, wrong
+    assert "The runs are tied: every learning rate from 0.001 to 0.1 scores 500.0, so no learning rate is best" in text
+    assert "scores 500.0 at every number of epochs (3, 5), so there is no peak" in text
+    assert "The runs are tied: none of the 3 change(s) moves the test score" in text
+    assert "The runs are tied: all 7 configurations shown have the same test score (500.0), so none is best" in text
+    assert "closed-set: the runs are tied on validation and test (7 configurations with one score), so there is no " \
+           "ranking to compare and no pick to judge" in text
+    assert "from one of the 7 configurations tied for the best test score" in text
+    audit = next(line for line in report.splitlines() if line.startswith("| closed-set |"))
+    assert audit.split(" | ")[7] == "tied"
+
+
+def test_an_untied_audit_with_a_constant_column_does_not_blame_the_count(configs):
+    from benchmark.results.stats import protocol_audit
+
+    t = protocol_audit(configs.assign(**{"val/score": 100.0}))  # 6 configurations, validation constant
+    assert tables.read_audit(t).startswith("closed-set: the runs are tied on validation (6 configurations")
+    t = protocol_audit(configs.head(2))
+    assert "ρ n/a (< 3 configurations) over 2 configurations" in tables.read_audit(t)
+
+
+def test_figure_titles_say_cost_not_training(configs):
+    """Figure 4 said "Training efficiency" with configurations that train nothing; Figure 5 "training-time"
+    while its axis is the cost."""
+    (ax4,) = figures.figure4_efficiency(configs).axes
+    (ax5,) = figures.figure5_tradeoff(configs).axes
+    assert ax4.get_title() == "Figure 4. Cost efficiency: test score per minute of cost"
+    assert ax5.get_title() == "Figure 5. Test score vs cost trade-off" and "Cost" in ax5.get_xlabel()
+
+
+def test_numbers_are_written_as_a_reader_writes_them():
+    """"a gallery of 1422 holding 2.4e+02 same-identity item(s)"."""
+    c = pd.DataFrame({"val/n_queries": [80.0], "val/n_gallery": [1422.0], "val/positives": [240.0],
+                      "test/n_queries": [120.0], "test/n_gallery": [1422.0], "test/positives": [1.0]})
+    assert tables.measured_on(c) == ("Measured on: validation 80 queries, each against a gallery of 1422 holding 240 "
+                                     "same-identity items on average; test 120 queries, each against a gallery of "
+                                     "1422 holding 1 same-identity item on average.")
+    assert tables.split_difference(c).startswith("Validation and test are different retrieval tasks here: a "
+                                                 "validation query has 240 same-identity items among 1422, a test "
+                                                 "query 1 among 1422.")
+    assert [tables.count(v) for v in (2.5, 0.25, 13.4, 2400.0, 3.0)] == ["2.5", "0.25", "13", "2400", "3"]

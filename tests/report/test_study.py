@@ -113,3 +113,25 @@ def test_mapr_is_filled_from_saved_embeddings(tmp_path):
     c, _ = study_configs(store.load(tmp_path))
     expected = [float((tmp_path / f"e-{s}" / "expected").read_text()) for s in range(2)]
     assert c.loc[0, "test/map_at_r"] == pytest.approx(np.mean(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("costs, log", [((136, 140, 151), False), ((20, 300, 2000), True)])
+def test_the_cost_axis_has_readable_tick_labels(costs, log, tmp_path):
+    """Costs within a decade (136–151 s) on a log axis left it without a single tick label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from benchmark.report.study import figure_score_cost
+
+    t = pd.DataFrame({"backbone": ["efficientnet_lite0"] * 3, "recipe": ["report", "frozen", "lr=0.01"],
+                      "cost_s": [float(c) for c in costs], "test_score": [300.0, 310.0, 320.0],
+                      "test_score_ci": [np.nan] * 3, "pareto": [True, False, False]})
+    fig = figure_score_cost(t, t.iloc[:0])
+    fig.savefig(tmp_path / "f.png")  # ticks are placed at draw time
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [tick.get_text() for tick in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+             if tick.get_text() and lo <= tick.get_position()[0] <= hi]
+    assert len(shown) >= 2, shown  # at least two numbers to read a cost between
+    assert all(float(s) > 0 for s in shown)  # plain numbers (136, 140), not 10^2
+    assert (ax.get_xscale() == "log") == log and ("log scale" in ax.get_xlabel()) == log
