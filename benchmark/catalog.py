@@ -83,4 +83,14 @@ def sweeps() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sweep", "name", "runs", "parameters", "file"])
 
 
-LISTS = {"experiments": experiments, "keys": keys, "backbones": backbones, "sweeps": sweeps}
+def styles() -> pd.DataFrame:
+    """Every gallery/query/training style: ``style``, ``parameters`` (defaults; ``style_args`` sets
+    them) and ``doc`` (the first line of its function's docstring)."""
+    from benchmark.features import styles as registry
+
+    return pd.DataFrame([{"style": name, "parameters": " ".join(f"{k}={v}" for k, v in registry.defaults(name).items()),
+                          "doc": " ".join((fn.__doc__ or "").split("\n\n")[0].split())} for name, fn in registry.STYLES.items()],
+                        columns=["style", "parameters", "doc"])
+
+
+LISTS = {"experiments": experiments, "keys": keys, "backbones": backbones, "sweeps": sweeps, "styles": styles}

@@ -162,7 +162,7 @@ def cmd_submit(args) -> int:
     overrides = parse_overrides(args.set)
     if overrides:
         cfg = cfg.replace(**overrides)
-    print(format_summary(submit(cfg, args.query, args.gallery, args.k, Path(args.out), args.index_dir)))
+    print(format_summary(submit(cfg, args.query, args.gallery, args.k, Path(args.out), args.index_dir, args.train)))
     return 0
 
 
@@ -179,7 +179,8 @@ def cmd_make_competition(args) -> int:
 
     manifest = make_competition(args.out, args.data_home, args.train_min, args.test_min, args.test_max,
                                 args.queries_per_identity, args.seed, args.max_test_identities,
-                                args.max_train_identities, overwrite=args.overwrite)
+                                args.max_train_identities, overwrite=args.overwrite,
+                                gallery_style=args.gallery_style, style_args=parse_overrides(args.style_arg) or None)
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
     return 0
 
@@ -336,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10, help="gallery images listed per query")
     p.add_argument("--out", default="submission.json", help="the submission file to write")
     p.add_argument("--index-dir", help="where gallery.index + gallery_keys.json go (default: beside --out)")
+    p.add_argument("--train", metavar="DIR",
+                   help="train the head on this <identity>/<image> folder, e.g. the competition's train/ "
+                        "(default: the config's dataset)")
     p.set_defaults(fn=cmd_submit)
 
     p = sub.add_parser("score-submission", help="score a submission.json as the competition did")
@@ -355,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train-identities", type=int, help="keep at most this many training people (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the query/gallery choice and the anonymized names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    p.add_argument("--gallery-style", default="none",
+                   help="render the gallery in this style (benchmark list styles): the competition's real-photo -> "
+                        "synthetic-render gap; queries stay photographs")
+    p.add_argument("--style-arg", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="parameters of the gallery style, e.g. --style-arg size=16 (default: its defaults)")
     p.set_defaults(fn=cmd_make_competition)
 
     p = sub.add_parser("cache", help="list or clear the feature cache")
@@ -364,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
     p.set_defaults(fn=cmd_cache)
 
-    p = sub.add_parser("list", help="named experiments, config keys, backbones or sweeps")
-    p.add_argument("what", choices=["experiments", "keys", "backbones", "sweeps"],
+    p = sub.add_parser("list", help="named experiments, config keys, backbones, sweeps or styles")
+    p.add_argument("what", choices=["experiments", "keys", "backbones", "sweeps", "styles"],
                    help="experiments: names and overrides; keys: every config key with type, default and doc; "
-                        "backbones: dimension, input size, weights on this machine; sweeps: named sweep files")
+                        "backbones: dimension, input size, weights on this machine; sweeps: named sweep files; "
+                        "styles: the renderers of gallery_style/query_style/train_styles and their parameters")
     _add_experiments(p)
     p.add_argument("--width", type=int, default=100, help="wrap longer cells onto more lines at this many characters")
     p.set_defaults(fn=cmd_list)

@@ -18,9 +18,10 @@ layout is a function of the parameters and ``seed``.
 Files are *copied* (``shutil.copyfile``: bytes only, fresh timestamps). A symlink would reveal
 the LFW path (and so the identity) to ``readlink``, and a hard link shares its inode with the LFW
 file (``find -samefile``), which defeats the anonymous names; copies cost ~90 MB for all of LFW.
-Only the real competition's domain gap (synthetic gallery renders) is not reproduced: query and
-gallery here are both LFW photographs. truth.json and competition.json are the organizer's files:
-hand out ``test/`` alone.
+The real competition's domain gap (its gallery held synthetic renders of the people whose photos were
+the queries) is reproduced by ``gallery_style``: each gallery file is then the LFW photo rendered in
+that style (``benchmark.features.styles``) and written as a JPEG (quality 95); queries stay
+photographs. truth.json and competition.json are the organizer's files: hand out ``test/`` alone.
 """
 
 from __future__ import annotations
@@ -34,10 +35,21 @@ import numpy as np
 from benchmark.config import ConfigError
 from benchmark.data.imagefolder import visible
 from benchmark.data.lfw import lfw_root
+from benchmark.features import styles
 
 TRUTH_FILE = "truth.json"
 MANIFEST_FILE = "competition.json"
 _OWNED = ("train", "test", TRUTH_FILE, MANIFEST_FILE)
+
+
+def _render(src: Path, dst: Path, style: str, args: dict | None) -> None:
+    """``src`` rendered in ``style``, written to ``dst`` as a JPEG (fresh file: nothing links it to LFW)."""
+    from PIL import Image
+
+    from benchmark.features.views import decode
+
+    rgb = styles.render(decode(str(src)), style, args).permute(1, 2, 0).numpy()
+    Image.fromarray(rgb).save(dst, format="JPEG", quality=95)
 
 
 def _people(root: Path) -> dict[str, list[Path]]:
@@ -55,7 +67,7 @@ def make_competition(out_dir: Path | str, data_home: str | None = None, train_mi
                      seed: int = 0, max_test_identities: int | None = None,
                      max_train_identities: int | None = None,
                      max_train_images_per_identity: int | None = None,
-                     overwrite: bool = False) -> dict:
+                     overwrite: bool = False, gallery_style: str = "none", style_args: dict | None = None) -> dict:
     """Write the layout (module docstring) under ``out_dir``; returns the manifest (counts, paths).
 
     ``max_*_identities``: a seeded random subset of the eligible people (all by default);
@@ -63,7 +75,13 @@ def make_competition(out_dir: Path | str, data_home: str | None = None, train_mi
     (small, fast layouts). ``overwrite``: replace a layout already in ``out_dir`` (only the files
     this function writes are removed); otherwise an existing one, or a non-empty folder that holds
     no layout, is an error. Errors name the ``make-competition`` options (the function's user).
+    ``gallery_style``: render the gallery in this style (``style_args``: its parameters), queries
+    stay photos.
     """
+    try:
+        style = styles.identity(gallery_style, style_args)
+    except ValueError as exc:
+        raise ConfigError(f"--gallery-style: {exc}") from None
     if not 1 <= n_query_per_identity < test_min:
         raise ConfigError(f"--queries-per-identity {n_query_per_identity} must be >= 1 and < --test-min "
                           f"{test_min}, so that every test person keeps >= 1 gallery image")
@@ -137,17 +155,22 @@ def make_competition(out_dir: Path | str, data_home: str | None = None, train_mi
         is_query[rng.choice(len(files), size=n_query_per_identity, replace=False)] = True
         for f, q in zip(files, is_query):
             name = anonymous()
-            shutil.copyfile(f, (query_dir if q else gallery_dir) / name)
+            if q or style is None:
+                shutil.copyfile(f, (query_dir if q else gallery_dir) / name)
+            else:
+                _render(f, gallery_dir / name, gallery_style, style_args)
             truth["queries" if q else "gallery"][name] = person
             sources[name] = f"{person}/{f.name}"
     truth = {part: dict(sorted(d.items())) for part, d in truth.items()}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     manifest = {
-        "source": str(root), "copy": "copyfile",
+        "source": str(root), "copy": "copyfile" if style is None else "copyfile (queries, train); gallery rendered",
+        "gallery_style": style,
         "params": {"train_min": train_min, "test_min": test_min, "test_max": test_max,
                    "n_query_per_identity": n_query_per_identity, "seed": seed,
                    "max_test_identities": max_test_identities, "max_train_identities": max_train_identities,
-                   "max_train_images_per_identity": max_train_images_per_identity},
+                   "max_train_images_per_identity": max_train_images_per_identity,
+                   "gallery_style": gallery_style, "style_args": style_args or {}},
         "counts": {"train_identities": len(train_people), "train_images": n_train,
                    "test_identities": len(test_people), "queries": len(truth["queries"]),
                    "gallery": len(truth["gallery"])},

@@ -46,6 +46,11 @@ def _choices(*values: str) -> dict:
 LOSS_NAMES = ("ce", "arcface", "cosface", "subcenter_arcface", "supcon", "triplet", "multi_similarity",
               "contrastive")
 MINER_NAMES = ("none", "batch_hard", "batch_easy_hard", "multi_similarity", "triplet_margin", "pair_margin")
+#: the style registry (benchmark/features/styles.py), listed here so that config.py stays a leaf
+STYLE_NAMES = ("none", "stylization", "cartoon", "sketch", "lowres", "grey", "dark", "cast")
+#: test-time re-ranking (benchmark/rerank.py): alpha query expansion, database-side augmentation, both,
+#: k-reciprocal re-ranking
+RERANK_NAMES = ("none", "aqe", "dba", "dba+aqe", "kreciprocal")
 #: values older records and configs used, read as today's spelling
 LEGACY_VALUES = {"augment": {**dict.fromkeys(("true", "yes", "on", "1"), "report"),
                              **dict.fromkeys(("false", "no", "off", "0"), "none")}}
@@ -93,6 +98,37 @@ class Config:
     aug_views: int = 5
     #: normalize inputs with the backbone's mean/std (ImageNet); false = [0, 1] pixels
     normalize: bool = True
+    # --- cross-domain retrieval (issue 17): real-photo queries vs a gallery of the other domain -----
+    #: style the gallery side of val/test is rendered in (benchmark list styles); any value but none
+    #: makes val/test query -> gallery retrieval (``query_fraction``)
+    gallery_style: str = field(default="none", metadata=_choices(*STYLE_NAMES))
+    #: style of the validation gallery; null = gallery_style. Another style than test's keeps `choose`
+    #: and early stopping from being tuned to the test render (held-out styles)
+    val_gallery_style: str | None = field(default=None, metadata=_choices(*STYLE_NAMES))
+    #: style the queries are rendered in at test time (a remedy: both sides in one domain); none = photos
+    query_style: str = field(default="none", metadata=_choices(*STYLE_NAMES))
+    #: each style's parameters over its defaults, e.g. {lowres: {size: 16}, cartoon: {colors: 6}}
+    style_args: dict = field(default_factory=dict)
+    #: val/test as query -> gallery retrieval: this fraction of each identity's images are queries,
+    #: the rest gallery items (fixed by split_seed); null = leave-one-out within the split (today's),
+    #: or 0.5 when a gallery domain is set
+    query_fraction: float | None = None
+    #: gallery side from real other-domain images: <gallery_home>/<identity>/<image> (the competition's
+    #: own renders); the val/test images of data_home are then all queries
+    gallery_home: str | None = None
+    #: training-time style augmentation: every bank view of every training image is rendered through
+    #: a style drawn from this list (seeded per view and image; include none to keep photos)
+    train_styles: tuple[str, ...] = ()
+    #: open-set: people with this many images up to min_faces_per_person - 1 join the test split as
+    #: extra unseen identities (5: the 361 LFW people make-competition tests on); null = none
+    extra_test_min_faces: int | None = None
+    #: test-time: subtract each side's mean embedding (queries, gallery) before L2-normalizing again
+    centering: bool = False
+    #: test-time re-ranking from the unlabeled val/test embeddings: aqe (alpha query expansion),
+    #: dba (database-side augmentation), dba+aqe, kreciprocal (k-reciprocal re-ranking)
+    rerank: str = field(default="none", metadata=_choices(*RERANK_NAMES))
+    #: the re-ranker's parameters, e.g. {k: 2, alpha: 3} (aqe/dba) or {k1: 20, k2: 6, lambda_value: 0.3}
+    rerank_args: dict = field(default_factory=dict)
     # --- model ----------------------------------------------------------------------------------
     #: a named backbone (resnet18, resnet50, efficientnet_b0, vit_b_16, efficientnet_lite0, sface) or an
     #: open family: torchvision:<name>, timm:<name>, onnx:<path> (see benchmark/models/backbones.py)
@@ -205,11 +241,24 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["split"] = list(self.split)
+        d["train_styles"] = list(self.train_styles)
         d |= {k: list(d[k]) for k in ("input_mean", "input_std") if d[k] is not None}
         return d
 
     def replace(self, **overrides) -> Config:
         return from_dict({**self.to_dict(), **overrides})
+
+    @property
+    def query_gallery(self) -> bool:
+        """val/test are query -> gallery retrieval (a gallery domain, or an explicit query_fraction)."""
+        return self.query_fraction is not None or self.gallery_style != "none" or self.gallery_home is not None \
+            or self.val_gallery_style is not None
+
+    @property
+    def gallery_styles(self) -> dict[str, str]:
+        """The gallery style of each evaluated split."""
+        return {"val": self.gallery_style if self.val_gallery_style is None else self.val_gallery_style,
+                "test": self.gallery_style}
 
     @property
     def monitored(self) -> str:
@@ -251,7 +300,7 @@ def _validate(cfg: Config) -> None:
     for name, f in FIELDS.items():
         value = getattr(cfg, name)
         choices = f.metadata.get("choices")
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
     for name in FIELDS:  # inf/nan pass every comparison below and fail deep inside training (faiss)
         value = getattr(cfg, name)
@@ -294,6 +343,37 @@ def _validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if value is not None and (len(value) != 3 or (name == "input_std" and min(value) <= 0)):
             raise ConfigError(f"{name}={list(value)} must be three numbers (per RGB channel, std > 0) or null")
+    bad = [s for s in cfg.train_styles if s not in STYLE_NAMES]
+    if bad:
+        raise ConfigError(f"train_styles={list(cfg.train_styles)}: {bad[0]!r} is not a style; choose from: "
+                          f"{', '.join(STYLE_NAMES)}")
+    for name in ("style_args", "rerank_args"):
+        value = getattr(cfg, name)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name}={value!r} must be a mapping, e.g. {{lowres: {{size: 16}}}} / {{k: 2}}")
+    bad = sorted(set(cfg.style_args) - set(STYLE_NAMES[1:]))
+    if bad or not all(isinstance(v, dict) for v in cfg.style_args.values()):
+        raise ConfigError(f"style_args={cfg.style_args!r} must map style names ({', '.join(STYLE_NAMES[1:])}) to "
+                          "parameter mappings, e.g. {lowres: {size: 16}}")
+    if cfg.query_fraction is not None and not 0 < cfg.query_fraction < 1:
+        raise ConfigError(f"query_fraction={cfg.query_fraction} must be in (0, 1): each identity needs queries "
+                          "and gallery items")
+    if cfg.query_style != "none" and not cfg.query_gallery:
+        raise ConfigError(f"query_style={cfg.query_style} needs query -> gallery retrieval: set gallery_style, "
+                          "gallery_home or query_fraction")
+    if (cfg.centering or cfg.rerank != "none") and not cfg.query_gallery:
+        raise ConfigError("centering and rerank are query -> gallery remedies: set gallery_style, gallery_home or "
+                          "query_fraction too")
+    if cfg.gallery_home is not None and (cfg.gallery_style != "none" or cfg.val_gallery_style is not None):
+        raise ConfigError("gallery_home (real other-domain images) and gallery_style (rendered ones) exclude each "
+                          "other; set one of them")
+    if cfg.gallery_home is not None and cfg.dataset != "imagefolder":
+        raise ConfigError(f"gallery_home needs dataset=imagefolder (data_home = the queries' <identity>/<image> "
+                          f"folder), not dataset={cfg.dataset}")
+    if cfg.extra_test_min_faces is not None and (cfg.protocol != "open-set" or
+                                                 not 1 < cfg.extra_test_min_faces < cfg.min_faces_per_person):
+        raise ConfigError(f"extra_test_min_faces={cfg.extra_test_min_faces} needs protocol=open-set and "
+                          f"2 <= value < min_faces_per_person={cfg.min_faces_per_person}")
     if cfg.runtime == "onnxruntime" and cfg.engine == "reference":
         raise ConfigError("runtime=onnxruntime needs engine=cached: the reference engine is the torch oracle; "
                           "use runtime=auto or torch")
@@ -324,6 +404,9 @@ def _coerce(name: str, value):
             return dict(mapping)
         if origin is tuple:
             items = value if isinstance(value, (list, tuple)) else yaml.safe_load(str(value))
+            if typing.get_args(base)[0] is str:  # a list of names; "a,b" from the command line too
+                items = [items] if isinstance(items, str) else items
+                return tuple(v.strip() for item in items for v in str(item).split(",") if v.strip())
             return tuple(float(v) for v in items)
         if base is bool:
             if isinstance(value, bool):

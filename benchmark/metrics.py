@@ -52,6 +52,17 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> d
     return out
 
 
+def query_gallery_metrics(scores, query_labels, gallery_labels) -> dict[str, float]:
+    """The same metrics for query -> gallery retrieval (two domains): ``scores`` [n_query, n_gallery]
+    (higher = more similar: cosine, or a re-ranker's), every query ranking the whole gallery in the
+    canonical order (score descending, ties by the lower gallery index). A query whose identity has
+    no gallery item is left out (``n_queries`` counts those scored)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    g = np.asarray(gallery_labels)
+    return from_matches(g[order] == np.asarray(query_labels)[:, None])
+
+
 def retrieval_metrics(embeddings, labels, backend: str = "auto", chunk: int = CHUNK) -> dict[str, float]:
     """Leave-one-out retrieval within one split: every item queries all the others.
 

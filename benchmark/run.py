@@ -26,17 +26,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark import splits
-from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
+from benchmark import rerank, splits
+from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yaml
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
-from benchmark.features import decoders, runtime
+from benchmark.evaluation import split_metrics
+from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
 from benchmark.features.spec import Plan, Preprocessing
 from benchmark.files import check_writable, write_error
-from benchmark.metrics import degenerate, embedding_metrics, retrieval_metrics
+from benchmark.metrics import degenerate, embedding_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
 from benchmark.models.head import embed
 from benchmark.results import record, schema
@@ -119,16 +120,39 @@ def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
     plan = Plan(augment=cfg.augment, epochs=cfg.epochs, aug_views=cfg.aug_views, seed=cfg.seed,
                 batch_size=cfg.batch_size, samples_per_class=cfg.samples_per_class,
                 trains=cfg.embedding == "head", eval_batch_size=cfg.eval_batch_size, workers=cfg.num_workers,
-                dataset=cfg.dataset)
+                dataset=cfg.dataset, train_styles=tuple(style_tag(cfg, s) for s in cfg.train_styles))
     return prep, plan
+
+
+def style_tag(cfg: Config, name: str) -> str | None:
+    """The ``Preprocessing.style`` of renders in style ``name`` with the config's ``style_args``."""
+    try:
+        return styles.tag(name, cfg.style_args.get(name))
+    except ValueError as exc:
+        raise ConfigError(f"style_args: {exc}") from None
+
+
+def row_styles(df, cfg: Config) -> list[str | None]:
+    """The style (tag) each image is evaluated in: gallery items of val/test in their split's gallery
+    style, queries in ``query_style``, everything else (training images, same-domain) as photos."""
+    tags = {name: style_tag(cfg, name) for name in {cfg.query_style, *cfg.gallery_styles.values()}}
+    side, split = df["side"].to_numpy(), df["split"].to_numpy()
+    gallery = cfg.gallery_styles
+    return [tags[gallery[sp]] if sd == "gallery" and sp in gallery else tags[cfg.query_style] if sd == "query"
+            else None for sd, sp in zip(side, split)]
 
 
 def prepare(cfg: Config) -> Prepared:
     """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
     cfg = adapt(cfg)
     losses.check(cfg)  # a bad loss_args fails before any feature is computed
+    rerank.check(cfg)
+    for name in cfg.style_args:
+        style_tag(cfg, name)
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
+    if "side" in df:
+        df["style"] = pd.Series(row_styles(df, cfg), index=df.index, dtype=object)
     device = resolve_device(cfg)
     frozen, units = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
     cache = FeatureCache(cfg.cache_dir)
@@ -137,6 +161,14 @@ def prepare(cfg: Config) -> Prepared:
     if skipped:
         prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    if "side" in df:
+        for name in ("val", "test"):
+            queries_only, _ = splits.one_sided(df, name)
+            if queries_only:
+                n = int((df["identity"].isin(queries_only) & (df["split"] == name) & (df["side"] == "query")).sum())
+                prep.warnings.append(f"{name}: {len(queries_only)} identities have queries but no gallery item, "
+                                     f"their {n} queries are left out: {', '.join(queries_only[:10])}"
+                                     + (" ..." if len(queries_only) > 10 else ""))
     return prep
 
 
@@ -173,9 +205,10 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
         emb = embed(head, engine.eval_features(split)).cpu().numpy()
         why = degenerate(emb)  # flagged (1.0) with a warning; non-finite values give no number at all
         finite = bool(np.isfinite(emb).all())
-        metrics |= {f"{split}/{k}": v for k, v in retrieval_metrics(emb, labels[idx]).items()} if finite else \
-            {f"{split}/{k}": None for k in (*schema.RANKING, "n_queries")}
-        metrics |= {f"{split}/{k}": v for k, v in schema.split_facts(labels[idx]).items()}
+        sides = prep.df["side"].to_numpy()[idx] if "side" in prep.df else None
+        values = split_metrics(emb, labels[idx], sides, cfg) if finite else \
+            {k: None for k in (*schema.RANKING, "n_queries")} | schema.split_facts(labels[idx])
+        metrics |= {f"{split}/{k}": v for k, v in values.items()}
         metrics[f"{split}/degenerate"] = float(why is not None)
         if why:
             prep.warnings.append(f"{split} embeddings are degenerate: {why}; its metrics are flagged "
@@ -197,6 +230,7 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
     no_face = engine.no_face()
     if no_face is not None:  # face backbones: images that fell back to the central square
         metrics |= {"align/no_face": no_face, "align/images": len(prep.df)}
+        metrics |= {f"align/no_face_{style}": n for style, n in engine.no_face_styled().items()}
     metrics, notes = schema.mark_missing(schema.check_metrics(metrics))  # NaN -> null, never 0
     if "val" in schema.unscorable(metrics):  # the per-epoch validation numbers are the same zeros
         for row in history:
@@ -247,9 +281,10 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
+    sides = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
                                   identities=test["identity"].to_numpy(dtype=str),
-                                  paths=test["path"].to_numpy(dtype=str))
+                                  paths=test["path"].to_numpy(dtype=str), **sides)
     files |= {
         "metrics.json": json.dumps(metrics, indent=1),
         "history.csv": pd.DataFrame(history).to_csv(index=False),

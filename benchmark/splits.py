@@ -57,8 +57,18 @@ PROTOCOLS = {"closed-set": closed_set, "open-set": open_set}
 
 
 def make_split(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """``df`` with a ``split`` column per ``cfg.protocol``; checks the protocol's promise."""
-    out = df.assign(split=PROTOCOLS[cfg.protocol](df, tuple(cfg.split), cfg.split_seed))
+    """``df`` with a ``split`` column per ``cfg.protocol``; checks the protocol's promise. Rows marked
+    ``extra_test`` (people below min_faces_per_person, ``extra_test_min_faces``) are unseen test
+    identities. With ``cfg.query_gallery`` also a ``side`` column (``sides``)."""
+    if "extra_test" in df:
+        extra = df["extra_test"].to_numpy(bool)
+        split = pd.Series("test", index=df.index, dtype=object)
+        split[~extra] = PROTOCOLS[cfg.protocol](df[~extra], tuple(cfg.split), cfg.split_seed)
+    else:
+        split = PROTOCOLS[cfg.protocol](df, tuple(cfg.split), cfg.split_seed)
+    out = df.assign(split=split)
+    if cfg.query_gallery:
+        out["side"] = sides(out, cfg)
     if cfg.protocol == "open-set":
         assert_identity_disjoint(out)
     for name in ("train", "test"):
@@ -67,6 +77,47 @@ def make_split(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
                               "use more identities/images or other fractions")
     check_sampling(out, cfg)
     return out
+
+
+def sides(df: pd.DataFrame, cfg: Config) -> pd.Series:
+    """Query -> gallery retrieval on val/test: ``query``, ``gallery`` or ``""`` (train, or left out).
+
+    Style proxy (one domain of images): each identity's images of val, and of test, are divided, seeded by
+    ``split_seed``, into round(query_fraction x n) queries (at least 1) and the rest gallery items
+    (at least 1); an identity with fewer than 2 images is refused with the numbers. Real other
+    domain (``gallery_home``: rows with ``domain == "gallery"``): those rows are the gallery, the
+    val/test photos the queries; a query whose identity has no gallery item is left out (``""``).
+    """
+    fraction = 0.5 if cfg.query_fraction is None else cfg.query_fraction
+    side = pd.Series("", index=df.index, dtype=object)
+    evaluated = df["split"].isin(("val", "test"))
+    if "domain" in df:
+        side[evaluated & (df["domain"] == "gallery")] = "gallery"
+        side[evaluated & (df["domain"] != "gallery")] = "query"
+        return side
+    counts = df[evaluated].groupby(["identity", "split"]).size()  # closed-set: an identity in both splits
+    small = counts[counts < 2]
+    if len(small):
+        (who, split), n = small.index[0], int(small.iloc[0])
+        raise ConfigError(f"query -> gallery retrieval needs >= 2 images of every identity in val and in test (one "
+                          f"query, one gallery item), but {len(small)} of {len(counts)} have fewer (e.g. {who} in "
+                          f"{split}: {n}); raise min_faces_per_person or change split")
+    rng = np.random.default_rng([cfg.split_seed, 0x51DE])
+    # by identity, then split: open-set (one split per identity) draws in the order of identities alone
+    for _, idx in df[evaluated].groupby(["identity", "split"], sort=True).groups.items():
+        idx = rng.permutation(np.asarray(idx))
+        n_query = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1)
+        side[idx[:n_query]] = "query"
+        side[idx[n_query:]] = "gallery"
+    return side
+
+
+def one_sided(df: pd.DataFrame, split: str) -> tuple[list[str], list[str]]:
+    """Identities of ``split`` with queries but no gallery item, and with gallery items but no query."""
+    part = df[df["split"] == split]
+    q = set(part.loc[part["side"] == "query", "identity"])
+    g = set(part.loc[part["side"] == "gallery", "identity"])
+    return sorted(q - g), sorted(g - q)
 
 
 def check_sampling(df: pd.DataFrame, cfg: Config) -> None:
@@ -103,6 +154,7 @@ def to_json(df: pd.DataFrame, cfg: Config) -> str:
         "counts": {s: int((df["split"] == s).sum()) for s in SPLITS},
         "identities": {s: int(df.loc[df["split"] == s, "identity"].nunique()) for s in SPLITS},
         "items": [[p, i, s] for p, i, s in zip(df["path"], df["identity"], df["split"])],
+        **({"sides": df["side"].tolist()} if "side" in df else {}),
     }, indent=1)
 
 
@@ -110,6 +162,10 @@ def load(path: Path) -> pd.DataFrame:
     """Reload a saved split as the dataset contract (path, identity, label, split)."""
     from benchmark.data import from_files
 
-    items = json.loads(Path(path).read_text())["items"]
+    doc = json.loads(Path(path).read_text())
+    items = doc["items"]
     df = from_files([p for p, _, _ in items], [i for _, i, _ in items])
-    return df.assign(split=df["path"].map({p: s for p, _, s in items}))
+    df = df.assign(split=df["path"].map({p: s for p, _, s in items}))
+    if "sides" in doc:
+        df["side"] = df["path"].map({p: side for (p, _, _), side in zip(items, doc["sides"])})
+    return df

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark import rerank
 from benchmark.config import Config
 from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
@@ -167,8 +168,14 @@ def _write_json(path: Path, obj) -> None:
 
 
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,
-           out: Path | str = Path("submission.json"), index_dir: Path | str | None = None) -> dict:
+           out: Path | str = Path("submission.json"), index_dir: Path | str | None = None,
+           train_dir: Path | str | None = None) -> dict:
     """Train ``cfg``'s head, index the gallery, retrieve the top-``k`` for every query, write ``out``.
+
+    ``train_dir``: train on this ``<identity>/<image>`` folder (the competition's own ``train/``)
+    instead of the config's dataset. The config's test-time remedies apply: ``query_style`` renders
+    the queries, ``centering`` / ``rerank`` re-score query -> gallery (``benchmark.rerank``) from the
+    unlabeled query and gallery embeddings.
 
     ``index_dir`` (default: ``out``'s folder) receives ``gallery.index`` (faiss IndexFlatIP; without
     faiss ``gallery_embeddings.npy``), ``gallery_keys.json`` (file name of each index row, in order)
@@ -181,6 +188,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     ``InputError`` before any training.
     """
     t0 = time.perf_counter()
+    if train_dir is not None:
+        if not Path(train_dir).is_dir():
+            raise InputError(f"training folder {train_dir} is not a folder; give the competition's train/ "
+                             "(<identity>/<image> files)")
+        cfg = cfg.replace(dataset="imagefolder", data_home=str(train_dir), max_identities=None)
     cfg = adapt(cfg)  # the input size the backbone requires (aligned faces: 112x112)
     if k < 1:
         raise InputError(f"k={k} must be >= 1")
@@ -216,7 +228,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
     # submit on the same gallery reads its features
     gallery = embed(head, image_features(list(map(str, gallery_paths)), *features)[0]).cpu().numpy().astype(np.float32)
-    queries = embed(head, image_features(list(map(str, query_paths)), *features)[0]).cpu().numpy().astype(np.float32)
+    from benchmark.run import style_tag
+
+    query_style = style_tag(cfg, cfg.query_style)  # a test-time remedy: the queries rendered too
+    queries = embed(head, image_features(list(map(str, query_paths)), *features, style=query_style)[0])
+    queries = queries.cpu().numpy().astype(np.float32)
     device = features[3]
 
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +251,10 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         files["head"] = index_dir / HEAD_FILE
         torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
 
-    _, idx = search(queries, gallery, k_used)
+    if cfg.centering or cfg.rerank != "none":  # test-time remedies re-score every query x gallery pair
+        idx = np.argsort(-rerank.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
+    else:
+        _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
     _write_json(out, submission)
     files["submission"] = out
@@ -247,7 +266,9 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         "gallery": {"folder": str(gallery_dir), "n_images": len(g_names), "n_skipped": len(gallery_skipped),
                     "skipped": gallery_skipped},
         "warnings": msgs, "train": train_info, "device": str(device),
-        "search": "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
+        "search": ("faiss IndexFlatIP" if faiss is not None else "torch exact top-k") if cfg.rerank == "none"
+        and not cfg.centering else f"exact scores after centering={cfg.centering}, rerank={cfg.rerank}",
+        "query_style": cfg.query_style,
         "time_s": time.perf_counter() - t0,
     }
 

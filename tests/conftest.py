@@ -89,19 +89,25 @@ def reference_metrics(embeddings, labels, tie_eps: float = 0.0, favour: int = 0)
     ``favour`` = +1 / -1 with ``tie_eps``: every same-identity item's score is raised / lowered by
     ``tie_eps``, i.e. scores closer than that are ranked best / worst for the query: the highest /
     lowest value any float rounding of the similarities could give (``oracle_bounds``)."""
+    labels = np.asarray(labels)
+    return metrics_of_rankings(
+        labels[reference_ranking(embeddings, i, favour * tie_eps * (labels == labels[i]) if favour else None)]
+        == labels[i] for i in range(len(labels)))
+
+
+def metrics_of_rankings(rankings) -> dict:
+    """The metrics of per-query ranked relevance vectors (True = same identity), queries without a
+    relevant item left out."""
     from sklearn.metrics import average_precision_score
 
-    labels = np.asarray(labels)
     hits = {1: [], 5: [], 10: []}
     aps, r_precisions, aps_at_r = [], [], []
-    for i in range(len(labels)):
-        ranked = reference_ranking(embeddings, i, favour * tie_eps * (labels == labels[i]) if favour else None)
-        relevant = labels[ranked] == labels[i]
+    for relevant in rankings:
         if not relevant.any():
             continue
         for k in hits:
             hits[k].append(bool(relevant[:k].any()))
-        rank_score = np.arange(len(ranked), 0, -1)  # strictly decreasing with rank: no ties left
+        rank_score = np.arange(len(relevant), 0, -1)  # strictly decreasing with rank: no ties left
         aps.append(average_precision_score(relevant, rank_score))
         r = int(relevant.sum())
         r_precisions.append(relevant[:r].sum() / r)
@@ -110,6 +116,12 @@ def reference_metrics(embeddings, labels, tie_eps: float = 0.0, favour: int = 0)
     return {"top1": top[1], "top5": top[5], "top10": top[10], "map": float(np.mean(aps)),
             "map_at_r": float(np.mean(aps_at_r)), "r_precision": float(np.mean(r_precisions)),
             "score": 600 * top[1] + 300 * top[5] + 100 * top[10], "n_queries": len(aps)}
+
+
+@pytest.fixture
+def ranked_oracle():
+    """``metrics_of_rankings``: the oracle's definitions on rankings made elsewhere (query -> gallery)."""
+    return metrics_of_rankings
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_sweeps_list_counts_grid_points():
     # counted by hand from the files: 24 experiments; 2 protocols x 24; 8 demo experiments
     assert df.loc["report", ["name", "runs"]].tolist() == ["report-ablation", 24]
     assert df.loc["protocols", ["name", "runs"]].tolist() == ["protocol-audit", 48]
-    assert df.loc["demo", "runs"] == 8
+    assert df.loc["demo", "runs"] == 10
     assert df.loc["search", "runs"] == "bayes, cap 40"
     assert "lr (log_uniform_values 0.0001..0.1)" in df.loc["search", "parameters"]
     assert (ROOT / "experiments" / "sweeps" / "report.yaml").resolve() == (ROOT / "sweep.yaml").resolve()
@@ -75,3 +75,12 @@ def test_backbones_list_dimensions_that_the_networks_produce(monkeypatch, tmp_pa
     (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")
     assert catalog.backbones().set_index("backbone").loc["resnet18", "weights"] == \
         f"cached: {tmp_path / 'checkpoints' / 'resnet18-f37072fd.pth'}"
+
+
+def test_styles_list_every_renderer_with_its_parameters():
+    from benchmark.features import styles
+
+    df = catalog.styles().set_index("style")
+    assert list(df.index) == list(styles.STYLES)
+    assert df.loc["lowres", "parameters"] == "size=24" and df.loc["grey", "parameters"] == ""
+    assert df.loc["cartoon", "doc"].startswith("Cartoon rendering")

@@ -130,6 +130,39 @@ def test_hidden_folders_and_files_are_never_people_or_images(tmp_path):
     assert len(truth["queries"]) + len(truth["gallery"]) == 6 and manifest["counts"]
 
 
+# --- the domain gap (issue 17) --------------------------------------------------------------------------
+def test_gallery_style_renders_the_gallery_as_jpegs_and_keeps_query_photos(layout, tmp_path):
+    import numpy as np
+
+    from benchmark.features import styles
+    from benchmark.features.views import decode
+
+    pytest.importorskip("cv2")
+    out, plain = layout
+    m = make_competition(tmp_path, data_home=_lfw_home(), n_query_per_identity=2, seed=3, gallery_style="lowres",
+                         style_args={"size": 16}, **SMALL)
+    assert json.loads((tmp_path / "truth.json").read_text()) == json.loads((out / "truth.json").read_text())
+    assert m["gallery_style"] == {"style": "lowres", "v": 1, "size": 16}
+    source = Path(m["source"])
+    for name in m["sources"]:
+        q = (tmp_path / "test" / "query" / name)
+        if q.exists():  # queries: byte copies of the photos
+            assert q.read_bytes() == (source / m["sources"][name]).read_bytes()
+            continue
+        g = tmp_path / "test" / "gallery" / name
+        photo = decode(str(source / m["sources"][name]))
+        want = styles.render(photo, "lowres", {"size": 16}).numpy().astype(int)
+        got = decode(str(g)).numpy().astype(int)
+        assert g.read_bytes()[:2] == b"\xff\xd8" and np.abs(got - want).mean() < 3  # JPEG of the render
+        assert np.abs(got - photo.numpy()).mean() > 5
+
+
+def test_unknown_gallery_style_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="--gallery-style: unknown style 'anime'; valid styles: none, stylization"):
+        make_competition(tmp_path, data_home=_lfw_home(), gallery_style="anime", **SMALL)
+    assert not (tmp_path / "test").exists()
+
+
 def _tiny_lfw(home: Path, people: dict[str, int]) -> str:
     from PIL import Image
 

@@ -213,3 +213,27 @@ def test_config_file_errors_are_config_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- lr\n")
     with pytest.raises(ConfigError, match="expected a mapping of keys to values, got a list"):
         config.load_yaml(tmp_path / "list.yaml")
+
+
+# --- cross-domain keys (issue 17) ------------------------------------------------------------------------
+def test_style_names_match_the_registry_and_bad_style_input_lists_the_valid_ones():
+    from benchmark.config import STYLE_NAMES, ConfigError, from_dict
+    from benchmark.features import styles
+
+    assert STYLE_NAMES == ("none", *styles.STYLES)
+    with pytest.raises(ConfigError, match="gallery_style='toon' is not valid; choose one of: none, stylization, "
+                                          "cartoon, sketch, lowres, grey, dark, cast"):
+        from_dict({"gallery_style": "toon"})
+    with pytest.raises(ConfigError, match="train_styles=.*'toon' is not a style; choose from: none, stylization"):
+        from_dict({"train_styles": "cartoon,toon"})
+    assert from_dict({"train_styles": "none, cartoon"}).train_styles == ("none", "cartoon")
+    assert from_dict({"train_styles": ["sketch"]}).to_dict()["train_styles"] == ["sketch"]
+    with pytest.raises(ConfigError, match="query_style=cartoon needs query -> gallery retrieval"):
+        from_dict({"query_style": "cartoon"})
+    with pytest.raises(ConfigError, match=r"query_fraction=1.0 must be in \(0, 1\)"):
+        from_dict({"query_fraction": 1})
+    with pytest.raises(ConfigError, match="style_args=.* must map style names"):
+        from_dict({"style_args": {"lowress": {"size": 3}}})
+    cfg = from_dict({"gallery_style": "cartoon", "val_gallery_style": "sketch"})
+    assert cfg.query_gallery and cfg.gallery_styles == {"val": "sketch", "test": "cartoon"}
+    assert not from_dict({}).query_gallery  # same-domain stays the default

@@ -248,3 +248,27 @@ def test_oracle_bounds_are_exact_far_from_ties_and_cover_near_ties(oracle_bounds
     lo, hi = oracle_bounds({f"t/{k}": v for k, v in retrieval_metrics(near, [0, 0, 1, 0]).items()}, "t/",
                            near, [0, 0, 1, 0])
     assert lo["top1"] < hi["top1"]
+
+
+# --- query -> gallery retrieval (issue 17) ------------------------------------------------------------
+def _reference_query_gallery(scores, q_labels, g_labels, metrics_of_rankings):
+    """Per query: canonical ranking (score descending, lower gallery index first), then the oracle's
+    definitions (scikit-learn's average precision, R-precision and MAP@R item by item)."""
+    return metrics_of_rankings(np.asarray(g_labels)[np.lexsort((np.arange(len(s)), -s))] == label
+                               for s, label in zip(scores, q_labels))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_query_gallery_metrics_match_an_independent_computation(ties, ranked_oracle):
+    from benchmark.metrics import query_gallery_metrics
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(25, 40))
+    if ties:  # coarse scores: many exact ties, broken by the lower gallery index
+        scores = np.round(scores * 2) / 2
+    q_labels, g_labels = rng.integers(0, 9, 25), rng.integers(0, 8, 40)  # label 8: no gallery item
+    got = query_gallery_metrics(scores, q_labels, g_labels)
+    expected = _reference_query_gallery(scores, q_labels, g_labels, ranked_oracle)
+    assert got["n_queries"] == expected["n_queries"] == int(np.isin(q_labels, g_labels).sum()) < 25
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k

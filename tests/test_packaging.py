@@ -63,7 +63,7 @@ def test_installed_wheel_lists_the_shipped_experiments_from_another_folder(insta
     sweeps = _benchmark(installed, "list", "sweeps", cwd=tmp_path)
     rows = {line.split()[0]: line.split() for line in sweeps.splitlines()[1:]}
     assert rows["report"][1:3] == ["report-ablation", "24"] and rows["protocols"][1:3] == ["protocol-audit", "48"]
-    assert rows["demo"][1:3] == ["demo", "8"]
+    assert rows["demo"][1:3] == ["demo", "10"]
 
 
 def test_user_experiments_folder_adds_and_replaces(installed, tmp_path):

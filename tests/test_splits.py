@@ -155,6 +155,69 @@ def test_zero_test_fraction_leaves_no_test_item():
         splits.make_split(df, Config(split=(0.9, 0.1, 0.0)))
 
 
+# --- query -> gallery sides (issue 17) ----------------------------------------------------------------
+def _people_with(counts: dict[str, int]) -> pd.DataFrame:
+    return from_files([f"/x/{p}/{i}.jpg" for p, n in counts.items() for i in range(n)],
+                      [p for p, n in counts.items() for _ in range(n)])
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.8])
+def test_sides_divide_each_val_test_identity_by_query_fraction_fixed_by_split_seed(fraction):
+    df = _people_with({f"p{i}": n for i, n in enumerate([2, 3, 5, 8, 13, 20, 4, 6, 9, 11])})
+    cfg = Config(protocol="open-set", query_fraction=fraction, split_seed=3)
+    out = splits.make_split(df, cfg)
+    assert (out.loc[out["split"] == "train", "side"] == "").all()
+    for _, part in out[out["split"] != "train"].groupby("identity"):
+        n, n_q = len(part), int((part["side"] == "query").sum())
+        assert n_q == min(max(1, round(fraction * n)), n - 1) and (part["side"] == "gallery").sum() == n - n_q
+    again = splits.make_split(df, cfg.replace(seed=7))  # the run seed does not move it
+    assert again["side"].equals(out["side"])
+    other = splits.make_split(df, cfg.replace(split_seed=4))
+    assert not other[["split", "side"]].equals(out[["split", "side"]])
+    assert "side" not in splits.make_split(df, Config(protocol="open-set"))  # same-domain: no sides
+
+
+def test_closed_set_sides_divide_val_and_test_separately():
+    """closed-set: every identity is in val and in test; each split gets its own queries and gallery."""
+    df = _people_with({f"p{i}": 10 for i in range(8)})
+    out = splits.make_split(df, Config(protocol="closed-set", query_fraction=0.5))
+    for (split, _), part in out[out["split"] != "train"].groupby(["split", "identity"]):
+        n = len(part)
+        assert (part["side"] == "query").sum() == min(max(1, round(0.5 * n)), n - 1) >= 1
+        assert (part["side"] == "gallery").sum() >= 1
+    assert splits.one_sided(out, "val") == ([], []) and splits.one_sided(out, "test") == ([], [])
+
+
+def test_a_split_too_small_for_a_query_and_a_gallery_item_is_refused_with_the_numbers():
+    df = _people_with({"a": 1, "b": 6, "c": 1, "d": 6})
+    with pytest.raises(ConfigError, match=r"needs >= 2 images of every identity in val and in test .*but 2 of 4 "
+                                          r"have fewer \(e.g. a in test: 1\)"):
+        splits.make_split(df, Config(protocol="closed-set", split=(0.0, 0.0, 1.0), gallery_style="grey"))
+
+
+def test_real_other_domain_rows_are_the_gallery_and_one_sided_identities_are_named():
+    df = _people_with({"a": 4, "b": 4, "c": 4, "d": 4})
+    df["domain"] = ["gallery" if i % 4 == 0 else "query" for i in range(len(df))]
+    df.loc[df["identity"] == "d", "domain"] = "query"  # d has photos only
+    out = df.assign(split="test")
+    out["side"] = splits.sides(out, Config(query_fraction=0.5))
+    assert (out["side"] == out["domain"]).all()
+    assert splits.one_sided(out, "test") == (["d"], [])
+
+
+def test_extra_test_identities_join_the_test_split_and_sides_round_trip(tmp_path):
+    df = _people_with({f"p{i}": 10 for i in range(10)} | {f"x{i}": 5 for i in range(3)})
+    df["extra_test"] = df["identity"].str.startswith("x")
+    cfg = Config(protocol="open-set", min_faces_per_person=10, extra_test_min_faces=5, query_fraction=0.5)
+    out = splits.make_split(df, cfg)
+    assert (out.loc[out["extra_test"], "split"] == "test").all()
+    assert out.loc[~out["extra_test"], "split"].eq("train").sum() == 50  # the others split as before
+    path = tmp_path / "split.json"
+    path.write_text(splits.to_json(out, cfg))
+    back = splits.load(path).set_index("path")
+    assert back.loc[out["path"], "side"].tolist() == out["side"].tolist()
+
+
 def _people(n_people: int, n_images: int) -> pd.DataFrame:
     return from_files([f"/d/p{i}/{j}.jpg" for i in range(n_people) for j in range(n_images)],
                       [f"p{i}" for i in range(n_people) for _ in range(n_images)])

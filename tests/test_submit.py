@@ -217,19 +217,20 @@ def test_submit_embeds_through_the_runs_pass_with_progress_and_cached_gallery(fo
     assert (tmp / "a.json").read_text() == (tmp / "b.json").read_text()
 
 
+def _independent_embeddings(cfg, paths):
+    """Normalized backbone embeddings of ``paths`` recomputed with PIL + numpy."""
+    net = build_backbone(cfg)
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+    prep = make_prep(cfg.image_size, cfg.resize, mean=net.spec.mean, std=net.spec.std)
+    x = to_input(torch.stack([eval_view(i, prep) for i in imgs]), prep)
+    f = net(x).numpy().astype(np.float64)
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
 def _independent_ranking(cfg, q_dir, g_dir, k):
     """Backbone-embedding ranking recomputed with PIL + numpy (stable ties by gallery name)."""
-    net = build_backbone(cfg)
-
-    def emb(paths):
-        imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
-        prep = make_prep(cfg.image_size, cfg.resize, mean=net.spec.mean, std=net.spec.std)
-        x = to_input(torch.stack([eval_view(i, prep) for i in imgs]), prep)
-        f = net(x).numpy().astype(np.float64)
-        return f / np.linalg.norm(f, axis=1, keepdims=True)
-
     qp, gp = sorted(q_dir.iterdir()), sorted(g_dir.iterdir())
-    sims = emb(qp) @ emb(gp).T
+    sims = _independent_embeddings(cfg, qp) @ _independent_embeddings(cfg, gp).T
     return {q.name: [gp[j].name for j in np.argsort(-s, kind="stable")[:k]] for q, s in zip(qp, sims)}
 
 
@@ -380,3 +381,50 @@ def test_hidden_images_are_skipped_and_a_folder_as_output_is_an_error_before_any
     (tmp / "file").write_text("")
     with pytest.raises(ConfigError, match="is not writable"):
         submit(cfg, q, g, out=tmp / "file" / "s.json")
+
+
+# --- issue 17: --train DIR and the test-time remedies ---------------------------------------------------
+def test_train_dir_replaces_the_configs_dataset(comp, tmp_path, monkeypatch):
+    """A config for another dataset trains on the competition's own train/ when given --train."""
+    monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(comp / "cache"))
+    cfg = _tiny_cfg(tmp_path / "elsewhere").replace(dataset="orl", data_home=None, max_identities=3)
+    train = comp / "comp" / "train"
+    summary = submit(cfg, comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery", k=3,
+                     out=tmp_path / "s.json", train_dir=train)
+    n_images = sum(1 for p in train.glob("*/*") if p.is_file())
+    assert summary["train"]["n_train_identities"] == 4  # the folder's 4 people (closed-set), not ORL's 3
+    assert summary["train"]["n_train_images"] == n_images // 2  # 50% of each person's 10 images
+    with pytest.raises(InputError, match="training folder .* is not a folder"):
+        submit(cfg, comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery", out=tmp_path / "t.json",
+               train_dir=tmp_path / "missing")
+
+
+def test_test_time_remedies_rank_by_the_rerank_scores(folders):
+    from benchmark import rerank
+
+    cfg, q, g, tmp = folders
+    plain = submit(cfg, q, g, k=4, out=tmp / "plain.json", index_dir=tmp / "i1")
+    assert plain["search"].startswith(("faiss", "torch"))
+    cfg = cfg.replace(query_fraction=0.5, centering=True, rerank="dba", rerank_args={"k": 1})
+    summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i2")
+    assert summary["search"] == "exact scores after centering=True, rerank=dba"
+    qp, gp = sorted(q.iterdir()), sorted(g.iterdir())
+    scores = rerank.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
+    want = {p.name: [gp[j].name for j in row] for p, row in zip(qp, np.argsort(-scores, axis=1, kind="stable"))}
+    assert json.loads((tmp / "s.json").read_text()) == want
+
+
+def test_query_style_renders_the_queries_before_embedding(folders):
+    from benchmark.features import styles
+    from benchmark.features.views import decode
+
+    cfg, q, g, tmp = folders
+    cfg = cfg.replace(query_fraction=0.5, query_style="grey")
+    summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i")
+    assert summary["query_style"] == "grey"
+    rendered = tmp / "rendered"
+    rendered.mkdir()
+    for p in sorted(q.iterdir()):  # lossless copies of the grey renders: the ranking they must give
+        Image.fromarray(styles.render(decode(str(p)), "grey").permute(1, 2, 0).numpy()).save(rendered / f"{p.name}.png")
+    want = _independent_ranking(cfg, rendered, g, 4)
+    assert json.loads((tmp / "s.json").read_text()) == {k.removesuffix(".png"): v for k, v in want.items()}

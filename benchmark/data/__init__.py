@@ -31,5 +31,34 @@ def load_dataset(cfg: Config) -> pd.DataFrame:
     if len(keep) < 2:
         raise ConfigError(f"dataset={cfg.dataset} has {len(keep)} identities with >= "
                           f"{cfg.min_faces_per_person} images; lower min_faces_per_person")
-    return from_files(df.loc[df["identity"].isin(keep), "path"].tolist(),
-                      df.loc[df["identity"].isin(keep), "identity"].tolist())
+    extra = []
+    if cfg.extra_test_min_faces is not None:  # unseen test people below the threshold (make-competition's)
+        extra = sorted(counts[(counts >= cfg.extra_test_min_faces) & (counts < cfg.min_faces_per_person)].index)
+    rows = df["identity"].isin(keep + extra)
+    out = from_files(df.loc[rows, "path"].tolist(), df.loc[rows, "identity"].tolist())
+    if extra:
+        out["extra_test"] = out["identity"].isin(extra)
+    if cfg.gallery_home is not None:
+        out = _with_gallery_home(out, cfg)
+    return out
+
+
+def _with_gallery_home(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """``df`` (domain ``query``) plus the <gallery_home>/<identity>/<image> files (domain ``gallery``)
+    of its identities; gallery identities the photos lack are named in a warning and left out."""
+    import warnings
+
+    paths, identities = load_imagefolder(cfg.replace(data_home=cfg.gallery_home))
+    known = set(df["identity"])
+    unknown = sorted(set(identities) - known)
+    if unknown:
+        warnings.warn(f"gallery_home {cfg.gallery_home}: {len(unknown)} identities have no photos in data_home "
+                      f"(left out), e.g. {unknown[0]}", stacklevel=2)
+    keep = [i in known for i in identities]
+    other = pd.DataFrame({"path": [p for p, k in zip(paths, keep) if k],
+                          "identity": [i for i, k in zip(identities, keep) if k]})
+    out = from_files(df["path"].tolist() + other["path"].tolist(), df["identity"].tolist() + other["identity"].tolist())
+    out["domain"] = out["path"].isin(set(other["path"])).map({True: "gallery", False: "query"})
+    if "extra_test" in df:
+        out["extra_test"] = out["identity"].isin(set(df.loc[df["extra_test"], "identity"]))
+    return out

@@ -19,6 +19,12 @@ With ``trainable_blocks`` > 0 the backbone is split at the freeze boundary (``ba
 holds them, and training runs the trainable blocks + head on them. The reference engine still runs
 the full network every step (frozen part in fp32, then the trainable blocks).
 
+Styles (cross-domain retrieval): an image evaluated in a style (the ``style`` column of the run's
+table: the gallery side of val/test, or the queries with ``query_style``) is rendered before
+anything else, face detection included, and its eval view is a cache entry of its own whose
+``Preprocessing.style`` names the style; ``Plan.train_styles`` renders every bank view of every
+training image in a style drawn for it. The photo eval view of every image stays the shared entry.
+
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
 """
@@ -37,14 +43,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.config import ConfigError
-from benchmark.features import runtime
-from benchmark.features.augment import random_resized_crop_flip
+from benchmark.features import runtime, styles
+from benchmark.features.augment import random_resized_crop_flip, uniforms
 from benchmark.features.cache import FeatureCache
 from benchmark.features.extract import Output, content_hash, decoded_batches, extract_views, forward, output_shape
 from benchmark.features.spec import EVAL, Plan, Preprocessing, View, entry_key
 from benchmark.features.views import decode, eval_view, train_view, view_seed
 from benchmark.models.backbones import FrozenBackbone
 from benchmark.training.sampling import batch_order
+
+
+def train_styles_of(tags: tuple[str | None, ...], view: int, rows: np.ndarray) -> np.ndarray:
+    """The style (tag) of bank view ``view`` of training items ``rows``: drawn uniformly from ``tags``
+    by a pure function of (view, item), so every run and seed shares the bank."""
+    u = uniforms(np.asarray(view_seed(0, view, np.asarray(rows, dtype=np.int64))), 24)[:, -1]  # crops use 23
+    pick = np.minimum((u * len(tags)).astype(int), len(tags) - 1)
+    return np.array(list(tags), dtype=object)[pick]
 
 
 class Engine:
@@ -70,37 +84,101 @@ class Engine:
         #: time this run itself spent obtaining features (part of its wall time)
         self.fetch_s = 0.0
         self.paths = df["path"].tolist()
-        self._faces: torch.Tensor | None = None
+        #: the style (``styles.tag``) each image is evaluated in: the ``style`` column that
+        #: ``run.prepare`` sets for query -> gallery retrieval (gallery side rendered), else photos
+        self.eval_styles = np.array([s if isinstance(s, str) else None for s in df["style"]], dtype=object) \
+            if "style" in df else np.full(len(df), None, dtype=object)
+        self._faces: dict[str | None, torch.Tensor] = {}
 
-    def face_rows(self) -> torch.Tensor | None:
+    def styled_rows(self, style: str | None) -> np.ndarray:
+        """Images some view renders in ``style`` (evaluation, or the training bank's ``train_styles``)."""
+        rows = np.array([s == style for s in self.eval_styles], dtype=bool)
+        if style in self.plan.train_styles and self.plan.banked():
+            size = self.plan.epochs if self.plan.seed == 0 else self.plan.bank_size()
+            drawn = np.stack([train_styles_of(self.plan.train_styles, n, np.arange(len(self.train_idx)))
+                              for n in range(size)])
+            rows[self.train_idx[(drawn == style).any(0)]] = True
+        return np.flatnonzero(rows)
+
+    def _face_key(self, style: str | None) -> tuple[dict, np.ndarray]:
+        """Cache key of the face detections in ``style`` and the images they cover."""
+        idx = np.arange(len(self.paths)) if style is None else self.styled_rows(style)
+        key = {"align": self.frozen.aligner.identity, "images": content_hash([self.paths[i] for i in idx])}
+        if style is not None:
+            key["style"] = style
+        return key, idx
+
+    def face_rows(self, style: str | None = None, found: dict[int, np.ndarray] | None = None) -> torch.Tensor | None:
         """The backbone's face detection on every image (``FaceAligner.detect`` rows), from the
-        feature cache (key: detector identity + pixels); None for backbones without alignment."""
+        feature cache (key: detector identity + pixels, + the style: the detector sees the rendered
+        image; rows of images never rendered in ``style`` are zero); None without alignment.
+        ``found``: rows already detected (on the rendered images of a feature pass); only the others
+        are decoded and rendered here."""
         aligner = self.frozen.aligner
         if aligner is None:
             return None
-        if self._faces is None:
+        if style not in self._faces:
             t0 = time.perf_counter()
-            key = {"align": aligner.identity, "images": content_hash(self.paths)}
-            batches = decoded_batches(self.paths, self.prep.decoder, self.plan.eval_batch_size, self.plan.workers,
-                                      torch.device("cpu"))
-            entry = self.cache.get_or_compute(key, lambda: torch.cat([aligner.detect_all(images) for images in batches]),
-                                              {"dataset": self.plan.dataset, "kind": "face detections"})
+            key, idx = self._face_key(style)
+            found = found or {}
+
+            def detect() -> torch.Tensor:
+                rest = [i for i in idx if int(i) not in found]
+                batches = decoded_batches([self.paths[i] for i in rest], self.prep.decoder, self.plan.eval_batch_size,
+                                          self.plan.workers, torch.device("cpu"), style)
+                fresh = dict(zip(rest, torch.cat([aligner.detect_all(b) for b in batches]).numpy())) if rest else {}
+                return torch.from_numpy(np.stack([found[int(i)] if int(i) in found else fresh[i] for i in idx]))
+
+            entry = self.cache.get_or_compute(key, detect, {"dataset": self.plan.dataset, "kind": "face detections"})
             self.fetch_s += time.perf_counter() - t0
             self.features_s += entry["cost_s"]
-            self._faces = entry["features"]
-        return self._faces
+            rows = entry["features"]
+            if style is not None:
+                rows = torch.zeros(len(self.paths), rows.shape[1]).index_copy_(0, torch.as_tensor(idx), rows)
+            self._faces[style] = rows
+        return self._faces[style]
 
     def aligned(self):
-        """``prepare`` for ``extract_views``: image i -> its aligned face; None without alignment."""
-        rows = self.face_rows()
-        if rows is None:
+        """``prepare`` for ``extract_views``: image i in a style -> its aligned face (detected on the
+        rendered image); None without alignment. Photos' detections come from the cache (or their own
+        pass); a style's missing detections are made on the pass's rendered images (``prepare.found``,
+        cached by ``store_faces``), so each image is rendered once."""
+        aligner = self.frozen.aligner
+        if aligner is None:
             return None
-        return lambda img, i: self.frozen.aligner.warp(img, rows[i])
+        found: dict[str, dict[int, np.ndarray]] = {}
+        train_styles = self.plan.train_styles if self.plan.banked() else ()
+        for style in {None, *self.eval_styles, *train_styles}:
+            if style is None or self.cache.path(self._face_key(style)[0]).exists():
+                self.face_rows(style)
+            else:
+                found[style] = {}
+
+        def prepare(img: torch.Tensor, i: int, style: str | None) -> torch.Tensor:
+            if style in found:
+                found[style][i] = aligner.detect(img)
+                return aligner.warp(img, found[style][i])
+            return aligner.warp(img, self._faces[style][i])
+
+        prepare.found = found
+        return prepare
+
+    def store_faces(self, prepare) -> None:
+        """Cache the detections a feature pass made (``aligned``), detecting the images it did not see."""
+        for style, found in getattr(prepare, "found", {}).items():
+            self.face_rows(style, found)
 
     def no_face(self) -> int | None:
         """How many images of the dataset fell back to the central square (no face detected)."""
         rows = self.face_rows()
         return None if rows is None else int((rows[:, 0] == 0).sum())
+
+    def no_face_styled(self) -> dict[str, int]:
+        """Per evaluated style (by name): how many of its rendered images fell back to the central square."""
+        if self.frozen.aligner is None:
+            return {}
+        return {styles.name_of(s): int((self.face_rows(s)[self.styled_rows(s), 0] == 0).sum())
+                for s in sorted(set(self.eval_styles) - {None})}
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.df["split"].to_numpy() == split)
@@ -128,58 +206,85 @@ class CachedEngine(Engine):
         super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
         self.net = runtime.network(frozen, prep, cache.root)
         self._views: dict[int, torch.Tensor] = {}
+        #: eval features of every image as photos, and of the images evaluated in each style
+        self._evals: dict[str | None, torch.Tensor] = {}
         self._eval: torch.Tensor | None = None
         self._labels = self.train_labels().to(device)
         self._space_checked = not prep.trainable_blocks
 
-    def _entry(self, view: View) -> tuple[dict, Output]:
-        """Cache key and pass output of the eval view (every image of the dataset, shared by all
-        splits and protocols) or of a bank view (the training images; its pixels depend only on the
-        view and the image, so the bank is shared by all seeds and runs)."""
-        prep = self.prep
+    def _entry(self, entry: tuple[View, str | None]) -> tuple[dict, Output]:
+        """Cache key and pass output of ``(view, style)``: the eval view of every image as photos
+        (shared by all splits and protocols), the eval view of the images evaluated in ``style``, or a
+        bank view (the training images; its pixels depend only on the view, the image and the styles
+        it draws from, so the bank is shared by all seeds and runs). The style is a field of the
+        entry's ``Preprocessing``, so it is in the key by construction."""
+        view, style = entry
+        prep = self.prep.replace(style=style)
+
+        def eval_pixels(images, rows):
+            return torch.stack([eval_view(i, prep) for i in images])
+
         if view == EVAL:
-            return (entry_key(prep, view, content_hash(self.paths)),
-                    Output(np.arange(len(self.paths)), lambda images, rows: torch.stack([eval_view(i, prep) for i in images])))
+            if style is None:
+                return entry_key(prep, view, content_hash(self.paths)), Output(np.arange(len(self.paths)), eval_pixels)
+            index = self.styled_rows(style)
+            return (entry_key(prep, view, content_hash([self.paths[i] for i in index])),
+                    Output(index, eval_pixels, f"{styles.name_of(style)} eval view",
+                           np.full(len(index), style, dtype=object)))
         train_paths = [self.paths[i] for i in self.train_idx]
         n = view.number
-        if view.policy == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
+        if view.policy == "none":  # style randomization alone: the eval view of each rendered image
+            pixels = eval_pixels
+        elif view.policy == "report":  # vectorized per batch, same distribution (benchmark.features.augment)
             def pixels(images, rows):
                 return random_resized_crop_flip(images, view_seed(0, n, rows), prep.image_size)
         else:  # the policy of views.py, one seeded view per image
             def pixels(images, rows):
                 return torch.stack([train_view(img, prep, view.policy, view_seed(0, n, int(r)))
                                     for img, r in zip(images, rows)])
-        return entry_key(prep, view, content_hash(train_paths)), Output(self.train_idx, pixels, str(view))
+        drawn = None
+        if self.plan.train_styles:  # domain randomization: each view of each image in a style drawn for it
+            drawn = train_styles_of(self.plan.train_styles, n, np.arange(len(self.train_idx)))
+        return entry_key(prep, view, content_hash(train_paths)), Output(self.train_idx, pixels, str(view), drawn)
 
-    def _load(self, views: list[View]) -> None:
-        """Read ``views`` from the cache; what is missing comes from ONE pass over the images."""
-        entries = [self._entry(v) for v in views]
+    def _load(self, entries: list[tuple[View, str | None]]) -> None:
+        """Read ``entries`` from the cache; what is missing comes from ONE pass over the images."""
+        made = [self._entry(e) for e in entries]
         if not self._space_checked:
             self._check_space()
         t0 = time.perf_counter()
-        got = self.cache.get_or_compute_many([key for key, _ in entries], lambda missing: extract_views(
-            self.net, self.paths, [entries[i][1] for i in missing], self.prep, self.plan.eval_batch_size,
-            self.plan.workers, f"{self.prep.backbone} ({self.prep.runtime})", self.aligned()),
-            {"dataset": self.plan.dataset})
+        prepared = []
+
+        def compute(missing: list[int]) -> list[torch.Tensor]:
+            prepared.append(self.aligned())
+            return extract_views(self.net, self.paths, [made[i][1] for i in missing], self.prep,
+                                 self.plan.eval_batch_size, self.plan.workers,
+                                 f"{self.prep.backbone} ({self.prep.runtime})", prepared[0])
+
+        got = self.cache.get_or_compute_many([key for key, _ in made], compute, {"dataset": self.plan.dataset})
+        for prepare in prepared:
+            self.store_faces(prepare)
         self.fetch_s += time.perf_counter() - t0
-        for view, entry in zip(views, got):
+        for (view, style), entry in zip(entries, got):
             self.features_s += entry["cost_s"]
             features = entry["features"].to(self.device)
             if view == EVAL:
-                self._eval = features
+                self._evals[style] = features
             else:
                 self._views[view.number] = features
 
-    def _bank(self, number: int) -> View:
-        return View(self.plan.augment, number)
+    def _bank(self, number: int) -> tuple[View, str | None]:
+        return View(self.plan.augment, number), styles.drawn(self.plan.train_styles) if self.plan.train_styles else None
 
-    def _needed(self) -> list[View]:
-        """Everything this run will read: the eval view, and the bank views its epochs show (none
-        without augmentation or without training: ``embedding=backbone`` reads only the eval view)."""
-        if self.plan.augment == "none" or not self.plan.trains:
-            return [EVAL]
+    def _needed(self) -> list[tuple[View, str | None]]:
+        """Everything this run will read: the eval view (and one per evaluated style), and the bank
+        views its epochs show (none without augmentation or style randomization, or without
+        training: ``embedding=backbone`` reads only the eval views)."""
+        evals = [(EVAL, None), *((EVAL, s) for s in sorted(set(self.eval_styles) - {None}))]
+        if not self.plan.banked():
+            return evals
         size = self.plan.epochs if self.plan.seed == 0 else self.plan.bank_size()
-        return [EVAL, *map(self._bank, range(size))]
+        return [*evals, *map(self._bank, range(size))]
 
     def _check_space(self) -> None:
         """Print what the boundary cache of this run needs and refuse, with the fix, when the entries
@@ -209,17 +314,25 @@ class CachedEngine(Engine):
                 "aug_views or epochs, augment=none, fewer trainable_blocks), or use engine=reference "
                 "(no cache, slower)")
 
+    def _missing(self, entries: list[tuple[View, str | None]]) -> list[tuple[View, str | None]]:
+        return [(v, s) for v, s in entries if (v.number not in self._views if v != EVAL else s not in self._evals)]
+
     def eval_all(self) -> torch.Tensor:
+        """Eval features of every image, each in its evaluation style (``eval_styles``)."""
         if self._eval is None:
-            self._load([v for v in self._needed() if v.number not in self._views])
+            self._load(self._missing(self._needed()))
+            self._eval = self._evals[None]
+            for style in sorted(set(self.eval_styles) - {None}):
+                if self._eval is self._evals[None]:
+                    self._eval = self._eval.clone()
+                self._eval[torch.as_tensor(self.styled_rows(style), device=self.device)] = self._evals[style]
         return self._eval
 
     def bank_view(self, number: int) -> torch.Tensor:
         if number not in self._views:
             needed = self._needed()
-            view = self._bank(number)
-            needed = needed if view in needed else [view]
-            self._load([v for v in needed if (v.number not in self._views if v != EVAL else self._eval is None)])
+            entry = self._bank(number)
+            self._load(self._missing(needed if entry in needed else [entry]))
         return self._views[number]
 
     def views_for(self, epoch: int) -> np.ndarray:
@@ -233,7 +346,7 @@ class CachedEngine(Engine):
         return np.argsort(rng.random((n, size)), axis=1)[:, epoch]
 
     def train_features(self, epoch: int) -> torch.Tensor:
-        if self.plan.augment == "none":
+        if not self.plan.banked():
             return self.eval_all()[torch.as_tensor(self.train_idx, device=self.device)]
         views = self.views_for(epoch)
         unique = np.unique(views)
@@ -258,28 +371,42 @@ class CachedEngine(Engine):
 class _Images(Dataset):
     """Decode + view per item, in DataLoader workers (the report's per-epoch data path)."""
 
-    def __init__(self, paths: list[str], prep: Preprocessing, augment: str | None, aligner=None, faces=None):
+    def __init__(self, paths: list[str], prep: Preprocessing, augment: str | None, aligner=None, faces=None,
+                 styles_of: np.ndarray | None = None):
         self.paths, self.prep, self.augment, self.aligner, self.faces = paths, prep, augment, aligner, faces
+        self.styles = styles_of
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         img = decode(self.paths[i])
+        if self.styles is not None:  # rendered before anything else, as in the cached engine's pass
+            img = styles.render_tag(img, self.styles[i])
         if self.aligner is not None:
             img = self.aligner.warp(img, self.faces[i])
         return train_view(img, self.prep, self.augment) if self.augment else eval_view(img, self.prep)
 
 
 class ReferenceEngine(Engine):
+    def __init__(self, prep, plan, frozen, trainable_units, df, device, cache):
+        super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
+        if plan.train_styles:
+            raise ConfigError("engine=reference does not render training styles (train_styles): use engine=cached "
+                              "(evaluation styles, gallery_style and query_style, it renders)")
+
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s
 
     def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
-        rows = self.face_rows()
+        tags = None if train else self.eval_styles[idx]
+        rows = None
+        if self.frozen.aligner is not None:  # each item's detection, made on its rendered pixels
+            rows = self.face_rows()[idx] if tags is None else torch.stack(
+                [self.face_rows(t)[i] for t, i in zip(tags, idx)])
         images = _Images([self.paths[i] for i in idx], self.prep, self.plan.augment if train else None,
-                         self.frozen.aligner, None if rows is None else rows[idx])
+                         self.frozen.aligner, rows, tags)
         return DataLoader(images, batch_sampler=batches,
                           num_workers=self.plan.workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.plan.seed * 1000 + epoch),
@@ -311,10 +438,12 @@ ENGINES = {"cached": CachedEngine, "reference": ReferenceEngine}
 
 
 def image_features(paths: list[str], prep: Preprocessing, plan: Plan, frozen: FrozenBackbone, device: torch.device,
-                   cache: FeatureCache) -> tuple[torch.Tensor, float]:
+                   cache: FeatureCache, style: str | None = None) -> tuple[torch.Tensor, float]:
     """Eval-view features of any list of images (a submission's query or gallery folder) through the
-    same pass, alignment and cache entries as a run's images; (features in ``paths`` order, what
-    computing them cost)."""
+    same pass, alignment and cache entries as a run's images, rendered in ``style`` first (a
+    ``styles.tag``: ``query_style``); (features in ``paths`` order, what computing them cost)."""
     df = pd.DataFrame({"path": list(map(str, paths)), "identity": "?", "label": 0, "split": "eval"})
+    if style is not None:
+        df["style"] = style
     engine = CachedEngine(prep, replace(plan, trains=False, dataset="image folder"), frozen, [], df, device, cache)
     return engine.eval_all(), engine.features_s

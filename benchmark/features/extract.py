@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.features import decoders
+from benchmark.features import decoders, styles
 from benchmark.features.spec import Preprocessing
 from benchmark.features.views import to_input
 
@@ -68,6 +68,9 @@ class Output:
     index: np.ndarray
     pixels: Callable[[list[torch.Tensor], np.ndarray], torch.Tensor]
     name: str = "eval view"
+    #: the style each output row is rendered in first, before alignment and the view (a
+    #: ``styles.tag`` per row; None = photos)
+    styles: np.ndarray | None = None
 
 
 def describe(outputs: list[Output]) -> str:
@@ -82,11 +85,12 @@ def describe(outputs: list[Output]) -> str:
 
 def extract_views(net: nn.Module, paths: list[str], outputs: list[Output], prep: Preprocessing,
                   batch_size: int, workers: int, desc: str,
-                  prepare: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> list[torch.Tensor]:
-    """Features [len(output.index), ...] of every output (CPU), each image decoded once, stored as
-    ``prep.dtype`` (boundary activations: reduced precision, converted batch by batch).
-    ``prepare(image, i)``: what every decoded image ``paths[i]`` goes through before its views (face
-    alignment)."""
+                  prepare: Callable[[torch.Tensor, int, str | None], torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Features [len(output.index), ...] of every output (CPU), each image decoded once and rendered
+    once per style its outputs ask for (``Output.styles``), stored as ``prep.dtype`` (boundary
+    activations: reduced precision, converted batch by batch). ``prepare(image, i, style)``: what
+    every decoded (and rendered) image ``paths[i]`` goes through before its views (face alignment,
+    on the rendered pixels)."""
     decoder = prep.decoder
     dtype = getattr(torch, prep.dtype)
     row_of = np.full((len(outputs), len(paths)), -1)
@@ -98,14 +102,23 @@ def extract_views(net: nn.Module, paths: list[str], outputs: list[Output], prep:
     bar = tqdm(total=len(needed), desc=f"{desc}: {describe(outputs)}", leave=False, mininterval=1, unit="img")
     for positions, images, fell_back in _decoded(paths, needed, batch_size, decoder, net.device, workers):
         fallbacks += fell_back
-        if prepare is not None:
-            images = [prepare(img, int(p)) for img, p in zip(images, positions)]
+        rendered: dict[tuple[int, str | None], torch.Tensor] = {}
+
+        def pixels_of(t: int, style: str | None) -> torch.Tensor:
+            """Image t of the batch in ``style`` (rendered and prepared once per pass)."""
+            if (t, style) not in rendered:
+                img = styles.render_tag(images[t], style)
+                rendered[t, style] = img if prepare is None else prepare(img, int(positions[t]), style)
+            return rendered[t, style]
+
         for v, output in enumerate(outputs):
             rows = row_of[v, positions]
             take = np.flatnonzero(rows >= 0)
             if not len(take):
                 continue
-            feats = forward(net, output.pixels([images[t] for t in take], rows[take]), prep).cpu()
+            tags = [None] * len(take) if output.styles is None else output.styles[rows[take]]
+            batch = [pixels_of(int(t), style) for t, style in zip(take, tags)]
+            feats = forward(net, output.pixels(batch, rows[take]), prep).cpu()
             if out[v] is None:
                 out[v] = torch.empty(len(output.index), *feats.shape[1:], dtype=dtype)
             out[v][torch.as_tensor(rows[take])] = feats.to(dtype)
@@ -116,11 +129,11 @@ def extract_views(net: nn.Module, paths: list[str], outputs: list[Output], prep:
 
 
 def decoded_batches(paths: list[str], decoder: str, batch_size: int, workers: int,
-                    device: torch.device) -> Iterator[list[torch.Tensor]]:
-    """Every image of ``paths`` decoded, in order, a batch at a time (what needs pixels, not features:
-    face detection)."""
+                    device: torch.device, style: str | None = None) -> Iterator[list[torch.Tensor]]:
+    """Every image of ``paths`` decoded (and rendered in ``style``), in order, a batch at a time (what
+    needs pixels, not features: face detection sees the rendered image)."""
     for _, images, _ in _decoded(paths, np.arange(len(paths)), batch_size, decoder, device, workers):
-        yield images
+        yield [styles.render_tag(img, style) for img in images]
 
 
 def _decoded(paths: list[str], positions: np.ndarray, batch_size: int, decoder: str, device: torch.device,

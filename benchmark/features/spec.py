@@ -41,6 +41,10 @@ class Preprocessing:
     trainable_blocks: int
     #: how the output is stored (float32 features; reduced precision for boundary activations)
     dtype: str
+    #: the render applied to the pixels before anything else, face detection included (issue 17):
+    #: None = photographs; a style's identity (``styles.tag``); or, for a training bank, a style drawn
+    #: per image from several (``styles.drawn``)
+    style: str | None = None
 
     def key(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -58,12 +62,12 @@ class View:
     number: int | None = None
 
     def key(self) -> dict:
-        if self.policy == "none":
+        if self.number is None:
             return {"view": "eval"}
         return {"view": self.number, "augment": POLICY_KEYS[self.policy]}
 
     def __str__(self) -> str:
-        return "eval view" if self.policy == "none" else f"{self.policy} view {self.number}"
+        return "eval view" if self.number is None else f"{self.policy} view {self.number}"
 
 
 EVAL = View()
@@ -78,7 +82,7 @@ def entry_key(prep: Preprocessing, view: View, images: str) -> dict:
 class Plan:
     """What a run reads from the features and how it batches (no effect on any feature)."""
 
-    #: the training views' augmentation policy (none: training reads the eval view)
+    #: the training views' augmentation policy (none: training reads the eval view, unless train_styles)
     augment: str
     epochs: int
     #: augmented views per training image in the bank (>= epochs is used for seeds > 0)
@@ -93,6 +97,13 @@ class Plan:
     workers: int
     #: shown by ``cache ls`` beside each entry
     dataset: str
+    #: style augmentation: the styles (``styles.tag``; None = photo) each bank view of each training
+    #: image is drawn from; () = none
+    train_styles: tuple[str | None, ...] = ()
+
+    def banked(self) -> bool:
+        """Training reads bank views (augmentation or style randomization), not the eval view."""
+        return self.trains and (self.augment != "none" or bool(self.train_styles))
 
     def bank_size(self) -> int:
         return max(self.aug_views, self.epochs)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.report import figures, published as pub, study, tables
+from benchmark.report import cross_domain, figures, published as pub, study, tables
 from benchmark.report.results import ReportData, prepare
 from benchmark.results.schema import Unsupported, matches
 from benchmark.results.stats import SEPARABILITY_RULE, pooled_sd, protocol_audit
@@ -265,6 +265,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
                        ("Figure 6. A query and its top-10 retrieved images", f6),
                        ("Protocol audit: does validation pick the right model?", audit),
                        ("What should have been submitted?", lambda: study.section(w, df, confidence)),
+                       *([("What should have been submitted? Under the domain gap",  # only where such runs are
+                           lambda: cross_domain.section(w, df, confidence))] if cross_domain.present(df) else []),
                        ("Reproduction of the published numbers", repro),
                        ("Search: best configuration found, per method", search),
                        ("Failed runs", failed)):

@@ -51,7 +51,9 @@ DEFAULTS: dict = {f.name: f.default if f.default_factory is dataclasses.MISSING 
 RUN_SPECIFIC = ("seed", "device", "cache_dir", "eval_batch_size", "num_workers", "tracking",
                 "wandb_project", "wandb_group", "data_home")
 #: config keys that change the test set: configurations are only compared within one setting
-SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed")
+SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed",
+                "extra_test_min_faces", "gallery_style", "val_gallery_style", "style_args", "query_fraction",
+                "gallery_home")
 
 
 def flat_config(cfg: dict) -> dict:

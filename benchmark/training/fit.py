@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.config import Config
-from benchmark.metrics import retrieval_metrics
+from benchmark.evaluation import split_metrics
 from benchmark.models.backbones import TrainableBlocks, head_dropout
 from benchmark.models.head import Embedder, ProjectionHead, embed
 from benchmark.results import schema
@@ -77,6 +77,7 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
     scheduler = build_scheduler(cfg, opt, n_batches)
     val_idx = engine.split_index("val")
     val_labels = engine.df["label"].to_numpy()[val_idx]
+    val_sides = engine.df["side"].to_numpy()[val_idx] if "side" in engine.df else None
     val_classes = torch.as_tensor(engine.class_of[val_labels], device=device)
     sign = 1.0 if cfg.monitored == "val/loss" else -1.0  # lower is better after the sign
     best, best_epoch, best_state, history = math.inf, 0, None, []
@@ -104,9 +105,9 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
         if len(val_idx):
             feats = engine.eval_features("val")
             row["val/loss"] = _val_loss(model, feats, val_classes)
-            val = retrieval_metrics(embed(model.head, feats), val_labels)
-            facts = {"val/n_queries": val.pop("n_queries"), "val/identities": len(set(val_labels.tolist()))}
-            row |= {f"val/{k}": None if schema.unscorable(facts) else v for k, v in val.items()}
+            val = split_metrics(embed(model.head, feats), val_labels, val_sides, cfg)
+            unscorable = schema.unscorable({f"val/{k}": val.get(k) for k in ("n_queries", "identities")})
+            row |= {f"val/{k}": None if unscorable else v for k, v in val.items() if k not in schema.SPLIT_FACTS}
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)
         tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(

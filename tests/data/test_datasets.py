@@ -179,3 +179,20 @@ def test_hidden_files_and_folders_are_never_images_or_identities(tmp_path):
     messages = [str(w.message) for w in caught]
     assert any(f"skipped 2 hidden file(s)/folder(s) under {root}" in m for m in messages)
     assert any("skipped 1 hidden file(s)/folder(s)" in m and "._0.png" in m for m in messages)
+
+
+def test_extra_test_identities_are_the_lfw_people_below_the_threshold(lfw_home):
+    """open-set + extra_test_min_faces=5: the 62 people with >= 20 images are split as before, the 361
+    with 5-19 images (make-competition's unseen test people) are all test identities."""
+    from benchmark.config import Config
+    from benchmark.data import load_dataset
+    from benchmark.splits import make_split
+
+    cfg = Config(dataset="lfw", data_home=lfw_home, protocol="open-set", extra_test_min_faces=5)
+    df = make_split(load_dataset(cfg), cfg)
+    extra = df[df["extra_test"]]
+    assert extra["identity"].nunique() == 361 and len(extra) == 2962  # 361 queries + 2,601 gallery images
+    assert (extra["split"] == "test").all()
+    plain = make_split(load_dataset(cfg.replace(extra_test_min_faces=None)), cfg.replace(extra_test_min_faces=None))
+    kept = df[~df["extra_test"]]
+    assert kept["path"].tolist() == plain["path"].tolist() and kept["split"].tolist() == plain["split"].tolist()

@@ -21,7 +21,8 @@ from tiny_prep import make_prep
 #: a different value for every field (same type), so that each change is a real change
 CHANGED = {"backbone": "other", "weights": "random:1", "image_size": 48, "resize": 56, "mean": (0.1, 0.2, 0.3),
            "std": (0.3, 0.2, 0.1), "decoder": "torchvision", "device": "cuda", "precision": "bf16",
-           "runtime": "onnxruntime", "align": "yunet:abc", "trainable_blocks": 1, "dtype": "float16"}
+           "runtime": "onnxruntime", "align": "yunet:abc", "trainable_blocks": 1, "dtype": "float16",
+           "style": '{"style": "grey", "v": 1}'}
 
 
 def test_every_preprocessing_field_changes_the_key():
@@ -38,7 +39,8 @@ def test_every_preprocessing_field_changes_the_key():
 
 def test_every_view_field_and_the_images_change_the_key():
     prep = make_prep()
-    keys = [entry_key(prep, v, "h") for v in (EVAL, View("report", 0), View("report", 1), View("strong", 0))]
+    keys = [entry_key(prep, v, "h") for v in (EVAL, View("report", 0), View("report", 1), View("strong", 0),
+                                              View("none", 0))]  # a style-augmented bank without augmentation
     keys.append(entry_key(prep, EVAL, "other images"))
     assert len({repr(k) for k in keys}) == len(keys)
     assert str(EVAL) == "eval view" and str(View("report", 2)) == "report view 2"

@@ -1,0 +1,183 @@
+"""Deterministic renderers: the other domain of a cross-domain split (issue 17).
+
+The competition's gallery held synthetic renders of the people whose real photographs were the
+queries. Without those renders, a style is a proxy: an OpenCV non-photorealistic filter applied to
+an image's pixels before anything else (face detection, crops, the backbone), as a renderer would
+produce them. Every style is a pure function of the pixels and its parameters (the same bytes
+twice): the cache keys of rendered views hold the style's name and parameters (``identity``).
+
+Parameters are config: ``style_args: {cartoon: {colors: 6}, lowres: {size: 16}}`` replaces the
+defaults of ``STYLES``; ``benchmark list styles`` shows them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Callable
+
+import numpy as np
+import torch
+
+#: the value of a style key that renders nothing (same-domain)
+NONE = "none"
+
+
+def _cv2():
+    import cv2  # the faces extra; a style without it says how to install it
+
+    return cv2
+
+
+def painterly(rgb: np.ndarray, sigma_s: float = 60.0, sigma_r: float = 0.45) -> np.ndarray:
+    """Painterly rendering: OpenCV's edge-preserving ``stylization`` (flat watercolour regions)."""
+    cv2 = _cv2()
+    return cv2.cvtColor(cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=sigma_s, sigma_r=sigma_r),
+                        cv2.COLOR_BGR2RGB)
+
+
+def quantize(rgb: np.ndarray, colors: int, seed: int = 0) -> np.ndarray:
+    """``rgb`` with every pixel replaced by its k-means centre (at most ``colors`` colours);
+    OpenCV's k-means with a fixed RNG seed and k-means++ init, so the result is the same every time."""
+    cv2 = _cv2()
+    pixels = rgb.reshape(-1, 3).astype(np.float32)
+    k = min(colors, len(np.unique(pixels, axis=0)))
+    cv2.setRNGSeed(seed)
+    _, labels, centres = cv2.kmeans(pixels, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5),
+                                    1, cv2.KMEANS_PP_CENTERS)
+    return np.clip(np.round(centres), 0, 255).astype(np.uint8)[labels.ravel()].reshape(rgb.shape)
+
+
+def cartoon(rgb: np.ndarray, colors: int = 8, smooth: int = 5, edges: bool = True,
+            edge_block: int = 9, edge_c: float = 2.0) -> np.ndarray:
+    """Cartoon rendering: ``smooth`` rounds of bilateral filtering, k-means colour quantization to
+    ``colors`` colours, then dark adaptive-threshold edges (``edges``) drawn over it."""
+    cv2 = _cv2()
+    flat = rgb.copy()
+    for _ in range(smooth):
+        flat = cv2.bilateralFilter(flat, 9, 75, 75)
+    out = quantize(flat, colors)
+    if edges:
+        grey = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 7)
+        line = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, edge_block, edge_c)
+        out[line == 0] = 0
+    return out
+
+
+def sketch(rgb: np.ndarray, sigma_s: float = 60.0, sigma_r: float = 0.07, shade: float = 0.05) -> np.ndarray:
+    """Pencil sketch: OpenCV's ``pencilSketch`` greyscale drawing, as three equal channels."""
+    cv2 = _cv2()
+    grey, _ = cv2.pencilSketch(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=sigma_s, sigma_r=sigma_r,
+                               shade_factor=shade)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def lowres(rgb: np.ndarray, size: int = 24) -> np.ndarray:
+    """Low resolution: the shorter side shrunk to ``size`` pixels (area averaging) and the image
+    scaled back to its own size (bilinear), so it carries no detail finer than ``size`` pixels."""
+    cv2 = _cv2()
+    h, w = rgb.shape[:2]
+    scale = size / min(h, w)
+    if scale >= 1:
+        return rgb.copy()
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """Photometric control: luminance (ITU-R 601) in all three channels."""
+    cv2 = _cv2()
+    return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+
+
+def dark(rgb: np.ndarray, gain: float = 0.5, gamma: float = 1.5) -> np.ndarray:
+    """Photometric control: darkened (``gain`` x pixel^``gamma``, on [0, 1])."""
+    x = rgb.astype(np.float64) / 255
+    return np.clip(np.round(255 * gain * x ** gamma), 0, 255).astype(np.uint8)
+
+
+def cast(rgb: np.ndarray, gains: tuple[float, float, float] = (1.15, 1.0, 0.75)) -> np.ndarray:
+    """Photometric control: a colour cast (per-channel RGB gains; default warm)."""
+    x = rgb.astype(np.float64) * np.asarray(gains, dtype=np.float64)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+#: every style by name: function of a uint8 HWC RGB array (plus its keyword parameters)
+STYLES: dict[str, Callable[..., np.ndarray]] = {
+    "stylization": painterly, "cartoon": cartoon, "sketch": sketch, "lowres": lowres,
+    "grey": grey, "dark": dark, "cast": cast,
+}
+#: a style's name in cache keys; change it when the style's definition changes
+VERSIONS = dict.fromkeys(STYLES, 1)
+
+
+def defaults(name: str) -> dict:
+    """The style's parameters and their defaults (from its signature: the one definition)."""
+    params = list(inspect.signature(STYLES[name]).parameters.values())[1:]
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params}
+
+
+def check(name: str, args: dict | None = None) -> None:
+    """Raise ValueError naming the valid styles (or parameters) when ``name`` / ``args`` cannot render."""
+    if name == NONE:
+        return
+    if name not in STYLES:
+        raise ValueError(f"unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} (benchmark list styles)")
+    unknown = sorted(set(args or {}) - set(defaults(name)))
+    if unknown:
+        raise ValueError(f"style {name} has no parameter(s) {', '.join(unknown)}; its parameters: "
+                         f"{', '.join(f'{k}={v}' for k, v in defaults(name).items()) or 'none'}")
+
+
+def identity(name: str, args: dict | None = None) -> dict | None:
+    """What decides a style's pixels (name, version, every parameter with defaults filled in): part
+    of every cache key of rendered views; None for ``none``."""
+    if name == NONE:
+        return None
+    check(name, args)
+    return {"style": name, "v": VERSIONS[name], **defaults(name), **(args or {})}
+
+
+def tag(name: str, args: dict | None = None) -> str | None:
+    """A style's identity as one canonical string (the ``Preprocessing.style`` of its renders); None
+    for ``none``."""
+    ident = identity(name, args)
+    return None if ident is None else json.dumps(ident, sort_keys=True)
+
+
+def drawn(tags: tuple[str | None, ...]) -> str:
+    """The ``Preprocessing.style`` of a bank whose images are each rendered in a style drawn from
+    ``tags`` (``draw``)."""
+    return json.dumps({"drawn": list(tags), "draw": "splitmix-v1"}, sort_keys=True)
+
+
+def name_of(style_tag: str | None) -> str:
+    return NONE if style_tag is None else json.loads(style_tag)["style"]
+
+
+def render_tag(img: torch.Tensor, style_tag: str | None) -> torch.Tensor:
+    """``img`` rendered in the style ``style_tag`` names (``tag``), parameters included."""
+    if style_tag is None:
+        return img
+    ident = json.loads(style_tag)
+    return render(img, ident["style"], {k: v for k, v in ident.items() if k not in ("style", "v")})
+
+
+def render_array(rgb: np.ndarray, name: str, args: dict | None = None) -> np.ndarray:
+    """``rgb`` (uint8 HWC) rendered in style ``name`` with ``args`` over its defaults."""
+    if name == NONE:
+        return rgb
+    check(name, args)
+    params = {**defaults(name), **(args or {})}
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    out = STYLES[name](np.ascontiguousarray(rgb), **params)
+    assert out.shape == rgb.shape and out.dtype == np.uint8, (name, out.shape, out.dtype)
+    return out
+
+
+def render(img: torch.Tensor, name: str, args: dict | None = None) -> torch.Tensor:
+    """A uint8 CHW RGB tensor rendered in style ``name`` (on the tensor's device)."""
+    if name == NONE:
+        return img
+    rgb = img.permute(1, 2, 0).cpu().numpy()
+    return torch.from_numpy(render_array(rgb, name, args)).permute(2, 0, 1).contiguous().to(img.device)

@@ -1,0 +1,206 @@
+"""The report section "What should have been submitted? — under the domain gap" (issue 17):
+same-domain and cross-domain query -> gallery retrieval side by side, from any results folder
+holding such runs (experiments/study-cross-domain.yaml).
+
+A configuration is (backbone, remedy, gallery style). Its *remedy* is the study's training recipe
+(``study.recipe``) plus the cross-domain remedies that differ from the default: ``train_styles``
+(style augmentation), ``query_style``, ``centering``, ``rerank``. The *gap* of a backbone on a style
+is the same-domain frozen score minus the cross-domain frozen score (same query -> gallery
+protocol, gallery in photos vs rendered); a remedy *closes* (its score - frozen's) / gap of it.
+``benchmark choose`` picks, per gallery style, from validation only (whose gallery may be another,
+held-out style: ``val_gallery_style``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from benchmark.report import tables
+from benchmark.report.study import backbone_label, recipe
+from benchmark.results.schema import Unsupported, missing, norm
+from benchmark.results.stats import aggregate
+
+PHOTO = "photo (same-domain)"
+#: cross-domain remedies named in a configuration's label when they differ from the default
+REMEDY_KEYS = ("train_styles", "query_style", "centering", "rerank", "rerank_args")
+
+
+def _style(row) -> str:
+    style = str(row.get("gallery_style", "none"))
+    return PHOTO if style in ("none", "nan") else style
+
+
+def _unset(v) -> bool:
+    """A remedy key left at its default (none, false, empty), in a table cell or a config value."""
+    if isinstance(v, (list, tuple, dict, str)):
+        return not v or v in ("none", "()", "[]", "{}", "False")
+    return v is False or v is None or missing(v)
+
+
+def remedy(row) -> str:
+    """The training recipe plus the cross-domain remedies of a configuration row."""
+    parts = [recipe(row)]
+    for key in REMEDY_KEYS:
+        v = row.get(key)
+        if _unset(v):
+            continue
+        parts.append(key if v is True or v == "True" else f"{key}={norm(tuple(v) if isinstance(v, list) else v)}")
+    return ", ".join(parts)
+
+
+def present(df: pd.DataFrame) -> bool:
+    """Whether ``df`` holds query -> gallery runs (the section is left out of reports without any)."""
+    if "gallery_style" not in df.columns:
+        return False
+    fraction = pd.to_numeric(df.get("query_fraction", pd.Series(np.nan, index=df.index)), errors="coerce")
+    return bool((df["gallery_style"].astype(str).ne("none") & df["gallery_style"].notna()).any() or fraction.notna().any())
+
+
+def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(configurations of the successful query -> gallery runs of the most common protocol, those runs)."""
+    ok = df[df.get("status", pd.Series("ok", index=df.index)).eq("ok")]
+    if "gallery_style" not in ok.columns:
+        raise Unsupported("no cross-domain runs (run experiments/sweeps/study-cross-domain.yaml)")
+    styled = ok["gallery_style"].astype(str).ne("none")
+    fraction = pd.to_numeric(ok.get("query_fraction", pd.Series(np.nan, index=ok.index)), errors="coerce").notna()
+    runs = ok[styled | fraction]
+    if runs.empty or "test/score" not in runs:
+        raise Unsupported("no successful query -> gallery runs (experiments/sweeps/study-cross-domain.yaml)")
+    protocol = runs["protocol"].astype(str).value_counts().index[0]  # open-set when the study ran
+    runs = runs[runs["protocol"].astype(str) == protocol]
+    c = aggregate(runs, confidence)
+    c = c.assign(backbone_label=c.apply(backbone_label, axis=1), remedy=c.apply(remedy, axis=1),
+                 style=c.apply(_style, axis=1))
+    return c.reset_index(drop=True), runs
+
+
+def gap_table(c: pd.DataFrame) -> pd.DataFrame:
+    """Backbone x remedy x style: score ± CI, cost, and the share of the gap it closes."""
+    rows = []
+    for _, r in c.iterrows():
+        same = c[(c["backbone_label"] == r["backbone_label"]) & (c["remedy"] == "frozen")]
+        photo = same.loc[same["style"] == PHOTO, "test/score"]
+        frozen = same.loc[same["style"] == r["style"], "test/score"]
+        gap = float(photo.iloc[0] - frozen.iloc[0]) if len(photo) and len(frozen) else math.nan
+        closed = (r["test/score"] - frozen.iloc[0]) / gap if gap and not missing(gap) and r["style"] != PHOTO \
+            and gap > 0 else math.nan
+        rows.append({"backbone": r["backbone_label"], "remedy": r["remedy"], "gallery": r["style"],
+                     "val_gallery": str(r.get("val_gallery_style")) if not missing(r.get("val_gallery_style")) else "",
+                     "n": int(r["n"]), "test_score": r["test/score"], "test_score_ci": r.get("test/score_ci", math.nan),
+                     "val_score": r.get("val/score", math.nan), "cost_s": r.get("time/cost_s", math.nan),
+                     "gap": gap if r["style"] != PHOTO else math.nan, "gap_closed": closed,
+                     "n_queries": r.get("test/n_queries", math.nan), "n_gallery": r.get("test/n_gallery", math.nan)})
+    t = pd.DataFrame(rows)
+    order = {PHOTO: 0}
+    return t.sort_values(["backbone", "gallery", "test_score"], key=lambda s: s.map(lambda v: (order.get(v, 1), v))
+                         if s.name == "gallery" else s, ascending=[True, True, False], kind="stable").reset_index(drop=True)
+
+
+def side_by_side(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One row per backbone / remedy, one column per gallery (photo first): score ± CI (gap closed)."""
+    galleries = [PHOTO] + sorted(set(t["gallery"]) - {PHOTO})
+    head = ["backbone", "remedy"] + [f"{g} score" for g in galleries] + ["cost per run (s)"]
+    rows = []
+    for (bb, rem), g in t.groupby(["backbone", "remedy"], sort=True):
+        cells = [bb, rem]
+        for gal in galleries:
+            r = g[g["gallery"] == gal]
+            if not len(r):
+                cells.append("—")
+                continue
+            r = r.iloc[0]
+            cell = tables.cell(r["test_score"], r["test_score_ci"], 1) + f" (n={r['n']})"
+            if not missing(r["gap_closed"]) and r["remedy"] != "frozen":
+                cell += f", closes {100 * r['gap_closed']:+.0f}% of the gap"
+            cells.append(cell)
+        cells.append(f"{g['cost_s'].mean():.0f}")
+        rows.append(cells)
+    return head, rows
+
+
+def reading(t: pd.DataFrame) -> str:
+    parts = []
+    for bb, g in t.groupby("backbone"):
+        photo = g[(g["gallery"] == PHOTO) & (g["remedy"] == "frozen")]
+        for style, s in g[g["gallery"] != PHOTO].groupby("gallery"):
+            frozen = s[s["remedy"] == "frozen"]
+            if len(photo) and len(frozen):
+                parts.append(f"{bb} frozen: {photo['test_score'].iloc[0]:.0f} with a photo gallery, "
+                             f"{frozen['test_score'].iloc[0]:.0f} with a {style} gallery")
+            best = s.loc[s["test_score"].idxmax()]
+            if best["remedy"] != "frozen" and not missing(best["gap_closed"]):
+                parts.append(f"on {style} the best remedy is {best['remedy']} ({best['test_score']:.0f}, "
+                             f"{100 * best['gap_closed']:.0f}% of the gap closed)")
+    return "; ".join(parts) + "." if parts else "No backbone has both a same-domain and a cross-domain frozen row."
+
+
+def choices(runs: pd.DataFrame) -> list[str]:
+    """Per gallery style, what ``benchmark choose`` picks from validation alone, and its test score."""
+    from benchmark.choose import choose
+
+    out = []
+    for style, g in runs.groupby(runs["gallery_style"].astype(str)):
+        try:
+            picked = choose(g)
+        except Exception as exc:  # one style without a usable validation score costs only its line
+            out.append(f"- gallery {style}: no choice ({exc})")
+            continue
+        test = pd.to_numeric(g[g["run_id"].astype(str).isin(picked["run_ids"])]["test/score"], errors="coerce")
+        cfg = pd.Series(picked["config"])
+        val_style = _style({"gallery_style": cfg.get("val_gallery_style") or style})
+        out.append(f"- gallery **{_style({'gallery_style': style})}** (validated on a {val_style} gallery): "
+                   f"`benchmark choose` picks **{picked['experiment']}** ({backbone_label(cfg)} / {remedy(cfg)}; "
+                   f"val {picked['mean']:.1f}, n={picked['n_seeds']}); its test score, read only afterwards: "
+                   f"{test.mean():.1f}")
+    return out
+
+
+def style_strip(image_path: str, style_args: dict | None = None):
+    """One real image and its render in every style (what the gap looks like)."""
+    import matplotlib.pyplot as plt
+
+    from benchmark.features import styles
+    from benchmark.features.views import decode
+    from benchmark.report.figures import _style as figure_style
+
+    figure_style()
+    img = decode(image_path)
+    names = ["none", *styles.STYLES]
+    fig, axes = plt.subplots(1, len(names), figsize=(1.6 * len(names), 2.1), constrained_layout=True)
+    for ax, name in zip(axes, names):
+        ax.imshow(styles.render(img, name, (style_args or {}).get(name)).permute(1, 2, 0).numpy())
+        ax.set_title("photo (query)" if name == "none" else name, fontsize=8)
+        ax.axis("off")
+    return fig
+
+
+def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
+    """Write the section into the report writer ``w`` (``build._Writer``)."""
+    c, runs = cross_domain_configs(df, confidence)
+    t = gap_table(c)
+    w.reading(reading(t))
+    head, rows = side_by_side(t)
+    w.table("cross_domain_gap", t, tables.markdown(head, rows), metrics=False)  # its own facts, below
+    facts = t.groupby("gallery")[["n_queries", "n_gallery"]].first()
+    w.lines += ["", "<sub>Measured on (test, query -> gallery): " + "; ".join(
+        f"{g}: {r['n_queries']:.0f} queries x {r['n_gallery']:.0f} gallery items" for g, r in facts.iterrows()) + ".</sub>"]
+    w.lines += ["", f"Query -> gallery retrieval ({runs['protocol'].iloc[0]}): queries are photographs, the gallery "
+                    "the same people's other images, as photos (same-domain) or rendered in a style; mean ± 95% CI "
+                    "over seeds. *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
+                    "style; *closes x%* = (remedy - frozen) / gap on that style."]
+    first = next((d for d in c.get("best_run_dir", []) if isinstance(d, str)), None)
+    if first:
+        from pathlib import Path
+
+        import yaml
+
+        with np.load(Path(first) / "embeddings.npz") as z:
+            path = str(z["paths"][0])
+        cfg = yaml.safe_load((Path(first) / "config.yaml").read_text())
+        if Path(path).exists():
+            w.figure("cross_domain_styles", style_strip(path, cfg.get("style_args")),
+                     "One real test image (the query domain) and its render in every style (gallery domains)")
+    w.lines += ["", "**Choice, from validation alone:**", *choices(runs)]

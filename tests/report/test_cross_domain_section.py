@@ -1,0 +1,44 @@
+"""The cross-domain report section: gap and gap closed per remedy and style, from run rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from benchmark.report import cross_domain
+
+
+def _runs() -> pd.DataFrame:
+    """SFace: photo gallery 990/1000, cartoon frozen 100/120, k-reciprocal on cartoon 500/540."""
+    rows = []
+    for seed, (photo, cartoon, tta) in enumerate([(990, 100, 500), (1000, 120, 540)]):
+        common = dict(status="ok", protocol="open-set", backbone="sface", weights="model", seed=seed,
+                      query_fraction=0.5, embedding="backbone")
+        rows += [dict(common, run_id=f"photo-{seed}", experiment="photo", gallery_style="none",
+                      **{"test/score": photo, "val/score": photo}),
+                 dict(common, run_id=f"cartoon-{seed}", experiment="cartoon", gallery_style="cartoon",
+                      **{"test/score": cartoon, "val/score": cartoon}),
+                 dict(common, run_id=f"tta-{seed}", experiment="tta", gallery_style="cartoon", centering=True,
+                      rerank="kreciprocal", **{"test/score": tta, "val/score": tta})]
+    same_domain = dict(status="ok", protocol="open-set", backbone="sface", weights="model", seed=0, run_id="loo",
+                       experiment="loo", embedding="backbone", gallery_style="none", **{"test/score": 997.0})
+    return pd.DataFrame(rows + [same_domain])
+
+
+def test_gap_and_gap_closed_per_remedy_and_style():
+    c, runs = cross_domain.cross_domain_configs(_runs())
+    assert set(runs["run_id"]) == {f"{k}-{s}" for k in ("photo", "cartoon", "tta") for s in (0, 1)}  # not loo
+    t = cross_domain.gap_table(c).set_index(["gallery", "remedy"])
+    assert t.loc[("cartoon", "frozen"), "gap"] == pytest.approx(995 - 110)
+    assert t.loc[("cartoon", "frozen, centering, rerank=kreciprocal"), "gap_closed"] == pytest.approx((520 - 110) / 885)
+    assert math.isnan(t.loc[(cross_domain.PHOTO, "frozen"), "gap_closed"])
+    head, rows = cross_domain.side_by_side(cross_domain.gap_table(c))
+    assert head[2].startswith(cross_domain.PHOTO) and any("closes +46% of the gap" in cell for r in rows for cell in r)
+
+
+def test_the_section_is_only_in_reports_with_query_gallery_runs():
+    runs = _runs()
+    assert cross_domain.present(runs)
+    assert not cross_domain.present(runs[runs["run_id"] == "loo"].drop(columns=["query_fraction"]))

@@ -1,0 +1,96 @@
+"""Test-time remedies against independent, brute-force versions of their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark import rerank
+from benchmark.config import Config, ConfigError
+
+
+def _unit(rng, n, d=8):
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute_k_reciprocal(q, g, k1, k2, lam):
+    """Zhong et al. 2017 from its definitions, with Python sets and dense Jaccard (sum min / sum max)."""
+    x = np.concatenate([q, g])
+    n = len(x)
+    d = np.array([[max(0.0, 2 - 2 * float(x[i] @ x[j])) for j in range(n)] for i in range(n)])
+    d = d / d.max(1, keepdims=True)
+    nn = [list(np.argsort(d[i], kind="stable")) for i in range(n)]
+
+    def neighbours(i, k):  # N(i, k): i itself and its k nearest
+        return set(nn[i][:k + 1])
+
+    def reciprocal(i, k):
+        return {j for j in neighbours(i, k) if i in neighbours(j, k)}
+
+    v = np.zeros((n, n))
+    for i in range(n):
+        r = reciprocal(i, k1)
+        expanded = set(r)
+        for c in r:
+            rc = reciprocal(c, int(np.around(k1 / 2)))
+            if len(rc & r) > 2 / 3 * len(rc):
+                expanded |= rc
+        e = sorted(expanded)
+        w = np.exp(-d[i, e])
+        v[i, e] = w / w.sum()
+    if k2 > 1:
+        v = np.array([v[nn[i][:k2]].mean(0) for i in range(n)])
+    out = np.zeros((len(q), len(g)))
+    for i in range(len(q)):
+        for j in range(len(g)):
+            a, b = v[i], v[len(q) + j]
+            out[i, j] = (1 - lam) * (1 - np.minimum(a, b).sum() / np.maximum(a, b).sum()) + lam * d[i, len(q) + j]
+    return out
+
+
+@pytest.mark.parametrize("k1,k2,lam", [(4, 2, 0.3), (6, 1, 0.5), (3, 3, 0.0)])
+def test_k_reciprocal_equals_its_brute_force_definition(k1, k2, lam):
+    rng = np.random.default_rng(k1)
+    q, g = _unit(rng, 7), _unit(rng, 11)
+    np.testing.assert_allclose(rerank.k_reciprocal(q, g, k1, k2, lam), _brute_k_reciprocal(q, g, k1, k2, lam),
+                               atol=1e-10)
+
+
+def test_query_expansion_and_database_augmentation_equal_their_loops():
+    rng = np.random.default_rng(1)
+    q, g = _unit(rng, 5), _unit(rng, 9)
+    k, alpha = 3, 2.0
+
+    def loop(x, base, self_in_base):
+        out = []
+        for i, row in enumerate(x):
+            sims = [(float(row @ b), j) for j, b in enumerate(base) if not (self_in_base and j == i)]
+            best = sorted(sims, key=lambda t: (-t[0], t[1]))[:k]
+            new = row + sum(max(s, 0) ** alpha * base[j] for s, j in best)
+            out.append(new / np.linalg.norm(new))
+        return np.array(out)
+
+    cfg = Config(query_fraction=0.5, rerank="dba+aqe", rerank_args={"k": k, "alpha": alpha})
+    g2 = loop(g, g, True)
+    np.testing.assert_allclose(rerank.scores(q, g, cfg), loop(q, g2, False) @ g2.T, atol=1e-12)
+    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(rerank="aqe")), loop(q, g, False) @ g.T, atol=1e-12)
+    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(rerank="dba")), q @ loop(g, g, True).T, atol=1e-12)
+
+
+def test_centering_removes_each_sides_mean_and_plain_scores_are_cosines():
+    rng = np.random.default_rng(2)
+    q, g = _unit(rng, 6) + 3, _unit(rng, 8) - 1  # each domain offset differently
+    q, g = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+    cfg = Config(query_fraction=0.5)
+    np.testing.assert_allclose(rerank.scores(q, g, cfg), q @ g.T)
+    qc, gc = q - q.mean(0), g - g.mean(0)
+    expected = (qc / np.linalg.norm(qc, axis=1, keepdims=True)) @ (gc / np.linalg.norm(gc, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(centering=True)), expected, atol=1e-12)
+
+
+def test_bad_rerank_input_is_named():
+    with pytest.raises(ConfigError, match="rerank=aqe has no parameter.s. k1; its parameters: k=2, alpha=3.0"):
+        rerank.check(Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3}))
+    with pytest.raises(ConfigError, match="centering and rerank are query -> gallery remedies"):
+        Config(rerank="kreciprocal")
