@@ -418,7 +418,8 @@ def _grid_runs(search: Search, planned: list[Planned], since: float | None, reru
             continue
         with ExitStack() as claim:
             with locked(search.claims / ".propose.lock"):
-                if not may_start(search.members(), search.live_claims()):
+                claims = search.live_claims()  # before the records: see _proposed_runs
+                if not may_start(search.members(), claims):
                     return
                 # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
                 claimed = claim.enter_context(locked(search.claims / f"{p.run_id}.lock", blocking=False))
@@ -442,7 +443,10 @@ def _proposed_runs(search: Search, may_start):
     while True:
         with ExitStack() as claim:
             with locked(search.claims / ".propose.lock"):
-                members, claims = search.members(), search.live_claims()
+                # claims first: a run that ends meanwhile writes its record before it drops its
+                # claim, so it is in one of the two (records first, it could fall between them)
+                claims = search.live_claims()
+                members = search.members()
                 if not may_start(members, claims):
                     return
                 taken = {r["run_id"] for r in members if r["status"] != "damaged"} | set(claims) | held_elsewhere
