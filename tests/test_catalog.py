@@ -55,7 +55,8 @@ def test_sweeps_list_counts_grid_points():
     assert (ROOT / "experiments" / "sweeps" / "report.yaml").resolve() == (ROOT / "sweep.yaml").resolve()
     # a named sweep is found by file stem or by its name; a wrong one lists the known names
     assert sweepfile.find_sweep("protocol-audit") == sweepfile.find_sweep("protocols")
-    with pytest.raises(ConfigError, match="named sweeps: demo, protocols, recipes, report, search, study"):
+    with pytest.raises(ConfigError, match="named sweeps: demo, protocols, recipes, report, search, search-cross-domain, "
+                                          "study, study-cross-domain "):
         sweepfile.find_sweep("nope.yaml")
 
 
