@@ -147,7 +147,12 @@ def resolve(requested: str, frozen: FrozenBackbone, prep: Preprocessing, root: P
     if str(path) not in _VERDICTS:
         try:
             _export(frozen, prep, path)
-            _NETWORKS[str(path)] = OrtNetwork(path, frozen)
+            try:
+                _NETWORKS[str(path)] = OrtNetwork(path, frozen)
+            except Exception:  # a damaged file (a truncated copy, another writer's garbage): made anew once
+                path.unlink(missing_ok=True)
+                _export(frozen, prep, path)
+                _NETWORKS[str(path)] = OrtNetwork(path, frozen)
             reason = _verify(_NETWORKS[str(path)], frozen, prep)
         except Exception as exc:  # an operator without ONNX export, a graph ORT cannot load
             reason = f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

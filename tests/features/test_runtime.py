@@ -74,6 +74,18 @@ def test_the_export_is_made_once_per_network_and_stored_in_the_cache(cache_dir, 
     assert len(calls) == 2 and len(list((cache_dir / "onnx").glob("*.onnx"))) == 2
 
 
+def test_a_damaged_export_file_is_made_anew(cache_dir):
+    _features(_orl(cache_dir))
+    (export,) = (cache_dir / "onnx").glob("*.onnx")
+    export.write_bytes(b"not an onnx graph")  # e.g. a truncated copy of the cache folder
+    runtime._VERDICTS.clear()
+    runtime._NETWORKS.clear()
+    prep, feats, _ = _features(_orl(cache_dir, normalize=False))
+    assert prep.runtime == "onnxruntime" and export.stat().st_size > 1000
+    _, ref, _ = _features(_orl(cache_dir, normalize=False, runtime="torch"))
+    assert (feats - ref).abs().max() <= runtime.TOLERANCE
+
+
 @pytest.mark.parametrize("fault", ["export", "verification"])
 def test_a_broken_or_unverified_export_falls_back_to_torch_logged_once(cache_dir, monkeypatch, caplog, fault):
     if fault == "export":
