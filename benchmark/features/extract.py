@@ -34,17 +34,12 @@ def content_hash(paths: list[str]) -> str:
     Each file is read once per process (keyed by path, size and modification time)."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(file_digest(p))
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns)
+        if key not in _FILE_HASHES:
+            _FILE_HASHES[key] = hashlib.sha1(Path(p).read_bytes()).digest()
+        h.update(_FILE_HASHES[key])
     return h.hexdigest()[:32]
-
-
-def file_digest(path: str) -> bytes:
-    """sha1 of one file's bytes (memoized per path, size and modification time)."""
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = hashlib.sha1(Path(path).read_bytes()).digest()
-    return _FILE_HASHES[key]
 
 
 def forward(net: nn.Module, batch_uint8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
