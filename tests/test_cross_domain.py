@@ -204,6 +204,27 @@ def real_render_t(path: str, style: str) -> torch.Tensor:
     return styles.render(decode(path), style)
 
 
+def test_the_reference_engine_renders_the_same_training_styles(tmp_path, cache_dir):
+    """The oracle renders each training image of epoch e in the style the cached bank's view e drew
+    for it (seed 0, augmentation off): the same batches, features equal up to rounding."""
+    cfg = Config(**{**BASE, "protocol": "open-set", "augment": "none", "epochs": 2, "train_styles": ("none", "dark"),
+                    "runtime": "torch", "cache_dir": str(tmp_path)})
+    cached = prepare(cfg).engine
+    reference = prepare(cfg.replace(engine="reference")).engine
+    for epoch in range(2):
+        got = list(reference.train_batches(epoch))
+        want = list(cached.train_batches(epoch))
+        assert [len(y) for _, y in got] == [len(y) for _, y in want] and len(got) > 1
+        for (xr, yr), (xc, yc) in zip(got, want):
+            assert torch.equal(yr, yc)
+            torch.testing.assert_close(xr, xc, atol=1e-4, rtol=0)
+    drawn = engines.train_styles_of(cached.plan.train_styles, 0, np.arange(len(cached.train_idx)))
+    dark = np.array([styles.name_of(t) == "dark" for t in drawn])  # ORL is grey already
+    assert dark.any() and not dark.all()  # both styles were drawn, so the check covers rendering
+    photo = torch.cat([x for x, _ in prepare(cfg.replace(train_styles=())).engine.train_batches(0)])
+    assert not torch.allclose(torch.cat([x for x, _ in cached.train_batches(0)]), photo, atol=1e-3)
+
+
 def test_the_reference_engine_renders_the_same_gallery(styled):
     """The oracle (decode + render + view per item, every epoch) gives the cached pass's features."""
     cfg = styled[0].replace(runtime="torch")

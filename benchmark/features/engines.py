@@ -389,18 +389,18 @@ class _Images(Dataset):
 
 
 class ReferenceEngine(Engine):
-    def __init__(self, prep, plan, frozen, trainable_units, df, device, cache):
-        super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
-        if plan.train_styles:
-            raise ConfigError("engine=reference does not render training styles (train_styles): use engine=cached "
-                              "(evaluation styles, gallery_style and query_style, it renders)")
-
     def _spent(self, t0: float) -> None:
         self.features_s += time.perf_counter() - t0
         self.fetch_s = self.features_s
 
     def _loader(self, idx, train: bool, batches, epoch: int) -> DataLoader:
-        tags = None if train else self.eval_styles[idx]
+        """Epoch ``epoch``'s items ``idx``, each rendered in its style: the evaluated one, or for training
+        the style ``train_styles`` draws for the epoch (the cached engine's bank view ``epoch`` at seed 0)."""
+        if train:
+            tags = train_styles_of(self.plan.train_styles, epoch, np.arange(len(idx))) if self.plan.train_styles \
+                else None
+        else:
+            tags = self.eval_styles[idx]
         rows = None
         if self.frozen.aligner is not None:  # each item's detection, made on its rendered pixels
             rows = self.face_rows()[idx] if tags is None else torch.stack(
