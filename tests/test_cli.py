@@ -270,3 +270,45 @@ def test_results_and_choose_show_no_head_for_frozen_features(tmp_path, capsys):
     frozen = resolve("demo-frozen-features").to_dict()
     assert _config_diff(frozen, {**frozen, "lr": 0.5, "experiment": "x"}) == {
         "experiment": ["demo-frozen-features", "x"]}
+
+
+# --- the domain gap's flags (issue 17) ------------------------------------------------------------------
+def test_make_competition_gallery_style_flags_render_what_the_library_renders(tmp_path, capsys):
+    """--gallery-style and --style-arg reach make_competition: the same rendered gallery, byte for byte."""
+    pytest.importorskip("cv2")
+    from test_competition import _lfw_home
+
+    from benchmark.competition import make_competition
+
+    home = _lfw_home()
+    flags = ["--data-home", home, "--max-train-identities", "2", "--max-test-identities", "3", "--seed", "3"]
+    assert main(["make-competition", "--out", str(tmp_path / "cli"), *flags, "--gallery-style", "lowres",
+                 "--style-arg", "size=16"]) == 0
+    make_competition(tmp_path / "lib", data_home=home, seed=3, max_train_identities=2, max_test_identities=3,
+                     gallery_style="lowres", style_args={"size": 16})
+    cli_gallery, lib_gallery = (sorted((tmp_path / d / "test" / "gallery").iterdir()) for d in ("cli", "lib"))
+    assert [p.name for p in cli_gallery] == [p.name for p in lib_gallery] and cli_gallery
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(cli_gallery, lib_gallery))
+    manifest = json.loads((tmp_path / "cli" / "competition.json").read_text())
+    assert manifest["gallery_style"] == {"style": "lowres", "v": 1, "size": 16}
+    capsys.readouterr()
+    assert main(["make-competition", "--out", str(tmp_path / "bad"), *flags, "--gallery-style", "anime"]) == 2
+    assert _one_line_error(capsys).startswith("error: --gallery-style: unknown style 'anime'; valid styles: none, ")
+
+
+def test_submit_train_flag_reaches_submit(tmp_path, monkeypatch):
+    from benchmark import submit
+
+    seen = {}
+
+    def fake(cfg, query, gallery, k, out, index_dir, train_dir):
+        seen.update(train_dir=train_dir, k=k, lr=cfg.lr)
+        return {}
+
+    monkeypatch.setattr(submit, "submit", fake)
+    monkeypatch.setattr(submit, "format_summary", lambda summary: "")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(dump_yaml(Config(backbone="resnet18", tracking="none")))
+    assert main(["submit", "--config", str(cfg), "--query", "q", "--gallery", "g", "--train", str(tmp_path / "train"),
+                 "--k", "3", "--set", "lr=0.5"]) == 0
+    assert seen == {"train_dir": str(tmp_path / "train"), "k": 3, "lr": 0.5}
