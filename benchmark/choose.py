@@ -68,6 +68,22 @@ def _config_of(row: pd.Series) -> dict:
     return from_dict(d).to_dict()  # validated and complete (defaults for keys the table lacks)
 
 
+def select(df: pd.DataFrame, patterns: list[str] | None) -> pd.DataFrame:
+    """The runs of ``df`` whose experiment matches one of the glob ``patterns`` (all without any):
+    one competition condition out of a study holding several, e.g. ``'xd-*-cartoon'``."""
+    if not patterns:
+        return df
+    import fnmatch
+
+    names = df["experiment"].astype(str) if "experiment" in df.columns else pd.Series("", index=df.index)
+    kept = df[names.map(lambda n: any(fnmatch.fnmatchcase(n, p) for p in patterns))]
+    if kept.empty:
+        known = sorted(set(names))
+        raise ConfigError(f"--select {' '.join(patterns)} matches no experiment of the results; they are: "
+                          f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''}")
+    return kept
+
+
 def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None,
            include_stopped: bool = False) -> dict:
     """The best configuration of a results table (``benchmark.results.store.load``) by a validation metric.

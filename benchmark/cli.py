@@ -142,13 +142,14 @@ def cmd_report(args) -> int:
 def cmd_choose(args) -> int:
     from benchmark.files import check_writable
     from benchmark.results import store
-    from benchmark.choose import choose, format_choice, write_best
+    from benchmark.choose import choose, format_choice, select, write_best
 
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'best.yaml'}")
     check_writable(out.parent, "folder of --out", create=False)  # before reading the results, not after
-    choice = choose(store.load(args.results_dir), args.metric, include_stopped=args.include_stopped)
+    choice = choose(select(store.load(args.results_dir), args.select), args.metric,
+                    include_stopped=args.include_stopped)
     print(format_choice(choice))
     print(f"wrote {write_best(choice, args.out)}")
     return 0
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
     p.add_argument("--include-stopped", action="store_true",
                    help="also rank runs a sweep's early termination stopped (their metrics at the stop)")
+    p.add_argument("--select", nargs="+", metavar="PATTERN",
+                   help="only experiments matching these globs, e.g. 'xd-*-cartoon' (one test condition of a "
+                        "study; default: all)")
     p.set_defaults(fn=cmd_choose)
 
     p = sub.add_parser("submit", help="train the chosen config, index the gallery, write submission.json")

@@ -312,3 +312,25 @@ def test_submit_train_flag_reaches_submit(tmp_path, monkeypatch):
     assert main(["submit", "--config", str(cfg), "--query", "q", "--gallery", "g", "--train", str(tmp_path / "train"),
                  "--k", "3", "--set", "lr=0.5"]) == 0
     assert seen == {"train_dir": str(tmp_path / "train"), "k": 3, "lr": 0.5}
+
+
+def test_choose_select_keeps_only_the_matching_experiments(tmp_path, capsys):
+    """One test condition of a study holding several: the best of the rest wins, whatever others score."""
+    import numpy as np
+
+    from benchmark.config import resolve
+    from synthetic_results import make_images, metrics_for, npz_bytes, write_run
+
+    blob = npz_bytes(*make_images(tmp_path / "images"))
+    rng = np.random.default_rng(0)
+    for name, score in (("demo-lr0.01-ep3", 700.0), ("demo-frozen-features", 750.0), ("demo-lr0.1-ep3", 650.0)):
+        cfg = resolve(name)
+        write_run(tmp_path / "runs", name, cfg, metrics_for(score, score + 100, cfg.backbone, cfg.epochs, rng), blob)
+    best = tmp_path / "best.yaml"
+    assert main(["choose", str(tmp_path / "runs"), "--select", "demo-lr*", "--out", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "best:      demo-lr0.01-ep3" in out and "runner-up: demo-lr0.1-ep3" in out and "frozen" not in out
+    assert "experiment: demo-lr0.01-ep3" in best.read_text()
+    assert main(["choose", str(tmp_path / "runs"), "--select", "xd-*", "--out", str(best)]) == 2
+    assert _one_line_error(capsys) == ("error: --select xd-* matches no experiment of the results; they are: "
+                                       "demo-frozen-features, demo-lr0.01-ep3, demo-lr0.1-ep3")
