@@ -300,6 +300,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     except OSError as exc:
         return fail(write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
                                 "give --out a folder on another disk"))
-    tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist())
+    tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist(),
+                         sides.get("sides"), test["style"].tolist() if "style" in test else None)
     tracker.finish({**outcome, **metrics})
     return {**outcome, **metrics}

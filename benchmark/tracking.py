@@ -94,10 +94,13 @@ class Tracker:
                                              step=int(row["epoch"])))
 
     def log_examples(self, emb: np.ndarray, labels: np.ndarray, identities: list[str], paths: list[str],
+                     sides: np.ndarray | None = None, seen: list[str | None] | None = None,
                      n_queries: int = 8, k: int = 10) -> None:
+        """A table of example queries and their top-k; ``sides``/``seen``: a query -> gallery split and
+        the style each item was evaluated in (thumbnails show what the backbone saw)."""
         if self.run is not None:
             self._guard(lambda: self.run.log({"retrieval_examples": examples_table(
-                emb, labels, identities, paths, n_queries, k)}))
+                emb, labels, identities, paths, n_queries, k, sides, seen)}))
 
     def log_files(self, **items) -> None:
         """Tables (DataFrames) and figures (PNG paths) of a report."""
@@ -128,14 +131,16 @@ def report_tracker(name: str, out_dir: Path) -> Tracker:
                    job_type="report")
 
 
-def examples_table(emb, labels, identities, paths, n_queries, k):
+def examples_table(emb, labels, identities, paths, n_queries, k, sides=None, seen=None):
     from benchmark.examples import pick_queries, thumbnail, top_k
 
-    queries = pick_queries(labels, n_queries)
+    seen = seen if seen is not None else [None] * len(paths)
+    queries = pick_queries(labels, n_queries, sides=sides)
     columns = ["query", "identity", "hits@k"] + [f"rank{r}" for r in range(1, k + 1)]
     table = wandb.Table(columns=columns)
-    for q, ranked in zip(queries, top_k(emb, labels, queries, k)):
-        cells = [wandb.Image(thumbnail(paths[i], ok), caption=f"{'✓' if ok else '✗'} {identities[i]}")
+    for q, ranked in zip(queries, top_k(emb, labels, queries, k, sides)):
+        cells = [wandb.Image(thumbnail(paths[i], ok, style=seen[i]), caption=f"{'✓' if ok else '✗'} {identities[i]}")
                  for i, ok in ranked]
-        table.add_data(wandb.Image(thumbnail(paths[q])), identities[q], sum(ok for _, ok in ranked), *cells)
+        table.add_data(wandb.Image(thumbnail(paths[q], style=seen[q])), identities[q], sum(ok for _, ok in ranked),
+                       *cells)
     return table

@@ -155,12 +155,15 @@ def name_of(style_tag: str | None) -> str:
     return NONE if style_tag is None else json.loads(style_tag)["style"]
 
 
+def parse(style_tag: str) -> tuple[str, dict]:
+    """(name, parameters) of the style a ``tag`` names."""
+    ident = json.loads(style_tag)
+    return ident["style"], {k: v for k, v in ident.items() if k not in ("style", "v")}
+
+
 def render_tag(img: torch.Tensor, style_tag: str | None) -> torch.Tensor:
     """``img`` rendered in the style ``style_tag`` names (``tag``), parameters included."""
-    if style_tag is None:
-        return img
-    ident = json.loads(style_tag)
-    return render(img, ident["style"], {k: v for k, v in ident.items() if k not in ("style", "v")})
+    return img if style_tag is None else render(img, *parse(style_tag))
 
 
 def render_array(rgb: np.ndarray, name: str, args: dict | None = None) -> np.ndarray:

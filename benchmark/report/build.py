@@ -210,9 +210,13 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         n_best = int((c["test/score"] == c["test/score"].max()).sum())
         if ex["best"] and n_best > 1:  # a tie: any of them is "the best"
             which = f"one of the {n_best} configurations tied for the best test score"
-        w.reading(f"Query {ex['query'][1]} from {which}, {ex['config']} (best seed's run, leave-one-out over its "
-                  f"test split): {ex['hits']} of its top {len(ex['results'])} share its identity, of "
-                  f"{ex['possible']} possible (the test split holds {ex['possible_total']} other image(s) of "
+        how = "leave-one-out over its test split" if ex["gallery_style"] is None else (
+            "a photo query against its test gallery" + ("" if ex["gallery_style"] == "none" else
+                                                         f", rendered {ex['gallery_style']} as the backbone saw it"))
+        w.reading(f"Query {ex['query'][1]} from {which}, {ex['config']} (best seed's run, {how}): "
+                  f"{ex['hits']} of its top {len(ex['results'])} share its identity, of "
+                  f"{ex['possible']} possible (the test {'split' if ex['gallery_style'] is None else 'gallery'} "
+                  f"holds {ex['possible_total']} other image(s) of "
                   f"{ex['query'][1]})" + (" — none, as in the report's example." if ex["hits"] == 0 else "."))
         w.figure("figure6_example", figures.figure6_example(ex), "Figure 6: a query and its top-10")
 

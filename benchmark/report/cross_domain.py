@@ -2,9 +2,9 @@
 same-domain and cross-domain query -> gallery retrieval side by side, from any results folder
 holding such runs (experiments/study-cross-domain.yaml).
 
-A configuration is (backbone, remedy, gallery style). Its *remedy* is the study's training recipe
-(``study.recipe``) plus the cross-domain remedies that differ from the default: ``train_styles``
-(style augmentation), ``query_style``, ``centering``, ``rerank``. The *gap* of a backbone on a style
+A configuration is (backbone, remedy, gallery style). Its *remedy* is ``study.recipe``: the training
+recipe plus the cross-domain remedies that differ from the default (``train_styles``: style
+augmentation, ``query_style``, ``centering``, ``rerank``). The *gap* of a backbone on a style
 is the same-domain frozen score minus the cross-domain frozen score (same query -> gallery
 protocol, gallery in photos vs rendered); a remedy *closes* (its score - frozen's) / gap of it.
 ``benchmark choose`` picks, per gallery style, from validation only (whose gallery may be another,
@@ -24,31 +24,11 @@ from benchmark.results.schema import Unsupported, missing, norm
 from benchmark.results.stats import aggregate
 
 PHOTO = "photo (same-domain)"
-#: cross-domain remedies named in a configuration's label when they differ from the default
-REMEDY_KEYS = ("train_styles", "query_style", "centering", "rerank", "rerank_args")
 
 
 def _style(row) -> str:
     style = str(row.get("gallery_style", "none"))
     return PHOTO if style in ("none", "nan") else style
-
-
-def _unset(v) -> bool:
-    """A remedy key left at its default (none, false, empty), in a table cell or a config value."""
-    if isinstance(v, (list, tuple, dict, str)):
-        return not v or v in ("none", "()", "[]", "{}", "False")
-    return v is False or v is None or missing(v)
-
-
-def remedy(row) -> str:
-    """The training recipe plus the cross-domain remedies of a configuration row."""
-    parts = [recipe(row)]
-    for key in REMEDY_KEYS:
-        v = row.get(key)
-        if _unset(v):
-            continue
-        parts.append(key if v is True or v == "True" else f"{key}={norm(tuple(v) if isinstance(v, list) else v)}")
-    return ", ".join(parts)
 
 
 def present(df: pd.DataFrame) -> bool:
@@ -72,7 +52,7 @@ def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd
     protocol = runs["protocol"].astype(str).value_counts().index[0]  # open-set when the study ran
     runs = runs[runs["protocol"].astype(str) == protocol]
     c = aggregate(runs, confidence)
-    c = c.assign(backbone_label=c.apply(backbone_label, axis=1), remedy=c.apply(remedy, axis=1),
+    c = c.assign(backbone_label=c.apply(backbone_label, axis=1), remedy=c.apply(recipe, axis=1),
                  style=c.apply(_style, axis=1))
     return c.reset_index(drop=True), runs
 
@@ -152,7 +132,7 @@ def choices(runs: pd.DataFrame) -> list[str]:
         cfg = pd.Series(picked["config"])
         val_style = _style({"gallery_style": cfg.get("val_gallery_style") or style})
         out.append(f"- gallery **{_style({'gallery_style': style})}** (validated on a {val_style} gallery): "
-                   f"`benchmark choose` picks **{picked['experiment']}** ({backbone_label(cfg)} / {remedy(cfg)}; "
+                   f"`benchmark choose` picks **{picked['experiment']}** ({backbone_label(cfg)} / {recipe(cfg)}; "
                    f"val {picked['mean']:.1f}, n={picked['n_seeds']}); its test score, read only afterwards: "
                    f"{test.mean():.1f}")
     return out

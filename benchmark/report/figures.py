@@ -266,22 +266,44 @@ def retrieval_example(configs: pd.DataFrame, k: int = 10, seed: int = 0) -> dict
             with np.load(Path(d) / "embeddings.npz", allow_pickle=False) as z:
                 emb, labels = z["embeddings"], z["labels"]
                 identities, paths = z["identities"].astype(str), z["paths"].astype(str)
+                sides = z["sides"].astype(str) if "sides" in z.files else None
         except Exception as exc:  # a truncated or foreign file: try the next configuration
             unreadable = unreadable or f"{d}/embeddings.npz is unreadable ({type(exc).__name__}: {exc})"
             continue
         if len(emb) < 2:
             raise Unsupported(f"{d}/embeddings.npz holds fewer than 2 test images")
-        q = pick_queries(labels, 1, seed)[0]
-        ranked = top_k(emb, labels, [q], k)[0]
-        others = int((labels == labels[q]).sum()) - 1  # same-identity images the query can find
+        q = pick_queries(labels, 1, seed, sides)[0]
+        ranked = top_k(emb, labels, [q], k, sides)[0]
+        findable = labels == labels[q] if sides is None else (labels == labels[q]) & (sides == "gallery")
+        others = int(findable.sum()) - int(sides is None)  # same-identity images the query can find
         need = [paths[q]] + [paths[i] for i, _ in ranked]
         absent = [p for p in need if not Path(p).is_file()]
         if absent:
             raise Unsupported(f"the test images of {r['label']} are not on this machine (e.g. {absent[0]})")
-        return {"config": r["label"], "run_dir": d, "best": rank == 0, "query": (paths[q], identities[q]),
-                "results": [(paths[i], identities[i], ok) for i, ok in ranked], "hits": sum(ok for _, ok in ranked),
-                "possible": min(others, len(ranked)), "possible_total": others}
+        seen = _item_styles(d, sides, len(emb))
+        return {"config": r["label"], "run_dir": d, "best": rank == 0, "query": (paths[q], identities[q], seen[q]),
+                "results": [(paths[i], identities[i], ok, seen[i]) for i, ok in ranked],
+                "hits": sum(ok for _, ok in ranked), "possible": min(others, len(ranked)), "possible_total": others,
+                "gallery_style": next((style_name(seen[i]) for i, _ in ranked), "none") if sides is not None else None}
     raise Unsupported(unreadable or "no run folder of these results has embeddings.npz")
+
+
+def _item_styles(run_dir, sides, n: int) -> list[str | None]:
+    """The style (``styles.tag``) each of the ``n`` saved test items was evaluated in, by its run's
+    config (photos for same-domain runs and records without a config)."""
+    path = Path(run_dir) / "config.yaml"
+    if sides is None or not path.is_file():
+        return [None] * n
+    from benchmark.config import load_yaml
+    from benchmark.run import row_styles
+
+    return row_styles(pd.DataFrame({"side": sides, "split": "test"}), load_yaml(path))
+
+
+def style_name(style_tag: str | None) -> str:
+    from benchmark.features import styles
+
+    return "none" if style_tag is None else styles.parse(style_tag)[0]
 
 
 def figure6_example(example: dict) -> Figure:
@@ -290,11 +312,11 @@ def figure6_example(example: dict) -> Figure:
 
     res = example["results"]
     fig, axes = _figure(1.45 * (len(res) + 1) + 0.4, 2.6, len(res) + 1)
-    qpath, qid = example["query"]
-    axes[0].imshow(thumbnail(qpath, size=160))
+    qpath, qid, qstyle = example["query"]
+    axes[0].imshow(thumbnail(qpath, size=160, style=qstyle))
     axes[0].set_title(f"QUERY\n{_short(qid)}", fontsize=8, fontweight="bold")
-    for r, (ax, (path, ident, ok)) in enumerate(zip(axes[1:], res), 1):
-        ax.imshow(thumbnail(path, ok, size=160))
+    for r, (ax, (path, ident, ok, style)) in enumerate(zip(axes[1:], res), 1):
+        ax.imshow(thumbnail(path, ok, size=160, style=style))
         ax.set_title(f"#{r} {'✓' if ok else '✗'}\n{_short(ident)}", fontsize=8,
                      color="#28a03c" if ok else "#c82828")
     for ax in axes:

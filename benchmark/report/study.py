@@ -25,6 +25,8 @@ from benchmark.results.stats import diff_ci
 RECIPE_KEYS = ("loss", "loss_args", "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler",
                "warmup_epochs", "augment", "trainable_blocks", "backbone_lr", "bn_train", "lr", "epochs",
                "batch_size", "normalize", "dropout", "embedding_dim", "patience")
+#: cross-domain remedies (issue 17), named after the recipe when they differ from the default
+REMEDY_KEYS = ("train_styles", "query_style", "centering", "rerank", "rerank_args")
 #: MAP@R column names, newest first (records written before it existed simply lack it)
 MAPR_COLUMNS = ("test/map_at_r", "test/mapr", "test/map@r")
 #: the old boolean spelling of ``augment`` reads as the named policy
@@ -44,12 +46,26 @@ def _same(key: str, value) -> bool:
         return a == b
 
 
+def _unset(v) -> bool:
+    """A remedy key left at its default (none, false, empty), in a table cell or a config value."""
+    if isinstance(v, (list, tuple, dict, str)):
+        return not v or v in ("none", "()", "[]", "{}", "False")
+    return v is False or v is None or missing(v)
+
+
 def recipe(row) -> str:
-    """``frozen``, ``report`` or the differing recipe keys (``loss=arcface, miner=batch_hard``)."""
+    """``frozen``, ``report`` or the differing recipe keys (``loss=arcface, miner=batch_hard``), then
+    the cross-domain remedies that are set (``centering, rerank=kreciprocal``): two configurations
+    that differ only in a test-time remedy never share a label."""
     if str(row.get("embedding", "head")) == "backbone":
-        return "frozen"
-    diff = [f"{k}={norm(row[k])}" for k in RECIPE_KEYS if k in row.index and not _same(k, row[k])]
-    return ", ".join(diff) or "report"
+        parts = ["frozen"]
+    else:
+        parts = [f"{k}={norm(row[k])}" for k in RECIPE_KEYS if k in row.index and not _same(k, row[k])] or ["report"]
+    for key in REMEDY_KEYS:
+        v = row.get(key)
+        if not _unset(v):
+            parts.append(key if v is True or v == "True" else f"{key}={norm(tuple(v) if isinstance(v, list) else v)}")
+    return ", ".join(parts)
 
 
 def backbone_label(row) -> str:

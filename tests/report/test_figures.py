@@ -114,8 +114,45 @@ def test_figure6_example(configs):
     assert len(fig.axes) == 11
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("QUERY")
-    assert sum("✓" in t for t in titles[1:]) == ex["hits"] == sum(ok for _, _, ok in ex["results"])
+    assert sum("✓" in t for t in titles[1:]) == ex["hits"] == sum(ok for _, _, ok, _ in ex["results"])
     assert all(len(ax.get_images()) == 1 for ax in fig.axes)
+
+
+def test_figure6_of_a_query_gallery_run_ranks_its_gallery_side_as_rendered(tmp_path):
+    """A query -> gallery run: the query comes from the query side, only gallery items are ranked (by
+    an independent cosine sort), and the thumbnails show the gallery as the backbone saw it."""
+    pytest.importorskip("cv2")
+    import io
+
+    from PIL import Image
+
+    from benchmark.config import Config
+    from benchmark.features import styles
+    from benchmark.results import store
+    from synthetic_results import make_images, metrics_for, write_run
+
+    emb, labels, ids, paths = make_images(tmp_path / "images")
+    sides = np.tile(["query", "gallery"], len(paths) // 2)  # 2 of each person's 4 images per side
+    buf = io.BytesIO()
+    np.savez_compressed(buf, embeddings=emb, labels=labels, identities=np.array(ids), paths=np.array(paths),
+                        sides=sides)
+    cfg = Config(experiment="xd", embedding="backbone", protocol="open-set", gallery_style="dark", query_fraction=0.5)
+    write_run(tmp_path / "runs", "xd", cfg, metrics_for(500.0, 500.0, cfg.backbone, cfg.epochs,
+                                                          np.random.default_rng(0)), buf.getvalue())
+    ex = figures.retrieval_example(prepare(store.load(tmp_path / "runs")).configs, k=4)
+    q = paths.index(ex["query"][0])
+    assert sides[q] == "query" and ex["query"][2] is None and ex["gallery_style"] == "dark"
+    gallery = np.flatnonzero(sides == "gallery")
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    want = gallery[np.argsort(-(unit[gallery] @ unit[q]), kind="stable")[:4]]
+    assert [paths.index(p) for p, *_ in ex["results"]] == list(want)
+    assert ex["possible_total"] == 2 and all(s == styles.tag("dark") for *_, s in ex["results"])
+    fig = figures.figure6_example(ex)
+    shown = fig.axes[1].get_images()[0].get_array()
+    rendered = styles.render_array(np.asarray(Image.open(ex["results"][0][0]).convert("RGB")), "dark")
+    photo = np.asarray(Image.open(ex["results"][0][0]).convert("RGB"))
+    inner = np.asarray(shown)[8:-8, 8:-8].astype(float)  # inside the border, resized: compare mean brightness
+    assert abs(inner.mean() - rendered.mean()) < 0.25 * abs(photo.mean() - rendered.mean())
 
 
 def test_figure6_skips_missing_images(configs, tmp_path):
