@@ -41,6 +41,8 @@ def t_ci(values, confidence: float = 0.95) -> tuple[float, float, int]:
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, n
+    if np.ptp(x) == 0:  # a deterministic configuration (frozen features): no spread, not float noise
+        return float(x[0]), 0.0, n
     sd = float(x.std(ddof=1))
     return mean, float(stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n)), n
 

@@ -30,6 +30,9 @@ def test_t_ci_single_and_missing_values():
     assert t_ci([1.0, np.nan, 3.0])[:1] == (2.0,) and t_ci([1.0, np.nan, 3.0])[2] == 2
     assert t_ci([])[2] == 0
     assert t_ci([2.0, 2.0, 2.0])[1] == 0.0
+    # identical seeds (a deterministic configuration): exactly no spread, not the float noise of
+    # x.std() (491.623 x 3 gave a half-width of 1.7e-13, printed by `choose` as such)
+    assert t_ci([491.62303664921467] * 3) == (491.62303664921467, 0.0, 3)
 
 
 def test_diff_ci_is_welch_interval():
