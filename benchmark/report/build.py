@@ -240,7 +240,8 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.table("reproduction", t, pub.reproduction_markdown(t))
 
     def search():
-        progress = tables.search_progress(df)
+        same = matches(df, data.setting)  # one validation set: a best-so-far across several means nothing
+        progress = tables.search_progress(df[same])
         t = tables.search_summary(progress)
         w.reading(tables.read_search(t))
         w.figure("figure_search", figures.figure_search(progress), "Search: best validation score per method")
@@ -250,6 +251,9 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.lines += ["", "Per run, in start order, with the best so far: "
                         "[tables/search_progress_data.csv](tables/search_progress_data.csv). Runs stopped early "
                         "(Hyperband) cost runs and minutes but are never the best."]
+        if not same.all():
+            w.lines += ["", f"The {int((~same).sum())} run(s) of other test settings are left out: their validation "
+                            "scores come from other validation sets."]
 
     def failed():
         if data.failed.empty:

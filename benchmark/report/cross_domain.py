@@ -114,11 +114,16 @@ def reading(t: pd.DataFrame) -> str:
             if best["remedy"] != "frozen" and not missing(best["gap_closed"]):
                 parts.append(f"on {style} the best remedy is {best['remedy']} ({best['test_score']:.0f}, "
                              f"{100 * best['gap_closed']:.0f}% of the gap closed)")
+            remedies = s[s["remedy"] != "frozen"]
+            if len(frozen) and len(remedies):
+                widen = int((remedies["test_score"] < frozen["test_score"].iloc[0]).sum())
+                parts.append(f"{widen} of its {len(remedies)} remedies on {style} have a lower mean score than frozen")
     return "; ".join(parts) + "." if parts else "No backbone has both a same-domain and a cross-domain frozen row."
 
 
-def choices(runs: pd.DataFrame) -> list[str]:
-    """Per gallery style, what ``benchmark choose`` picks from validation alone, and its test score."""
+def choices(runs: pd.DataFrame, t: pd.DataFrame) -> list[str]:
+    """Per gallery style, what ``benchmark choose`` picks from validation alone, and its test score
+    beside the frozen backbone's on the same gallery (``t``: ``gap_table``)."""
     from benchmark.choose import choose
 
     out = []
@@ -131,10 +136,13 @@ def choices(runs: pd.DataFrame) -> list[str]:
         test = pd.to_numeric(g[g["run_id"].astype(str).isin(picked["run_ids"])]["test/score"], errors="coerce")
         cfg = pd.Series(picked["config"])
         val_style = _style({"gallery_style": cfg.get("val_gallery_style") or style})
-        out.append(f"- gallery **{_style({'gallery_style': style})}** (validated on a {val_style} gallery): "
+        gallery = _style({"gallery_style": style})
+        frozen = t[(t["gallery"] == gallery) & (t["backbone"] == backbone_label(cfg)) & (t["remedy"] == "frozen")]
+        beside = f" (frozen {backbone_label(cfg)}: {frozen['test_score'].iloc[0]:.1f})" if len(frozen) else ""
+        out.append(f"- gallery **{gallery}** (validated on a {val_style} gallery): "
                    f"`benchmark choose` picks **{picked['experiment']}** ({backbone_label(cfg)} / {recipe(cfg)}; "
                    f"val {picked['mean']:.1f}, n={picked['n_seeds']}); its test score, read only afterwards: "
-                   f"{test.mean():.1f}")
+                   f"{test.mean():.1f}{beside}")
     return out
 
 
@@ -183,4 +191,4 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
         if Path(path).exists():
             w.figure("cross_domain_styles", style_strip(path, cfg.get("style_args")),
                      "One real test image (the query domain) and its render in every style (gallery domains)")
-    w.lines += ["", "**Choice, from validation alone:**", *choices(runs)]
+    w.lines += ["", "**Choice, from validation alone:**", *choices(runs, t)]

@@ -42,3 +42,19 @@ def test_the_section_is_only_in_reports_with_query_gallery_runs():
     runs = _runs()
     assert cross_domain.present(runs)
     assert not cross_domain.present(runs[runs["run_id"] == "loo"].drop(columns=["query_fraction"]))
+
+
+def test_reading_and_choice_set_each_pick_beside_frozen():
+    """choose picks by validation alone (here the higher-val tta rows); the line shows the frozen score
+    on the same gallery beside the pick's test score, and the reading counts remedies below frozen."""
+    runs = _runs()
+    worse = runs[runs["experiment"] == "cartoon"].assign(experiment="report", embedding="head",
+                                                         run_id=lambda d: "report-" + d["seed"].astype(str),
+                                                         **{"test/score": 90.0, "val/score": 80.0})
+    runs = pd.concat([runs, worse], ignore_index=True).fillna({"centering": False, "rerank": "none"})
+    c, runs = cross_domain.cross_domain_configs(runs)
+    t = cross_domain.gap_table(c)
+    lines = cross_domain.choices(runs, t)
+    cartoon = next(line for line in lines if "gallery **cartoon**" in line)
+    assert "picks **tta**" in cartoon and cartoon.endswith("read only afterwards: 520.0 (frozen sface: 110.0)"), cartoon
+    assert "1 of its 2 remedies on cartoon have a lower mean score than frozen" in cross_domain.reading(t)
