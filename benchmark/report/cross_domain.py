@@ -146,6 +146,58 @@ def choices(runs: pd.DataFrame, t: pd.DataFrame) -> list[str]:
     return out
 
 
+def gap_figure(t: pd.DataFrame):
+    """Rows: backbones; columns: rendered gallery styles. Each remedy's test score (± 95% CI, the same
+    remedy order in a row) between the frozen backbone on that style (where the gap starts, dotted) and
+    on photos (where it would be closed, dashed)."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from benchmark.report.figures import _style as figure_style
+    from benchmark.report.study import _short
+
+    rendered = t[t["gallery"] != PHOTO]
+    if rendered.empty:
+        raise Unsupported("no cross-domain (rendered gallery) configurations")
+    backbones, galleries = sorted(set(rendered["backbone"])), sorted(set(rendered["gallery"]))
+    orders = {bb: sorted(set(rendered.loc[rendered["backbone"] == bb, "remedy"]), key=lambda r: (r != "frozen", r))
+              for bb in backbones}
+    heights = [len(orders[bb]) for bb in backbones]
+    with figure_style():
+        fig = Figure(figsize=(3.6 + 3.4 * len(galleries), 0.9 + 0.32 * sum(heights) + 0.5 * len(backbones)),
+                     layout="constrained")
+        axes = np.atleast_2d(fig.subplots(len(backbones), len(galleries), squeeze=False,
+                                          gridspec_kw={"height_ratios": heights}))
+    for row, bb in zip(axes, backbones):
+        photo = t[(t["backbone"] == bb) & (t["gallery"] == PHOTO) & (t["remedy"] == "frozen")]["test_score"]
+        for col, (ax, st) in enumerate(zip(row, galleries)):
+            g = rendered[(rendered["backbone"] == bb) & (rendered["gallery"] == st)].set_index("remedy")
+            g = g.reindex(orders[bb])
+            frozen = g["test_score"].get("frozen", np.nan)
+            colours = ["#7f7f7f" if r == "frozen" else "#2a7ab9" if v >= frozen else "#c0504d"
+                       for r, v in zip(g.index, g["test_score"])]
+            ax.barh(range(len(g)), g["test_score"].fillna(0), xerr=np.nan_to_num(g["test_score_ci"].to_numpy(float)),
+                    color=colours, capsize=2)
+            ax.set_yticks(range(len(g)), [_short(r) for r in g.index] if col == 0 else [""] * len(g), fontsize=7)
+            ax.invert_yaxis()
+            if not missing(frozen):
+                ax.axvline(frozen, color="black", linestyle=":", linewidth=1)
+            if len(photo):
+                ax.axvline(float(photo.iloc[0]), color="black", linestyle="--", linewidth=1)
+            ax.set_xlim(0, 1000)
+            ax.set_title(f"{bb} · {st} gallery", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+        row[0].set_ylabel("remedy", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("test score (0–1000)", fontsize=8)
+    fig.legend(handles=[Line2D([], [], color="black", linestyle=":", label="frozen on that style"),
+                        Line2D([], [], color="black", linestyle="--", label="frozen on photos (no gap)")],
+               loc="outside lower center", ncols=2, fontsize=7)
+    fig.suptitle("Photo queries against a rendered gallery: each remedy's test score (blue: at or above frozen, red: "
+                 "below)", fontsize=10)
+    return fig
+
+
 def style_strip(image_path: str, style_args: dict | None = None):
     """One real image and its render in every style (what the gap looks like)."""
     import matplotlib.pyplot as plt
@@ -179,6 +231,8 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
                     "the same people's other images, as photos (same-domain) or rendered in a style; mean ± 95% CI "
                     "over seeds. *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
                     "style; *closes x%* = (remedy - frozen) / gap on that style."]
+    w.figure("cross_domain_gap", gap_figure(t), "Each remedy's test score per backbone and gallery style, between "
+             "the frozen backbone on that style and on photos")
     first = next((d for d in c.get("best_run_dir", []) if isinstance(d, str)), None)
     if first:
         from pathlib import Path

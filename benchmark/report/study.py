@@ -53,6 +53,18 @@ def _unset(v) -> bool:
     return v is False or v is None or missing(v)
 
 
+def _listed(v) -> str:
+    """A remedy value in a label: a list (``train_styles``, also as its table cell) as ``a/b/c``."""
+    if isinstance(v, str) and v.startswith(("(", "[")):
+        import ast
+
+        try:
+            v = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            return v
+    return "/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(norm(v))
+
+
 def recipe(row) -> str:
     """``frozen``, ``report`` or the differing recipe keys (``loss=arcface, miner=batch_hard``), then
     the cross-domain remedies that are set (``centering, rerank=kreciprocal``): two configurations
@@ -64,7 +76,7 @@ def recipe(row) -> str:
     for key in REMEDY_KEYS:
         v = row.get(key)
         if not _unset(v):
-            parts.append(key if v is True or v == "True" else f"{key}={norm(tuple(v) if isinstance(v, list) else v)}")
+            parts.append(key if v is True or v == "True" else f"{key}={_listed(v)}")
     return ", ".join(parts)
 
 
@@ -201,7 +213,8 @@ def read_study(t: pd.DataFrame, front: pd.DataFrame) -> str:
 
 
 _SHORT = (("loss=", ""), ("miner=", "mined:"), ("multi_similarity", "ms"), ("scheduler=", ""), ("augment=", ""),
-          ("trainable_blocks=", "unfreeze"), ("samples_per_class=", "m"))
+          ("trainable_blocks=", "unfreeze"), ("samples_per_class=", "m"), ("train_styles=", "styles:"),
+          ("centering", "center"), ("rerank=", "rerank:"))
 
 
 def _short(recipe_label: str) -> str:

@@ -58,3 +58,15 @@ def test_reading_and_choice_set_each_pick_beside_frozen():
     cartoon = next(line for line in lines if "gallery **cartoon**" in line)
     assert "picks **tta**" in cartoon and cartoon.endswith("read only afterwards: 520.0 (frozen sface: 110.0)"), cartoon
     assert "1 of its 2 remedies on cartoon have a lower mean score than frozen" in cross_domain.reading(t)
+
+
+def test_gap_figure_draws_each_remedy_between_frozen_and_photo():
+    c, _ = cross_domain.cross_domain_configs(_runs())
+    t = cross_domain.gap_table(c)
+    fig = cross_domain.gap_figure(t)
+    (ax,) = fig.axes  # one backbone x one rendered style
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches)
+    assert widths == [110.0, 520.0]  # frozen cartoon, k-reciprocal cartoon (means over seeds)
+    assert sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines if line.get_linestyle() in (":", "--")) \
+        == [110.0, 995.0]  # frozen on cartoon, frozen on photos
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["frozen", "frozen+center+rerank:kreciprocal"]
