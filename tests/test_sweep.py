@@ -171,7 +171,10 @@ def test_two_runners_share_one_folder_without_duplicates(tmp_path, sweep_env):
 
 
 _SLOW = """
-import sys, time
+import signal, sys, time
+# Ctrl-C reaches the sweep as at a terminal even when the suite runs as a background job (whose
+# children inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import benchmark.run
 real = benchmark.run.run
 def slow(*args, **kwargs):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.files import write_atomic
 from benchmark.report import cross_domain, figures, published as pub, study, tables
 from benchmark.report.results import ReportData, prepare
 from benchmark.results.schema import Unsupported, matches
@@ -34,8 +35,8 @@ class _Writer:
         df = df.drop(columns=[c for c in df.columns if df[c].map(lambda v: isinstance(v, tuple)).any()])
         d = self.out / "tables"
         d.mkdir(parents=True, exist_ok=True)
-        df.to_csv(d / f"{name}.csv", index=False)
-        (d / f"{name}.md").write_text(md + "\n")
+        write_atomic(d / f"{name}.csv", df.to_csv(index=False))
+        write_atomic(d / f"{name}.md", md + "\n")
         self.lines += ["", md, "", f"<sub>Data: [tables/{name}.csv](tables/{name}.csv)</sub>"]
         if metrics and self.measured:
             self.lines += ["", f"<sub>{self.measured}</sub>"]
@@ -135,7 +136,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         data = prepare(df, protocol, confidence)
     except Exception as exc:  # an unreadable frame still gets a report saying so
         warnings.warn(f"report: could not read the results: {type(exc).__name__}: {exc}")
-        (out_dir / "report.md").write_text(f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
+        write_atomic(out_dir / "report.md", f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
         return out_dir / "report.md"
     c = data.configs
     w.measured = tables.measured_on(c)
@@ -171,7 +172,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
             w.lines += ["", "*Per-epoch validation curves skipped: no run folder of these configurations has a "
                             "history.csv (e.g. results pulled from W&B).*"]
         else:
-            hist.to_csv(_tables_dir(out_dir) / "figure2_history_data.csv", index=False)
+            write_atomic(_tables_dir(out_dir) / "figure2_history_data.csv", hist.to_csv(index=False))
             w.logged["figure2_history_data"] = hist
             w.lines += ["", "Panels (b)-(c): per-epoch history of each run (`history.csv`, mean over seeds): "
                             "[tables/figure2_history_data.csv](tables/figure2_history_data.csv)."]
@@ -201,7 +202,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.lines += ["", f"<sub>Data: {len(t)} configurations, Pareto front marked in "
                         "[tables/figure5_tradeoff_data.csv](tables/figure5_tradeoff_data.csv)</sub>"]
         w.lines += ["", f"<sub>{w.measured}</sub>"] if w.measured else []
-        t.to_csv(_tables_dir(out_dir) / "figure5_tradeoff_data.csv", index=False)
+        write_atomic(_tables_dir(out_dir) / "figure5_tradeoff_data.csv", t.to_csv(index=False))
         w.logged["figure5_tradeoff_data"] = t
 
     def f6():
@@ -246,7 +247,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         w.reading(tables.read_search(t))
         w.figure("figure_search", figures.figure_search(progress), "Search: best validation score per method")
         w.table("search_data", t, tables.search_markdown(t))
-        progress.to_csv(_tables_dir(out_dir) / "search_progress_data.csv", index=False)
+        write_atomic(_tables_dir(out_dir) / "search_progress_data.csv", progress.to_csv(index=False))
         w.logged["search_progress_data"] = progress
         w.lines += ["", "Per run, in start order, with the best so far: "
                         "[tables/search_progress_data.csv](tables/search_progress_data.csv). Runs stopped early "
@@ -282,7 +283,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
             continue  # no run was started by `benchmark sweep` (hand-made or older records): no search
         w.section(title_, fn)
     report = out_dir / "report.md"
-    report.write_text("\n".join(w.lines) + "\n")
+    write_atomic(report, "\n".join(w.lines) + "\n")
     if tracker is not None and w.logged:
         try:
             tracker.log_files(**{k.replace("/", "_"): v for k, v in w.logged.items()})
@@ -299,6 +300,6 @@ def _tables_dir(out_dir: Path) -> Path:
 
 def _write_configs(w: _Writer, data: ReportData) -> None:
     cols = [x for x in data.configs_all.columns if not x.endswith(("_values", "_sd"))]
-    data.configs_all[cols].to_csv(_tables_dir(w.out) / "configurations.csv", index=False)
+    write_atomic(_tables_dir(w.out) / "configurations.csv", data.configs_all[cols].to_csv(index=False))
     w.lines += ["", "Every configuration (means, CI half-widths, seeds, run ids): "
                     "[tables/configurations.csv](tables/configurations.csv)."]

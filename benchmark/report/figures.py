@@ -41,10 +41,11 @@ def _err(v):
 
 
 def save(fig: Figure, path: Path | str, dpi: int = 150) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
-    return path
+    from benchmark.files import atomic_path
+
+    with atomic_path(path) as tmp:  # an interrupted report leaves no half-written PNG
+        fig.savefig(tmp, dpi=dpi, facecolor="white", format="png")
+    return Path(path)
 
 
 # -- Figure 1 -----------------------------------------------------------------------------------------

@@ -182,3 +182,28 @@ def test_search_section_counts_stopped_runs_and_draws_best_so_far(synthetic, tmp
     summary = tables.search_summary(progress).set_index("method")
     assert summary.loc["random", "stopped"] == 1 and summary.loc["bayes", "stopped"] == 1
     assert summary.loc["random", "runs"] == 6
+
+
+def test_an_interrupted_figure_write_leaves_the_previous_png(tmp_path, monkeypatch):
+    """Figures (like report.md and the tables) are written atomically: a Ctrl-C mid-write keeps the old file."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    from benchmark.report import figures
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"previous report")
+    fig = Figure()
+
+    def interrupted(target, **kw):
+        Path(target).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        figures.save(fig, path)
+    assert path.read_bytes() == b"previous report" and list(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+    figures.save(fig, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
