@@ -164,7 +164,7 @@ def gap_figure(t: pd.DataFrame):
               for bb in backbones}
     heights = [len(orders[bb]) for bb in backbones]
     with figure_style():
-        fig = Figure(figsize=(3.6 + 3.4 * len(galleries), 0.9 + 0.32 * sum(heights) + 0.5 * len(backbones)),
+        fig = Figure(figsize=(max(7.5, 3.6 + 3.4 * len(galleries)), 0.9 + 0.32 * sum(heights) + 0.5 * len(backbones)),
                      layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(backbones), len(galleries), squeeze=False,
                                           gridspec_kw={"height_ratios": heights}))
@@ -184,7 +184,7 @@ def gap_figure(t: pd.DataFrame):
                 ax.axvline(frozen, color="black", linestyle=":", linewidth=1)
             if len(photo):
                 ax.axvline(float(photo.iloc[0]), color="black", linestyle="--", linewidth=1)
-            ax.set_xlim(0, 1000)
+            ax.set_xlim(0, 1025)  # a line at 1000 (SFace on photos) stays visible
             ax.set_title(f"{bb} · {st} gallery", fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
         row[0].set_ylabel("remedy", fontsize=8)
@@ -193,8 +193,8 @@ def gap_figure(t: pd.DataFrame):
     fig.legend(handles=[Line2D([], [], color="black", linestyle=":", label="frozen on that style"),
                         Line2D([], [], color="black", linestyle="--", label="frozen on photos (no gap)")],
                loc="outside lower center", ncols=2, fontsize=7)
-    fig.suptitle("Photo queries against a rendered gallery: each remedy's test score (blue: at or above frozen, red: "
-                 "below)", fontsize=10)
+    fig.suptitle("Photo queries against a rendered gallery: each remedy's test score\n"
+                 "(blue: at or above frozen, red: below)", fontsize=10)
     return fig
 
 
