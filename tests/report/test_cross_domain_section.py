@@ -36,6 +36,7 @@ def test_gap_and_gap_closed_per_remedy_and_style():
     assert math.isnan(t.loc[(cross_domain.PHOTO, "frozen"), "gap_closed"])
     head, rows = cross_domain.side_by_side(cross_domain.gap_table(c))
     assert head[2].startswith(cross_domain.PHOTO) and any("closes +46% of the gap" in cell for r in rows for cell in r)
+    assert rows[0][2].endswith("(n=2)")  # no cost recorded: none shown (not "nan s")
 
 
 def test_the_section_is_only_in_reports_with_query_gallery_runs():
@@ -70,3 +71,12 @@ def test_gap_figure_draws_each_remedy_between_frozen_and_photo():
     assert sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines if line.get_linestyle() in (":", "--")) \
         == [110.0, 995.0]  # frozen on cartoon, frozen on photos
     assert [tick.get_text() for tick in ax.get_yticklabels()] == ["frozen", "frozen+center+rerank:kreciprocal"]
+
+
+def test_side_by_side_gives_each_gallery_its_own_cost():
+    runs = _runs().assign(**{"time/cost_s": lambda d: d["gallery_style"].map({"none": 10.0, "cartoon": 40.0})})
+    c, _ = cross_domain.cross_domain_configs(runs)
+    head, rows = cross_domain.side_by_side(cross_domain.gap_table(c))
+    frozen = next(r for r in rows if r[1] == "frozen")
+    assert head[2:] == [f"{cross_domain.PHOTO} score (cost per run)", "cartoon score (cost per run)"]
+    assert frozen[2].endswith("(n=2, 10 s)") and frozen[3].endswith("(n=2, 40 s)")
