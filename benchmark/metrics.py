@@ -22,17 +22,44 @@ import torch
 
 from benchmark.retrieval import faiss, search
 from benchmark.scoring import KS, competition_score  # defined once, torch-free (score-submission)
+#: resamples of the score's test-sample interval (``sample_interval``)
+N_BOOT = 1000
 #: similarity entries per query block (x ~26 bytes of working memory each: ~110 MB)
 CHUNK = 1 << 22
 
 log = logging.getLogger(__name__)
 
 
-def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> dict[str, float]:
+def sample_interval(query_scores, labels, confidence: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) -> float:
+    """Half-width of the ``confidence`` percentile interval of the score (the mean of the per-query
+    scores) when the split's people are drawn again: a cluster bootstrap over identities, since one
+    person's queries are not independent. It is the test sample's share of the uncertainty, which
+    seeds cannot show: a deterministic configuration (frozen features) has no seed spread, yet its
+    score is one draw of test people. NaN with fewer than 2 identities."""
+    s = np.asarray(query_scores, dtype=np.float64)
+    _, person = np.unique(np.asarray(labels), return_inverse=True)
+    n = int(person.max()) + 1 if len(person) else 0
+    if n < 2:
+        return float("nan")
+    sums, counts = np.bincount(person, weights=s, minlength=n), np.bincount(person, minlength=n).astype(np.float64)
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    lo, hi = np.quantile((draws @ sums) / (draws @ counts), [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float((hi - lo) / 2)
+
+
+def _query_scores(best_rank) -> np.ndarray:
+    """Each query's own competition score (0-1000) from the rank of its first correct result."""
+    best = np.asarray(best_rank, dtype=np.float64)
+    return competition_score({k: (best <= k).astype(np.float64) for k in KS})
+
+
+def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
+                 labels: np.ndarray | None = None) -> dict[str, float]:
     """Metrics from a ranked match matrix [n_query, n_ranked] (True = same identity).
 
     ``n_relevant``: same-identity items per query in the whole gallery (default: row sums, right
-    when the ranking covers the whole gallery).
+    when the ranking covers the whole gallery). ``labels``: each query's identity, for the score's
+    test-sample interval (``score_sample_ci``; absent without them).
     """
     matches = np.asarray(matches, dtype=bool)
     n_relevant = matches.sum(1) if n_relevant is None else np.asarray(n_relevant)
@@ -49,6 +76,9 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> d
     out["r_precision"] = float(((m & within_r).sum(1) / n_rel).mean()) if len(m) else 0.0
     out["score"] = competition_score(top)
     out["n_queries"] = int(valid.sum())
+    if labels is not None:
+        best = np.where(m.any(1), m.argmax(1) + 1, np.inf)
+        out["score_sample_ci"] = sample_interval(_query_scores(best), np.asarray(labels)[valid])
     return out
 
 
@@ -60,7 +90,7 @@ def query_gallery_metrics(scores, query_labels, gallery_labels) -> dict[str, flo
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, axis=1, kind="stable")
     g = np.asarray(gallery_labels)
-    return from_matches(g[order] == np.asarray(query_labels)[:, None])
+    return from_matches(g[order] == np.asarray(query_labels)[:, None], labels=query_labels)
 
 
 def retrieval_metrics(embeddings, labels, backend: str = "auto", chunk: int = CHUNK) -> dict[str, float]:
@@ -75,7 +105,7 @@ def retrieval_metrics(embeddings, labels, backend: str = "auto", chunk: int = CH
     if backend != "auto":
         labels = np.asarray(labels)
         _, idx = search(embeddings, embeddings, len(labels), exclude_self=True, backend=backend)
-        return from_matches(labels[idx] == labels[:, None])
+        return from_matches(labels[idx] == labels[:, None], labels=labels)
     x = torch.as_tensor(embeddings).float()
     return _cpu_on_oom(_metrics_from_ranks, x, _dense_labels(labels, x.device), chunk)
 
@@ -187,6 +217,8 @@ def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUN
     out["r_precision"] = mean(hits_r / n_rel)
     out["score"] = competition_score(top)
     out["n_queries"] = n_valid
+    v = valid.cpu().numpy()
+    out["score_sample_ci"] = sample_interval(_query_scores(best.cpu().numpy()[v]), labels.cpu().numpy()[v])
     return out
 
 

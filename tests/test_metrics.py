@@ -174,6 +174,7 @@ def test_competition_score_weights():
 def test_no_valid_query_gives_zeros():
     x = np.eye(4, dtype=np.float32)
     m = retrieval_metrics(x, np.arange(4))
+    assert np.isnan(m.pop("score_sample_ci"))  # no query: no interval (null in the record)
     assert m == {"top1": 0.0, "top5": 0.0, "top10": 0.0, "map": 0.0, "map_at_r": 0.0, "r_precision": 0.0,
                  "score": 0.0, "n_queries": 0}
 
@@ -272,3 +273,42 @@ def test_query_gallery_metrics_match_an_independent_computation(ties, ranked_ora
     assert got["n_queries"] == expected["n_queries"] == int(np.isin(q_labels, g_labels).sum()) < 25
     for k, v in expected.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
+
+
+# --- the score's test-sample interval (a cluster bootstrap over the split's people) ---------------------
+def test_sample_interval_is_scipys_paired_bootstrap_of_people():
+    """Resampling people (their queries' score sum and count together) and taking the ratio is
+    scipy.stats.bootstrap's paired percentile interval of sum(scores) / sum(counts)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(40), rng.integers(1, 6, 40))
+    scores = np.where(rng.random(len(labels)) < 0.3 + 0.5 * (labels % 3 == 0), 1000.0, 0.0)
+    sums = np.bincount(labels, weights=scores)
+    counts = np.bincount(labels).astype(float)
+    ref = stats.bootstrap((sums, counts), lambda s, c, axis=-1: s.sum(axis) / c.sum(axis), paired=True,
+                          vectorized=True, method="percentile", n_resamples=20000, random_state=0)
+    want = (ref.confidence_interval.high - ref.confidence_interval.low) / 2
+    assert metrics.sample_interval(scores, labels, n_boot=20000) == pytest.approx(want, rel=0.05)
+    assert metrics.sample_interval(scores, labels) == metrics.sample_interval(scores, labels)  # seeded
+    assert metrics.sample_interval(np.full(20, 1000.0), np.arange(20) % 5) == 0.0  # every query right
+    assert np.isnan(metrics.sample_interval(scores[:3], np.zeros(3)))  # one person: nothing to resample
+
+
+@pytest.mark.parametrize("backend, rows", BACKENDS)
+def test_every_ranking_path_gives_the_same_sample_interval(backend, rows):
+    """Leave-one-out (blockwise ranks, or a full faiss/torch ranking) and the ranked-matrix path read
+    the same per-query scores: the same interval, from each query's own score and identity."""
+    rng = np.random.default_rng(0)
+    x, labels = _clustered(rng)
+    got = retrieval_metrics(x, labels, backend=backend, chunk=rows * len(x) if rows else metrics.CHUNK)
+    sims = x.astype(np.float64) @ x.T.astype(np.float64)
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :-1]
+    matches = labels[order] == labels[:, None]
+    valid = matches.any(1)
+    best = np.where(valid, matches.argmax(1) + 1, np.inf)[valid]
+    per_query = 600 * (best <= 1) + 300 * (best <= 5) + 100 * (best <= 10)
+    assert per_query.mean() == pytest.approx(got["score"])
+    assert got["score_sample_ci"] == pytest.approx(metrics.sample_interval(per_query, labels[valid]), abs=1e-9)
+    assert got["score_sample_ci"] > 0

@@ -70,6 +70,7 @@ def gap_table(c: pd.DataFrame) -> pd.DataFrame:
         rows.append({"backbone": r["backbone_label"], "remedy": r["remedy"], "gallery": r["style"],
                      "val_gallery": str(r.get("val_gallery_style")) if not missing(r.get("val_gallery_style")) else "",
                      "n": int(r["n"]), "test_score": r["test/score"], "test_score_ci": r.get("test/score_ci", math.nan),
+                     "test_sample_ci": r.get("test/score_sample_ci", math.nan),
                      "val_score": r.get("val/score", math.nan), "cost_s": r.get("time/cost_s", math.nan),
                      "gap": gap if r["style"] != PHOTO else math.nan, "gap_closed": closed,
                      "n_queries": r.get("test/n_queries", math.nan), "n_gallery": r.get("test/n_gallery", math.nan)})
@@ -94,7 +95,8 @@ def side_by_side(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 continue
             r = r.iloc[0]
             cost = "" if missing(r["cost_s"]) else f", {r['cost_s']:.0f} s"
-            cell = tables.cell(r["test_score"], r["test_score_ci"], 1) + f" (n={r['n']}{cost})"
+            people = "" if missing(r["test_sample_ci"]) else f"; test people ±{r['test_sample_ci']:.0f}"
+            cell = tables.cell(r["test_score"], r["test_score_ci"], 1) + f" (n={r['n']}{people}{cost})"
             if not missing(r["gap_closed"]) and r["remedy"] != "frozen":
                 cell += f", closes {100 * r['gap_closed']:+.0f}% of the gap"
             cells.append(cell)
@@ -230,7 +232,10 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
         f"{g}: {r['n_queries']:.0f} queries x {r['n_gallery']:.0f} gallery items" for g, r in facts.iterrows()) + ".</sub>"]
     w.lines += ["", f"Query -> gallery retrieval ({runs['protocol'].iloc[0]}): queries are photographs, the gallery "
                     "the same people's other images, as photos (same-domain) or rendered in a style; mean ± 95% CI "
-                    "over seeds. *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
+                    "over seeds (n); *test people ±x*: the 95% interval of the score when the test people are drawn "
+                    "again (a bootstrap over identities, `score_sample_ci`), the uncertainty that seeds cannot show "
+                    "(every row is measured on the same people, so a difference between two rows is more certain "
+                    "than either interval). *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
                     "style; *closes x%* = (remedy - frozen) / gap on that style."]
     w.figure("cross_domain_gap", gap_figure(t), "Each remedy's test score per backbone and gallery style, between "
              "the frozen backbone on that style and on photos")

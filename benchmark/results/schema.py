@@ -141,7 +141,8 @@ REQUIRED_METRICS = ("val/score", "test/score")
 RANGES = {**{k: (0.0, 1.0) for k in ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "nmi",
                                      "degenerate")},
           "score": (0.0, 1000.0), "n_queries": (0, math.inf), "n_gallery": (0, math.inf),
-          "positives": (0.0, math.inf), "identities": (0, math.inf), "intra": (0.0, 2.0), "inter": (0.0, 2.0)}
+          "positives": (0.0, math.inf), "identities": (0, math.inf), "intra": (0.0, 2.0), "inter": (0.0, 2.0),
+          "score_sample_ci": (0.0, 1000.0)}
 
 
 def check_record_metrics(metrics) -> dict:

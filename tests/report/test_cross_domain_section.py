@@ -74,9 +74,10 @@ def test_gap_figure_draws_each_remedy_between_frozen_and_photo():
 
 
 def test_side_by_side_gives_each_gallery_its_own_cost():
-    runs = _runs().assign(**{"time/cost_s": lambda d: d["gallery_style"].map({"none": 10.0, "cartoon": 40.0})})
+    runs = _runs().assign(**{"time/cost_s": lambda d: d["gallery_style"].map({"none": 10.0, "cartoon": 40.0}),
+                             "test/score_sample_ci": lambda d: d["gallery_style"].map({"none": 2.0, "cartoon": 30.0})})
     c, _ = cross_domain.cross_domain_configs(runs)
     head, rows = cross_domain.side_by_side(cross_domain.gap_table(c))
     frozen = next(r for r in rows if r[1] == "frozen")
     assert head[2:] == [f"{cross_domain.PHOTO} score (cost per run)", "cartoon score (cost per run)"]
-    assert frozen[2].endswith("(n=2, 10 s)") and frozen[3].endswith("(n=2, 40 s)")
+    assert frozen[2].endswith("(n=2; test people ±2, 10 s)") and frozen[3].endswith("(n=2; test people ±30, 40 s)")
