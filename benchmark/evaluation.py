@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark import rerank
 from benchmark.config import Config
-from benchmark.metrics import query_gallery_metrics, retrieval_metrics
+from benchmark.metrics import per_query_scores, query_gallery_matches, query_gallery_metrics, retrieval_metrics
 from benchmark.results import schema
 
 
@@ -31,3 +31,16 @@ def split_metrics(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> 
     positives = np.array([per_identity.get(label, 0) for label in labels[q]], dtype=np.float64)
     return out | {"n_gallery": int(g.sum()), "positives": float(positives.mean()) if len(positives) else float("nan"),
                   "identities": len(per_identity)}  # the gallery's: fewer than 2 and every match is right
+
+
+def query_scores(embeddings, labels, sides: np.ndarray, cfg: Config) -> np.ndarray:
+    """Each item's own score (0-1000) as a query of a query -> gallery split, after the config's
+    test-time remedies, as ``split_metrics`` ranks it; NaN for gallery items and for queries without a
+    same-identity gallery item. Two configurations measured on the same people then compare query by
+    query (a paired difference is far tighter than either score's interval)."""
+    emb, labels = np.asarray(embeddings), np.asarray(labels)
+    q, g = sides == "query", sides == "gallery"
+    scores, valid = per_query_scores(query_gallery_matches(rerank.scores(emb[q], emb[g], cfg), labels[q], labels[g]))
+    out = np.full(len(labels), np.nan)
+    out[np.flatnonzero(q)[valid]] = scores
+    return out

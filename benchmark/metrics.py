@@ -53,6 +53,15 @@ def _query_scores(best_rank) -> np.ndarray:
     return competition_score({k: (best <= k).astype(np.float64) for k in KS})
 
 
+def per_query_scores(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(each scorable query's own score, which queries are scorable) of a ranked match matrix: the
+    score is their mean; two configurations ranked on the same queries compare query by query."""
+    matches = np.asarray(matches, dtype=bool)
+    valid = (matches.sum(1) if n_relevant is None else np.asarray(n_relevant)) > 0
+    m = matches[valid]
+    return _query_scores(np.where(m.any(1), m.argmax(1) + 1, np.inf)), valid
+
+
 def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
                  labels: np.ndarray | None = None) -> dict[str, float]:
     """Metrics from a ranked match matrix [n_query, n_ranked] (True = same identity).
@@ -77,8 +86,7 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
     out["score"] = competition_score(top)
     out["n_queries"] = int(valid.sum())
     if labels is not None:
-        best = np.where(m.any(1), m.argmax(1) + 1, np.inf)
-        out["score_sample_ci"] = sample_interval(_query_scores(best), np.asarray(labels)[valid])
+        out["score_sample_ci"] = sample_interval(per_query_scores(m)[0], np.asarray(labels)[valid])
     return out
 
 
@@ -87,10 +95,14 @@ def query_gallery_metrics(scores, query_labels, gallery_labels) -> dict[str, flo
     (higher = more similar: cosine, or a re-ranker's), every query ranking the whole gallery in the
     canonical order (score descending, ties by the lower gallery index). A query whose identity has
     no gallery item is left out (``n_queries`` counts those scored)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    g = np.asarray(gallery_labels)
-    return from_matches(g[order] == np.asarray(query_labels)[:, None], labels=query_labels)
+    return from_matches(query_gallery_matches(scores, query_labels, gallery_labels), labels=query_labels)
+
+
+def query_gallery_matches(scores, query_labels, gallery_labels) -> np.ndarray:
+    """The ranked match matrix of ``scores`` in the canonical order (score descending, ties by the
+    lower gallery index)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), axis=1, kind="stable")
+    return np.asarray(gallery_labels)[order] == np.asarray(query_labels)[:, None]
 
 
 def retrieval_metrics(embeddings, labels, backend: str = "auto", chunk: int = CHUNK) -> dict[str, float]:

@@ -31,7 +31,7 @@ from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yam
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
-from benchmark.evaluation import split_metrics
+from benchmark.evaluation import query_scores, split_metrics
 from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
@@ -282,6 +282,8 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     df = prep.df
     test = df[df["split"] == "test"]
     sides = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
+    if sides and prep.cfg.query_gallery and np.isfinite(test_emb).all():  # for paired comparisons (report)
+        sides["query_scores"] = query_scores(test_emb, test["label"].to_numpy(), sides["sides"], prep.cfg)
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
                                   identities=test["identity"].to_numpy(dtype=str),
                                   paths=test["path"].to_numpy(dtype=str), **sides)

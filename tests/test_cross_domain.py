@@ -63,6 +63,26 @@ def styled(tmp_path_factory):
     return cfg, result, out / run_id_for(cfg)
 
 
+def test_the_record_keeps_each_querys_own_score_and_its_interval(styled):
+    """embeddings.npz holds every query's own score (NaN for gallery items): independently, 600/300/100
+    for a first correct result within 1/5/10 of the cosine ranking; their mean is the recorded score,
+    and test/score_sample_ci is their people-bootstrap interval."""
+    from benchmark.metrics import sample_interval
+
+    cfg, result, rdir = styled
+    npz = np.load(rdir / "embeddings.npz")
+    q, g = npz["sides"] == "query", npz["sides"] == "gallery"
+    emb, labels = npz["embeddings"].astype(np.float64), npz["labels"]
+    order = np.argsort(-(emb[q] @ emb[g].T), axis=1, kind="stable")
+    first = (labels[g][order] == labels[q][:, None]).argmax(1) + 1
+    want = np.where(first <= 1, 1000.0, np.where(first <= 5, 400.0, np.where(first <= 10, 100.0, 0.0)))
+    got = npz["query_scores"]
+    assert np.isnan(got[g]).all() and np.allclose(got[q], want)
+    metrics = json.loads((rdir / "metrics.json").read_text())
+    assert got[q].mean() == pytest.approx(metrics["test/score"], abs=1e-9)
+    assert metrics["test/score_sample_ci"] == pytest.approx(sample_interval(got[q], labels[q]), abs=1e-9)
+
+
 def test_recorded_query_gallery_metrics_recompute_from_the_embeddings_and_sides(styled):
     cfg, result, rdir = styled
     npz = np.load(rdir / "embeddings.npz")

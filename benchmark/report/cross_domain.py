@@ -57,6 +57,64 @@ def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd
     return c.reset_index(drop=True), runs
 
 
+def _run_query_scores(run_dir) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each scored test query's own score and identity: saved by the run (``query_scores`` in its
+    embeddings.npz), or for older records recomputed from its test embeddings and config
+    (``evaluation.query_scores``); None without them or for a same-domain run."""
+    from pathlib import Path
+
+    from benchmark.config import load_yaml
+    from benchmark.evaluation import query_scores
+
+    d = Path(run_dir) if isinstance(run_dir, str) else None
+    if d is None or not (d / "embeddings.npz").is_file() or not (d / "config.yaml").is_file():
+        return None
+    with np.load(d / "embeddings.npz") as z:
+        if "sides" not in z.files:
+            return None
+        labels = z["labels"]
+        scores = z["query_scores"] if "query_scores" in z.files else \
+            query_scores(z["embeddings"], labels, z["sides"].astype(str), load_yaml(d / "config.yaml"))
+    valid = ~np.isnan(scores)
+    return scores[valid], labels[valid]
+
+
+def _config_query_scores(row) -> tuple[np.ndarray, np.ndarray] | None:
+    """A configuration's per-query scores, the mean over its seeds' runs (the same queries), if every
+    run's recomputation gives its recorded test score (anything else is not the same measurement)."""
+    got = [_run_query_scores(d) for d in row.get("run_dirs") or ()]
+    if not got or any(g is None for g in got) or any(len(g[1]) != len(got[0][1]) or (g[1] != got[0][1]).any()
+                                                     for g in got):
+        return None
+    scores = np.mean([g[0] for g in got], axis=0)
+    return (scores, got[0][1]) if abs(scores.mean() - row["test/score"]) < 1e-6 else None
+
+
+def paired_gains(c: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
+    """``t`` (``gap_table``) plus, for each remedy on a rendered gallery, its gain over the frozen
+    backbone on the same gallery and the 95% interval of that gain over a bootstrap of the test
+    people (paired: both measured on the same queries; ``metrics.sample_interval``)."""
+    from benchmark.metrics import sample_interval
+
+    t = t.assign(gain=math.nan, gain_people_ci=math.nan)
+    per_query = {i: None for i in c.index}
+    for i, r in c.iterrows():
+        if r["style"] != PHOTO:
+            per_query[i] = _config_query_scores(r)
+    for i, r in c.iterrows():
+        if r["style"] == PHOTO or r["remedy"] == "frozen" or per_query[i] is None:
+            continue
+        frozen = c[(c["backbone_label"] == r["backbone_label"]) & (c["style"] == r["style"]) & (c["remedy"] == "frozen")]
+        base = per_query[frozen.index[0]] if len(frozen) else None
+        if base is None or len(base[1]) != len(per_query[i][1]) or (base[1] != per_query[i][1]).any():
+            continue
+        diff = per_query[i][0] - base[0]
+        at = (t["backbone"] == r["backbone_label"]) & (t["gallery"] == r["style"]) & (t["remedy"] == r["remedy"])
+        t.loc[at, "gain"] = float(diff.mean())
+        t.loc[at, "gain_people_ci"] = sample_interval(diff, per_query[i][1])
+    return t
+
+
 def gap_table(c: pd.DataFrame) -> pd.DataFrame:
     """Backbone x remedy x style: score ± CI, cost, and the share of the gap it closes."""
     rows = []
@@ -99,6 +157,8 @@ def side_by_side(t: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             cell = tables.cell(r["test_score"], r["test_score_ci"], 1) + f" (n={r['n']}{people}{cost})"
             if not missing(r["gap_closed"]) and r["remedy"] != "frozen":
                 cell += f", closes {100 * r['gap_closed']:+.0f}% of the gap"
+                if not missing(r.get("gain_people_ci", math.nan)):
+                    cell += f" ({r['gain']:+.1f} ± {r['gain_people_ci']:.1f} vs frozen, paired over people)"
             cells.append(cell)
         rows.append(cells)
     return head, rows
@@ -223,7 +283,7 @@ def style_strip(image_path: str, style_args: dict | None = None):
 def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
     """Write the section into the report writer ``w`` (``build._Writer``)."""
     c, runs = cross_domain_configs(df, confidence)
-    t = gap_table(c)
+    t = paired_gains(c, gap_table(c))
     w.reading(reading(t))
     head, rows = side_by_side(t)
     w.table("cross_domain_gap", t, tables.markdown(head, rows), metrics=False)  # its own facts, below
@@ -235,7 +295,9 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
                     "over seeds (n); *test people ±x*: the 95% interval of the score when the test people are drawn "
                     "again (a bootstrap over identities, `score_sample_ci`), the uncertainty that seeds cannot show "
                     "(every row is measured on the same people, so a difference between two rows is more certain "
-                    "than either interval). *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
+                    "than either interval: *± x vs frozen, paired over people* is the 95% interval of the gain "
+                    "over the frozen backbone when the people are drawn again, from the runs' saved embeddings; "
+                    "for a trained remedy it is the seed-mean's, seed noise aside). *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
                     "style; *closes x%* = (remedy - frozen) / gap on that style."]
     w.figure("cross_domain_gap", gap_figure(t), "Each remedy's test score per backbone and gallery style, between "
              "the frozen backbone on that style and on photos")

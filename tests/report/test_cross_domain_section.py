@@ -81,3 +81,35 @@ def test_side_by_side_gives_each_gallery_its_own_cost():
     frozen = next(r for r in rows if r[1] == "frozen")
     assert head[2:] == [f"{cross_domain.PHOTO} score (cost per run)", "cartoon score (cost per run)"]
     assert frozen[2].endswith("(n=2; test people ±2, 10 s)") and frozen[3].endswith("(n=2; test people ±30, 40 s)")
+
+
+def test_paired_gain_over_frozen_is_the_people_bootstrap_of_per_query_differences(tmp_path):
+    """From the runs' saved per-query scores: gain = mean over queries of (remedy - frozen), its
+    interval the people-bootstrap of those differences (seeds averaged first)."""
+    import numpy as np
+
+    from benchmark.metrics import sample_interval
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(30), 4)
+    sides = np.tile(["query", "gallery"], 60)
+    frozen = np.where(rng.random(120) < 0.3, 1000.0, 0.0)
+    remedy = [np.where(rng.random(120) < p, 1000.0, 0.0) for p in (0.4, 0.5)]
+    rows = []
+    for name, scores, seed in [("cartoon", frozen, 0), ("tta", remedy[0], 0), ("tta", remedy[1], 1)]:
+        d = tmp_path / f"{name}-{seed}"
+        d.mkdir()
+        saved = np.where(sides == "query", scores, np.nan)
+        np.savez(d / "embeddings.npz", embeddings=np.zeros((120, 2)), labels=labels, sides=sides, query_scores=saved)
+        (d / "config.yaml").write_text("backbone: sface\n")
+        rows.append(dict(status="ok", protocol="open-set", backbone="sface", weights="model", seed=seed,
+                         query_fraction=0.5, embedding="backbone", gallery_style="cartoon", run_id=f"{name}-{seed}",
+                         experiment=name, run_dir=str(d), centering=name == "tta",
+                         **{"test/score": float(np.nanmean(saved)), "val/score": 1.0}))
+    c, _ = cross_domain.cross_domain_configs(pd.DataFrame(rows))
+    t = cross_domain.paired_gains(c, cross_domain.gap_table(c)).set_index("remedy")
+    q = sides == "query"
+    diff = (remedy[0][q] + remedy[1][q]) / 2 - frozen[q]
+    assert t.loc["frozen, centering", "gain"] == pytest.approx(diff.mean())
+    assert t.loc["frozen, centering", "gain_people_ci"] == pytest.approx(sample_interval(diff, labels[q]))
+    assert math.isnan(t.loc["frozen", "gain"])
