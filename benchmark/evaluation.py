@@ -14,33 +14,37 @@ import numpy as np
 
 from benchmark import rerank
 from benchmark.config import Config
-from benchmark.metrics import per_query_scores, query_gallery_matches, query_gallery_metrics, retrieval_metrics
+from benchmark.metrics import from_matches, per_query_scores, query_gallery_matches, retrieval_metrics
 from benchmark.results import schema
 
 
-def split_metrics(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> dict[str, float]:
-    """Retrieval metrics and split facts of one split's embeddings (``sides``: its items' side, or
-    None for same-domain leave-one-out)."""
+def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> tuple[dict, np.ndarray | None]:
+    """(retrieval metrics and split facts of one split's embeddings, each item's own score as a query)
+    for ``sides`` (its items' side), or (…, None) for same-domain leave-one-out. The per-item scores
+    (NaN for gallery items and queries without a same-identity gallery item) let two configurations
+    measured on the same people compare query by query: a paired difference is far tighter than
+    either score's interval."""
     labels = np.asarray(labels)
     if sides is None or not cfg.query_gallery:
-        return retrieval_metrics(embeddings, labels) | schema.split_facts(labels)
+        return retrieval_metrics(embeddings, labels) | schema.split_facts(labels), None
     emb = embeddings.detach().cpu().numpy() if hasattr(embeddings, "detach") else np.asarray(embeddings)
     q, g = sides == "query", sides == "gallery"
-    out = query_gallery_metrics(rerank.scores(emb[q], emb[g], cfg), labels[q], labels[g])
+    matches = query_gallery_matches(rerank.scores(emb[q], emb[g], cfg), labels[q], labels[g])
+    out = from_matches(matches, labels=labels[q])
+    scores, valid = per_query_scores(matches)
+    per_item = np.full(len(labels), np.nan)
+    per_item[np.flatnonzero(q)[valid]] = scores
     per_identity = dict(zip(*np.unique(labels[g], return_counts=True)))
     positives = np.array([per_identity.get(label, 0) for label in labels[q]], dtype=np.float64)
     return out | {"n_gallery": int(g.sum()), "positives": float(positives.mean()) if len(positives) else float("nan"),
-                  "identities": len(per_identity)}  # the gallery's: fewer than 2 and every match is right
+                  "identities": len(per_identity)}, per_item  # the gallery's: fewer than 2 and every match is right
+
+
+def split_metrics(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> dict[str, float]:
+    """Retrieval metrics and split facts of one split's embeddings (``split_evaluation``)."""
+    return split_evaluation(embeddings, labels, sides, cfg)[0]
 
 
 def query_scores(embeddings, labels, sides: np.ndarray, cfg: Config) -> np.ndarray:
-    """Each item's own score (0-1000) as a query of a query -> gallery split, after the config's
-    test-time remedies, as ``split_metrics`` ranks it; NaN for gallery items and for queries without a
-    same-identity gallery item. Two configurations measured on the same people then compare query by
-    query (a paired difference is far tighter than either score's interval)."""
-    emb, labels = np.asarray(embeddings), np.asarray(labels)
-    q, g = sides == "query", sides == "gallery"
-    scores, valid = per_query_scores(query_gallery_matches(rerank.scores(emb[q], emb[g], cfg), labels[q], labels[g]))
-    out = np.full(len(labels), np.nan)
-    out[np.flatnonzero(q)[valid]] = scores
-    return out
+    """Each item's own score as a query (``split_evaluation``), from saved embeddings and a config."""
+    return split_evaluation(embeddings, labels, sides, cfg)[1]

@@ -31,7 +31,7 @@ from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yam
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
-from benchmark.evaluation import query_scores, split_metrics
+from benchmark.evaluation import split_evaluation
 from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
@@ -80,6 +80,8 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     #: the epoch after which a sweep's early termination stopped training (None: not stopped)
     stopped_epoch: int | None = None
+    #: each test item's own score as a query (query -> gallery runs; ``evaluation.split_evaluation``)
+    test_query_scores: np.ndarray | None = None
 
 
 _BACKBONES: dict[tuple, FrozenBackbone] = {}
@@ -206,8 +208,10 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
         why = degenerate(emb)  # flagged (1.0) with a warning; non-finite values give no number at all
         finite = bool(np.isfinite(emb).all())
         sides = prep.df["side"].to_numpy()[idx] if "side" in prep.df else None
-        values = split_metrics(emb, labels[idx], sides, cfg) if finite else \
-            {k: None for k in (*schema.RANKING, "n_queries")} | schema.split_facts(labels[idx])
+        values, per_query = split_evaluation(emb, labels[idx], sides, cfg) if finite else \
+            ({k: None for k in (*schema.RANKING, "n_queries")} | schema.split_facts(labels[idx]), None)
+        if split == "test":
+            prep.test_query_scores = per_query
         metrics |= {f"{split}/{k}": v for k, v in values.items()}
         metrics[f"{split}/degenerate"] = float(why is not None)
         if why:
@@ -282,8 +286,8 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     df = prep.df
     test = df[df["split"] == "test"]
     sides = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
-    if sides and prep.cfg.query_gallery and np.isfinite(test_emb).all():  # for paired comparisons (report)
-        sides["query_scores"] = query_scores(test_emb, test["label"].to_numpy(), sides["sides"], prep.cfg)
+    if prep.test_query_scores is not None:  # for paired comparisons (report)
+        sides["query_scores"] = prep.test_query_scores
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
                                   identities=test["identity"].to_numpy(dtype=str),
                                   paths=test["path"].to_numpy(dtype=str), **sides)
