@@ -212,7 +212,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
         if ex["best"] and n_best > 1:  # a tie: any of them is "the best"
             which = f"one of the {n_best} configurations tied for the best test score"
         how = "leave-one-out over its test split" if ex["gallery_style"] is None else (
-            "a photo query against its test gallery" + ("" if ex["gallery_style"] == "none" else
+            "a query against its test gallery" + ("" if ex["gallery_style"] == "none" else
                                                          f", rendered {ex['gallery_style']} as the backbone saw it"))
         w.reading(f"Query {ex['query'][1]} from {which}, {ex['config']} (best seed's run, {how}): "
                   f"{ex['hits']} of its top {len(ex['results'])} share its identity, of "
