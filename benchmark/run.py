@@ -285,12 +285,12 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     files["config.yaml"] = dump_yaml(prep.cfg)  # with the input size the backbone required
     df = prep.df
     test = df[df["split"] == "test"]
-    sides = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
+    query_gallery = {"sides": test["side"].to_numpy(dtype=str)} if "side" in test else {}
     if prep.test_query_scores is not None:  # for paired comparisons (report)
-        sides["query_scores"] = prep.test_query_scores
+        query_gallery["query_scores"] = prep.test_query_scores
     embeddings = record.npz_bytes(embeddings=test_emb.astype(np.float32), labels=test["label"].to_numpy(),
                                   identities=test["identity"].to_numpy(dtype=str),
-                                  paths=test["path"].to_numpy(dtype=str), **sides)
+                                  paths=test["path"].to_numpy(dtype=str), **query_gallery)
     files |= {
         "metrics.json": json.dumps(metrics, indent=1),
         "history.csv": pd.DataFrame(history).to_csv(index=False),
@@ -307,6 +307,6 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         return fail(write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
                                 "give --out a folder on another disk"))
     tracker.log_examples(test_emb, test["label"].to_numpy(), test["identity"].tolist(), test["path"].tolist(),
-                         sides.get("sides"), test["style"].tolist() if "style" in test else None)
+                         query_gallery.get("sides"), test["style"].tolist() if "style" in test else None)
     tracker.finish({**outcome, **metrics})
     return {**outcome, **metrics}

@@ -152,7 +152,7 @@ def drawn(tags: tuple[str | None, ...]) -> str:
 
 
 def name_of(style_tag: str | None) -> str:
-    return NONE if style_tag is None else json.loads(style_tag)["style"]
+    return NONE if style_tag is None else parse(style_tag)[0]
 
 
 def parse(style_tag: str) -> tuple[str, dict]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from benchmark.report import tables
 from benchmark.report.study import backbone_label, recipe
-from benchmark.results.schema import Unsupported, missing, norm
+from benchmark.results.schema import Unsupported, missing
 from benchmark.results.stats import aggregate
 
 PHOTO = "photo (same-domain)"
@@ -31,12 +31,18 @@ def _style(row) -> str:
     return PHOTO if style in ("none", "nan") else style
 
 
+def _query_gallery(df: pd.DataFrame) -> pd.Series:
+    """Rows of query -> gallery runs: a gallery style, or an explicit ``query_fraction``."""
+    if "gallery_style" not in df.columns:
+        return pd.Series(False, index=df.index)
+    styled = df["gallery_style"].notna() & df["gallery_style"].astype(str).ne("none")
+    fraction = pd.to_numeric(df.get("query_fraction", pd.Series(np.nan, index=df.index)), errors="coerce")
+    return styled | fraction.notna()
+
+
 def present(df: pd.DataFrame) -> bool:
     """Whether ``df`` holds query -> gallery runs (the section is left out of reports without any)."""
-    if "gallery_style" not in df.columns:
-        return False
-    fraction = pd.to_numeric(df.get("query_fraction", pd.Series(np.nan, index=df.index)), errors="coerce")
-    return bool((df["gallery_style"].astype(str).ne("none") & df["gallery_style"].notna()).any() or fraction.notna().any())
+    return bool(_query_gallery(df).any())
 
 
 def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,9 +50,7 @@ def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd
     ok = df[df.get("status", pd.Series("ok", index=df.index)).eq("ok")]
     if "gallery_style" not in ok.columns:
         raise Unsupported("no cross-domain runs (run experiments/sweeps/study-cross-domain.yaml)")
-    styled = ok["gallery_style"].astype(str).ne("none")
-    fraction = pd.to_numeric(ok.get("query_fraction", pd.Series(np.nan, index=ok.index)), errors="coerce").notna()
-    runs = ok[styled | fraction]
+    runs = ok[_query_gallery(ok)]
     if runs.empty or "test/score" not in runs:
         raise Unsupported("no successful query -> gallery runs (experiments/sweeps/study-cross-domain.yaml)")
     protocol = runs["protocol"].astype(str).value_counts().index[0]  # open-set when the study ran
@@ -79,12 +83,16 @@ def _run_query_scores(run_dir) -> tuple[np.ndarray, np.ndarray] | None:
     return scores[valid], labels[valid]
 
 
+def _same_queries(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether two per-query score sets were measured on the same queries (their identities in order)."""
+    return a is not None and b is not None and np.array_equal(a[1], b[1])
+
+
 def _config_query_scores(row) -> tuple[np.ndarray, np.ndarray] | None:
     """A configuration's per-query scores, the mean over its seeds' runs (the same queries), if every
     run's recomputation gives its recorded test score (anything else is not the same measurement)."""
     got = [_run_query_scores(d) for d in row.get("run_dirs") or ()]
-    if not got or any(g is None for g in got) or any(len(g[1]) != len(got[0][1]) or (g[1] != got[0][1]).any()
-                                                     for g in got):
+    if not got or not all(_same_queries(got[0], g) for g in got):
         return None
     scores = np.mean([g[0] for g in got], axis=0)
     return (scores, got[0][1]) if abs(scores.mean() - row["test/score"]) < 1e-6 else None
@@ -106,7 +114,7 @@ def paired_gains(c: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
             continue
         frozen = c[(c["backbone_label"] == r["backbone_label"]) & (c["style"] == r["style"]) & (c["remedy"] == "frozen")]
         base = per_query[frozen.index[0]] if len(frozen) else None
-        if base is None or len(base[1]) != len(per_query[i][1]) or (base[1] != per_query[i][1]).any():
+        if not _same_queries(base, per_query[i]):
             continue
         diff = per_query[i][0] - base[0]
         at = (t["backbone"] == r["backbone_label"]) & (t["gallery"] == r["style"]) & (t["remedy"] == r["remedy"])
@@ -263,16 +271,17 @@ def gap_figure(t: pd.DataFrame):
 
 def style_strip(image_path: str, style_args: dict | None = None):
     """One real image and its render in every style (what the gap looks like)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from benchmark.features import styles
     from benchmark.features.views import decode
     from benchmark.report.figures import _style as figure_style
 
-    figure_style()
     img = decode(image_path)
     names = ["none", *styles.STYLES]
-    fig, axes = plt.subplots(1, len(names), figsize=(1.6 * len(names), 2.1), constrained_layout=True)
+    with figure_style():  # an object-oriented Figure like every other: no pyplot figure left open per report
+        fig = Figure(figsize=(1.6 * len(names), 2.1), layout="constrained")
+        axes = fig.subplots(1, len(names))
     for ax, name in zip(axes, names):
         ax.imshow(styles.render(img, name, (style_args or {}).get(name)).permute(1, 2, 0).numpy())
         ax.set_title("photo (query)" if name == "none" else name, fontsize=8)
@@ -297,8 +306,9 @@ def section(w, df: pd.DataFrame, confidence: float = 0.95) -> None:
                     "(every row is measured on the same people, so a difference between two rows is more certain "
                     "than either interval: *± x vs frozen, paired over people* is the 95% interval of the gain "
                     "over the frozen backbone when the people are drawn again, from the runs' saved embeddings; "
-                    "for a trained remedy it is the seed-mean's, seed noise aside). *Gap* = the backbone's frozen same-domain score minus its frozen score on that "
-                    "style; *closes x%* = (remedy - frozen) / gap on that style."]
+                    "for a trained remedy it is the seed-mean's, seed noise aside). *Gap* = the backbone's frozen "
+                    "same-domain score minus its frozen score on that style; *closes x%* = (remedy - frozen) / gap "
+                    "on that style."]
     w.figure("cross_domain_gap", gap_figure(t), "Each remedy's test score per backbone and gallery style, between "
              "the frozen backbone on that style and on photos")
     first = next((d for d in c.get("best_run_dir", []) if isinstance(d, str)), None)

@@ -254,6 +254,7 @@ def retrieval_example(configs: pd.DataFrame, k: int = 10, seed: int = 0) -> dict
     ``query`` (path, identity), ``results`` [(path, identity, correct)], ``hits``, ``possible`` (the most
     hits there can be: same-identity images, at most k) and ``possible_total`` (all of them)."""
     from benchmark.examples import pick_queries, top_k
+    from benchmark.features.styles import name_of
 
     if "best_run_dir" not in configs.columns or configs["best_run_dir"].map(missing).all():
         raise Unsupported("no run folders in these results (e.g. pulled from W&B), so no embeddings or images")
@@ -285,7 +286,7 @@ def retrieval_example(configs: pd.DataFrame, k: int = 10, seed: int = 0) -> dict
         return {"config": r["label"], "run_dir": d, "best": rank == 0, "query": (paths[q], identities[q], seen[q]),
                 "results": [(paths[i], identities[i], ok, seen[i]) for i, ok in ranked],
                 "hits": sum(ok for _, ok in ranked), "possible": min(others, len(ranked)), "possible_total": others,
-                "gallery_style": next((style_name(seen[i]) for i, _ in ranked), "none") if sides is not None else None}
+                "gallery_style": next((name_of(seen[i]) for i, _ in ranked), "none") if sides is not None else None}
     raise Unsupported(unreadable or "no run folder of these results has embeddings.npz")
 
 
@@ -299,12 +300,6 @@ def _item_styles(run_dir, sides, n: int) -> list[str | None]:
     from benchmark.run import row_styles
 
     return row_styles(pd.DataFrame({"side": sides, "split": "test"}), load_yaml(path))
-
-
-def style_name(style_tag: str | None) -> str:
-    from benchmark.features import styles
-
-    return "none" if style_tag is None else styles.parse(style_tag)[0]
 
 
 def figure6_example(example: dict) -> Figure:
