@@ -10,7 +10,6 @@ import ast
 import dataclasses
 import inspect
 import typing
-from pathlib import Path
 
 import pandas as pd
 import yaml

@@ -30,7 +30,7 @@ import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict, head_value
 from benchmark.files import write_atomic
-from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, missing, norm, row_key
+from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, WITH_METRICS, missing, norm, row_key
 from benchmark.results.stats import t_ci
 
 #: config keys that define the validation set: values of different ones are not comparable (the
@@ -106,7 +106,7 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
             "lesson); choose on a validation metric such as val/score and report test/ afterwards")
     if df.empty:
         raise ConfigError("the results hold no finished run: nothing to choose from")
-    ranked = ("ok", "stopped") if include_stopped else ("ok",)
+    ranked = WITH_METRICS if include_stopped else ("ok",)
     if "status" in df.columns and not df["status"].isin(ranked).any():
         if df["status"].eq("stopped").any():
             raise ConfigError(f"every finished run was stopped early ({int(df['status'].eq('stopped').sum())} "
@@ -190,7 +190,7 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     return {
         **facts(best), "metric": metric, "higher_is_better": higher,
         "runner_up": facts(runner) if runner else None, "margin": margin, "separated": separated,
-        "n_runs": n_runs, "n_failed": int((~ok).sum()) - (0 if include_stopped else n_stopped),
+        "n_runs": n_runs, "n_failed": int((~df["status"].isin(WITH_METRICS)).sum()) if "status" in df.columns else 0,
         "n_stopped": n_stopped, "include_stopped": include_stopped, "n_configurations": len(groups), "warnings": notes,
         "table": [{k: v for k, v in facts(g).items() if k != "config"} for g in groups],
     }

@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 from benchmark.config import FIELDS, RUN_INDEPENDENT_KEYS, Config, ConfigError, _coerce, resolve
 from benchmark.files import _alive, check_writable, clean_stale, locked, write_atomic
 from benchmark.results.record import RecordError, RunRecord
-from benchmark.results.schema import norm
+from benchmark.results.schema import WITH_METRICS, norm
 from benchmark.results.store import read_record
-from benchmark.sweepfile import expand, find_sweep, load  # noqa: F401 (the sweep file API, re-exported)
+from benchmark.sweepfile import engine, expand, find_sweep, load  # noqa: F401 (the sweep file API, re-exported)
 
 #: proposals tried before a random/bayes search counts its space as exhausted (every one already run)
 MAX_PROPOSALS = 50
@@ -103,13 +103,6 @@ def _plain(v):
     return v
 
 
-def _engine():
-    with warnings.catch_warnings():  # sweeps' pydantic v1 model config warns under pydantic 2
-        warnings.simplefilter("ignore")
-        import sweeps
-    return sweeps
-
-
 class Search:
     """One sweep on one results folder: its runs (records and claims), proposals, stop decisions."""
 
@@ -120,7 +113,7 @@ class Search:
         self.params = sweep["parameters"]
         self.metric = (sweep.get("metric") or {}).get("name")
         self.goal = (sweep.get("metric") or {}).get("goal", "minimize")
-        sweeps = _engine()
+        sweeps = engine()[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             #: the file with W&B's defaults filled in, as its engine reads it (server keys left out)
@@ -212,7 +205,7 @@ class Search:
         metrics and the per-epoch history (``history.csv``) of each record, and the history so far
         of each run in progress. (``SweepRun`` takes W&B's API names, ``summaryMetrics`` and
         ``sampledHistory``: under pydantic 2 its field names are silently ignored.)"""
-        sweeps = _engine()
+        sweeps = engine()[0]
         members = self.members() if members is None else members
         claims = self.live_claims() if claims is None else claims
         runs = []
@@ -243,7 +236,7 @@ class Search:
     def propose(self, runs: list, taken: set[str]) -> Planned | None:
         """The next configuration of a random/bayes search given ``runs``, not one of ``taken``;
         reproducible: the engine's random draws are seeded by (search seed, runs so far, attempt)."""
-        sweeps = _engine()
+        sweeps = engine()[0]
         for attempt in range(MAX_PROPOSALS):
             seed = int(np.random.SeedSequence([self.seed, len(runs), attempt]).generate_state(1)[0])
             saved = random.getstate(), np.random.get_state()
@@ -274,7 +267,7 @@ class Search:
         W&B's Hyperband (``sweeps.stop_runs``) on every run's history, this one as running."""
         if "early_terminate" not in self.sweep:
             return None
-        sweeps = _engine()
+        sweeps = engine()[0]
 
         def should_stop(history: list[dict]) -> bool:
             self.write_claim(p, history)  # the other runners' bands see this run's epochs too
@@ -299,7 +292,7 @@ class Search:
             sign = 1 if self.goal == "maximize" else -1
             for r in members:
                 v = r.get(self.metric)
-                if r["status"] in ("ok", "stopped") and isinstance(v, (int, float)) and sign * (v - target) >= 0:
+                if r["status"] in WITH_METRICS and isinstance(v, (int, float)) and sign * (v - target) >= 0:
                     return f"metric.target reached: {r['run_id']} has {self.metric} {v:.4g} (target {target})"
         return None
 
@@ -423,11 +416,13 @@ def _grid_runs(search: Search, planned: list[Planned], since: float | None, reru
                     return
                 # an exclusive, non-blocking claim on the run; released by the OS if this runner dies
                 claimed = claim.enter_context(locked(search.claims / f"{p.run_id}.lock", blocking=False))
-                if claimed and not _done(run_dir, p.cfg, since, rerun_failed):
+                # read once under the claim: while it is held no other runner can finish the run
+                done = claimed and _done(run_dir, p.cfg, since, rerun_failed)
+                if claimed and not done:
                     search.write_claim(p)
             if not claimed:
                 yield {**row, "action": "skipped (running elsewhere)", "status": "running"}
-            elif _done(run_dir, p.cfg, since, rerun_failed):  # finished by another runner meanwhile
+            elif done:  # finished by another runner between the first check and the claim
                 yield {**row, "action": "skipped (recorded)", **_summary(run_dir)}
             else:
                 try:
@@ -526,7 +521,7 @@ def _done(run_dir: Path, cfg: Config, rerun_since: float | None, rerun_failed: b
         except RecordError:
             return False
     status = read_record(run_dir)["status"]
-    done = status in ("ok", "stopped") or (status == "failed" and not rerun_failed)
+    done = status in WITH_METRICS or (status == "failed" and not rerun_failed)
     return done and config_change(run_dir, cfg) is None
 
 

@@ -47,8 +47,10 @@ def find_sweep(name_or_path: str | Path) -> Path:
                       f"{', '.join(sorted(files))} (benchmark list sweeps)")
 
 
-def _sweeps():
-    with warnings.catch_warnings():  # sweeps' pydantic v1 config style warns on import under pydantic 2
+def engine():
+    """W&B's sweep engine (``sweeps``) and its config schema, imported quietly (its pydantic v1
+    config style warns on import under pydantic 2)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import sweeps
         from sweeps.config import schema
@@ -61,7 +63,7 @@ def _where(path) -> str:
 
 def _parameter_problem(key: str, spec) -> str:
     """One line saying why W&B's schema refuses the parameter ``spec`` (its ``anyOf`` says only 'not valid')."""
-    _, schema = _sweeps()
+    _, schema = engine()
     if not isinstance(spec, dict):
         return f"{key}: must be a mapping such as {{values: [...]}}, {{value: x}} or {{min: a, max: b}}, got {spec!r}"
     if "values" in spec:
@@ -98,7 +100,7 @@ def _parameter_problem(key: str, spec) -> str:
 def schema_problems(doc: dict) -> list[str]:
     """W&B's schema (``sweeps``' JSON schema and its min/max/probability checks) on ``doc``: one line
     per violation, naming the key. W&B server keys the package lacks (``run_cap``) are checked here."""
-    sweeps, schema = _sweeps()
+    sweeps, schema = engine()
     body = {k: v for k, v in doc.items() if k not in SERVER_KEYS}
     out = []
     order = {k: i for i, k in enumerate([*body, *(body.get("parameters") or {})])}
@@ -141,7 +143,7 @@ def _nested(params: dict, path: list):
 
 def parameter_kind(name: str, spec: dict) -> str:
     """``sweeps``' type name of a parameter spec (``param_categorical``, ``param_loguniform_v2`` ...)."""
-    _, schema = _sweeps()
+    _, schema = engine()
     try:
         return schema.fill_parameter(name, spec)[0]
     except schema.ParamValidationError:  # raised for a nested block
