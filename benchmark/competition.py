@@ -78,6 +78,9 @@ def make_competition(out_dir: Path | str, data_home: str | None = None, train_mi
     ``gallery_style``: render the gallery in this style (``style_args``: its parameters), queries
     stay photos.
     """
+    if gallery_style == styles.NONE and style_args:
+        raise ConfigError(f"--style-arg {', '.join(f'{k}={v}' for k, v in style_args.items())} without a "
+                          "--gallery-style: give the style they are parameters of (benchmark list styles)")
     try:
         style = styles.identity(gallery_style, style_args)
     except ValueError as exc:

@@ -216,3 +216,9 @@ def test_a_non_empty_folder_without_a_layout_needs_overwrite(tmp_path):
     assert (out / "thesis.tex").read_text() == "mine" and (out / "truth.json").is_file()
     (tmp_path / "empty").mkdir()  # an empty folder is fine without --overwrite
     make_competition(tmp_path / "empty", data_home=home, train_min=4, test_min=2, test_max=3)
+
+
+def test_style_args_without_a_gallery_style_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"--style-arg size=16 without a --gallery-style"):
+        make_competition(tmp_path, data_home=_lfw_home(), style_args={"size": 16}, **SMALL)
+    assert not (tmp_path / "test").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from typing import Callable
 
 import numpy as np
@@ -117,16 +118,52 @@ def defaults(name: str) -> dict:
     return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params}
 
 
+#: the range of each numeric parameter (inclusive; by parameter name, shared by the styles that take
+#: it): outside it OpenCV refuses (colors 0) or the render is no image at all (lowres size -3: one pixel)
+BOUNDS = {"colors": (1, 256), "smooth": (0, 20), "edge_block": (3, 99), "size": (1, 4096), "sigma_s": (1, 200),
+          "sigma_r": (0.01, 1.0), "shade": (0.0, 0.1), "gain": (0.01, 10.0), "gamma": (0.1, 10.0),
+          "gains": (0.0, 10.0)}
+
+
+def _bad_value(key: str, value, default) -> str | None:
+    """Why ``value`` cannot stand for a parameter whose default is ``default`` (None: it can)."""
+    def number(v, integral: bool) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int if integral else (int, float))
+
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default) and all(number(v, False) for v in value)
+    else:
+        ok = number(value, isinstance(default, int))
+    if not ok:
+        kind = "true or false" if isinstance(default, bool) else f"a list of {len(default)} numbers" \
+            if isinstance(default, list) else "a whole number" if isinstance(default, int) else "a number"
+        return f"{key}={value!r} must be {kind} (default {default})"
+    lo, hi = BOUNDS.get(key, (-math.inf, math.inf))
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not isinstance(default, bool) and not all(lo <= v <= hi for v in values):
+        return f"{key}={value!r} is outside [{lo:g}, {hi:g}]"
+    if key == "edge_block" and value % 2 == 0:
+        return f"edge_block={value} must be odd (OpenCV's adaptive threshold block size)"
+    return None
+
+
 def check(name: str, args: dict | None = None) -> None:
-    """Raise ValueError naming the valid styles (or parameters) when ``name`` / ``args`` cannot render."""
+    """Raise ValueError naming the valid styles (or parameters, or a parameter's valid values) when
+    ``name`` / ``args`` cannot render."""
     if name == NONE:
         return
     if name not in STYLES:
         raise ValueError(f"unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} (benchmark list styles)")
-    unknown = sorted(set(args or {}) - set(defaults(name)))
+    known = defaults(name)
+    unknown = sorted(set(args or {}) - set(known))
     if unknown:
         raise ValueError(f"style {name} has no parameter(s) {', '.join(unknown)}; its parameters: "
-                         f"{', '.join(f'{k}={v}' for k, v in defaults(name).items()) or 'none'}")
+                         f"{', '.join(f'{k}={v}' for k, v in known.items()) or 'none'}")
+    bad = [why for k, v in (args or {}).items() if (why := _bad_value(k, v, known[k]))]
+    if bad:
+        raise ValueError(f"style {name}: {'; '.join(bad)}")
 
 
 def identity(name: str, args: dict | None = None) -> dict | None:
