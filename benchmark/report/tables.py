@@ -636,7 +636,7 @@ def read_search(t: pd.DataFrame) -> str:
     if t["best_val"].isna().all():
         return f"{len(t)} search(es), none has a finished run yet."
     parts = [f"{r['search']}: {r['best_val']:.1f} (first at run {r['best_at_run']} of {r['runs']}, "
-             f"{r['best_at_min']:.2f} of {r['minutes']:.1f} min; {r['stopped']} stopped early), its test score "
+             f"{r['best_at_min']:.2f} of {r['minutes']:.2f} min; {r['stopped']} stopped early), its test score "
              f"{r['best_test']:.1f}" for _, r in t.dropna(subset=["best_val"]).iterrows()]
     top = t[t["best_val"] == t["best_val"].max()]
     verdict = (f"All {len(t)} searches found the same best validation score: they differ only in how soon."
