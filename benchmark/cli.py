@@ -168,7 +168,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from benchmark.scoring import score_files
+    from benchmark.evaluation.scoring import score_files
 
     result = score_files(args.submission, args.truth)
     print(json.dumps(result, indent=1))

@@ -19,6 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.evaluation import remedies
+from benchmark.features import styles
+from benchmark.params import ConfigError, Param
+
 # --- where named experiments and sweep files come from (issue 12) ----------------------------------
 #: a user's own experiment folders (``os.pathsep``-separated; ``--experiments DIR`` sets it for one
 #: command), read after the shipped ones: a name defined there replaces the shipped experiment
@@ -39,18 +43,20 @@ def experiments_dirs() -> list[Path]:
 
 
 def _choices(*values: str) -> dict:
-    return {"choices": values}
+    return {"param": Param(str, choices=values)}
+
+
+def _range(kind: type, low: float = -math.inf, high: float = math.inf, **bounds) -> dict:
+    """A config key's declared domain (``benchmark.params.Param``), checked when a config is made."""
+    return {"param": Param(kind, low=low, high=high, **bounds)}
 
 
 #: names of the training registries (benchmark/training/), listed here so that config.py stays a leaf
 LOSS_NAMES = ("ce", "arcface", "cosface", "subcenter_arcface", "supcon", "triplet", "multi_similarity",
               "contrastive")
 MINER_NAMES = ("none", "batch_hard", "batch_easy_hard", "multi_similarity", "triplet_margin", "pair_margin")
-#: the style registry (benchmark/features/styles.py), listed here so that config.py stays a leaf
-STYLE_NAMES = ("none", "stylization", "cartoon", "sketch", "lowres", "grey", "dark", "cast")
-#: test-time re-ranking (benchmark/rerank.py): alpha query expansion, database-side augmentation, both,
-#: k-reciprocal re-ranking
-RERANK_NAMES = ("none", "aqe", "dba", "dba+aqe", "kreciprocal")
+#: the style registry's names (benchmark/features/styles.py)
+STYLE_NAMES = (styles.NONE, *styles.STYLES)
 #: values older records and configs used, read as today's spelling
 LEGACY_VALUES = {"augment": {**dict.fromkeys(("true", "yes", "on", "1"), "report"),
                              **dict.fromkeys(("false", "no", "off", "0"), "none")}}
@@ -76,26 +82,26 @@ class Config:
     #: lfw: scikit-learn data home (holds lfw_home/); imagefolder: the <root>/<identity>/ folder
     data_home: str | None = None
     #: keep identities with at least this many images (20: the report's 62 LFW people)
-    min_faces_per_person: int = 20
+    min_faces_per_person: int = field(default=20, metadata=_range(int, 1))
     #: keep only the first N identities (sorted by name): small, fast subsets for tests and demos
-    max_identities: int | None = None
+    max_identities: int | None = field(default=None, metadata=_range(int, 2))
     #: closed-set: each identity's images split 50/20/30 (the report's); open-set: identities split
     protocol: str = field(default="closed-set", metadata=_choices("closed-set", "open-set"))
     #: train / val / test fractions (of each identity's images, or of identities for open-set)
     split: tuple[float, float, float] = (0.5, 0.2, 0.3)
     #: seed of the split (fixed while ``seed`` varies)
-    split_seed: int = 0
+    split_seed: int = field(default=0, metadata=_range(int, 0, 2**32 - 1))
     # --- preprocessing --------------------------------------------------------------------------
     #: side of the square crop fed to the backbone
-    image_size: int = 224
+    image_size: int = field(default=224, metadata=_range(int, 1))
     #: shorter side the image is resized to before the eval center crop (training views: random resized crop)
-    resize: int = 256
+    resize: int = field(default=256, metadata=_range(int, 1))
     #: training-view augmentation policy (features/views.py): none | report (the report's RandomResizedCrop
     #: + horizontal flip) | strong (the report's section 4.4 list: rotation/affine/perspective, colour
     #: jitter, random erasing). Old configs' true/false still load, as report/none.
     augment: str = field(default="report", metadata=_choices("none", "report", "strong"))
     #: cached engine: augmented views per training image in the shared bank (>= epochs is used)
-    aug_views: int = 5
+    aug_views: int = field(default=5, metadata=_range(int, 1))
     #: normalize inputs with the backbone's mean/std (ImageNet); false = [0, 1] pixels
     normalize: bool = True
     # --- cross-domain retrieval (issue 17): real-photo queries vs a gallery of the other domain -----
@@ -112,7 +118,8 @@ class Config:
     #: val/test as query -> gallery retrieval: this fraction of each identity's images are queries,
     #: the rest gallery items (fixed by split_seed); null = leave-one-out within the split (today's),
     #: or 0.5 when a gallery domain is set
-    query_fraction: float | None = None
+    query_fraction: float | None = field(default=None, metadata=_range(float, 0, 1, open_low=True,
+                                                                                            open_high=True))
     #: gallery side from real other-domain images: <gallery_home>/<identity>/<image> (the competition's
     #: own renders); the val/test images of data_home are then all queries
     gallery_home: str | None = None
@@ -121,12 +128,12 @@ class Config:
     train_styles: tuple[str, ...] = ()
     #: open-set: people with this many images up to min_faces_per_person - 1 join the test split as
     #: extra unseen identities (5: the 361 LFW people make-competition tests on); null = none
-    extra_test_min_faces: int | None = None
+    extra_test_min_faces: int | None = field(default=None, metadata=_range(int, 2))
     #: test-time: subtract each side's mean embedding (queries, gallery) before L2-normalizing again
     centering: bool = False
-    #: test-time re-ranking from the unlabeled val/test embeddings: aqe (alpha query expansion),
-    #: dba (database-side augmentation), dba+aqe, kreciprocal (k-reciprocal re-ranking)
-    rerank: str = field(default="none", metadata=_choices(*RERANK_NAMES))
+    #: test-time re-ranking from the unlabeled val/test embeddings: none, or remedies joined by '+' and
+    #: applied left to right (benchmark list remedies): aqe, dba, dba+aqe, kreciprocal ...
+    rerank: str = "none"
     #: the re-ranker's parameters, e.g. {k: 2, alpha: 3} (aqe/dba) or {k1: 20, k2: 6, lambda_value: 0.3}
     rerank_args: dict = field(default_factory=dict)
     # --- model ----------------------------------------------------------------------------------
@@ -137,9 +144,9 @@ class Config:
     #: (e.g. IMAGENET1K_V2) | path to a state_dict; onnx:/sface carry their own weights (imagenet or model)
     weights: str = "imagenet"
     #: size of the L2-normalized embedding the head projects to
-    embedding_dim: int = 512
+    embedding_dim: int = field(default=512, metadata=_range(int, 1))
     #: dropout before the projection; null = the backbone's default (0.2 for EfficientNet, as in the report)
-    dropout: float | None = None
+    dropout: float | None = field(default=None, metadata=_range(float, 0, 1, open_high=True))
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
     # --- backbone inputs (open registry) -----------------------------------------------------------
@@ -150,17 +157,17 @@ class Config:
     input_std: tuple[float, float, float] | None = None
     # --- training -------------------------------------------------------------------------------
     #: Adam learning rate of the head
-    lr: float = 0.001
+    lr: float = field(default=0.001, metadata=_range(float, 0, open_low=True))
     #: maximum training epochs (early stopping may end sooner)
-    epochs: int = 3
+    epochs: int = field(default=3, metadata=_range(int, 1))
     #: training batch size
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=_range(int, 1))
     #: epochs without improvement of the monitored value before stopping; the best epoch is kept
-    patience: int = 2
+    patience: int = field(default=2, metadata=_range(int, 0))
     #: auto = val/loss for closed-set, val/score for open-set (validation identities are unseen there)
     monitor: str = field(default="auto", metadata=_choices("auto", "val/loss", "val/score"))
     #: head init, batch order and which augmented views each epoch sees; the split has its own seed
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(int, 0, 2**32 - 1))
     # --- training recipe (issue 8: benchmark/training/) ---------------------------------------------
     #: ce = today's cross-entropy over a linear classifier; the others are pytorch-metric-learning
     #: losses on the L2-normalized embedding (ArcFace-family class weights train with the head)
@@ -173,21 +180,21 @@ class Config:
     miner_args: dict = field(default_factory=dict)
     #: m images per identity in every batch (PML MPerClassSampler; must divide batch_size) so that
     #: pair/triplet losses always see positives; 0 = plain shuffled batches (today's)
-    samples_per_class: int = 0
+    samples_per_class: int = field(default=0, metadata=_range(int, 0))
     #: adam (today's) | adamw | sgd (momentum 0.9, Nesterov)
     optimizer: str = field(default="adam", metadata=_choices("adam", "adamw", "sgd"))
     #: weight decay of the optimizer (adam/sgd: L2 penalty; adamw: decoupled), 0 = none
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata=_range(float, 0))
     #: learning-rate schedule, stepped every batch: none (constant, today's) | cosine (to 0) |
     #: step (x0.1 at 50% and 75% of training) | onecycle; the LR of each epoch is in history.csv
     scheduler: str = field(default="none", metadata=_choices("none", "cosine", "step", "onecycle"))
     #: epochs of linear warm-up from lr/100 before the schedule (onecycle: its rising phase)
-    warmup_epochs: int = 0
+    warmup_epochs: int = field(default=0, metadata=_range(int, 0))
     #: train the last N blocks of the backbone too (0 = frozen, the report's). The cached engine
     #: then caches activations at the freeze boundary instead of features
-    trainable_blocks: int = 0
+    trainable_blocks: int = field(default=0, metadata=_range(int, 0))
     #: learning rate of the trainable backbone blocks; null = lr / 10
-    backbone_lr: float | None = None
+    backbone_lr: float | None = field(default=None, metadata=_range(float, 0, open_low=True))
     #: BatchNorm of trainable blocks updates its running statistics (default: kept in eval mode)
     bn_train: bool = False
     #: storage precision of cached boundary activations (trainable_blocks > 0), part of the cache key
@@ -200,9 +207,9 @@ class Config:
     #: feature cache folder; null = $BENCHMARK_CACHE_DIR or the user cache directory
     cache_dir: str | None = None
     #: feature-extraction batch size (no effect on results)
-    eval_batch_size: int = 64
+    eval_batch_size: int = field(default=64, metadata=_range(int, 1))
     #: image-decoding threads/workers (no effect on results)
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=_range(int, 0))
     # --- scale and GPU fast paths (issue 11): chosen independently of the device, so the CPU runs the
     # same code a GPU does; both are part of every feature-cache key -------------------------------
     #: image decoder of the feature pass: pil | torchvision (libjpeg on CPU, nvjpeg on CUDA; a file it
@@ -290,55 +297,33 @@ def head_value(cfg: dict, key: str):
 _HINTS = typing.get_type_hints(Config)
 
 
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message names the key and the fix."""
-
-
 def _validate(cfg: Config) -> None:
     """Checks that need nothing but the config (a leaf module: the backbone name is checked by the
     registry, ``benchmark.models.backbones.check_backbone``, where new families are added)."""
-    for name, f in FIELDS.items():
+    for name, f in FIELDS.items():  # every declared domain (choices, ranges): one line naming it
+        param = f.metadata.get("param")
         value = getattr(cfg, name)
-        choices = f.metadata.get("choices")
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+        if param is not None and value is not None:
+            param.check(name, value)
     for name in FIELDS:  # inf/nan pass every comparison below and fail deep inside training (faiss)
         value = getattr(cfg, name)
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
             raise ConfigError(f"{name}={list(value) if isinstance(value, tuple) else value} must be a finite number")
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
-    for name in ("epochs", "batch_size", "image_size", "resize", "embedding_dim", "eval_batch_size",
-                 "aug_views"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 1")
-    if cfg.max_identities is not None and cfg.max_identities < 2:  # -1 would silently drop the last one
-        raise ConfigError(f"max_identities={cfg.max_identities} must be >= 2 (retrieval tells identities apart), "
-                          "or null for all")
     if cfg.resize < cfg.image_size:  # the centre crop would pad the eval view with black borders
         raise ConfigError(f"resize={cfg.resize} < image_size={cfg.image_size}: the eval view resizes the shorter "
                           f"side to resize, then crops image_size; set resize >= {cfg.image_size} (e.g. "
                           f"resize={round(cfg.image_size * 256 / 224)}, the 256/224 ratio) or a smaller image_size")
-    if not cfg.lr > 0:
-        raise ConfigError(f"lr={cfg.lr} must be > 0")
-    for name in ("samples_per_class", "warmup_epochs", "trainable_blocks"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name}={getattr(cfg, name)} must be >= 0")
     if cfg.samples_per_class and cfg.batch_size % cfg.samples_per_class:
         raise ConfigError(f"samples_per_class={cfg.samples_per_class} must divide batch_size={cfg.batch_size} "
                           f"(e.g. batch_size={cfg.batch_size // cfg.samples_per_class * cfg.samples_per_class or cfg.samples_per_class})")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs:
         raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be < epochs={cfg.epochs}")
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"weight_decay={cfg.weight_decay} must be >= 0")
-    if cfg.backbone_lr is not None and not cfg.backbone_lr > 0:
-        raise ConfigError(f"backbone_lr={cfg.backbone_lr} must be > 0 (or null for lr / 10)")
     for name in ("loss_args", "miner_args"):
         value = getattr(cfg, name)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{name}={value!r} must be a mapping of parameter names to values, e.g. {{margin: 0.3}}")
-    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
     for name in ("input_mean", "input_std"):
         value = getattr(cfg, name)
         if value is not None and (len(value) != 3 or (name == "input_std" and min(value) <= 0)):
@@ -347,17 +332,18 @@ def _validate(cfg: Config) -> None:
     if bad:
         raise ConfigError(f"train_styles={list(cfg.train_styles)}: {bad[0]!r} is not a style; choose from: "
                           f"{', '.join(STYLE_NAMES)}")
-    for name in ("style_args", "rerank_args"):
-        value = getattr(cfg, name)
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{name}={value!r} must be a mapping, e.g. {{lowres: {{size: 16}}}} / {{k: 2}}")
-    bad = sorted(set(cfg.style_args) - set(STYLE_NAMES[1:]))
-    if bad or not all(isinstance(v, dict) for v in cfg.style_args.values()):
+    if not isinstance(cfg.style_args, dict) or not all(isinstance(v, dict) for v in cfg.style_args.values()):
         raise ConfigError(f"style_args={cfg.style_args!r} must map style names ({', '.join(STYLE_NAMES[1:])}) to "
                           "parameter mappings, e.g. {lowres: {size: 16}}")
-    if cfg.query_fraction is not None and not 0 < cfg.query_fraction < 1:
-        raise ConfigError(f"query_fraction={cfg.query_fraction} must be in (0, 1): each identity needs queries "
-                          "and gallery items")
+    for name, args in cfg.style_args.items():  # each style's declared parameter domains
+        if name not in styles.STYLES:
+            raise ConfigError(f"style_args: {name!r} is not a style; choose from: {', '.join(STYLE_NAMES[1:])}")
+        styles.check(name, args, key=f"style_args.{name}")
+    remedies.check(cfg)  # the remedy registry's names and declared parameter domains (rerank, rerank_args)
+    if cfg.loss != "ce" or cfg.loss_args or cfg.miner != "none" or cfg.miner_args:
+        from benchmark.training import losses  # PML (torch): imported only for a config that trains with it
+
+        losses.check(cfg)  # loss_args/miner_args against the loss's and miner's declared domains
     if cfg.query_style != "none" and not cfg.query_gallery:
         raise ConfigError(f"query_style={cfg.query_style} needs query -> gallery retrieval: set gallery_style, "
                           "gallery_home or query_fraction")
@@ -424,7 +410,9 @@ def _coerce(name: str, value):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not a valid {getattr(base, '__name__', base)}") from None
+        param = FIELDS[name].metadata.get("param")
+        expected = param.domain() if param is not None else f"a valid {getattr(base, '__name__', base)}"
+        raise ConfigError(f"{name}={value!r} is not valid: must be {expected}") from None
 
 
 def from_dict(d: dict) -> Config:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from benchmark.retrieval import search
+from benchmark.evaluation.retrieval import search
 
 CORRECT, WRONG = (40, 160, 60), (200, 40, 40)
 

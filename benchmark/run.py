@@ -26,18 +26,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark import rerank, splits
+from benchmark import splits
+from benchmark.evaluation import remedies
 from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yaml
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.divergence import divergence
-from benchmark.evaluation import split_evaluation
+from benchmark.evaluation.evaluate import split_evaluation
 from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import ENGINES, Engine
 from benchmark.features.spec import Plan, Preprocessing
 from benchmark.files import check_writable, write_error
-from benchmark.metrics import degenerate, embedding_metrics
+from benchmark.evaluation.metrics import degenerate, embedding_metrics
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
 from benchmark.models.head import embed
 from benchmark.results import record, schema
@@ -148,7 +149,7 @@ def prepare(cfg: Config) -> Prepared:
     """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
     cfg = adapt(cfg)
     losses.check(cfg)  # a bad loss_args fails before any feature is computed
-    rerank.check(cfg)
+    remedies.check(cfg)
     for name in cfg.style_args:
         style_tag(cfg, name)
     df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them

@@ -7,9 +7,9 @@ flat query folder and write ``submission.json``::
 
     {"<query file name>": ["<gallery file name>", ...k names, best first], ...}
 
-Ranking is ``benchmark.retrieval.search``: exact cosine, score descending, ties by file name order.
+Ranking is ``benchmark.evaluation.retrieval.search``: exact cosine, score descending, ties by file name order.
 
-Its scoring (``score_submission``, ``score_files``) lives in ``benchmark.scoring``, torch-free.
+Its scoring (``score_submission``, ``score_files``) lives in ``benchmark.evaluation.scoring``, torch-free.
 
 Input handling: a missing or empty folder, or one with no readable image, is an error naming the
 folder; files that are not images (by suffix) and sub-folders are skipped; images that cannot be
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark import rerank
+from benchmark.evaluation import remedies
 from benchmark.config import Config
 from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
@@ -40,8 +40,8 @@ from benchmark.features.engines import image_features
 from benchmark.files import check_writable, write_atomic
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
-from benchmark.retrieval import build_index, faiss, search
-from benchmark.scoring import InputError, score_files, score_submission  # noqa: F401 (the submit API)
+from benchmark.evaluation.retrieval import build_index, faiss, search
+from benchmark.evaluation.scoring import InputError, score_files, score_submission  # noqa: F401 (the submit API)
 
 INDEX_FILE = "gallery.index"
 EMBEDDINGS_FILE = "gallery_embeddings.npy"  # written instead of the index when faiss is absent
@@ -174,7 +174,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
 
     ``train_dir``: train on this ``<identity>/<image>`` folder (the competition's own ``train/``)
     instead of the config's dataset. The config's test-time remedies apply: ``query_style`` renders
-    the queries, ``centering`` / ``rerank`` re-score query -> gallery (``benchmark.rerank``) from the
+    the queries, ``centering`` / ``rerank`` re-score query -> gallery (``benchmark.evaluation.remedies``) from the
     unlabeled query and gallery embeddings.
 
     ``index_dir`` (default: ``out``'s folder) receives ``gallery.index`` (faiss IndexFlatIP; without
@@ -252,7 +252,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
 
     if cfg.centering or cfg.rerank != "none":  # test-time remedies re-score every query x gallery pair
-        idx = np.argsort(-rerank.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
+        idx = np.argsort(-remedies.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
     else:
         _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}

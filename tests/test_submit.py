@@ -15,10 +15,10 @@ from PIL import Image
 
 from benchmark.competition import make_competition
 from benchmark.config import ConfigError, from_dict
-from benchmark.metrics import from_matches
+from benchmark.evaluation.metrics import from_matches
 from benchmark.models.backbones import build_backbone
 from benchmark.models.head import ProjectionHead
-from benchmark.retrieval import faiss
+from benchmark.evaluation.retrieval import faiss
 from benchmark.submit import InputError, format_summary, score_files, score_submission, submit
 from benchmark.features.views import eval_view, to_input
 from benchmark import submit as submit_module
@@ -351,12 +351,12 @@ def test_same_names_with_other_content_are_not_self_matches(folders):
 
 
 def test_without_faiss_the_torch_search_gives_the_same_submission(folders, monkeypatch):
-    import benchmark.retrieval
+    import benchmark.evaluation.retrieval
     import benchmark.submit
 
     cfg, q, g, tmp = folders
     submit(cfg, q, g, k=3, out=tmp / "with.json", index_dir=tmp / "with")
-    monkeypatch.setattr(benchmark.retrieval, "faiss", None)
+    monkeypatch.setattr(benchmark.evaluation.retrieval, "faiss", None)
     monkeypatch.setattr(benchmark.submit, "faiss", None)
     summary = submit(cfg, q, g, k=3, out=tmp / "without.json", index_dir=tmp / "without")
     assert summary["search"] == "torch exact top-k"
@@ -400,7 +400,7 @@ def test_train_dir_replaces_the_configs_dataset(comp, tmp_path, monkeypatch):
 
 
 def test_test_time_remedies_rank_by_the_rerank_scores(folders):
-    from benchmark import rerank
+    from benchmark.evaluation import remedies
 
     cfg, q, g, tmp = folders
     plain = submit(cfg, q, g, k=4, out=tmp / "plain.json", index_dir=tmp / "i1")
@@ -409,7 +409,7 @@ def test_test_time_remedies_rank_by_the_rerank_scores(folders):
     summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i2")
     assert summary["search"] == "exact scores after centering=True, rerank=dba"
     qp, gp = sorted(q.iterdir()), sorted(g.iterdir())
-    scores = rerank.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
+    scores = remedies.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
     want = {p.name: [gp[j].name for j in row] for p, row in zip(qp, np.argsort(-scores, axis=1, kind="stable"))}
     assert json.loads((tmp / "s.json").read_text()) == want
 

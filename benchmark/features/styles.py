@@ -15,10 +15,14 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+from benchmark.params import ConfigError, Param, check_args
+
+if TYPE_CHECKING:  # torch is imported where a tensor is rendered: the config checks styles torch-free
+    import torch
 
 #: the value of a style key that renders nothing (same-domain)
 NONE = "none"
@@ -112,58 +116,41 @@ STYLES: dict[str, Callable[..., np.ndarray]] = {
 VERSIONS = dict.fromkeys(STYLES, 1)
 
 
-def defaults(name: str) -> dict:
-    """The style's parameters and their defaults (from its signature: the one definition)."""
-    params = list(inspect.signature(STYLES[name]).parameters.values())[1:]
-    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params}
-
-
 #: the range of each numeric parameter (inclusive; by parameter name, shared by the styles that take
 #: it): outside it OpenCV refuses (colors 0) or the render is no image at all (lowres size -3: one pixel)
 BOUNDS = {"colors": (1, 256), "smooth": (0, 20), "edge_block": (3, 99), "size": (1, 4096), "sigma_s": (1, 200),
           "sigma_r": (0.01, 1.0), "shade": (0.0, 0.1), "gain": (0.01, 10.0), "gamma": (0.1, 10.0),
           "gains": (0.0, 10.0)}
+#: integer parameters OpenCV needs odd (the adaptive threshold's block size)
+ODD = ("edge_block",)
 
 
-def _bad_value(key: str, value, default) -> str | None:
-    """Why ``value`` cannot stand for a parameter whose default is ``default`` (None: it can)."""
-    def number(v, integral: bool) -> bool:
-        return not isinstance(v, bool) and isinstance(v, int if integral else (int, float))
-
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, list):
-        ok = isinstance(value, (list, tuple)) and len(value) == len(default) and all(number(v, False) for v in value)
-    else:
-        ok = number(value, isinstance(default, int))
-    if not ok:
-        kind = "true or false" if isinstance(default, bool) else f"a list of {len(default)} numbers" \
-            if isinstance(default, list) else "a whole number" if isinstance(default, int) else "a number"
-        return f"{key}={value!r} must be {kind} (default {default})"
-    lo, hi = BOUNDS.get(key, (-math.inf, math.inf))
-    values = value if isinstance(value, (list, tuple)) else [value]
-    if not isinstance(default, bool) and not all(lo <= v <= hi for v in values):
-        return f"{key}={value!r} is outside [{lo:g}, {hi:g}]"
-    if key == "edge_block" and value % 2 == 0:
-        return f"edge_block={value} must be odd (OpenCV's adaptive threshold block size)"
-    return None
+def params(name: str) -> dict[str, Param]:
+    """The style's declared parameters: names, types and defaults from its function's signature (the
+    one definition), ranges from ``BOUNDS``."""
+    out = {}
+    for p in list(inspect.signature(STYLES[name]).parameters.values())[1:]:
+        default = list(p.default) if isinstance(p.default, tuple) else p.default
+        kind = type(default)
+        lo, hi = BOUNDS.get(p.name, (-math.inf, math.inf))
+        out[p.name] = Param(kind, default, lo, hi, length=len(default) if kind is list else None,
+                            odd=p.name in ODD)
+    return out
 
 
-def check(name: str, args: dict | None = None) -> None:
-    """Raise ValueError naming the valid styles (or parameters, or a parameter's valid values) when
-    ``name`` / ``args`` cannot render."""
+def defaults(name: str) -> dict:
+    """The style's parameters and their defaults."""
+    return {k: p.default for k, p in params(name).items()}
+
+
+def check(name: str, args: dict | None = None, key: str | None = None) -> dict:
+    """The style's full parameters (defaults filled in), or one ConfigError naming the valid styles,
+    parameters or a parameter's domain (``key``: the config key they were given under)."""
     if name == NONE:
-        return
+        return {}
     if name not in STYLES:
-        raise ValueError(f"unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} (benchmark list styles)")
-    known = defaults(name)
-    unknown = sorted(set(args or {}) - set(known))
-    if unknown:
-        raise ValueError(f"style {name} has no parameter(s) {', '.join(unknown)}; its parameters: "
-                         f"{', '.join(f'{k}={v}' for k, v in known.items()) or 'none'}")
-    bad = [why for k, v in (args or {}).items() if (why := _bad_value(k, v, known[k]))]
-    if bad:
-        raise ValueError(f"style {name}: {'; '.join(bad)}")
+        raise ConfigError(f"unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} (benchmark list styles)")
+    return check_args(key or f"style_args.{name}", f"style {name}", params(name), args or {})
 
 
 def identity(name: str, args: dict | None = None) -> dict | None:
@@ -171,8 +158,7 @@ def identity(name: str, args: dict | None = None) -> dict | None:
     of every cache key of rendered views; None for ``none``."""
     if name == NONE:
         return None
-    check(name, args)
-    return {"style": name, "v": VERSIONS[name], **defaults(name), **(args or {})}
+    return {"style": name, "v": VERSIONS[name], **check(name, args)}
 
 
 def tag(name: str, args: dict | None = None) -> str | None:
@@ -207,16 +193,16 @@ def render_array(rgb: np.ndarray, name: str, args: dict | None = None) -> np.nda
     """``rgb`` (uint8 HWC) rendered in style ``name`` with ``args`` over its defaults."""
     if name == NONE:
         return rgb
-    check(name, args)
-    params = {**defaults(name), **(args or {})}
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    out = STYLES[name](np.ascontiguousarray(rgb), **params)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in check(name, args).items()}
+    out = STYLES[name](np.ascontiguousarray(rgb), **values)
     assert out.shape == rgb.shape and out.dtype == np.uint8, (name, out.shape, out.dtype)
     return out
 
 
 def render(img: torch.Tensor, name: str, args: dict | None = None) -> torch.Tensor:
     """A uint8 CHW RGB tensor rendered in style ``name`` (on the tensor's device)."""
+    import torch
+
     if name == NONE:
         return img
     rgb = img.permute(1, 2, 0).cpu().numpy()

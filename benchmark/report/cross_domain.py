@@ -68,7 +68,7 @@ def _run_query_scores(run_dir) -> tuple[np.ndarray, np.ndarray] | None:
     from pathlib import Path
 
     from benchmark.config import load_yaml
-    from benchmark.evaluation import query_scores
+    from benchmark.evaluation.evaluate import query_scores
 
     d = Path(run_dir) if isinstance(run_dir, str) else None
     if d is None or not (d / "embeddings.npz").is_file() or not (d / "config.yaml").is_file():
@@ -102,7 +102,7 @@ def paired_gains(c: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
     """``t`` (``gap_table``) plus, for each remedy on a rendered gallery, its gain over the frozen
     backbone on the same gallery and the 95% interval of that gain over a bootstrap of the test
     people (paired: both measured on the same queries; ``metrics.sample_interval``)."""
-    from benchmark.metrics import sample_interval
+    from benchmark.evaluation.metrics import sample_interval
 
     t = t.assign(gain=math.nan, gain_people_ci=math.nan)
     per_query = {i: None for i in c.index}

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from benchmark.evaluation.remedies import CONFIG_KEYS as TEST_TIME_KEYS
 from benchmark.report import tables
 from benchmark.results.schema import DEFAULTS, Unsupported, missing, norm
 from benchmark.report.results import prepare
@@ -25,8 +26,9 @@ from benchmark.results.stats import diff_ci
 RECIPE_KEYS = ("loss", "loss_args", "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler",
                "warmup_epochs", "augment", "trainable_blocks", "backbone_lr", "bn_train", "lr", "epochs",
                "batch_size", "normalize", "dropout", "embedding_dim", "patience")
-#: cross-domain remedies (issue 17), named after the recipe when they differ from the default
-REMEDY_KEYS = ("train_styles", "query_style", "centering", "rerank", "rerank_args")
+#: cross-domain remedies (issue 17), named after the recipe when they differ from the default: training
+#: styles, rendered queries and the test-time remedy registry's keys
+REMEDY_KEYS = ("train_styles", "query_style", *TEST_TIME_KEYS)
 #: MAP@R column names, newest first (records written before it existed simply lack it)
 MAPR_COLUMNS = ("test/map_at_r", "test/mapr", "test/map@r")
 #: the old boolean spelling of ``augment`` reads as the named policy

@@ -39,7 +39,7 @@ BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
 SPLITS = ("val", "test")
 #: per-split facts: what its metrics are measured on (``split_facts``); known even when nothing is scorable
 SPLIT_FACTS = ("n_queries", "n_gallery", "positives", "identities")
-#: per-split retrieval metrics (``benchmark.metrics.from_matches``)
+#: per-split retrieval metrics (``benchmark.evaluation.metrics.from_matches``)
 RANKING = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
 
 #: Config defaults (the shared base config = the report's baseline), without building a Config

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.config import Config
-from benchmark.evaluation import split_metrics
+from benchmark.evaluation.evaluate import split_metrics
 from benchmark.models.backbones import TrainableBlocks, head_dropout
 from benchmark.models.head import Embedder, ProjectionHead, embed
 from benchmark.results import schema

@@ -9,6 +9,7 @@ parameters train with the head.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import torch
@@ -17,6 +18,7 @@ from pytorch_metric_learning import losses, miners
 from torch import nn
 
 from benchmark.config import LOSS_NAMES, MINER_NAMES, Config, ConfigError
+from benchmark.params import Param, check_args
 
 
 class CrossEntropy(nn.Module):
@@ -74,16 +76,31 @@ def parameters(cls: type) -> dict[str, object]:
     return out
 
 
+_STRATEGIES = ("easy", "semihard", "hard", "all")
+#: the domain of each PML hyperparameter, by name (shared by the losses and miners that take it); a
+#: name not listed (e.g. ``allowed_pos_range``) is passed on as given, for PML's own checks
+DOMAINS = {"margin": Param(float, low=0), "scale": Param(float, low=0, open_low=True),
+           "sub_centers": Param(int, low=1), "temperature": Param(float, low=0, open_low=True),
+           "swap": Param(bool), "smooth_loss": Param(bool), "alpha": Param(float, low=0, open_low=True),
+           "beta": Param(float, low=0, open_low=True), "base": Param(float, low=-1, high=1),
+           "pos_margin": Param(float, low=0), "neg_margin": Param(float, low=0), "epsilon": Param(float, low=0),
+           "pos_strategy": Param(str, choices=_STRATEGIES), "neg_strategy": Param(str, choices=_STRATEGIES),
+           "type_of_triplets": Param(str, choices=("all", "hard", "semihard", "easy"))}
+
+
+def declared(cls: type) -> dict[str, Param]:
+    """The tunable hyperparameters of a loss or miner class: names and defaults from its signature
+    (``parameters``), domains from ``DOMAINS``."""
+    return {name: dataclasses.replace(DOMAINS.get(name, Param(object)), default=default)
+            for name, default in parameters(cls).items() if name not in _GIVEN}
+
+
 def _construct(cls: type, args: dict, key: str, what: str, given: dict | None = None) -> nn.Module:
-    """``cls`` built with ``args`` (checked against the hyperparameters it takes, ``parameters``: a
-    wrong name is an error listing the valid ones) and whichever of ``given`` it accepts."""
+    """``cls`` built with ``args`` (checked against its declared hyperparameters: a wrong name or a
+    value outside its domain is one ConfigError naming it) and whichever of ``given`` it accepts."""
+    checked = check_args(key, f"{what} ({cls.__name__})", declared(cls), args)
     accepted = parameters(cls)
-    tunable = [k for k in accepted if k not in _GIVEN]
-    bad = sorted(set(args) - set(tunable))
-    if bad:
-        raise ConfigError(f"{key} {', '.join(bad)} not accepted by {what} ({cls.__name__}); "
-                          f"valid names: {', '.join(tunable) or 'none (it has no hyperparameters)'}")
-    return cls(**{k: v for k, v in (given or {}).items() if k in accepted}, **args)
+    return cls(**{k: v for k, v in (given or {}).items() if k in accepted}, **{k: checked[k] for k in args})
 
 
 def build_loss(cfg: Config, n_classes: int) -> nn.Module:

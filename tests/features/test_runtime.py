@@ -15,7 +15,7 @@ from benchmark.config import Config, ConfigError
 from benchmark.features import runtime
 from benchmark.features.cache import FeatureCache
 from benchmark.models import backbones
-from benchmark.retrieval import search
+from benchmark.evaluation.retrieval import search
 
 pytest.importorskip("onnxruntime")
 

@@ -88,7 +88,7 @@ def test_paired_gain_over_frozen_is_the_people_bootstrap_of_per_query_difference
     interval the people-bootstrap of those differences (seeds averaged first)."""
     import numpy as np
 
-    from benchmark.metrics import sample_interval
+    from benchmark.evaluation.metrics import sample_interval
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(30), 4)

@@ -1,4 +1,4 @@
-"""benchmark.metrics against independent computations: a numpy ranking + scikit-learn AP (ties
+"""benchmark.evaluation.metrics against independent computations: a numpy ranking + scikit-learn AP (ties
 included), pytorch-metric-learning's AccuracyCalculator (no ties), and hand-worked examples; the
 block-wise computation with blocks of one row, a few rows and all rows."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import metrics
-from benchmark.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
+from benchmark.evaluation import metrics
+from benchmark.evaluation.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
 
 KEYS = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
 
@@ -261,7 +261,7 @@ def _reference_query_gallery(scores, q_labels, g_labels, metrics_of_rankings):
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_query_gallery_metrics_match_an_independent_computation(ties, ranked_oracle):
-    from benchmark.metrics import query_gallery_metrics
+    from benchmark.evaluation.metrics import query_gallery_metrics
 
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(25, 40))

@@ -3,7 +3,7 @@
 Same-domain (today's default): every item queries all the others (``metrics.retrieval_metrics``).
 Query -> gallery (``cfg.query_gallery``: a gallery style, real other-domain images or an explicit
 ``query_fraction``): the split's ``side`` column divides its items; every query ranks the gallery
-side only, after the config's test-time remedies (``benchmark.rerank``). The facts say what the
+side only, after the config's test-time remedies (``benchmark.evaluation.remedies``). The facts say what the
 numbers were measured on: ``n_queries`` (scored), ``n_gallery``, ``positives`` (mean gallery items
 of the query's identity).
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark import rerank
+from benchmark.evaluation import remedies
 from benchmark.config import Config
-from benchmark.metrics import from_matches, per_query_scores, query_gallery_matches, retrieval_metrics
+from benchmark.evaluation.metrics import from_matches, per_query_scores, query_gallery_matches, retrieval_metrics
 from benchmark.results import schema
 
 
@@ -29,7 +29,7 @@ def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config) 
         return retrieval_metrics(embeddings, labels) | schema.split_facts(labels), None
     emb = embeddings.detach().cpu().numpy() if hasattr(embeddings, "detach") else np.asarray(embeddings)
     q, g = sides == "query", sides == "gallery"
-    matches = query_gallery_matches(rerank.scores(emb[q], emb[g], cfg), labels[q], labels[g])
+    matches = query_gallery_matches(remedies.scores(emb[q], emb[g], cfg), labels[q], labels[g])
     out = from_matches(matches, labels=labels[q])
     scores, valid = per_query_scores(matches)
     per_item = np.full(len(labels), np.nan)

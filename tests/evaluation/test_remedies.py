@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark import rerank
+from benchmark.evaluation import remedies
 from benchmark.config import Config, ConfigError
 
 
@@ -53,7 +53,7 @@ def _brute_k_reciprocal(q, g, k1, k2, lam):
 def test_k_reciprocal_equals_its_brute_force_definition(k1, k2, lam):
     rng = np.random.default_rng(k1)
     q, g = _unit(rng, 7), _unit(rng, 11)
-    np.testing.assert_allclose(rerank.k_reciprocal(q, g, k1, k2, lam), _brute_k_reciprocal(q, g, k1, k2, lam),
+    np.testing.assert_allclose(remedies.k_reciprocal(q, g, k1, k2, lam), _brute_k_reciprocal(q, g, k1, k2, lam),
                                atol=1e-10)
 
 
@@ -73,9 +73,9 @@ def test_query_expansion_and_database_augmentation_equal_their_loops():
 
     cfg = Config(query_fraction=0.5, rerank="dba+aqe", rerank_args={"k": k, "alpha": alpha})
     g2 = loop(g, g, True)
-    np.testing.assert_allclose(rerank.scores(q, g, cfg), loop(q, g2, False) @ g2.T, atol=1e-12)
-    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(rerank="aqe")), loop(q, g, False) @ g.T, atol=1e-12)
-    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(rerank="dba")), q @ loop(g, g, True).T, atol=1e-12)
+    np.testing.assert_allclose(remedies.scores(q, g, cfg), loop(q, g2, False) @ g2.T, atol=1e-12)
+    np.testing.assert_allclose(remedies.scores(q, g, cfg.replace(rerank="aqe")), loop(q, g, False) @ g.T, atol=1e-12)
+    np.testing.assert_allclose(remedies.scores(q, g, cfg.replace(rerank="dba")), q @ loop(g, g, True).T, atol=1e-12)
 
 
 def test_centering_removes_each_sides_mean_and_plain_scores_are_cosines():
@@ -83,14 +83,14 @@ def test_centering_removes_each_sides_mean_and_plain_scores_are_cosines():
     q, g = _unit(rng, 6) + 3, _unit(rng, 8) - 1  # each domain offset differently
     q, g = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
     cfg = Config(query_fraction=0.5)
-    np.testing.assert_allclose(rerank.scores(q, g, cfg), q @ g.T)
+    np.testing.assert_allclose(remedies.scores(q, g, cfg), q @ g.T)
     qc, gc = q - q.mean(0), g - g.mean(0)
     expected = (qc / np.linalg.norm(qc, axis=1, keepdims=True)) @ (gc / np.linalg.norm(gc, axis=1, keepdims=True)).T
-    np.testing.assert_allclose(rerank.scores(q, g, cfg.replace(centering=True)), expected, atol=1e-12)
+    np.testing.assert_allclose(remedies.scores(q, g, cfg.replace(centering=True)), expected, atol=1e-12)
 
 
 def test_bad_rerank_input_is_named():
     with pytest.raises(ConfigError, match="rerank=aqe has no parameter.s. k1; its parameters: k=2, alpha=3.0"):
-        rerank.check(Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3}))
+        remedies.check(Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3}))
     with pytest.raises(ConfigError, match="centering and rerank are query -> gallery remedies"):
         Config(rerank="kreciprocal")

@@ -20,8 +20,8 @@ import warnings
 import numpy as np
 import torch
 
-from benchmark.retrieval import faiss, search
-from benchmark.scoring import KS, competition_score  # defined once, torch-free (score-submission)
+from benchmark.evaluation.retrieval import faiss, search
+from benchmark.evaluation.scoring import KS, competition_score  # defined once, torch-free (score-submission)
 #: resamples of the score's test-sample interval (``sample_interval``)
 N_BOOT = 1000
 #: similarity entries per query block (x ~26 bytes of working memory each: ~110 MB)

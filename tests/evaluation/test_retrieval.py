@@ -1,4 +1,4 @@
-"""benchmark.retrieval.search: faiss and torch give the same canonical ranking (score descending,
+"""benchmark.evaluation.retrieval.search: faiss and torch give the same canonical ranking (score descending,
 ties to the lower gallery index), checked against an exact numpy ranking, ties included."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import retrieval
-from benchmark.retrieval import search
+from benchmark.evaluation import retrieval
+from benchmark.evaluation.retrieval import search
 
 faiss = pytest.importorskip("faiss")
 

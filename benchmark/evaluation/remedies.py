@@ -1,0 +1,192 @@
+"""Test-time remedies for query -> gallery retrieval that use only the unlabeled embeddings of the
+queries and the gallery (what a competitor has): per-domain centering, alpha query expansion (αQE),
+database-side augmentation (DBA) and k-reciprocal re-ranking.
+
+``REMEDIES`` is the one registry: each entry declares its parameters (``benchmark.params.Param``) and
+its function. A config switches them on with ``centering: true`` and ``rerank: NAME[+NAME...]``
+(applied left to right, e.g. ``dba+aqe``), with ``rerank_args`` given to every member that declares
+the name. Config validation, ``benchmark list remedies``, ``submit`` and the report's labels all read
+this registry: adding a remedy is one entry here (and its test).
+
+- centering: subtract each side's own mean embedding, L2-normalize again (removes the offset a
+  domain puts on every embedding).
+- αQE (Radenović et al. 2018) / DBA (Arandjelović & Zisserman 2012): an embedding is replaced by
+  the normalized sum of itself and its ``k`` nearest gallery items, weighted by similarity^``alpha``;
+  DBA does it for every gallery item (itself excluded from its neighbours), αQE for every query.
+- k-reciprocal (Zhong et al. 2017, "Re-ranking Person Re-identification with k-reciprocal
+  Encoding"): the Jaccard distance of k-reciprocal neighbour sets, mixed with the original
+  distance. No maintained PyPI package installs it here; this is a compact version of the
+  authors' algorithm, held to a brute-force set-based version in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from benchmark.params import ConfigError, Param, check_args, describe
+
+if TYPE_CHECKING:
+    from benchmark.config import Config
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def centre(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each side minus its own mean, L2-normalized again."""
+    return _normalize(queries - queries.mean(0)), _normalize(gallery - gallery.mean(0))
+
+
+def expand(x: np.ndarray, base: np.ndarray, k: int, alpha: float, self_in_base: bool = False) -> np.ndarray:
+    """``x`` replaced by normalize(x + sum of its ``k`` nearest ``base`` rows x similarity^alpha)
+    (negative similarities weigh 0). ``self_in_base``: row i of x is row i of base, not a neighbour."""
+    sims = x @ base.T
+    if self_in_base:
+        np.fill_diagonal(sims, -np.inf)
+    k = min(k, sims.shape[1] - int(self_in_base))
+    if k < 1:
+        return x
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    weights = np.clip(np.take_along_axis(sims, order, 1), 0, None) ** alpha
+    return _normalize(x + np.einsum("nk,nkd->nd", weights, base[order]))
+
+
+def k_reciprocal(queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int = 6,
+                 lambda_value: float = 0.3) -> np.ndarray:
+    """Re-ranked distances [n_query, n_gallery] (lower = closer) of L2-normalized embeddings."""
+    n_q = len(queries)
+    x = np.concatenate([queries, gallery]).astype(np.float64)
+    n = len(x)
+    dist = np.clip(2 - 2 * (x @ x.T), 0, None)  # squared Euclidean distance of unit vectors
+    dist = dist / np.maximum(dist.max(1, keepdims=True), 1e-12)
+    rank = np.argsort(dist, axis=1, kind="stable")
+    k1, k2 = min(k1, n - 1), min(k2, n)
+    half = int(np.around(k1 / 2))
+
+    def reciprocal(i: int, k: int) -> np.ndarray:
+        forward = rank[i, :k + 1]
+        return forward[(rank[forward, :k + 1] == i).any(1)]
+
+    v = np.zeros((n, n))
+    for i in range(n):
+        r = reciprocal(i, k1)
+        expansion = [r]
+        for c in r:
+            rc = reciprocal(int(c), half)
+            if len(np.intersect1d(rc, r)) > 2 / 3 * len(rc):
+                expansion.append(rc)
+        e = np.unique(np.concatenate(expansion))
+        w = np.exp(-dist[i, e])
+        v[i, e] = w / w.sum()
+    if k2 > 1:  # local query expansion over the k2 nearest neighbours
+        v = v[rank[:, :k2]].mean(1)
+    shared = np.zeros((n_q, n))
+    for i in range(n_q):
+        cols = np.flatnonzero(v[i])
+        shared[i] = np.minimum(v[i, cols], v[:, cols]).sum(1)
+    jaccard = 1 - shared / (2 - shared)
+    final = jaccard * (1 - lambda_value) + dist[:n_q] * lambda_value
+    return final[:, n_q:]
+
+
+def aqe(q: np.ndarray, g: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    return expand(q, g, k, alpha), g
+
+
+def dba(q: np.ndarray, g: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    return q, expand(g, g, k, alpha, self_in_base=True)
+
+
+def kreciprocal(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lambda_value: float) -> np.ndarray:
+    return -k_reciprocal(q, g, k1, k2, lambda_value)
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One test-time remedy. ``fn(queries, gallery, **params)`` returns new (queries, gallery)
+    embeddings (``scores=False``) or the final similarity matrix (``scores=True``: last in a chain)."""
+
+    fn: Callable
+    params: dict[str, Param]
+    doc: str
+    scores: bool = False
+
+
+_EXPANSION = {"k": Param(int, 2, low=1, doc="neighbours added"),
+              "alpha": Param(float, 3.0, low=0, doc="weight = similarity^alpha")}
+REMEDIES: dict[str, Remedy] = {
+    "centering": Remedy(centre, {}, "subtract each side's mean embedding, L2-normalize again (config: centering)"),
+    "dba": Remedy(dba, _EXPANSION, "database-side augmentation: each gallery item + its k nearest gallery items"),
+    "aqe": Remedy(aqe, _EXPANSION, "alpha query expansion: each query + its k nearest gallery items"),
+    "kreciprocal": Remedy(kreciprocal, {"k1": Param(int, 20, low=1), "k2": Param(int, 6, low=1),
+                                        "lambda_value": Param(float, 0.3, low=0, high=1)},
+                          "k-reciprocal re-ranking (Zhong et al. 2017): Jaccard of k-reciprocal sets", scores=True),
+}
+#: the config keys that switch remedies on (the report labels a configuration by them)
+CONFIG_KEYS = ("centering", "rerank", "rerank_args")
+#: the switch of the centering entry; every other entry is named in ``rerank``
+_SWITCH = "centering"
+
+
+def chain_of(rerank: str) -> list[str]:
+    """The remedies a ``rerank`` value names, in order (``none`` -> []), or a ConfigError naming the
+    valid ones: an unknown name, the centering entry (its own key), a name twice, or a score-producing
+    remedy before the end."""
+    names = [] if rerank == "none" else rerank.split("+")
+    valid = [n for n in REMEDIES if n != _SWITCH]
+    for i, name in enumerate(names):
+        if name == _SWITCH:
+            raise ConfigError(f"rerank={rerank!r}: centering has its own key; set centering=true")
+        if name not in valid:
+            raise ConfigError(f"rerank={rerank!r} is not valid: must be none or remedies joined by '+' from: "
+                              f"{', '.join(valid)} (benchmark list remedies)")
+        if name in names[:i]:
+            raise ConfigError(f"rerank={rerank!r} names {name} twice")
+        if REMEDIES[name].scores and i < len(names) - 1:
+            raise ConfigError(f"rerank={rerank!r}: {name} produces the final scores, so it must come last")
+    return names
+
+
+def chain(cfg: Config) -> list[str]:
+    """The config's remedies in the order they apply (centering first); [] = plain cosine search."""
+    return ([_SWITCH] if cfg.centering else []) + chain_of(cfg.rerank)
+
+
+def resolve(cfg: Config) -> list[tuple[str, dict]]:
+    """``(name, parameters)`` of each remedy of ``cfg``, its declared domains checked: one
+    ConfigError naming ``rerank_args.<name>``, the value and the range, or an argument no member takes."""
+    names = chain_of(cfg.rerank)
+    args = cfg.rerank_args
+    if not names and args:
+        raise ConfigError(f"rerank_args={args} given but rerank=none; set rerank too")
+    declared = {k: p for n in names for k, p in REMEDIES[n].params.items()}
+    owner = f"rerank={cfg.rerank}"
+    full = check_args("rerank_args", owner, declared, args) if names else {}
+    return [(n, {k: full[k] for k in REMEDIES[n].params}) for n in chain(cfg)]
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError for remedies or parameters ``cfg`` cannot use (``resolve``)."""
+    resolve(cfg)
+
+
+def scores(queries, gallery, cfg: Config) -> np.ndarray:
+    """Similarity [n_query, n_gallery] after the config's test-time remedies (``chain``)."""
+    q = np.asarray(queries, dtype=np.float64)
+    g = np.asarray(gallery, dtype=np.float64)
+    for name, args in resolve(cfg):
+        remedy = REMEDIES[name]
+        if remedy.scores:
+            return remedy.fn(q, g, **args)
+        q, g = remedy.fn(q, g, **args)
+    return q @ g.T
+
+
+def listing() -> list[dict]:
+    """``benchmark list remedies``: every entry, how a config sets it, its parameters and domains."""
+    return [{"remedy": name, "config": "centering: true" if name == _SWITCH else f"rerank: {name}",
+             "parameters": describe(r.params), "doc": r.doc} for name, r in REMEDIES.items()]
