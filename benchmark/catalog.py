@@ -1,4 +1,4 @@
-"""What ``benchmark list`` shows: named experiments, config keys, backbones, sweep files.
+"""What ``benchmark list`` shows: named experiments, config keys, backbones, sweep files, styles, remedies.
 
 Everything is read from its single source (the experiment folders, ``Config`` and the comments above
 its fields, the backbone registry, the sweep files), so the listing cannot drift from the code.
@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from benchmark import config, sweepfile
+from benchmark.params import describe
 
 
 def experiments() -> pd.DataFrame:
@@ -49,7 +50,8 @@ def key_docs() -> dict[str, str]:
 
 
 def keys() -> pd.DataFrame:
-    """Every config key: ``key``, ``type``, ``default``, ``choices``, ``doc``."""
+    """Every config key: ``key``, ``type``, ``default``, ``choices``, ``domain`` (its declared valid
+    values, ``benchmark.params``), ``doc``."""
     docs, hints = key_docs(), typing.get_type_hints(config.Config)
     rows = []
     for name, f in config.FIELDS.items():
@@ -58,7 +60,9 @@ def keys() -> pd.DataFrame:
         rows.append({"key": name, "type": hint.__name__ if isinstance(hint, type) else str(hint),
                      "default": yaml.safe_dump(list(default) if isinstance(default, tuple) else default,
                                                default_flow_style=True).strip().removesuffix("\n..."),
-                     "choices": "|".join(f.metadata.get("choices", ())), "doc": docs.get(name, "")})
+                     "choices": "|".join(config.PARAMS[name].choices) if name in config.PARAMS else "",
+                     "domain": config.PARAMS[name].domain() if name in config.PARAMS else "",
+                     "doc": docs.get(name, "")})
     return pd.DataFrame(rows)
 
 
@@ -87,9 +91,18 @@ def styles() -> pd.DataFrame:
     them) and ``doc`` (the first line of its function's docstring)."""
     from benchmark.features import styles as registry
 
-    return pd.DataFrame([{"style": name, "parameters": " ".join(f"{k}={v}" for k, v in registry.defaults(name).items()),
+    return pd.DataFrame([{"style": name, "parameters": describe(registry.params(name)),
                           "doc": " ".join((fn.__doc__ or "").split("\n\n")[0].split())} for name, fn in registry.STYLES.items()],
                         columns=["style", "parameters", "doc"])
 
 
-LISTS = {"experiments": experiments, "keys": keys, "backbones": backbones, "sweeps": sweeps, "styles": styles}
+def remedies() -> pd.DataFrame:
+    """Every test-time remedy: ``remedy``, ``config`` (how a config switches it on), ``parameters``
+    (``rerank_args``: defaults and domains) and ``doc``."""
+    from benchmark.evaluation.remedies import listing
+
+    return pd.DataFrame(listing(), columns=["remedy", "config", "parameters", "doc"])
+
+
+LISTS = {"experiments": experiments, "keys": keys, "backbones": backbones, "sweeps": sweeps, "styles": styles,
+         "remedies": remedies}

@@ -377,11 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="cache folder (default: $BENCHMARK_CACHE_DIR or the user cache)")
     p.set_defaults(fn=cmd_cache)
 
-    p = sub.add_parser("list", help="named experiments, config keys, backbones, sweeps or styles")
-    p.add_argument("what", choices=["experiments", "keys", "backbones", "sweeps", "styles"],
+    p = sub.add_parser("list", help="named experiments, config keys, backbones, sweeps, styles or remedies")
+    p.add_argument("what", choices=["experiments", "keys", "backbones", "sweeps", "styles", "remedies"],
                    help="experiments: names and overrides; keys: every config key with type, default and doc; "
                         "backbones: dimension, input size, weights on this machine; sweeps: named sweep files; "
-                        "styles: the renderers of gallery_style/query_style/train_styles and their parameters")
+                        "styles: the renderers of gallery_style/query_style/train_styles and their parameters; "
+                        "remedies: the test-time remedies (centering, rerank) and their parameters' domains")
     _add_experiments(p)
     p.add_argument("--width", type=int, default=100, help="wrap longer cells onto more lines at this many characters")
     p.set_defaults(fn=cmd_list)

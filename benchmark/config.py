@@ -295,20 +295,23 @@ def head_value(cfg: dict, key: str):
 
 
 _HINTS = typing.get_type_hints(Config)
+#: every config key's declared domain (its field's ``param`` metadata; null allowed where the type is
+#: optional): what validation, ``benchmark list keys`` and the property tests read
+PARAMS: dict[str, Param] = {
+    name: dataclasses.replace(f.metadata["param"], default=f.default,
+                              nullable=type(None) in typing.get_args(_HINTS[name]))
+    for name, f in FIELDS.items() if "param" in f.metadata}
 
 
 def _validate(cfg: Config) -> None:
     """Checks that need nothing but the config (a leaf module: the backbone name is checked by the
     registry, ``benchmark.models.backbones.check_backbone``, where new families are added)."""
-    for name, f in FIELDS.items():  # every declared domain (choices, ranges): one line naming it
-        param = f.metadata.get("param")
-        value = getattr(cfg, name)
-        if param is not None and value is not None:
-            param.check(name, value)
     for name in FIELDS:  # inf/nan pass every comparison below and fail deep inside training (faiss)
         value = getattr(cfg, name)
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple) else [value])):
             raise ConfigError(f"{name}={list(value) if isinstance(value, tuple) else value} must be a finite number")
+    for name, param in PARAMS.items():  # every declared domain (choices, ranges): one line naming it
+        param.check(name, getattr(cfg, name))
     if len(cfg.split) != 3 or any(r < 0 for r in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise ConfigError(f"split={list(cfg.split)} must be three non-negative fractions summing to 1")
     if cfg.resize < cfg.image_size:  # the centre crop would pad the eval view with black borders
@@ -340,10 +343,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"style_args: {name!r} is not a style; choose from: {', '.join(STYLE_NAMES[1:])}")
         styles.check(name, args, key=f"style_args.{name}")
     remedies.check(cfg)  # the remedy registry's names and declared parameter domains (rerank, rerank_args)
-    if cfg.loss != "ce" or cfg.loss_args or cfg.miner != "none" or cfg.miner_args:
-        from benchmark.training import losses  # PML (torch): imported only for a config that trains with it
+    if cfg.loss_args or cfg.miner_args:
+        from benchmark.training import losses  # PML (torch): imported only for a config that sets its arguments
 
-        losses.check(cfg)  # loss_args/miner_args against the loss's and miner's declared domains
+        losses.check_domains(cfg)  # loss_args/miner_args against the loss's and miner's declared domains
     if cfg.query_style != "none" and not cfg.query_gallery:
         raise ConfigError(f"query_style={cfg.query_style} needs query -> gallery retrieval: set gallery_style, "
                           "gallery_home or query_fraction")
@@ -410,8 +413,7 @@ def _coerce(name: str, value):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        param = FIELDS[name].metadata.get("param")
-        expected = param.domain() if param is not None else f"a valid {getattr(base, '__name__', base)}"
+        expected = PARAMS[name].domain() if name in PARAMS else f"a valid {getattr(base, '__name__', base)}"
         raise ConfigError(f"{name}={value!r} is not valid: must be {expected}") from None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import re
+
 import pytest
 import yaml
 
@@ -47,14 +49,15 @@ def test_bad_choice_lists_valid_choices(key, value, choices):
 
 
 @pytest.mark.parametrize("key, value, kind", [
-    ("lr", "fast", "float"),
-    ("epochs", "three", "int"),
-    ("epochs", 2.5, "int"),
-    ("split", "[0.5, a, 0.5]", "tuple"),
-    ("max_identities", "some", "int"),
+    ("lr", "fast", re.escape("a number in (0, inf)")),
+    ("epochs", "three", re.escape("an integer in [1, inf)")),
+    ("epochs", 2.5, re.escape("an integer in [1, inf)")),
+    ("split", "[0.5, a, 0.5]", "a valid tuple"),
+    ("max_identities", "some", re.escape("an integer in [2, inf), or null")),
 ])
 def test_bad_type(key, value, kind):
-    with pytest.raises(ConfigError, match=f"{key}=.* is not a valid {kind}"):
+    """A value of the wrong type names the key and the declared domain (benchmark.params)."""
+    with pytest.raises(ConfigError, match=f"{key}=.* is not valid: must be {kind}"):
         from_dict({key: value})
 
 
@@ -70,15 +73,16 @@ def test_split_must_be_three_fractions_summing_to_one(split):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"epochs": 0}, "epochs=0 must be >= 1"),
-    ({"batch_size": -1}, "batch_size=-1 must be >= 1"),
-    ({"lr": 0}, "lr=0.0 must be > 0"),
-    ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
+    ({"epochs": 0}, r"epochs=0 is not valid: must be an integer in \[1, inf\)"),
+    ({"batch_size": -1}, r"batch_size=-1 is not valid: must be an integer in \[1, inf\)"),
+    ({"lr": 0}, r"lr=0.0 is not valid: must be a number in \(0, inf\)"),
+    ({"dropout": 1.0}, r"dropout=1.0 is not valid: must be a number in \[0, 1\), or null"),
     ({"protocol": "open-set", "monitor": "val/loss"}, "monitor=val/loss needs protocol=closed-set"),
-    ({"max_identities": 0}, "max_identities=0 must be >= 2"),
-    ({"max_identities": -1}, "max_identities=-1 must be >= 2"),
+    ({"max_identities": 0}, r"max_identities=0 is not valid: must be an integer in \[2, inf\), or null"),
+    ({"max_identities": -1}, r"max_identities=-1 is not valid: must be an integer in \[2, inf\)"),
     # issue 16: values that passed validation and failed later (inside faiss, torchvision, the split)
-    ({"max_identities": 1}, r"max_identities=1 must be >= 2 \(retrieval tells identities apart\), or null for all"),
+    ({"max_identities": 1}, r"max_identities=1 is not valid: must be an integer in \[2, inf\), or null"),
+    ({"seed": -1}, r"seed=-1 is not valid: must be an integer in \[0, 4294967295\]"),  # issue 23: a failed record
     ({"lr": "inf"}, "lr=inf must be a finite number"),
     ({"lr": "nan"}, "lr=nan must be a finite number"),
     ({"weight_decay": "inf"}, "weight_decay=inf must be a finite number"),
@@ -230,10 +234,12 @@ def test_style_names_match_the_registry_and_bad_style_input_lists_the_valid_ones
     assert from_dict({"train_styles": ["sketch"]}).to_dict()["train_styles"] == ["sketch"]
     with pytest.raises(ConfigError, match="query_style=cartoon needs query -> gallery retrieval"):
         from_dict({"query_style": "cartoon"})
-    with pytest.raises(ConfigError, match=r"query_fraction=1.0 must be in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"query_fraction=1.0 is not valid: must be a number in \(0, 1\), or null"):
         from_dict({"query_fraction": 1})
-    with pytest.raises(ConfigError, match="style_args=.* must map style names"):
+    with pytest.raises(ConfigError, match="style_args: 'lowress' is not a style; choose from: stylization"):
         from_dict({"style_args": {"lowress": {"size": 3}}})
+    with pytest.raises(ConfigError, match=r"style_args.lowres.size=-3 is not valid: must be an integer in \[1, 4096\]"):
+        from_dict({"style_args": {"lowres": {"size": -3}}})  # declared domain, checked when the config is made
     cfg = from_dict({"gallery_style": "cartoon", "val_gallery_style": "sketch"})
     assert cfg.query_gallery and cfg.gallery_styles == {"val": "sketch", "test": "cartoon"}
     assert not from_dict({}).query_gallery  # same-domain stays the default

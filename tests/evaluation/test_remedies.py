@@ -90,7 +90,8 @@ def test_centering_removes_each_sides_mean_and_plain_scores_are_cosines():
 
 
 def test_bad_rerank_input_is_named():
-    with pytest.raises(ConfigError, match="rerank=aqe has no parameter.s. k1; its parameters: k=2, alpha=3.0"):
-        remedies.check(Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3}))
+    with pytest.raises(ConfigError, match=r"rerank_args: rerank=aqe has no parameter.s. k1; its parameters: "
+                                          r"k=2 \(an integer in \[1, inf\)\), alpha=3.0"):
+        Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3})
     with pytest.raises(ConfigError, match="centering and rerank are query -> gallery remedies"):
         Config(rerank="kreciprocal")

@@ -11,7 +11,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from scipy.special import log_softmax
 
-from benchmark.config import FIELDS, Config, ConfigError, from_dict
+from benchmark.config import PARAMS, Config, ConfigError, from_dict
 from benchmark.training.losses import LOSSES, MINERS, build_loss, build_miner, check, compute, parameters
 
 
@@ -67,13 +67,18 @@ def test_a_miner_restricts_the_loss_to_its_pairs():
 
 
 def test_bad_loss_args_name_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"loss_args marg not accepted by loss=arcface \(ArcFaceLoss\); "
-                                          r"valid names: margin, scale$"):
-        check(Config(loss="arcface", loss_args={"marg": 0.3}))
-    with pytest.raises(ConfigError, match="valid names: temperature$"):
-        check(Config(loss="supcon", loss_args={"margin": 0.3}))
-    with pytest.raises(ConfigError, match="valid names: none"):
-        check(Config(loss="ce", loss_args={"margin": 0.3}))
+    with pytest.raises(ConfigError, match=r"loss_args: loss=arcface \(ArcFaceLoss\) has no parameter\(s\) marg; "
+                                          r"its parameters: margin=28.6 \(a number in \[0, inf\)\), scale=64 "
+                                          r"\(a number in \(0, inf\)\)$"):
+        Config(loss="arcface", loss_args={"marg": 0.3})  # refused when the config is made, before any work
+    with pytest.raises(ConfigError, match=r"its parameters: temperature=0.1 \(a number in \(0, inf\)\)$"):
+        Config(loss="supcon", loss_args={"margin": 0.3})
+    with pytest.raises(ConfigError, match="its parameters: none"):
+        Config(loss="ce", loss_args={"margin": 0.3})
+    with pytest.raises(ConfigError, match=r"loss_args.margin=-1 is not valid: must be a number in \[0, inf\)"):
+        Config(loss="triplet", loss_args={"margin": -1})  # a value outside its declared domain
+    with pytest.raises(ConfigError, match=r"loss_args.sub_centers=2.5 is not valid: must be an integer in \[1, inf\)"):
+        Config(loss="subcenter_arcface", loss_args={"sub_centers": 2.5})
     with pytest.raises(ConfigError, match="miner=batch_hard has no effect with loss=ce"):
         check(Config(miner="batch_hard"))
     check(Config(loss="cosface", loss_args={"margin": 0.3, "scale": 30}))  # CosFace takes *args: parents count
@@ -90,9 +95,11 @@ def test_miner_args_reach_the_miner_and_bad_names_list_the_valid_ones():
     assert all(torch.equal(a, b) for a, b in zip(miner(emb, y), expected))
     default = pml_miners.TripletMarginMiner()(emb, y)
     assert len(default[0]) != len(expected[0])  # the arguments changed what is mined
-    with pytest.raises(ConfigError, match=r"miner_args marg not accepted by miner=triplet_margin "
-                                          r"\(TripletMarginMiner\); valid names: margin, type_of_triplets$"):
-        check(cfg.replace(miner_args={"marg": 0.1}))
+    with pytest.raises(ConfigError, match=r"miner_args: miner=triplet_margin \(TripletMarginMiner\) has no "
+                                          r"parameter\(s\) marg; its parameters: margin=0.2 .*, type_of_triplets"):
+        cfg.replace(miner_args={"marg": 0.1})
+    with pytest.raises(ConfigError, match="miner_args.type_of_triplets='semi' is not valid; choose one of: all, hard"):
+        cfg.replace(miner_args={"type_of_triplets": "semi"})
     with pytest.raises(ConfigError, match="miner_args has no effect with miner=none"):
         check(Config(loss="triplet", miner_args={"margin": 0.1}))
     assert from_dict({"miner": "pair_margin", "loss": "contrastive",
@@ -102,12 +109,12 @@ def test_miner_args_reach_the_miner_and_bad_names_list_the_valid_ones():
 def test_loss_args_from_yaml_and_cli():
     assert from_dict({"loss": "arcface", "loss_args": "{margin: 0.3, scale: 30}"}).loss_args == \
         {"margin": 0.3, "scale": 30}
-    with pytest.raises(ConfigError, match="loss_args=.* is not a valid dict"):
+    with pytest.raises(ConfigError, match="loss_args=.* is not valid: must be a valid dict"):
         from_dict({"loss_args": "[1, 2]"})
     with pytest.raises(ConfigError, match="loss_args may not be null"):
         from_dict({"loss_args": None})
 
 
 def test_config_choices_are_the_registries():
-    assert FIELDS["loss"].metadata["choices"] == tuple(LOSSES)
-    assert FIELDS["miner"].metadata["choices"] == tuple(MINERS)
+    assert PARAMS["loss"].choices == tuple(LOSSES)
+    assert PARAMS["miner"].choices == tuple(MINERS)
