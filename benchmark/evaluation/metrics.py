@@ -1,4 +1,6 @@
-"""Retrieval metrics (report section 3.1.1) plus the retrieval-native ones it asked for (4.5).
+"""Retrieval metrics (report section 3.1.1) plus the retrieval-native ones it asked for (4.5), each
+defined once in ``measures``: this module computes their per-query statistics, exactly from a
+ranked match matrix or blockwise from ranks.
 
 Every query searches all other items of its split (never itself). Top-k = fraction of queries with
 at least one same-identity item among the first k; mAP = mean over queries of average precision
@@ -20,8 +22,8 @@ import warnings
 import numpy as np
 import torch
 
+from benchmark.evaluation.measures import QueryStats, query_scores, reduce
 from benchmark.evaluation.retrieval import faiss, search
-from benchmark.evaluation.scoring import KS, competition_score  # defined once, torch-free (score-submission)
 #: resamples of the score's test-sample interval (``sample_interval``)
 N_BOOT = 1000
 #: similarity entries per query block (x ~26 bytes of working memory each: ~110 MB)
@@ -47,19 +49,13 @@ def sample_interval(query_scores, labels, confidence: float = 0.95, n_boot: int 
     return float((hi - lo) / 2)
 
 
-def _query_scores(best_rank) -> np.ndarray:
-    """Each query's own competition score (0-1000) from the rank of its first correct result."""
-    best = np.asarray(best_rank, dtype=np.float64)
-    return competition_score({k: (best <= k).astype(np.float64) for k in KS})
-
-
 def per_query_scores(matches: np.ndarray, n_relevant: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(each scorable query's own score, which queries are scorable) of a ranked match matrix: the
     score is their mean; two configurations ranked on the same queries compare query by query."""
     matches = np.asarray(matches, dtype=bool)
     valid = (matches.sum(1) if n_relevant is None else np.asarray(n_relevant)) > 0
     m = matches[valid]
-    return _query_scores(np.where(m.any(1), m.argmax(1) + 1, np.inf)), valid
+    return query_scores(np.where(m.any(1), m.argmax(1) + 1, np.inf)), valid
 
 
 def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
@@ -74,19 +70,14 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
     n_relevant = matches.sum(1) if n_relevant is None else np.asarray(n_relevant)
     valid = n_relevant > 0
     m, n_rel = matches[valid], n_relevant[valid]
-    top = {k: float(m[:, :k].any(1).mean()) if len(m) else 0.0 for k in KS}
-    hits = np.cumsum(m, axis=1)
     position = np.arange(1, m.shape[1] + 1)
-    precision = hits / position
-    within_r = position <= n_rel[:, None]
-    out = {f"top{k}": v for k, v in top.items()}
-    out["map"] = float(((precision * m).sum(1) / n_rel).mean()) if len(m) else 0.0
-    out["map_at_r"] = float(((precision * (m & within_r)).sum(1) / n_rel).mean()) if len(m) else 0.0
-    out["r_precision"] = float(((m & within_r).sum(1) / n_rel).mean()) if len(m) else 0.0
-    out["score"] = competition_score(top)
-    out["n_queries"] = int(valid.sum())
+    precision = np.cumsum(m, axis=1) / position
+    within_r = m & (position <= n_rel[:, None])
+    stats = QueryStats(best=np.where(m.any(1), m.argmax(1) + 1, np.inf), precision_sum=(precision * m).sum(1),
+                       precision_sum_r=(precision * within_r).sum(1), hits_r=within_r.sum(1), n_rel=n_rel)
+    out = reduce(stats) | {"n_queries": int(valid.sum())}
     if labels is not None:
-        out["score_sample_ci"] = sample_interval(per_query_scores(m)[0], np.asarray(labels)[valid])
+        out["score_sample_ci"] = sample_interval(query_scores(stats.best), np.asarray(labels)[valid])
     return out
 
 
@@ -217,20 +208,10 @@ def _metrics_from_ranks(x: torch.Tensor, labels: torch.Tensor, chunk: int = CHUN
         hits_r[a:b].index_add_(0, q, within_r.double())
         best[a:b].scatter_reduce_(0, q, rank, reduce="amin")
     valid = n_rel > 0
-    n_valid = int(valid.sum())
-
-    def mean(v: torch.Tensor) -> float:
-        return float(v[valid].mean()) if n_valid else 0.0
-
-    top = {k: mean((best <= k).double()) for k in KS}
-    out = {f"top{k}": v for k, v in top.items()}
-    out["map"] = mean(ap / n_rel)
-    out["map_at_r"] = mean(ap_r / n_rel)
-    out["r_precision"] = mean(hits_r / n_rel)
-    out["score"] = competition_score(top)
-    out["n_queries"] = n_valid
     v = valid.cpu().numpy()
-    out["score_sample_ci"] = sample_interval(_query_scores(best.cpu().numpy()[v]), labels.cpu().numpy()[v])
+    stats = QueryStats(*(t.cpu().numpy()[v] for t in (best, ap, ap_r, hits_r, n_rel)))
+    out = reduce(stats) | {"n_queries": int(v.sum())}
+    out["score_sample_ci"] = sample_interval(query_scores(stats.best), labels.cpu().numpy()[v])
     return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.config import ConfigError
+from benchmark.params import ConfigError
 
 KS = (1, 5, 10)
 SCORE_WEIGHTS = {1: 600, 5: 300, 10: 100}

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.config import FIELDS, Config, legacy
+from benchmark.evaluation import measures
+from benchmark.evaluation.scoring import KS, competition_score
 
 CONFIG, METRICS, HISTORY = "config.yaml", "metrics.json", "history.csv"
 EMBEDDINGS, SPLIT, ENVIRONMENT, STATUS = "embeddings.npz", "split.json", "environment.json", "status.json"
@@ -39,8 +41,8 @@ BARE_METRICS = ("score_per_minute", "best_epoch", "diverged")
 SPLITS = ("val", "test")
 #: per-split facts: what its metrics are measured on (``split_facts``); known even when nothing is scorable
 SPLIT_FACTS = ("n_queries", "n_gallery", "positives", "identities")
-#: per-split retrieval metrics (``benchmark.evaluation.metrics.from_matches``)
-RANKING = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
+#: per-split retrieval metrics (each defined once, in ``benchmark.evaluation.measures``)
+RANKING = measures.RANKING
 
 #: Config defaults (the shared base config = the report's baseline), without building a Config
 DEFAULTS: dict = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
@@ -138,10 +140,8 @@ def check_metrics(metrics) -> dict:
 #: keys every successful record's metrics.json holds (null where the split is unscorable)
 REQUIRED_METRICS = ("val/score", "test/score")
 #: the range of a metric, by the part of its name after the split
-RANGES = {**{k: (0.0, 1.0) for k in ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "nmi",
-                                     "degenerate")},
-          "score": (0.0, 1000.0), "n_queries": (0, math.inf), "n_gallery": (0, math.inf),
-          "positives": (0.0, math.inf), "identities": (0, math.inf), "intra": (0.0, 2.0), "inter": (0.0, 2.0),
+RANGES = {**measures.RANGES, "nmi": (0.0, 1.0), "degenerate": (0.0, 1.0), "n_queries": (0, math.inf),
+          "n_gallery": (0, math.inf), "positives": (0.0, math.inf), "identities": (0, math.inf), "intra": (0.0, 2.0), "inter": (0.0, 2.0),
           "score_sample_ci": (0.0, 1000.0)}
 
 
@@ -168,11 +168,11 @@ def check_record_metrics(metrics) -> dict:
         if scorable and out.get(f"{split}/score", 0) is None:
             raise ValueError(f"{split}/score is null although {split} is scorable (n_queries "
                              f"{out.get(f'{split}/n_queries')}): a number is required")
-        top = [out.get(f"{split}/top{k}") for k in (1, 5, 10)]
+        top = [out.get(f"{split}/top{k}") for k in KS]
         if None not in top and out.get(f"{split}/score") is not None:
             if not top[0] <= top[1] + 1e-9 <= top[2] + 2e-9:
                 raise ValueError(f"{split} Top-1/5/10 = {top} are not increasing")
-            if abs(600 * top[0] + 300 * top[1] + 100 * top[2] - out[f"{split}/score"]) > 1e-6 * 1000:
+            if abs(competition_score(dict(zip(KS, top))) - out[f"{split}/score"]) > 1e-6 * 1000:
                 raise ValueError(f"{split}/score = {out[f'{split}/score']} is not 600 Top-1 + 300 Top-5 + "
                                  "100 Top-10")
     return out

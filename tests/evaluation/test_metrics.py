@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from benchmark.evaluation import metrics
-from benchmark.evaluation.metrics import competition_score, embedding_metrics, from_matches, retrieval_metrics
+from benchmark.evaluation.metrics import embedding_metrics, from_matches, retrieval_metrics
+from benchmark.evaluation.scoring import competition_score
 
 KEYS = ("top1", "top5", "top10", "map", "map_at_r", "r_precision", "score")
 
