@@ -136,7 +136,7 @@ def _model(cfg: Config):
     embedding needs a trained head (None for ``embedding=backbone``), and the (preprocessing, plan,
     frozen network, device, cache) that ``image_features`` embeds the folders with."""
     from benchmark.models.backbones import split
-    from benchmark.run import feature_spec, frozen_backbone, prepare, resolve_device
+    from benchmark.pipeline import feature_spec, frozen_backbone, prepare, resolve_device
 
     if cfg.embedding == "head":
         engine = prepare(cfg).engine
@@ -228,7 +228,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
     # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
     # submit on the same gallery reads its features
     gallery = embed(head, image_features(list(map(str, gallery_paths)), *features)[0]).cpu().numpy().astype(np.float32)
-    from benchmark.run import style_tag
+    from benchmark.pipeline import style_tag
 
     query_style = style_tag(cfg, cfg.query_style)  # a test-time remedy: the queries rendered too
     queries = embed(head, image_features(list(map(str, query_paths)), *features, style=query_style)[0])

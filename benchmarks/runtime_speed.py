@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark import run
+from benchmark import pipeline
 from benchmark.config import Config
 from benchmark.features import runtime
 from benchmark.features.cache import FeatureCache
@@ -34,7 +34,7 @@ BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0", "v
 
 
 def _pass(cfg: Config) -> tuple[float, torch.Tensor, str]:
-    prep = run.prepare(cfg)
+    prep = pipeline.prepare(cfg)
     t0 = time.perf_counter()
     feats = prep.engine.eval_all()
     return time.perf_counter() - t0, feats, prep.engine.prep.runtime
@@ -45,7 +45,7 @@ def measure(name: str, base: dict, repeats: int, root: Path) -> dict:
     cfg = Config(**base, backbone=name, weights=weights)
     exports = root / "exports"  # the export, made once (not timed), reused by every onnxruntime pass
     device = torch.device("cpu")
-    rt = run.feature_spec(cfg, run.frozen_backbone(cfg, device), device, FeatureCache(exports))[0].runtime
+    rt = pipeline.feature_spec(cfg, pipeline.frozen_backbone(cfg, device), device, FeatureCache(exports))[0].runtime
     times = {"torch": [], "onnxruntime": []}
     feats = {}
     n = None

@@ -81,7 +81,7 @@ def child_features(n: int, folder: str, device: str) -> dict:
     from benchmark.features.cache import FeatureCache
     from benchmark.features.views import eval_view
     from benchmark.models.backbones import build_backbone
-    from benchmark.run import feature_spec
+    from benchmark.pipeline import feature_spec
 
     paths = make_folder(Path(folder), n)
     rss_before = _peak_rss_gb()

@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from benchmark import run, sweep  # noqa: E402
+from benchmark import pipeline, sweep  # noqa: E402
 from benchmark.features.cache import FeatureCache  # noqa: E402
 from benchmark.config import parse_overrides, resolve  # noqa: E402
 from benchmark.results import store  # noqa: E402
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fresh_process_state() -> None:
     """Forget built backbones, so each phase pays its own start-up."""
-    run._BACKBONES.clear()
+    pipeline._BACKBONES.clear()
 
 
 def _sweep(sweep_file, out: Path, overrides: dict, cache: Path, **kw) -> tuple[pd.DataFrame, float]:
@@ -78,7 +78,7 @@ def main() -> None:
     shutil.rmtree(out / "runs", ignore_errors=True)
     overrides = {"tracking": "none", **parse_overrides(args.set)}
     base_cfg = resolve("efficientnet_b0-lr0.001-ep3", overrides)
-    device = run.resolve_device(base_cfg)
+    device = pipeline.resolve_device(base_cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -116,7 +116,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "none (CPU)"
     peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
-    print(f"\nfeature pass ({run.precision(base_cfg, device)}):")
+    print(f"\nfeature pass ({pipeline.precision(base_cfg, device)}):")
     for bb, r in rates.iterrows():
         ref_rate = H200_RATES.get(bb)
         vs = f"  (H200 forward-only: {ref_rate[0]} fp32, {ref_rate[1]} bf16+cl)" if ref_rate else ""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark import run, splits
+from benchmark import pipeline, run, splits
 from benchmark.features import extract as features
 from benchmark.features.cache import FeatureCache
 from benchmark.config import Config, from_dict, parse_overrides
@@ -36,7 +36,7 @@ SIZE_BACKBONES = ("resnet50", "efficientnet_b0", "vit_b_16", "efficientnet_lite0
 
 
 def _timed(cfg: Config) -> tuple[dict, float]:
-    run._BACKBONES.clear()
+    pipeline._BACKBONES.clear()
     t0 = time.perf_counter()
     metrics, *_ = run.execute(cfg)
     return metrics, time.perf_counter() - t0
@@ -67,7 +67,7 @@ def sizes(cfg: Config) -> list[dict]:
     for name in SIZE_BACKBONES:
         c = cfg.replace(backbone=name, weights="random")
         frozen, _ = split(build_backbone(c), c.trainable_blocks)
-        prep, _ = run.feature_spec(c.replace(runtime="torch"), frozen, torch.device("cpu"), FeatureCache(c.cache_dir))
+        prep, _ = pipeline.feature_spec(c.replace(runtime="torch"), frozen, torch.device("cpu"), FeatureCache(c.cache_dir))
         shape = features.output_shape(frozen, prep)
         per = int(np.prod(shape)) * getattr(torch, c.boundary_dtype).itemsize
         rows.append({"backbone": name, "shape": list(shape), "kB_per_image": per / 1e3, "images": n,

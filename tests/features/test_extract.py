@@ -13,7 +13,7 @@ from benchmark.features.augment import random_resized_crop_flip
 from benchmark.config import Config
 from benchmark.models.backbones import build_backbone
 from benchmark.features.views import decode, eval_view
-from benchmark.run import precision
+from benchmark.pipeline import precision
 from tiny_prep import make_prep
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import run
+from benchmark import pipeline
 from benchmark.config import Config, ConfigError
 from benchmark.features import runtime
 from benchmark.features.cache import FeatureCache
@@ -40,7 +40,7 @@ def _orl(cache_dir, **kw) -> Config:
 
 
 def _features(cfg: Config):
-    prep = run.prepare(cfg)
+    prep = pipeline.prepare(cfg)
     return prep.engine.prep, prep.engine.eval_features("test"), prep
 
 
@@ -109,11 +109,11 @@ def test_a_broken_or_unverified_export_falls_back_to_torch_logged_once(cache_dir
 def test_resolution_rules(cache_dir):
     cfg = _orl(cache_dir)
     device = torch.device("cpu")
-    frozen = run.frozen_backbone(cfg, device)
+    frozen = pipeline.frozen_backbone(cfg, device)
     cache = FeatureCache(cache_dir)
 
     def resolved(**kw):
-        return run.feature_spec(cfg.replace(**kw), frozen, device, cache)[0].runtime
+        return pipeline.feature_spec(cfg.replace(**kw), frozen, device, cache)[0].runtime
 
     assert resolved() == "onnxruntime"
     assert resolved(runtime="torch") == "torch"

@@ -14,7 +14,7 @@ import torch
 
 from benchmark.config import Config, ConfigError
 from benchmark.features.cache import FeatureCache
-from benchmark.run import feature_spec
+from benchmark.pipeline import feature_spec
 from benchmark.models import backbones
 from benchmark.models.backbones import adapt, availability, build_backbone, check_backbone
 
@@ -168,7 +168,7 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     torch_net = _tiny_onnx(path, size=32, metadata={"mean": "0.5,0.5,0.5", "std": "0.25,0.25,0.25"})
     cfg = adapt(_orl(backbone=f"onnx:{path}", embedding="backbone"))
     assert (cfg.image_size, cfg.resize) == (32, 32)  # read from the model's static input
-    from benchmark.run import prepare
+    from benchmark.pipeline import prepare
     from benchmark.features.views import decode, eval_view
 
     prep = prepare(cfg)

@@ -1,0 +1,134 @@
+"""The pipeline's front half, shared by ``benchmark run`` and ``benchmark submit``: a config's data,
+split, device, frozen backbone and feature engine (``prepare``), and the feature values they decide
+(``feature_spec``, ``style_tag``). Both commands build their inputs here, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark import splits
+from benchmark.config import Config
+from benchmark.data import load_dataset
+from benchmark.data.check import check_images
+from benchmark.features import decoders, runtime, styles
+from benchmark.features.cache import FeatureCache
+from benchmark.features.engines import ENGINES, Engine
+from benchmark.features.spec import Plan, Preprocessing
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
+from benchmark.training import losses
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
+    return torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Prepared:
+    """What a run has built before training: reused by ``submit`` to embed new images."""
+
+    cfg: Config
+    df: pd.DataFrame
+    device: torch.device
+    engine: Engine
+    #: images left out by ``on_bad_image: skip`` (``{path, reason}``)
+    skipped_images: list[dict] = field(default_factory=list)
+    #: what a reader of the run must know (unscorable splits, divergence ...): status.json and the log
+    warnings: list[str] = field(default_factory=list)
+    #: the epoch after which a sweep's early termination stopped training (None: not stopped)
+    stopped_epoch: int | None = None
+    #: each test item's own score as a query (query -> gallery runs; ``evaluation.split_evaluation``)
+    test_query_scores: np.ndarray | None = None
+
+
+_BACKBONES: dict[tuple, FrozenBackbone] = {}
+
+
+def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
+    """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
+    key = (cfg.backbone, cfg.weights, cfg.input_mean, cfg.input_std, str(device))
+    if key not in _BACKBONES:
+        if len(_BACKBONES) >= 4:
+            _BACKBONES.pop(next(iter(_BACKBONES)))
+        _BACKBONES[key] = build_backbone(cfg).to(device)  # fails fast (e.g. offline weights)
+    return _BACKBONES[key]
+
+
+def precision(cfg: Config, device: torch.device) -> str:
+    """fp32 | bf16. ``auto``: bf16 only for the cached engine on CUDA; the reference engine is the
+    oracle and stays fp32 on every device unless bf16 is asked for explicitly."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if device.type == "cuda" and cfg.engine == "cached" else "fp32"
+
+
+def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
+                 cache: FeatureCache) -> tuple[Preprocessing, Plan]:
+    """The features package's two values for ``cfg`` (an adapted config), built here once: what
+    decides every feature (its runtime resolved: an ONNX Runtime export is made and verified on first
+    use) and what the run reads."""
+    spec = frozen.spec
+    prep = Preprocessing(
+        backbone=cfg.backbone, weights=frozen.weights_id, image_size=cfg.image_size, resize=cfg.resize,
+        mean=tuple(spec.mean) if cfg.normalize else None, std=tuple(spec.std) if cfg.normalize else None,
+        decoder=decoders.resolve(cfg.decoder, device), device=device.type, precision=precision(cfg, device),
+        runtime="torch", align=frozen.aligner.identity if frozen.aligner is not None else None,
+        trainable_blocks=cfg.trainable_blocks, dtype=cfg.boundary_dtype if cfg.trainable_blocks else "float32")
+    if cfg.engine == "cached":  # the reference engine is the torch oracle
+        prep = prep.replace(runtime=runtime.resolve(cfg.runtime, frozen, prep, cache.root))
+    plan = Plan(augment=cfg.augment, epochs=cfg.epochs, aug_views=cfg.aug_views, seed=cfg.seed,
+                batch_size=cfg.batch_size, samples_per_class=cfg.samples_per_class,
+                trains=cfg.embedding == "head", eval_batch_size=cfg.eval_batch_size, workers=cfg.num_workers,
+                dataset=cfg.dataset, train_styles=tuple(style_tag(cfg, s) for s in cfg.train_styles))
+    return prep, plan
+
+
+def style_tag(cfg: Config, name: str) -> str | None:
+    """The ``Preprocessing.style`` of renders in style ``name`` with the config's ``style_args``
+    (checked against the style's declared parameters when the config was made)."""
+    return styles.tag(name, cfg.style_args.get(name))
+
+
+def row_styles(df, cfg: Config) -> list[str | None]:
+    """The style (tag) each image is evaluated in: gallery items of val/test in their split's gallery
+    style, queries in ``query_style``, everything else (training images, same-domain) as photos."""
+    tags = {name: style_tag(cfg, name) for name in {cfg.query_style, *cfg.gallery_styles.values()}}
+    side, split = df["side"].to_numpy(), df["split"].to_numpy()
+    gallery = cfg.gallery_styles
+    return [tags[gallery[sp]] if sd == "gallery" and sp in gallery else tags[cfg.query_style] if sd == "query"
+            else None for sd, sp in zip(side, split)]
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
+    cfg = adapt(cfg)
+    losses.check(cfg)  # the loss and miner build (a miner with loss=ce has no effect) before any feature is computed
+    df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
+    df = splits.make_split(df, cfg)
+    if "side" in df:
+        df["style"] = pd.Series(row_styles(df, cfg), index=df.index, dtype=object)
+    device = resolve_device(cfg)
+    frozen, units = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
+    cache = FeatureCache(cfg.cache_dir)
+    features, plan = feature_spec(cfg, frozen, device, cache)
+    prep = Prepared(cfg, df, device, ENGINES[cfg.engine](features, plan, frozen, units, df, device, cache), skipped)
+    if skipped:
+        prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
+                             f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    if "side" in df:
+        for name in ("val", "test"):
+            queries_only, _ = splits.one_sided(df, name)
+            if queries_only:
+                n = int((df["identity"].isin(queries_only) & (df["split"] == name) & (df["side"] == "query")).sum())
+                prep.warnings.append(f"{name}: {len(queries_only)} identities have queries but no gallery item, "
+                                     f"their {n} queries are left out: {', '.join(queries_only[:10])}"
+                                     + (" ..." if len(queries_only) > 10 else ""))
+    return prep
+
+
