@@ -78,8 +78,9 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from benchmark import sweep
 
-    df = sweep.run_sweep(args.sweep_file, args.out, parse_overrides(args.set), args.select, args.seeds,
-                         args.rerun, args.rerun_failed, args.budget, args.search_seed)
+    df = sweep.run_sweep(args.sweep_file, args.out, parse_overrides(args.set), select=args.select, seeds=args.seeds,
+                         rerun=args.rerun, rerun_failed=args.rerun_failed, budget=args.budget,
+                         search_seed=args.search_seed)
     print(sweep.format_summary(df))
     if args.report:
         from benchmark.results import store
@@ -163,7 +164,8 @@ def cmd_submit(args) -> int:
     overrides = parse_overrides(args.set)
     if overrides:
         cfg = cfg.replace(**overrides)
-    print(format_summary(submit(cfg, args.query, args.gallery, args.k, Path(args.out), args.index_dir, args.train)))
+    print(format_summary(submit(cfg, args.query, args.gallery, k=args.k, out=Path(args.out), index_dir=args.index_dir,
+                                train_dir=args.train)))
     return 0
 
 
@@ -178,9 +180,10 @@ def cmd_score(args) -> int:
 def cmd_make_competition(args) -> int:
     from benchmark.competition import make_competition
 
-    manifest = make_competition(args.out, args.data_home, args.train_min, args.test_min, args.test_max,
-                                args.queries_per_identity, args.seed, args.max_test_identities,
-                                args.max_train_identities, overwrite=args.overwrite,
+    manifest = make_competition(args.out, data_home=args.data_home, train_min=args.train_min, test_min=args.test_min,
+                                test_max=args.test_max, n_query_per_identity=args.queries_per_identity, seed=args.seed,
+                                max_test_identities=args.max_test_identities,
+                                max_train_identities=args.max_train_identities, overwrite=args.overwrite,
                                 gallery_style=args.gallery_style, style_args=parse_overrides(args.style_arg) or None)
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
     return 0

@@ -62,7 +62,7 @@ def _pick(names: list[str], n: int | None, rng: np.random.Generator) -> list[str
     return sorted(rng.choice(names, size=n, replace=False).tolist())
 
 
-def make_competition(out_dir: Path | str, data_home: str | None = None, train_min: int = 20,
+def make_competition(out_dir: Path | str, *, data_home: str | None = None, train_min: int = 20,
                      test_min: int = 5, test_max: int = 19, n_query_per_identity: int = 1,
                      seed: int = 0, max_test_identities: int | None = None,
                      max_train_identities: int | None = None,

@@ -167,7 +167,7 @@ def _write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1))
 
 
-def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int = 10,
+def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: int = 10,
            out: Path | str = Path("submission.json"), index_dir: Path | str | None = None,
            train_dir: Path | str | None = None) -> dict:
     """Train ``cfg``'s head, index the gallery, retrieve the top-``k`` for every query, write ``out``.
@@ -251,7 +251,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         files["head"] = index_dir / HEAD_FILE
         torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
 
-    if cfg.centering or cfg.rerank != "none":  # test-time remedies re-score every query x gallery pair
+    chain = remedies.chain(cfg)
+    if chain:  # test-time remedies re-score every query x gallery pair
         idx = np.argsort(-remedies.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
     else:
         _, idx = search(queries, gallery, k_used)
@@ -266,8 +267,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, k: int =
         "gallery": {"folder": str(gallery_dir), "n_images": len(g_names), "n_skipped": len(gallery_skipped),
                     "skipped": gallery_skipped},
         "warnings": msgs, "train": train_info, "device": str(device),
-        "search": ("faiss IndexFlatIP" if faiss is not None else "torch exact top-k") if cfg.rerank == "none"
-        and not cfg.centering else f"exact scores after centering={cfg.centering}, rerank={cfg.rerank}",
+        "search": f"exact scores after {' + '.join(chain)}" if chain else
+        "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
         "query_style": cfg.query_style,
         "time_s": time.perf_counter() - t0,
     }

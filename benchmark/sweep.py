@@ -338,7 +338,7 @@ class Budget:
         return None
 
 
-def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: dict | None = None,
+def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: dict | None = None, *,
               select: list[str] | None = None, seeds: int | None = None, rerun: bool = False,
               rerun_failed: bool = False, budget: float | None = None, search_seed: int = 0) -> pd.DataFrame:
     """Run the sweep until done (grid: every planned run not yet recorded; random/bayes: until

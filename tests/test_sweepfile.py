@@ -51,7 +51,7 @@ def _write(tmp_path, **doc) -> Path:
     ({"run_cap": 0}, "run_cap: 0 must be a positive whole number"),
     ({"parameters": {"lr": {"min": 0.1, "max": 0.01}}}, "parameters.lr: min 0.1 is not less than max 0.01"),
     ({"parameters": {"lrr": {"values": [1]}}}, "parameters.lrr: 'lrr' is not a config key"),
-    ({"parameters": {"lr": {"values": [0.01, -1.0]}}}, "parameters.lr: lr=-1.0 must be > 0"),
+    ({"parameters": {"lr": {"values": [0.01, -1.0]}}}, "parameters.lr: lr=-1.0 is not valid: must be a number in (0, inf)"),
     ({"parameters": {"epochs": {"min": 1.0, "max": 4.0}}}, "parameters.epochs: epochs is a whole number"),
     ({"parameters": {"lr": {"values": [0.1, 0.01], "probabilities": [0.3, 0.3]}}},
      "parameters.lr: Probabilities [0.3, 0.3] do not sum to 1"),

@@ -158,7 +158,8 @@ def identity(name: str, args: dict | None = None) -> dict | None:
     of every cache key of rendered views; None for ``none``."""
     if name == NONE:
         return None
-    return {"style": name, "v": VERSIONS[name], **check(name, args)}
+    values = check(name, args)
+    return {"style": name, "v": VERSIONS[name], **values}
 
 
 def tag(name: str, args: dict | None = None) -> str | None:
