@@ -343,10 +343,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"style_args: {name!r} is not a style; choose from: {', '.join(STYLE_NAMES[1:])}")
         styles.check(name, args, key=f"style_args.{name}")
     remedies.check(cfg)  # the remedy registry's names and declared parameter domains (rerank, rerank_args)
-    if cfg.loss_args or cfg.miner_args:
-        from benchmark.training import losses  # PML (torch): imported only for a config that sets its arguments
+    if cfg.loss_args or cfg.miner_args:  # against the loss's and miner's declared domains
+        from benchmark.training import registry  # PML (torch): imported only for a config that sets them
 
-        losses.check_domains(cfg)  # loss_args/miner_args against the loss's and miner's declared domains
+        registry.check_domains(cfg.loss, cfg.loss_args, cfg.miner, cfg.miner_args)
     if cfg.query_style != "none" and not cfg.query_gallery:
         raise ConfigError(f"query_style={cfg.query_style} needs query -> gallery retrieval: set gallery_style, "
                           "gallery_home or query_fraction")
@@ -404,6 +404,8 @@ def _coerce(name: str, value):
                 return True
             if str(value).lower() in ("false", "0", "no", "off"):
                 return False
+            raise ValueError
+        if base in (int, float) and isinstance(value, bool):  # int(True) would read as 1
             raise ValueError
         if base is int:
             if isinstance(value, float) and not value.is_integer():

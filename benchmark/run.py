@@ -35,7 +35,7 @@ from benchmark.models.head import embed
 from benchmark.pipeline import prepare
 from benchmark.results import record, schema
 from benchmark.tracking import Tracker
-from benchmark.training import fit
+from benchmark.training.fit import fit
 
 
 def run_id_for(cfg: Config, overrides: dict | None = None) -> str:

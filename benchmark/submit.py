@@ -148,7 +148,7 @@ def _model(cfg: Config):
 
 
 def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
-    from benchmark.training import fit
+    from benchmark.training.fit import fit
 
     if engine is None:
         return None, {"embedding": "backbone", "trained": False}

@@ -84,6 +84,7 @@ def test_styles_list_every_renderer_with_its_parameters():
     df = catalog.styles().set_index("style")
     assert list(df.index) == list(styles.STYLES)
     assert df.loc["lowres", "parameters"] == "size=24 (an integer in [1, 4096])" and df.loc["grey", "parameters"] == "none"
+    assert df.loc["cartoon", "doc"].startswith("Cartoon rendering")
 
 
 def test_remedies_list_every_registry_entry_with_its_declared_domains():
@@ -93,4 +94,3 @@ def test_remedies_list_every_registry_entry_with_its_declared_domains():
     assert list(df.index) == list(REMEDIES)
     assert df.loc["centering", "config"] == "centering: true" and df.loc["kreciprocal", "config"] == "rerank: kreciprocal"
     assert "lambda_value=0.3 (a number in [0, 1])" in df.loc["kreciprocal", "parameters"]
-    assert df.loc["cartoon", "doc"].startswith("Cartoon rendering")

@@ -407,7 +407,7 @@ def test_test_time_remedies_rank_by_the_rerank_scores(folders):
     assert plain["search"].startswith(("faiss", "torch"))
     cfg = cfg.replace(query_fraction=0.5, centering=True, rerank="dba", rerank_args={"k": 1})
     summary = submit(cfg, q, g, k=4, out=tmp / "s.json", index_dir=tmp / "i2")
-    assert summary["search"] == "exact scores after centering=True, rerank=dba"
+    assert summary["search"] == "exact scores after centering + dba"
     qp, gp = sorted(q.iterdir()), sorted(g.iterdir())
     scores = remedies.scores(_independent_embeddings(cfg, qp), _independent_embeddings(cfg, gp), cfg)
     want = {p.name: [gp[j].name for j in row] for p, row in zip(qp, np.argsort(-scores, axis=1, kind="stable"))}

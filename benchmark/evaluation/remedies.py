@@ -6,7 +6,9 @@ database-side augmentation (DBA) and k-reciprocal re-ranking.
 its function. A config switches them on with ``centering: true`` and ``rerank: NAME[+NAME...]``
 (applied left to right, e.g. ``dba+aqe``), with ``rerank_args`` given to every member that declares
 the name. Config validation, ``benchmark list remedies``, ``submit`` and the report's labels all read
-this registry: adding a remedy is one entry here (and its test).
+this registry: adding a remedy is one entry here (and its test). A declaration module: config
+validation imports it, so it imports nothing of the pipeline (a ``cfg`` here is anything with
+``centering``, ``rerank`` and ``rerank_args``, i.e. a ``benchmark.config.Config``).
 
 - centering: subtract each side's own mean embedding, L2-normalize again (removes the offset a
   domain puts on every embedding).
@@ -22,14 +24,11 @@ this registry: adding a remedy is one entry here (and its test).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from benchmark.params import ConfigError, Param, check_args, describe
-
-if TYPE_CHECKING:
-    from benchmark.config import Config
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -151,12 +150,12 @@ def chain_of(rerank: str) -> list[str]:
     return names
 
 
-def chain(cfg: Config) -> list[str]:
+def chain(cfg) -> list[str]:
     """The config's remedies in the order they apply (centering first); [] = plain cosine search."""
     return ([_SWITCH] if cfg.centering else []) + chain_of(cfg.rerank)
 
 
-def resolve(cfg: Config) -> list[tuple[str, dict]]:
+def resolve(cfg) -> list[tuple[str, dict]]:
     """``(name, parameters)`` of each remedy of ``cfg``, its declared domains checked: one
     ConfigError naming ``rerank_args.<name>``, the value and the range, or an argument no member takes."""
     names = chain_of(cfg.rerank)
@@ -169,12 +168,12 @@ def resolve(cfg: Config) -> list[tuple[str, dict]]:
     return [(n, {k: full[k] for k in REMEDIES[n].params}) for n in chain(cfg)]
 
 
-def check(cfg: Config) -> None:
+def check(cfg) -> None:
     """Raise ConfigError for remedies or parameters ``cfg`` cannot use (``resolve``)."""
     resolve(cfg)
 
 
-def scores(queries, gallery, cfg: Config) -> np.ndarray:
+def scores(queries, gallery, cfg) -> np.ndarray:
     """Similarity [n_query, n_gallery] after the config's test-time remedies (``chain``)."""
     q = np.asarray(queries, dtype=np.float64)
     g = np.asarray(gallery, dtype=np.float64)

@@ -1,8 +1,9 @@
 """The report's Figures 1-6 as matplotlib Figures (object-oriented API, Agg canvas: no display, no
-pyplot state). Each function takes the configurations of one setting (``results.prepare(df).configs``)
-and returns the Figure, or raises ``Unsupported``; ``save`` writes a PNG. One colour per architecture
-everywhere (``common.palette``); error bars are 95% confidence intervals over seeds where a
-configuration has 2+ seeds."""
+pyplot state). Each function draws what its report section built (a ``tables`` table; Figure 6: a
+``retrieval_example``), so a figure shows the numbers written beside it, and returns the Figure, or
+raises ``Unsupported``; ``save`` writes a PNG. One colour per architecture everywhere
+(``common.palette``); error bars are 95% confidence intervals over seeds where a configuration has
+2+ seeds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from benchmark.report import tables
 from benchmark.report.common import arch_name, fmt_num, palette
 from benchmark.results.schema import Unsupported, missing
 
@@ -49,10 +49,9 @@ def save(fig: Figure, path: Path | str, dpi: int = 150) -> Path:
 
 
 # -- Figure 1 -----------------------------------------------------------------------------------------
-def figure1_lr(configs: pd.DataFrame) -> Figure:
-    """Test score vs learning rate (log x), one line per architecture at the baseline epochs (solid);
-    other sweeps (e.g. 5 epochs) dashed in the same colour."""
-    t = tables.lr_sweep(configs)
+def figure1_lr(t: pd.DataFrame) -> Figure:
+    """Test score vs learning rate (log x) of ``tables.lr_sweep``, one line per architecture at the
+    baseline epochs (solid); other sweeps (e.g. 5 epochs) dashed in the same colour."""
     pal = palette(t["backbone"])
     fig, (ax,) = _figure(7.5, 4.8)
     for line, g in t.groupby("line", sort=False):
@@ -73,12 +72,10 @@ def figure1_lr(configs: pd.DataFrame) -> Figure:
 
 
 # -- Figure 2 -----------------------------------------------------------------------------------------
-def figure2_epochs(configs: pd.DataFrame) -> Figure:
-    """(a) test score vs training epochs for the epoch sweep; (b) validation score per epoch from each
-    configuration's ``history.csv`` (seed mean); (c) train and validation loss of the longest one.
-    Panels (b)-(c) are left out when no run folder has a history."""
-    t = tables.epoch_sweep(configs)
-    hist = tables.histories(dict(zip(t["config"], t["run_dirs"])))
+def figure2_epochs(t: pd.DataFrame, hist: pd.DataFrame) -> Figure:
+    """(a) test score vs training epochs for the epoch sweep ``t`` (``tables.epoch_sweep``); (b)
+    validation score per epoch from its ``hist`` (``tables.histories``: seed means); (c) train and
+    validation loss of the longest one. Panels (b)-(c) are left out when no run folder has a history."""
     has_hist = not hist.empty and "val/score" in hist.columns
     fig, axes = _figure(15 if has_hist else 6.5, 4.6, 3 if has_hist else 1)
     color = palette([t["backbone"].iloc[0]])[t["backbone"].iloc[0]]
@@ -137,11 +134,10 @@ def figure2_epochs(configs: pd.DataFrame) -> Figure:
 
 
 # -- Figure 3 -----------------------------------------------------------------------------------------
-def figure3_ablations(configs: pd.DataFrame, confidence: float = 0.95) -> Figure:
-    """Horizontal bars: change of test score when one design choice is flipped (batch size,
-    normalization, augmentation, ...), relative to the reference configuration; 95% CI of the
-    difference as error bars where both have seeds."""
-    t = tables.ablations(configs, confidence)
+def figure3_ablations(t: pd.DataFrame) -> Figure:
+    """Horizontal bars of ``tables.ablations``: change of test score when one design choice is flipped
+    (batch size, normalization, augmentation, ...), relative to the reference configuration; 95% CI
+    of the difference as error bars where both have seeds."""
     pal = palette(t["backbone"])
     several_refs = t["reference"].nunique() > 1
     labels = [f"{r['ablation']}\n(vs {r['reference']})" if several_refs else r["ablation"] for _, r in t.iterrows()]
@@ -176,10 +172,9 @@ def figure3_ablations(configs: pd.DataFrame, confidence: float = 0.95) -> Figure
 
 
 # -- Figure 4 -----------------------------------------------------------------------------------------
-def figure4_efficiency(configs: pd.DataFrame) -> Figure:
-    """Bars: mean score per minute per architecture over its configurations; dots: each configuration
-    (with 95% CI over seeds where it has them)."""
-    t = tables.efficiency(configs)
+def figure4_efficiency(t: pd.DataFrame, configs: pd.DataFrame) -> Figure:
+    """Bars: mean score per minute per architecture over its configurations (``tables.efficiency``);
+    dots: each of the ``configs`` (with 95% CI over seeds where it has them)."""
     pal = palette(t["backbone"])
     fig, (ax,) = _figure(1.6 * len(t) + 6.0, 4.8)
     x = np.arange(len(t))
@@ -205,10 +200,9 @@ def figure4_efficiency(configs: pd.DataFrame) -> Figure:
 
 
 # -- Figure 5 -----------------------------------------------------------------------------------------
-def figure5_tradeoff(configs: pd.DataFrame) -> Figure:
-    """Test score vs time/cost_s, one colour per architecture; the Pareto front (dashed) links the
-    configurations no other one beats at equal or lower cost."""
-    t = tables.pareto(configs)
+def figure5_tradeoff(t: pd.DataFrame) -> Figure:
+    """Test score vs time/cost_s of ``tables.pareto``, one colour per architecture; the Pareto front
+    (dashed) links the configurations no other one beats at equal or lower cost."""
     pal = palette(t["backbone"])
     fig, (ax,) = _figure(9.5, 5.2)
     from benchmark.report.common import arch_order

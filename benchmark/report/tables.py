@@ -260,11 +260,12 @@ def read_epochs(t: pd.DataFrame) -> str:
     return out + "."
 
 
-def histories(run_dirs_by_config: dict[str, tuple]) -> pd.DataFrame:
-    """Per-epoch history (``history.csv``) of each configuration, averaged over its seeds.
+def histories(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch history (``history.csv``) of each configuration of ``sweep`` (``epoch_sweep``: its
+    ``config`` and ``run_dirs``), averaged over its seeds.
     Returns long rows: ``config, epoch`` + history columns + ``n_runs``; empty when no folder has one."""
     frames = []
-    for config, dirs in run_dirs_by_config.items():
+    for config, dirs in dict(zip(sweep["config"], sweep["run_dirs"])).items():
         hs = []
         for d in dirs:
             if d and (Path(d) / "history.csv").is_file():

@@ -1,5 +1,3 @@
-"""Training recipes: losses and miners (PML), batch sampling, optimizers and schedules, ``fit``."""
-
-from benchmark.training.fit import fit
-
-__all__ = ["fit"]
+"""Training recipes: losses and miners (PML; their registry in ``registry``), batch sampling,
+optimizers and schedules, ``fit.fit``. Imports nothing: config validation reads ``registry``
+without loading the training loop."""

@@ -46,6 +46,17 @@ def test_report_mentions_every_table_and_figure(built):
     assert text.count("**Reading:**") == len(SECTIONS)
 
 
+def test_sections_are_registered_objects_written_in_registry_order(built):
+    """Each ``## `` heading is one registered section; the synthetic set has neither searches nor
+    query -> gallery runs, so exactly the unconditional sections are written, in registry order."""
+    from benchmark.report.build import SECTIONS
+
+    titles = [s.title for s in SECTIONS]
+    assert all(titles) and all(callable(s.render) for s in SECTIONS)
+    assert len(set(titles)) == len(titles)
+    assert re.findall(r"^## (.+)$", built[1], flags=re.M) == [s.title for s in SECTIONS if s.applies is None]
+
+
 def test_report_tables_on_disk(built):
     path, _, _ = built
     for name in ("table1_architectures", "table2_top10", "protocol_audit", "reproduction", "failed_runs"):
@@ -141,7 +152,7 @@ def test_report_from_wandb_draws_figure2_from_fetched_history(synthetic, tmp_pat
     assert "Per-epoch validation curves skipped" not in text and "figure2_history_data.csv" in text
     fetched = pd.read_csv(tmp_path / "tables" / "figure2_history_data.csv")
     local_cfg = tables.epoch_sweep(prepare(ok).configs)
-    local = tables.histories(dict(zip(local_cfg["config"], local_cfg["run_dirs"])))
+    local = tables.histories(local_cfg)
     pd.testing.assert_frame_equal(fetched.sort_values(["config", "epoch"]).reset_index(drop=True),
                                   local.sort_values(["config", "epoch"]).reset_index(drop=True)[fetched.columns],
                                   check_dtype=False)

@@ -34,7 +34,7 @@ def test_palette_is_one_colour_per_backbone():
 
 
 def test_figure1_lr(configs):
-    fig = figures.figure1_lr(configs)
+    fig = figures.figure1_lr(tables.lr_sweep(configs))
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     assert "Learning rate" in ax.get_xlabel() and "Test score" in ax.get_ylabel() and "points" in ax.get_ylabel()
@@ -50,8 +50,13 @@ def test_figure1_lr(configs):
     assert lines[0].has_yerr  # the baseline has 3 seeds: error bars
 
 
+def figure2(configs):
+    t = tables.epoch_sweep(configs)
+    return figures.figure2_epochs(t, tables.histories(t))
+
+
 def test_figure2_epochs_and_curves(configs):
-    fig = figures.figure2_epochs(configs)
+    fig = figure2(configs)
     a, b, c = fig.axes
     assert "epochs" in a.get_xlabel().lower() and "Test score" in a.get_ylabel()
     (curve,) = errorbars(a)
@@ -64,15 +69,15 @@ def test_figure2_epochs_and_curves(configs):
 
 
 def test_figure2_without_histories_has_one_panel(configs):
-    fig = figures.figure2_epochs(configs.assign(run_dirs=[(None,)] * len(configs)))
+    fig = figure2(configs.assign(run_dirs=[(None,)] * len(configs)))
     assert len(fig.axes) == 1
 
 
 def test_figure3_ablations(configs):
-    fig = figures.figure3_ablations(configs)
+    t = tables.ablations(configs)
+    fig = figures.figure3_ablations(t)
     (ax,) = [x for x in fig.axes if x.get_xlabel()]
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
-    t = tables.ablations(configs)
     assert len(bars) == 4
     assert [p.get_width() for p in bars] == pytest.approx(list(t["delta"]))
     assert [x.get_text() for x in ax.get_yticklabels()] == list(t["ablation"])
@@ -82,10 +87,10 @@ def test_figure3_ablations(configs):
 
 
 def test_figure4_efficiency(configs):
-    fig = figures.figure4_efficiency(configs)
+    t = tables.efficiency(configs)
+    fig = figures.figure4_efficiency(t, configs)
     (ax,) = fig.axes
     (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
-    t = tables.efficiency(configs)
     assert [p.get_height() for p in bars] == pytest.approx(list(t["score_per_minute"]))
     assert [to_hex(p.get_facecolor()) for p in bars] == [palette()[b] for b in t["backbone"]]
     assert "per minute" in ax.get_ylabel().lower() and ax.get_xlabel() == "Architecture"
@@ -95,7 +100,7 @@ def test_figure4_efficiency(configs):
 
 
 def test_figure5_tradeoff(configs):
-    fig = figures.figure5_tradeoff(configs)
+    fig = figures.figure5_tradeoff(tables.pareto(configs))
     (ax,) = fig.axes
     assert "Cost of the configuration" in ax.get_xlabel() and "(s)" in ax.get_xlabel() and "Test score" in ax.get_ylabel()
     assert legend_labels(ax) == ["Pareto front", "EfficientNet-B0", "ViT-B/16", "ResNet50"]
@@ -171,7 +176,7 @@ def test_figure6_skips_missing_images(configs, tmp_path):
 
 
 def test_save_writes_png(configs, tmp_path):
-    p = figures.save(figures.figure1_lr(configs), tmp_path / "f" / "fig1.png")
+    p = figures.save(figures.figure1_lr(tables.lr_sweep(configs)), tmp_path / "f" / "fig1.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -185,7 +190,7 @@ def test_figure6_skips_unreadable_embeddings(configs, tmp_path):
 
 def test_figure3_with_several_references_labels_them(demo_df):
     c = prepare(demo_df).configs
-    fig = figures.figure3_ablations(c)
+    fig = figures.figure3_ablations(tables.ablations(c))
     (ax,) = [x for x in fig.axes if x.get_xlabel()]
     assert [x.get_text() for x in ax.get_yticklabels()] == ["no normalization"]  # one reference: in the title
     assert "demo-lr0.01-ep3" in ax.get_title()

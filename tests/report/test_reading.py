@@ -46,16 +46,20 @@ def configs(demo_dir):
 
 
 def test_axis_labels_are_words_not_internal_keys(configs):
-    for make in (figures.figure1_lr, figures.figure2_epochs, figures.figure3_ablations, figures.figure4_efficiency,
-                 figures.figure5_tradeoff):
-        for ax in make(configs).axes:
+    sweep = tables.epoch_sweep(configs)
+    for fig in (figures.figure1_lr(tables.lr_sweep(configs)), figures.figure2_epochs(sweep, tables.histories(sweep)),
+                figures.figure3_ablations(tables.ablations(configs)),
+                figures.figure4_efficiency(tables.efficiency(configs), configs),
+                figures.figure5_tradeoff(tables.pareto(configs))):
+        for ax in fig.axes:
             for label in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()):
-                assert not re.search(r"\w+/\w+|\.csv", label), (make.__name__, label)
+                assert not re.search(r"\w+/\w+|\.csv", label), (fig.get_suptitle(), label)
 
 
 def test_figure5_legend_only_names_what_is_drawn(configs):
-    (ax,) = figures.figure5_tradeoff(configs).axes
-    front = tables.pareto(configs)["pareto"].sum()
+    t = tables.pareto(configs)
+    (ax,) = figures.figure5_tradeoff(t).axes
+    front = t["pareto"].sum()
     (entry,) = [t.get_text() for t in ax.get_legend().get_texts() if "areto" in t.get_text()]
     (line,) = [ln for ln in ax.get_lines() if ln.get_label() == entry]
     assert len(line.get_xdata()) == front
@@ -64,12 +68,13 @@ def test_figure5_legend_only_names_what_is_drawn(configs):
     else:
         assert entry.startswith("Pareto-optimal") and line.get_linestyle() == "None"
     one = configs[configs["label"] == "demo-lr0.01-ep3"]  # a single configuration: a front of one point
-    (ax,) = figures.figure5_tradeoff(one).axes
+    (ax,) = figures.figure5_tradeoff(tables.pareto(one)).axes
     assert "Pareto front" not in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_figure2_no_series_hides_under_another(configs):
-    fig = figures.figure2_epochs(configs)
+    t = tables.epoch_sweep(configs)
+    fig = figures.figure2_epochs(t, tables.histories(t))
     lines = [ln for ln in fig.axes[1].get_lines() if ln.get_label().endswith(")")]
     assert len(lines) == 2
     points = [set(zip(np.round(ln.get_xdata(), 6), ln.get_ydata())) for ln in lines]
@@ -162,8 +167,8 @@ def test_an_untied_audit_with_a_constant_column_does_not_blame_the_count(configs
 def test_figure_titles_say_cost_not_training(configs):
     """Figure 4 said "Training efficiency" with configurations that train nothing; Figure 5 "training-time"
     while its axis is the cost."""
-    (ax4,) = figures.figure4_efficiency(configs).axes
-    (ax5,) = figures.figure5_tradeoff(configs).axes
+    (ax4,) = figures.figure4_efficiency(tables.efficiency(configs), configs).axes
+    (ax5,) = figures.figure5_tradeoff(tables.pareto(configs)).axes
     assert ax4.get_title() == "Figure 4. Cost efficiency: test score per minute of cost"
     assert ax5.get_title() == "Figure 5. Test score vs cost trade-off" and "Cost" in ax5.get_xlabel()
 

@@ -88,7 +88,7 @@ def test_epoch_sweep_figure2_data(configs, means):
 
 def test_histories_average_seeds(synthetic, configs):
     t = tables.epoch_sweep(configs)
-    h = tables.histories(dict(zip(t["config"], t["run_dirs"])))
+    h = tables.histories(t)
     runs = ok_closed(synthetic)
     dirs = runs.loc[runs["experiment"] == "efficientnet_b0-lr0.001-ep2", "run_dir"]
     expected = pd.concat(pd.read_csv(f"{d}/history.csv") for d in dirs).groupby("epoch")["val/score"].mean()

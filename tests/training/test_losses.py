@@ -12,7 +12,8 @@ from pytorch_metric_learning import miners as pml_miners
 from scipy.special import log_softmax
 
 from benchmark.config import PARAMS, Config, ConfigError, from_dict
-from benchmark.training.losses import LOSSES, MINERS, build_loss, build_miner, check, compute, parameters
+from benchmark.training.losses import build_loss, build_miner, check, compute
+from benchmark.training.registry import LOSSES, MINERS, parameters
 
 
 def _batch(n=24, dim=16, classes=4, seed=0):

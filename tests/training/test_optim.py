@@ -61,7 +61,7 @@ def test_optimizers_and_groups():
     ({"samples_per_class": 5}, "samples_per_class=5 must divide batch_size=32"),
     ({"scheduler": "linear"}, "choose one of: none, cosine, step, onecycle"),
     ({"weight_decay": -1}, "weight_decay=-1"),
-    ({"trainable_blocks": -1}, "trainable_blocks=-1 must be >= 0"),
+    ({"trainable_blocks": -1}, r"trainable_blocks=-1 is not valid: must be an integer in \[0, inf\)"),
 ])
 def test_bad_recipe_values(overrides, match):
     with pytest.raises(ConfigError, match=match):
