@@ -44,6 +44,7 @@ def test_experiments_list_names_overrides_and_files(tmp_path, monkeypatch):
         catalog.experiments()
 
 
+@pytest.mark.slow
 def test_sweeps_list_counts_grid_points():
     df = catalog.sweeps().set_index("sweep")
     # counted by hand from the files: 24 experiments; 2 protocols x 24; 8 demo experiments

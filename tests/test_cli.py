@@ -222,6 +222,7 @@ def _light(tmp_path) -> dict[str, list[str]]:
                                                                     "--truth", str(tmp_path / "truth.json")]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["list sweeps", "score-submission"])
 def test_light_commands_never_import_torch(command, tmp_path):
     """They imported torch: `list sweeps` took 8 s and 1.3 GB, `score-submission` 5.5 s and 1.2 GB

@@ -158,6 +158,7 @@ def test_experiments_dir_errors(tmp_path):
         config.load_experiments(tmp_path)
 
 
+@pytest.mark.slow
 def test_every_named_experiment_is_valid():
     from benchmark.training.losses import check
 

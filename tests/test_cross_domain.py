@@ -44,6 +44,7 @@ TODAY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TODAY))
 def test_same_domain_runs_give_the_numbers_recorded_before_cross_domain_existed(name, tmp_path, cache_dir):
     overrides, recorded = TODAY[name]
@@ -191,6 +192,7 @@ def test_real_other_domain_gallery_home_and_an_identity_on_one_side_only_is_name
     assert result["test/n_gallery"] == int((test["side"] == "gallery").sum())
 
 
+@pytest.mark.slow
 def test_face_detection_sees_the_rendered_image_once_and_is_keyed_by_style(tmp_path, monkeypatch):
     from benchmark.models import faces
 

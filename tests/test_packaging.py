@@ -52,6 +52,7 @@ def _benchmark(env_dir: Path, *args, cwd: Path) -> str:
     return _run([str(env_dir / "bin" / "benchmark"), *args], cwd=cwd).stdout
 
 
+@pytest.mark.slow
 def test_installed_wheel_lists_the_shipped_experiments_from_another_folder(installed, tmp_path):
     where = _run([str(installed / "bin" / "python"), "-c", "import benchmark; print(benchmark.__file__)"],
                  cwd=tmp_path).stdout

@@ -39,6 +39,7 @@ def record(tmp_path_factory, lfw_home):
     return cfg, out / run_id_for(cfg), result
 
 
+@pytest.mark.slow
 def test_record_files(record):
     cfg, rdir, result = record
     assert rdir.name == "e2e"
@@ -112,6 +113,7 @@ def _cli(*args, **env):
                           text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled", **env})
 
 
+@pytest.mark.slow
 def test_cli_unknown_experiment_exits_2():
     proc = _cli("run", "--experiment", "nope", "--out", "/nonexistent/never-written")
     assert proc.returncode == 2, proc.stderr
@@ -145,6 +147,7 @@ def test_run_id_ignores_keys_that_cannot_change_results():
     assert run_id_for(cfg.replace(lr=0.5), {"weights": "random", "lr": 0.5}) != plain
 
 
+@pytest.mark.slow
 def test_train_time_is_head_training_only_and_each_epoch_prints_a_line(tiny_cfg, cache_dir, monkeypatch, capsys,
                                                                         tmp_path):
     """Feature extraction made 1.5 s slower: it runs lazily inside the first epoch, so the epochs' wall
@@ -273,6 +276,7 @@ RECIPES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["cached", "reference"])
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_recipes_end_to_end_on_orl(recipe, engine, tmp_path, oracle_bounds):

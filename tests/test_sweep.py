@@ -81,6 +81,7 @@ def test_plan_select_and_seeds(tmp_path):
         sweep.plan(cfg, select=["nope*"])
 
 
+@pytest.mark.slow
 def test_grid_plans_are_unchanged_the_reports_24_runs_and_the_studys_plan():
     """Same runs, order and run ids as the grid runner always planned (read from the files here)."""
     report = yaml.safe_load((ROOT / "sweep.yaml").read_text())["parameters"]["experiment"]["values"]
@@ -143,6 +144,7 @@ def _killed_after_two_records(args: list[str], env: dict, out: Path) -> dict[str
     return _records(out)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
     sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
     before = _killed_after_two_records(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env, out)
@@ -159,6 +161,7 @@ def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, sweep_env):
     assert len(df) == len(EXPS) and (df["status"] == "ok").all() and df["run_id"].is_unique
 
 
+@pytest.mark.slow
 def test_two_runners_share_one_folder_without_duplicates(tmp_path, sweep_env):
     sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
     procs = [_cli(["sweep", str(sf), "--out", str(out), "--set", *TINY], sweep_env) for _ in range(2)]
@@ -187,6 +190,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_two_reruns_on_one_folder_run_each_run_once(tmp_path, sweep_env):
     """A second `sweep --rerun` started while the first was running redid the runs the first had
     already redone: a rerun now claims like a first run."""
@@ -209,6 +213,7 @@ def test_two_reruns_on_one_folder_run_each_run_once(tmp_path, sweep_env):
     assert all(t != before[r] for r, t in _records(out).items())  # every record is the rerun's
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_nothing_half_written(tmp_path, sweep_env):
     """Ctrl-C printed a 33-frame traceback."""
     sf, out = _sweep_file(tmp_path, EXPS), tmp_path / "out"
@@ -229,6 +234,7 @@ def test_ctrl_c_is_one_line_exit_130_and_nothing_half_written(tmp_path, sweep_en
     assert 1 <= len(df) < len(EXPS) and (df["status"] == "ok").all()  # whole records only, the rest not begun
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, monkeypatch):
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
     monkeypatch.setenv("SCIKIT_LEARN_DATA", sweep_env["SCIKIT_LEARN_DATA"])
@@ -250,6 +256,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, mo
     assert sorted(retried.loc[retried["action"] == "ran", "run_id"]) == sorted(failed.index)
 
 
+@pytest.mark.slow
 def test_an_edited_experiment_is_reported_and_rerun_not_skipped_as_recorded(tmp_path, sweep_env, monkeypatch):
     """Editing an experiment's lr in its YAML and resuming kept the old record (`skipped (recorded)`,
     the old numbers)."""
@@ -288,6 +295,7 @@ def _sweep_with_file_limit(limit: int, args: list[str], env: dict) -> subprocess
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_full_disk_names_the_path_records_the_run_as_failed_and_the_sweep_goes_on(tmp_path, sweep_env):
     """ulimit -f while writing the feature cache ended in torch's 'unexpected pos' naming no path; while
     writing a record in 'OSError: [Errno 27] File too large' with no file, no failed record, and the
@@ -350,6 +358,7 @@ def test_duplicate_keys_in_a_sweep_file_are_refused(tmp_path):
         sweep.load(dup)
 
 
+@pytest.mark.slow
 def test_a_damaged_record_is_listed_and_rerun_by_the_sweep(tmp_path, sweep_env, monkeypatch):
     """A truncated metrics.json used to crash results/report/choose/sweep with a JSON error naming no file."""
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])
@@ -419,6 +428,7 @@ def _configs(out: Path) -> list[tuple]:
     return sorted(zip(df["lr"], df["weight_decay"], df["epochs"]))
 
 
+@pytest.mark.slow
 def test_random_search_is_reproducible_and_resumes_after_kill_9(tmp_path, orl_env):
     """Two continuous parameters, offline; the seed fixes the proposals; a search killed mid-run
     resumes with exactly the runs of an uninterrupted one: none repeated, none lost."""
@@ -449,6 +459,7 @@ def test_proposals_are_reproducible_from_the_search_seed(tmp_path):
     assert isinstance(first[0]["lr"], float) and isinstance(first[0]["epochs"], int)  # plain values, not numpy
 
 
+@pytest.mark.slow
 def test_two_runners_share_one_bayes_search(tmp_path, orl_env):
     sf, out = _search_file(tmp_path, "bayes", run_cap=6), tmp_path / "out"
     procs = [_cli(["sweep", str(sf), "--out", str(out), "--set", *ORL], orl_env) for _ in range(2)]

@@ -174,6 +174,7 @@ def _offline_run(path: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep_file,tracking", [("sweep.yaml", "auto"), ("sweep.yaml", "none"),
                                                  ("experiments/sweeps/search.yaml", "auto")])
 def test_a_grid_point_under_wandb_agent(sweep_file, tracking, tiny_cfg, tmp_path, monkeypatch, capfd):

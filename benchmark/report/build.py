@@ -47,6 +47,7 @@ SECTIONS: list[Section] = []
 
 
 def _section(title: str, applies: Callable[[Inputs], bool] | None = None):
+    """Register the decorated render as the report's next section."""
     def register(render):
         SECTIONS.append(Section(title, applies, render))
         return render

@@ -30,6 +30,7 @@ def _worker(root: str, log: str, start: float) -> None:
     assert torch.equal(entry["features"], torch.arange(12.0).reshape(3, 4))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_compute_an_entry_once(tmp_path):
     log = tmp_path / "log"
     start = time.time() + 1.0
@@ -59,6 +60,7 @@ def test_cache_ls_and_clear_commands(tmp_path):
     assert list(root.glob("*.pt")) == []
 
 
+@pytest.mark.slow
 def test_cache_ls_tells_entries_apart_and_flags_bad_checksums(tmp_path):
     root = tmp_path / "c"
     cache = FeatureCache(root)
@@ -106,6 +108,7 @@ def _many_worker(root: str, log: str, start: float, order: list[int]) -> None:
         assert torch.equal(entry["features"], torch.full((2, 3), float(key["view"])))
 
 
+@pytest.mark.slow
 def test_processes_needing_overlapping_entries_compute_each_once(tmp_path):
     """Several entries per pass, asked for in different orders by 4 processes (as N agents sharing
     one cache folder do): no deadlock, every entry computed exactly once, every process served."""
@@ -148,6 +151,7 @@ def _ls(root: Path, *python_args: str) -> subprocess.CompletedProcess:
                           cwd=Path(__file__).parents[2])
 
 
+@pytest.mark.slow
 def test_cache_ls_labels_every_kind_of_entry_without_importing_torch(tmp_path):
     """Face detections used to show blank backbone and weights; ``cache ls`` took 4 s and 1 GB importing torch."""
     cache = FeatureCache(tmp_path / "c")

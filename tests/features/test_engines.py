@@ -47,6 +47,7 @@ def count_extract(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_cached_and_reference_engines_agree(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), lr=0.01)
     cached = run.execute(cfg.replace(engine="cached"))
@@ -79,6 +80,7 @@ def test_engines_give_the_same_features_and_batches(tiny_cfg, cache_dir):
     assert set(labels.tolist()) == set(range(prep_c.engine.n_classes)) and prep_c.engine.n_classes == 3
 
 
+@pytest.mark.slow
 def test_feature_cache_is_reused_and_heals(tiny_cfg, cache_dir, count_extract):
     cfg = tiny_cfg(cache_dir=str(cache_dir), augment=True, epochs=2, patience=0)
     first, *_ = run.execute(cfg)
@@ -157,6 +159,7 @@ def test_feature_cache_unit(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_engines_agree_for_a_mined_metric_learning_loss(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), loss="supcon", miner="multi_similarity", samples_per_class=4,
                    scheduler="cosine", lr=0.01, epochs=3)
@@ -167,6 +170,7 @@ def test_engines_agree_for_a_mined_metric_learning_loss(tiny_cfg, cache_dir):
     assert h_cached[0]["lr"] == 0.01 > h_cached[1]["lr"] > h_cached[2]["lr"]  # cosine, per epoch in history
 
 
+@pytest.mark.slow
 def test_engines_agree_with_a_trainable_block(tiny_cfg, cache_dir):
     """fp32 boundary cache: the same network as the reference's full forward, up to float rounding;
     fp16 (the default) stays close. The shared frozen backbone is never modified by training."""
@@ -214,6 +218,7 @@ def test_boundary_cache_refuses_when_the_disk_is_too_small(tiny_cfg, cache_dir, 
     assert not list(cache_dir.glob("*.pt"))  # nothing written
 
 
+@pytest.mark.slow
 def test_bf16_runs_both_engines_on_cpu(tiny_cfg, cache_dir):
     """precision=bf16 is the CUDA fast path's arithmetic, selectable on the CPU: both engines run it,
     it really changes the features (bf16 rounding), and stays close to fp32."""

@@ -44,6 +44,7 @@ def _features(cfg: Config):
     return prep.engine.prep, prep.engine.eval_features("test"), prep
 
 
+@pytest.mark.slow
 def test_onnxruntime_features_equal_torch_and_rank_identically(cache_dir):
     ort_prep, ort, _ = _features(_orl(cache_dir, runtime="onnxruntime"))
     torch_prep, ref, prep = _features(_orl(cache_dir, runtime="torch"))
@@ -61,6 +62,7 @@ def test_onnxruntime_features_equal_torch_and_rank_identically(cache_dir):
     assert auto_prep == ort_prep and torch.equal(auto, ort)
 
 
+@pytest.mark.slow
 def test_the_export_is_made_once_per_network_and_stored_in_the_cache(cache_dir, monkeypatch):
     calls = []
     real = torch.onnx.export
@@ -74,6 +76,7 @@ def test_the_export_is_made_once_per_network_and_stored_in_the_cache(cache_dir, 
     assert len(calls) == 2 and len(list((cache_dir / "onnx").glob("*.onnx"))) == 2
 
 
+@pytest.mark.slow
 def test_a_damaged_export_file_is_made_anew(cache_dir):
     _features(_orl(cache_dir))
     (export,) = (cache_dir / "onnx").glob("*.onnx")
@@ -86,6 +89,7 @@ def test_a_damaged_export_file_is_made_anew(cache_dir):
     assert (feats - ref).abs().max() <= runtime.TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["export", "verification"])
 def test_a_broken_or_unverified_export_falls_back_to_torch_logged_once(cache_dir, monkeypatch, caplog, fault):
     if fault == "export":
@@ -126,6 +130,7 @@ def test_resolution_rules(cache_dir):
     assert not backbones.check_backbone("sface").exportable  # already an ONNX graph: runs as it is
 
 
+@pytest.mark.slow
 def test_boundary_activations_through_onnxruntime_equal_torch(cache_dir):
     """trainable_blocks: the frozen part up to the boundary is exported; the blocks train in torch."""
     kw = dict(trainable_blocks=1, embedding="head", augment="none", epochs=1)

@@ -36,6 +36,7 @@ RUNS = {
 RANKING = ("top1", "top5", "top10", "r_precision")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_recorded_metrics_equal_the_values_before_the_move(name, cache_dir, request):
     over = RUNS[name]

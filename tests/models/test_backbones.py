@@ -45,6 +45,7 @@ def test_registry_dims_are_the_published_ones():
     assert {name: spec.dim for name, spec in BACKBONES.items()} == DECLARED_DIMS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_random_backbone_dim_and_frozen(name):
     if name == "efficientnet_lite0":

@@ -77,6 +77,7 @@ def _case(family: str, onnx_file) -> tuple[str, str]:
     return (f"onnx:{onnx_file}" if family == "onnx" else name), weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILY_CASES))
 def test_spec_contract(family, onnx_file, tmp_path):
     """dim, preprocessing, weights identity in the cache key, frozen, stable across builds."""
@@ -190,6 +191,7 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     assert check_backbone(f"onnx:{dyn}").mean == backbones.IMAGENET_MEAN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["torchvision:resnet18", "timm:resnet18"])
 def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle_bounds):
     if backbone.startswith("timm"):
@@ -237,6 +239,7 @@ def sface_ok():
         pytest.skip(reason)
 
 
+@pytest.mark.slow
 def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle_bounds):
     from benchmark.run import run
 
@@ -252,6 +255,7 @@ def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, or
     assert "image_size: 112" in saved and "resize: 112" in saved  # the size the backbone required
 
 
+@pytest.mark.slow
 def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle_bounds):
     from benchmark.run import run
 
@@ -266,6 +270,7 @@ def test_sface_on_lfw_subset(sface_ok, lfw_home, tmp_path, oracle_bounds):
     assert res["test/top1"] > 0.9  # a face model on faces: three people are told apart
 
 
+@pytest.mark.slow
 def test_sface_fallback_is_counted_and_centre_cropped(sface_ok, tmp_path):
     """Images without a face fall back to their central square (resized to 112x112); the run
     records how many did, and both engines align the same way."""

@@ -33,6 +33,7 @@ def built(synthetic, tmp_path_factory):
     return path, path.read_text(), tracker
 
 
+@pytest.mark.slow
 def test_report_mentions_every_table_and_figure(built):
     path, text, _ = built
     assert path.name == "report.md"
@@ -55,6 +56,23 @@ def test_sections_are_registered_objects_written_in_registry_order(built):
     assert all(titles) and all(callable(s.render) for s in SECTIONS)
     assert len(set(titles)) == len(titles)
     assert re.findall(r"^## (.+)$", built[1], flags=re.M) == [s.title for s in SECTIONS if s.applies is None]
+
+
+def test_a_failing_section_is_reported_in_place_and_the_others_are_written(tmp_path, monkeypatch):
+    import dataclasses
+
+    from benchmark.report import build
+    from benchmark.report.build import SECTIONS
+
+    def boom(w, r):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(build, "SECTIONS", [dataclasses.replace(SECTIONS[0], render=boom), *SECTIONS[1:]])
+    with pytest.warns(UserWarning, match=f"report section {SECTIONS[0].title!r} failed: RuntimeError: boom"):
+        text = build_report(pd.DataFrame(), tmp_path).read_text()
+    failed, rest = text.split(f"## {SECTIONS[0].title}")[1].split("\n## ", 1)
+    assert failed.strip() == "*Could not be produced (RuntimeError: boom); the other sections are unaffected.*"
+    assert rest.startswith(SECTIONS[1].title) and f"## {SECTIONS[-1].title}" in text
 
 
 def test_report_tables_on_disk(built):
@@ -97,6 +115,7 @@ def test_demo_like_set_does_not_crash(demo_df, tmp_path):
         assert (tmp_path / "figures" / f"{f}.png").is_file()
 
 
+@pytest.mark.slow
 def test_wandb_like_frame_without_run_folders(synthetic, tmp_path):
     df = synthetic.drop(columns=["run_dir"])
     df = df[df["protocol"] == "closed-set"]
@@ -117,6 +136,7 @@ def test_thin_frames_do_not_crash(frame, tmp_path):
     assert text.startswith("# ") and "Could not be produced" not in text
 
 
+@pytest.mark.slow
 def test_report_from_wandb_draws_figure2_from_fetched_history(synthetic, tmp_path, monkeypatch, capsys):
     """W&B public-API Run objects (built offline from the synthetic records; their history as W&B
     logged it, step = epoch) through ``benchmark report --from-wandb``: Figure 2's curves equal the
@@ -171,6 +191,7 @@ def _searched(synthetic):
     return df
 
 
+@pytest.mark.slow
 def test_search_section_counts_stopped_runs_and_draws_best_so_far(synthetic, tmp_path):
     from benchmark.report import tables
 

@@ -105,6 +105,7 @@ def test_table2_no_lr_or_epochs_without_a_trained_head_and_diverged_flagged(conf
     assert t.loc[t["config"] == "demo-lr0.01-ep3", "lr"].item() == 0.01
 
 
+@pytest.mark.slow
 def test_report_says_what_each_split_is_measured_on(demo_dir, tmp_path):
     text = build_report(store.load(demo_dir), tmp_path).read_text()
     measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item "
@@ -135,6 +136,7 @@ def tied_dir(tmp_path_factory):
     return root / "runs"
 
 
+@pytest.mark.slow
 def test_tied_runs_are_called_tied_and_draw_no_conclusion(tied_dir, tmp_path):
     """It said "ρ n/a (< 3 configurations) over 7 configurations", "LR 0.001 is best … +0.0%", "largest
     change: … (+0.0); smallest: …" and "validation would have picked the right model"."""

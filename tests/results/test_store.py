@@ -73,6 +73,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         store.load(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_results_choose_and_report_import_no_torch():
     """The results layer and the commands that only read results never import torch."""
     out = subprocess.run([sys.executable, "-X", "importtime", "-c",
@@ -83,6 +84,7 @@ def test_results_choose_and_report_import_no_torch():
     assert "torch" not in imported
 
 
+@pytest.mark.slow
 def test_reading_and_choosing_never_load_torch(results, tmp_path):
     """Using them (records read and validated, configs built, a choice written) stays torch-free too."""
     code = f"""
