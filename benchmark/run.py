@@ -27,6 +27,7 @@ import pandas as pd
 from benchmark import splits
 from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
 from benchmark.divergence import divergence
+from benchmark.evaluation import remedies
 from benchmark.evaluation.evaluate import split_evaluation
 from benchmark.evaluation.metrics import degenerate, embedding_metrics
 from benchmark.features.cache import FeatureCache
@@ -87,8 +88,10 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
         why = degenerate(emb)  # flagged (1.0) with a warning; non-finite values give no number at all
         finite = bool(np.isfinite(emb).all())
         sides = prep.df["side"].to_numpy()[idx] if "side" in prep.df else None
-        values, per_query = split_evaluation(emb, labels[idx], sides, cfg) if finite else \
+        skipped: dict[str, str] = {}
+        values, per_query = split_evaluation(emb, labels[idx], sides, cfg, skipped) if finite else \
             ({k: None for k in (*schema.RANKING, "n_queries")} | schema.split_facts(labels[idx]), None)
+        prep.warnings += [f"{split}: {note}" for note in remedies.skip_notes(skipped)]
         if split == "test":
             prep.test_query_scores = per_query
         metrics |= {f"{split}/{k}": v for k, v in values.items()}

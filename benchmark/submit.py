@@ -253,7 +253,12 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
 
     chain = remedies.chain(cfg)
     if chain:  # test-time remedies re-score every query x gallery pair
-        idx = np.argsort(-remedies.scores(queries, gallery, cfg), axis=1, kind="stable")[:, :k_used]
+        skipped: dict[str, str] = {}
+        idx = np.argsort(-remedies.scores(queries, gallery, cfg, skipped), axis=1, kind="stable")[:, :k_used]
+        for note in remedies.skip_notes(skipped):
+            warnings.warn(note, stacklevel=2)
+            msgs.append(note)
+        chain = [name for name in chain if name not in skipped]
     else:
         _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}

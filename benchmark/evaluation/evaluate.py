@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.evaluation import remedies
 from benchmark.config import Config
+from benchmark.evaluation import remedies
 from benchmark.evaluation.metrics import from_matches, per_query_scores, query_gallery_matches, retrieval_metrics
 from benchmark.results import schema
 
 
-def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> tuple[dict, np.ndarray | None]:
+def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config,
+                     skipped: dict[str, str] | None = None) -> tuple[dict, np.ndarray | None]:
     """(retrieval metrics and split facts of one split's embeddings, each item's own score as a query)
     for ``sides`` (its items' side), or (…, None) for same-domain leave-one-out. The per-item scores
     (NaN for gallery items and queries without a same-identity gallery item) let two configurations
     measured on the same people compare query by query: a paired difference is far tighter than
-    either score's interval."""
+    either score's interval. ``skipped``: receives each test-time remedy skipped on this input, and why."""
     labels = np.asarray(labels)
     if sides is None or not cfg.query_gallery:
         return retrieval_metrics(embeddings, labels) | schema.split_facts(labels), None
     emb = embeddings.detach().cpu().numpy() if hasattr(embeddings, "detach") else np.asarray(embeddings)
     q, g = sides == "query", sides == "gallery"
-    matches = query_gallery_matches(remedies.scores(emb[q], emb[g], cfg), labels[q], labels[g])
+    matches = query_gallery_matches(remedies.scores(emb[q], emb[g], cfg, skipped), labels[q], labels[g])
     out = from_matches(matches, labels=labels[q])
     scores, valid = per_query_scores(matches)
     per_item = np.full(len(labels), np.nan)
@@ -41,10 +42,12 @@ def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config) 
 
 
 def split_metrics(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> dict[str, float]:
-    """Retrieval metrics and split facts of one split's embeddings (``split_evaluation``)."""
-    return split_evaluation(embeddings, labels, sides, cfg)[0]
+    """Retrieval metrics and split facts of one split's embeddings (``split_evaluation``); a skipped
+    remedy is not repeated each epoch: the run's final evaluation records it."""
+    return split_evaluation(embeddings, labels, sides, cfg, skipped={})[0]
 
 
 def query_scores(embeddings, labels, sides: np.ndarray, cfg: Config) -> np.ndarray:
-    """Each item's own score as a query (``split_evaluation``), from saved embeddings and a config."""
-    return split_evaluation(embeddings, labels, sides, cfg)[1]
+    """Each item's own score as a query (``split_evaluation``), from saved embeddings and a config (a
+    skipped remedy was recorded with the run)."""
+    return split_evaluation(embeddings, labels, sides, cfg, skipped={})[1]

@@ -23,6 +23,7 @@ validation imports it, so it imports nothing of the pipeline (a ``cfg`` here is 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -107,23 +108,51 @@ def kreciprocal(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lambda_value: fl
 @dataclass(frozen=True)
 class Remedy:
     """One test-time remedy. ``fn(queries, gallery, **params)`` returns new (queries, gallery)
-    embeddings (``scores=False``) or the final similarity matrix (``scores=True``: last in a chain)."""
+    embeddings (``scores=False``) or the final similarity matrix (``scores=True``: last in a chain).
+    ``degenerate(queries, gallery, **params)``: why it cannot act on this input (None: it can); the
+    chain then skips it, says so, and ranks without it."""
 
     fn: Callable
     params: dict[str, Param]
     doc: str
     scores: bool = False
+    degenerate: Callable = lambda q, g, **_: None
+
+
+#: a centred row this much shorter than the embeddings it came from is the mean itself, up to float noise
+_FLAT = 1e-6
+
+
+def _uncentrable(q: np.ndarray, g: np.ndarray) -> str | None:
+    """Centering needs two rows per side that differ: one query minus its own mean is the zero vector
+    (every score 0, the ranking the gallery's file order)."""
+    for side, x in (("query", q), ("gallery", g)):
+        if len(x) < 2:
+            return f"centering needs at least 2 {side} embeddings to estimate the {side} mean (got {len(x)})"
+        centred = np.linalg.norm(x - x.mean(0), axis=1)
+        if (centred <= _FLAT * np.linalg.norm(x, axis=1).max()).any():
+            return f"centering would leave a {side} embedding at the {side} mean (zero vector): the {side} side " \
+                   "has no spread to centre"
+    return None
+
+
+def _few_gallery(q: np.ndarray, g: np.ndarray, **_) -> str | None:
+    """Neighbour-based remedies need a gallery item besides the one being ranked."""
+    return f"it needs at least 2 gallery embeddings (got {len(g)})" if len(g) < 2 else None
 
 
 _EXPANSION = {"k": Param(int, 2, low=1, doc="neighbours added"),
               "alpha": Param(float, 3.0, low=0, doc="weight = similarity^alpha")}
 REMEDIES: dict[str, Remedy] = {
-    "centering": Remedy(centre, {}, "subtract each side's mean embedding, L2-normalize again (config: centering)"),
-    "dba": Remedy(dba, _EXPANSION, "database-side augmentation: each gallery item + its k nearest gallery items"),
+    "centering": Remedy(centre, {}, "subtract each side's mean embedding, L2-normalize again (config: centering)",
+                        degenerate=_uncentrable),
+    "dba": Remedy(dba, _EXPANSION, "database-side augmentation: each gallery item + its k nearest gallery items",
+                  degenerate=_few_gallery),
     "aqe": Remedy(aqe, _EXPANSION, "alpha query expansion: each query + its k nearest gallery items"),
     "kreciprocal": Remedy(kreciprocal, {"k1": Param(int, 20, low=1), "k2": Param(int, 6, low=1),
                                         "lambda_value": Param(float, 0.3, low=0, high=1)},
-                          "k-reciprocal re-ranking (Zhong et al. 2017): Jaccard of k-reciprocal sets", scores=True),
+                          "k-reciprocal re-ranking (Zhong et al. 2017): Jaccard of k-reciprocal sets", scores=True,
+                          degenerate=_few_gallery),
 }
 #: the config keys that switch remedies on (the report labels a configuration by them)
 CONFIG_KEYS = ("centering", "rerank", "rerank_args")
@@ -173,16 +202,31 @@ def check(cfg) -> None:
     resolve(cfg)
 
 
-def scores(queries, gallery, cfg) -> np.ndarray:
-    """Similarity [n_query, n_gallery] after the config's test-time remedies (``chain``)."""
+def scores(queries, gallery, cfg, skipped: dict[str, str] | None = None) -> np.ndarray:
+    """Similarity [n_query, n_gallery] after the config's test-time remedies (``chain``). A remedy
+    that degenerates on this input (``Remedy.degenerate``: one query to centre, one gallery item to
+    expand) is skipped, never run into a ranking from nothing: ``skipped`` receives its name and why
+    (the caller records it: ``skip_notes``), or it is warned when no mapping is given."""
     q = np.asarray(queries, dtype=np.float64)
     g = np.asarray(gallery, dtype=np.float64)
     for name, args in resolve(cfg):
         remedy = REMEDIES[name]
+        why = remedy.degenerate(q, g, **args)
+        if why:
+            if skipped is None:
+                warnings.warn(skip_notes({name: why})[0], stacklevel=2)
+            else:
+                skipped[name] = why
+            continue
         if remedy.scores:
             return remedy.fn(q, g, **args)
         q, g = remedy.fn(q, g, **args)
     return q @ g.T
+
+
+def skip_notes(skipped: dict[str, str]) -> list[str]:
+    """One line per skipped remedy, for a record's warnings or a submission's summary."""
+    return [f"test-time remedy {name} skipped: {why}; ranked without it" for name, why in skipped.items()]
 
 
 def listing() -> list[dict]:

@@ -95,3 +95,53 @@ def test_bad_rerank_input_is_named():
         Config(query_fraction=0.5, rerank="aqe", rerank_args={"k1": 3})
     with pytest.raises(ConfigError, match="centering and rerank are query -> gallery remedies"):
         Config(rerank="kreciprocal")
+
+
+def test_centering_one_query_is_skipped_and_said_not_a_ranking_from_nothing():
+    """Issue 23 rule 4: one query minus its own mean is the zero vector (every score 0, the ranking the
+    gallery's file order). The registry's degenerate check skips it, says why, and ranks without it."""
+    rng = np.random.default_rng(3)
+    q, g = _unit(rng, 1), _unit(rng, 7)
+    cfg = Config(query_fraction=0.5, centering=True)
+    skipped = {}
+    np.testing.assert_allclose(remedies.scores(q, g, cfg, skipped), q @ g.T)
+    assert list(skipped) == ["centering"] and "at least 2 query embeddings to estimate the query mean (got 1)" in skipped["centering"]
+    with pytest.warns(UserWarning, match="test-time remedy centering skipped: centering needs at least 2 query"):
+        remedies.scores(q, g, cfg)  # no mapping given: warned, never silent
+
+
+@pytest.mark.parametrize("case", ["identical-gallery", "one-gallery-dba", "one-gallery-kreciprocal", "two-queries"])
+def test_siblings_of_a_degenerate_remedy(case):
+    rng = np.random.default_rng(4)
+    q, g = _unit(rng, 3), _unit(rng, 5)
+    cfg = Config(query_fraction=0.5)
+    if case == "identical-gallery":  # no spread on the gallery side: every centred row is zero
+        g, cfg = np.repeat(g[:1], 5, axis=0), cfg.replace(centering=True)
+    elif case == "one-gallery-dba":
+        g, cfg = g[:1], cfg.replace(rerank="dba")
+    elif case == "one-gallery-kreciprocal":
+        g, cfg = g[:1], cfg.replace(rerank="kreciprocal")
+    else:  # two different queries centre fine: nothing skipped, the centred cosine
+        cfg = cfg.replace(centering=True)
+    skipped = {}
+    got = remedies.scores(q, g, cfg, skipped)
+    if case == "two-queries":
+        assert skipped == {}
+        qc, gc = remedies.centre(q, g)
+        np.testing.assert_allclose(got, qc @ gc.T)
+    else:
+        assert len(skipped) == 1 and next(iter(skipped)) in ("centering", "dba", "kreciprocal")
+        np.testing.assert_allclose(got, q @ g.T)
+
+
+def test_a_skipped_remedy_is_recorded_with_the_split():
+    from benchmark.evaluation.evaluate import split_evaluation
+
+    rng = np.random.default_rng(5)
+    emb = _unit(rng, 6)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    sides = np.array(["query", "gallery", "gallery", "gallery", "gallery", "gallery"])
+    skipped = {}
+    metrics, _ = split_evaluation(emb, labels, sides, Config(query_fraction=0.5, centering=True), skipped)
+    assert "centering" in skipped and metrics["n_queries"] == 1
+    assert remedies.skip_notes(skipped)[0].startswith("test-time remedy centering skipped: ")
