@@ -29,16 +29,20 @@ from benchmark.features.views import to_input
 _FILE_HASHES: dict[tuple[str, int, int], bytes] = {}
 
 
+def file_digest(path: str) -> bytes:
+    """SHA-1 of one image file's bytes, read once per process (keyed by path, size and modification time)."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = hashlib.sha1(Path(path).read_bytes()).digest()
+    return _FILE_HASHES[key]
+
+
 def content_hash(paths: list[str]) -> str:
-    """Hash of the image files' bytes, in order: features are reused only for the same pixels.
-    Each file is read once per process (keyed by path, size and modification time)."""
+    """Hash of the image files' bytes, in order: features are reused only for the same pixels."""
     h = hashlib.sha256()
     for p in paths:
-        st = os.stat(p)
-        key = (p, st.st_size, st.st_mtime_ns)
-        if key not in _FILE_HASHES:
-            _FILE_HASHES[key] = hashlib.sha1(Path(p).read_bytes()).digest()
-        h.update(_FILE_HASHES[key])
+        h.update(file_digest(p))
     return h.hexdigest()[:32]
 
 
