@@ -37,7 +37,7 @@ from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import image_features
-from benchmark.files import check_writable, write_atomic
+from benchmark.files import atomic_path, check_writable, write_atomic
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
 from benchmark.evaluation.retrieval import build_index, faiss, search
@@ -167,6 +167,44 @@ def _write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1))
 
 
+def index_files(out: Path, index_dir: Path) -> dict[str, Path]:
+    """The files a submission ``out`` is written with, named after it (``submission.gallery.index``
+    ...): the index of one submission is never left beside another's."""
+    index = INDEX_FILE if faiss is not None else EMBEDDINGS_FILE
+    return {name: index_dir / f"{out.stem}.{file}" for name, file in
+            (("index", index), ("gallery_keys", KEYS_FILE), ("head", HEAD_FILE))}
+
+
+def _write_submission(out: Path, index_dir: Path, submission: dict, gallery: np.ndarray, g_names: list[str],
+                      head, msgs: list[str]) -> dict[str, Path]:
+    """Write the index files, then the submission last (each atomically), once everything is
+    computed: a failure before leaves the folder as it was. Replacing an earlier submission's files is
+    said (``msgs`` and a warning)."""
+    files = index_files(out, index_dir)
+    if head is None:
+        del files["head"]
+    earlier = [p for p in (out, *files.values()) if p.exists()]
+    if earlier:
+        note = f"replaced an earlier submission's files: {', '.join(str(p) for p in earlier)}"
+        warnings.warn(note, stacklevel=3)
+        msgs.append(note)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index = build_index(gallery)
+    with atomic_path(files["index"]) as tmp:
+        if index is not None:
+            faiss.write_index(index, str(tmp))
+        else:
+            with open(tmp, "wb") as f:
+                np.save(f, gallery)
+    _write_json(files["gallery_keys"], g_names)
+    if head is not None:
+        with atomic_path(files["head"]) as tmp:
+            torch.save({k: v.cpu() for k, v in head.state_dict().items()}, tmp)
+    _write_json(out, submission)
+    return {**files, "submission": out}
+
+
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: int = 10,
            out: Path | str = Path("submission.json"), index_dir: Path | str | None = None,
            train_dir: Path | str | None = None) -> dict:
@@ -177,9 +215,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     the queries, ``centering`` / ``rerank`` re-score query -> gallery (``benchmark.evaluation.remedies``) from the
     unlabeled query and gallery embeddings.
 
-    ``index_dir`` (default: ``out``'s folder) receives ``gallery.index`` (faiss IndexFlatIP; without
-    faiss ``gallery_embeddings.npy``), ``gallery_keys.json`` (file name of each index row, in order)
-    and ``head.pt`` (the trained head's state_dict, when the config trains one).
+    ``index_dir`` (default: ``out``'s folder) receives, named after ``out`` (``index_files``):
+    ``<stem>.gallery.index`` (faiss IndexFlatIP; without faiss ``<stem>.gallery_embeddings.npy``),
+    ``<stem>.gallery_keys.json`` (file name of each index row, in order) and ``<stem>.head.pt`` (the
+    trained head's state_dict, when the config trains one). Nothing is written before the ranking is
+    done.
 
     Returns a summary: out, files written, k (used) and k_requested, n_queries, n_gallery, per folder
     (``query``, ``gallery``) the images used and every entry skipped with its reason, ``warnings``
@@ -235,22 +275,6 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     queries = queries.cpu().numpy().astype(np.float32)
     device = features[3]
 
-    index_dir.mkdir(parents=True, exist_ok=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    files = {}
-    index = build_index(gallery)
-    if index is not None:
-        files["index"] = index_dir / INDEX_FILE
-        faiss.write_index(index, str(files["index"]))
-    else:
-        files["index"] = index_dir / EMBEDDINGS_FILE
-        np.save(files["index"], gallery)
-    files["gallery_keys"] = index_dir / KEYS_FILE
-    _write_json(files["gallery_keys"], g_names)
-    if head is not None:
-        files["head"] = index_dir / HEAD_FILE
-        torch.save({k_: v.cpu() for k_, v in head.state_dict().items()}, files["head"])
-
     chain = remedies.chain(cfg)
     if chain:  # test-time remedies re-score every query x gallery pair
         skipped: dict[str, str] = {}
@@ -262,8 +286,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     else:
         _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
-    _write_json(out, submission)
-    files["submission"] = out
+    files = _write_submission(out, index_dir, submission, gallery, g_names, head, msgs)
     return {
         "out": str(out), "files": {name: str(p) for name, p in files.items()},
         "k": k_used, "k_requested": k, "n_queries": len(q_names), "n_gallery": len(g_names),
@@ -286,7 +309,7 @@ def format_summary(summary: dict) -> str:
              f"{summary['time_s']:.1f}s)"]
     t = summary["train"]
     if t.get("trained"):
-        val = ", ".join(f"{k}={v:.4g}" for k, v in t.items() if k.startswith("val/"))
+        val = ", ".join(f"{k}={'n/a' if v is None else format(v, '.4g')}" for k, v in t.items() if k.startswith("val/"))
         lines.append(f"head trained on {t['n_train_images']} images of {t['n_train_identities']} identities, "
                      f"kept epoch {t['best_epoch']}/{t['epochs_run']}" + (f" ({val})" if val else ""))
     else:

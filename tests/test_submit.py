@@ -140,10 +140,10 @@ def test_score_of_the_submission_matches_an_independent_recomputation(comp, subm
 def test_saved_index_keys_and_head_reproduce_the_submission(comp, submitted):
     """What is saved beside the submission is enough to answer new queries the same way."""
     cfg, summary = submitted
-    keys = json.loads((comp / "index" / "gallery_keys.json").read_text())
+    keys = json.loads((comp / "index" / "submission.gallery_keys.json").read_text())
     assert keys == sorted(p.name for p in (comp / "comp" / "test" / "gallery").iterdir())
     head = ProjectionHead(512, cfg.embedding_dim)
-    head.load_state_dict(torch.load(comp / "index" / "head.pt", weights_only=True))
+    head.load_state_dict(torch.load(comp / "index" / "submission.head.pt", weights_only=True))
     queries = sorted((comp / "comp" / "test" / "query").iterdir())
     feats, names = _torch_features(queries, build_backbone(cfg), cfg)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_submit_with_a_trainable_block_embeds_through_it(comp, tmp_path, monkeyp
     cfg = _tiny_cfg(comp / "comp" / "train", trainable_blocks=1, lr=0.01)
     q_dir, g_dir = comp / "comp" / "test" / "query", comp / "comp" / "test" / "gallery"
     submit(cfg, q_dir, g_dir, k=3, out=tmp_path / "s.json", index_dir=tmp_path)
-    state = torch.load(tmp_path / "head.pt", weights_only=True)
+    state = torch.load(tmp_path / "s.head.pt", weights_only=True)
     assert any(k.startswith("trunk.") for k in state)
     frozen, units = split(build_backbone(cfg), 1)
     model = Embedder(TrainableBlocks(units), ProjectionHead(512, cfg.embedding_dim))
@@ -238,7 +238,7 @@ def test_backbone_embedding_ranking_matches_independent_computation(folders):
     cfg, q, g, tmp = folders
     summary = submit(cfg, q, g, k=3, out=tmp / "s.json")
     assert summary["train"] == {"embedding": "backbone", "trained": False}
-    assert not (tmp / "head.pt").exists() and (tmp / "gallery_keys.json").exists()
+    assert not (tmp / "s.head.pt").exists() and (tmp / "s.gallery_keys.json").exists()
     assert json.loads((tmp / "s.json").read_text()) == _independent_ranking(cfg, q, g, 3)
 
 
@@ -428,3 +428,45 @@ def test_query_style_renders_the_queries_before_embedding(folders):
         Image.fromarray(styles.render(decode(str(p)), "grey").permute(1, 2, 0).numpy()).save(rendered / f"{p.name}.png")
     want = _independent_ranking(cfg, rendered, g, 4)
     assert json.loads((tmp / "s.json").read_text()) == {k.removesuffix(".png"): v for k, v in want.items()}
+
+
+def test_index_files_belong_to_their_submission_and_a_failed_submit_writes_nothing(folders, monkeypatch):
+    """Issue 23 rule 2: the index files are named after --out, written only once the ranking is done;
+    a submit that fails leaves the folder as it was, and replacing an earlier submission is said."""
+    import benchmark.submit as submit_module
+
+    cfg, q, g, tmp = folders
+    submit(cfg, q, g, k=3, out=tmp / "a.json")
+    before = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    assert {"a.json", "a.gallery_keys.json"} <= set(before) and any(n.startswith("a.gallery_") for n in before)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("search failed")
+
+    monkeypatch.setattr(submit_module, "search", broken)
+    with pytest.raises(RuntimeError, match="search failed"):
+        submit(cfg, q, g, k=3, out=tmp / "a.json")
+    with pytest.raises(RuntimeError, match="search failed"):
+        submit(cfg, q, g, k=3, out=tmp / "b.json")  # another submission: nothing of it, nothing touched
+    assert {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()} == before
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match=r"replaced an earlier submission's files: \S*a.json, \S*a.gallery"):
+        summary = submit(cfg, q, g, k=3, out=tmp / "a.json")
+    assert any(w.startswith("replaced an earlier submission's files") for w in summary["warnings"])
+    summary = submit(cfg, q, g, k=3, out=tmp / "c.json")  # a new submission beside it replaces nothing
+    assert not any("replaced" in w for w in summary["warnings"])
+    assert set(summary["files"]) == {"index", "gallery_keys", "submission"}
+    assert all(Path(f).name.startswith("c.") for f in summary["files"].values())
+
+
+def test_the_summary_of_an_unscorable_validation_says_n_a():
+    """``submit --train`` on 3 people: validation had nothing to score; the summary printed
+    ``TypeError: unsupported format string passed to NoneType`` after submission.json was written."""
+    from benchmark.submit import format_summary
+
+    summary = {"out": "s.json", "n_queries": 2, "k": 10, "n_gallery": 9, "search": "faiss IndexFlatIP",
+               "device": "cpu", "time_s": 1.0, "warnings": [], "files": {"submission": "s.json"},
+               "query": {"skipped": []}, "gallery": {"skipped": []},
+               "train": {"trained": True, "n_train_images": 15, "n_train_identities": 3, "best_epoch": 1,
+                         "epochs_run": 1, "val/score": None, "val/loss": 1.25}}
+    assert "(val/score=n/a, val/loss=1.25)" in format_summary(summary)
