@@ -111,8 +111,8 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)
         tqdm.write(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
-            f"{k} {'n/a' if row[k] is None else f'{row[k]:.4g}'}" for k in ("train/loss", "val/loss", "val/score",
-                                                                          "epoch_s") if k in row),
+            f"{k} {'n/a' if row[k] is None or math.isnan(row[k]) else f'{row[k]:.4g}'}"  # open-set val/loss: NaN
+            for k in ("train/loss", "val/loss", "val/score", "epoch_s") if k in row),
             file=sys.stderr)
         if on_epoch:
             on_epoch(row)
