@@ -177,6 +177,16 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _style_keys(args) -> str:
+    """The parameters ``--style-arg`` takes: those of ``--gallery-style`` (benchmark list styles)."""
+    from benchmark.features import styles
+    from benchmark.params import describe
+
+    if args.gallery_style not in styles.STYLES:
+        return "the parameters of a --gallery-style (benchmark list styles)"
+    return describe(styles.params(args.gallery_style))
+
+
 def cmd_make_competition(args) -> int:
     from benchmark.competition import make_competition
 
@@ -184,7 +194,8 @@ def cmd_make_competition(args) -> int:
                                 test_max=args.test_max, n_query_per_identity=args.queries_per_identity, seed=args.seed,
                                 max_test_identities=args.max_test_identities,
                                 max_train_identities=args.max_train_identities, overwrite=args.overwrite,
-                                gallery_style=args.gallery_style, style_args=parse_overrides(args.style_arg) or None)
+                                gallery_style=args.gallery_style,
+                                style_args=parse_overrides(args.style_arg, "--style-arg", _style_keys(args)) or None)
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
     return 0
 

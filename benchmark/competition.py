@@ -81,10 +81,11 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     if gallery_style == styles.NONE and style_args:
         raise ConfigError(f"--style-arg {', '.join(f'{k}={v}' for k, v in style_args.items())} without a "
                           "--gallery-style: give the style they are parameters of (benchmark list styles)")
-    try:
-        style = styles.identity(gallery_style, style_args)
-    except ValueError as exc:
-        raise ConfigError(f"--gallery-style: {exc}") from None
+    if gallery_style != styles.NONE and gallery_style not in styles.STYLES:
+        raise ConfigError(f"--gallery-style: unknown style {gallery_style!r}; valid styles: "
+                          f"{', '.join([styles.NONE, *styles.STYLES])} (benchmark list styles)")
+    styles.check(gallery_style, style_args, key="--style-arg ")  # one line naming the parameter and its domain
+    style = styles.identity(gallery_style, style_args)
     if not 1 <= n_query_per_identity < test_min:
         raise ConfigError(f"--queries-per-identity {n_query_per_identity} must be >= 1 and < --test-min "
                           f"{test_min}, so that every test person keeps >= 1 gallery image")

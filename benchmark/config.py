@@ -426,14 +426,19 @@ def from_dict(d: dict) -> Config:
     return Config(**{k: _coerce(k, v) for k, v in d.items()})
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["lr=0.01", "augment=false"]`` -> ``{"lr": 0.01, "augment": False}`` (values read as YAML)."""
+def parse_overrides(items: list[str] | None, option: str = "--set", valid: str | None = None) -> dict:
+    """``["lr=0.01", "augment=false"]`` -> ``{"lr": 0.01, "augment": False}`` (values read as YAML).
+    A key given twice is refused (the last would win silently); errors name ``option`` and what
+    ``valid`` keys it takes (default: the config keys)."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r} must look like key=value; valid keys: {', '.join(FIELDS)}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            raise ConfigError(f"{option} {item!r} must look like key=value; valid keys: {valid or ', '.join(FIELDS)}")
+        if key in out:
+            raise ConfigError(f"{option} gives {key} twice ({key}={out[key]!r} and {item.strip()!r}); give it once")
+        out[key] = yaml.safe_load(value) if value.strip() else None
     return out
 
 

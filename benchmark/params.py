@@ -112,8 +112,9 @@ def describe(params: dict[str, Param]) -> str:
 
 def check_args(key: str, owner: str, params: dict[str, Param], args) -> dict:
     """``args`` (a mapping given under config key ``key`` for the entry ``owner``) checked against
-    ``params``: unknown names and invalid values are one ConfigError each, naming ``key.name``, the
-    value and the domain. Returns the full parameter set, defaults filled in."""
+    ``params``: unknown names and invalid values are one ConfigError each, naming ``key.name`` (a
+    command-line ``key`` ending in a space: ``--style-arg name``), the value and the domain. Returns
+    the full parameter set, defaults filled in."""
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise ConfigError(f"{key}={args!r} must be a mapping of parameter names to values; {owner} takes: "
                           f"{describe(params)}")
@@ -121,4 +122,5 @@ def check_args(key: str, owner: str, params: dict[str, Param], args) -> dict:
     if unknown:
         raise ConfigError(f"{key}: {owner} has no parameter(s) {', '.join(unknown)}; its parameters: "
                           f"{describe(params)}")
-    return {**defaults(params), **{name: params[name].check(f"{key}.{name}", v) for name, v in args.items()}}
+    prefix = key if key.endswith(" ") else f"{key}."
+    return {**defaults(params), **{name: params[name].check(f"{prefix}{name}", v) for name, v in args.items()}}

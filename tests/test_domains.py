@@ -167,3 +167,24 @@ def test_the_issue_cases(sets, message, folders, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == f"error: {message}"
     _untouched(folders)
     assert not os.path.exists(folders / "cache")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["make-competition", "--out", "{tmp}/c", "--gallery-style", "cartoon", "--style-arg", "colors=3", "colors=5"],
+     "--style-arg gives colors twice (colors=3 and 'colors=5'); give it once"),  # the last won silently
+    (["make-competition", "--out", "{tmp}/c", "--gallery-style", "lowres", "--style-arg", "size"],
+     "--style-arg 'size' must look like key=value; valid keys: size=24 (an integer in [1, 4096])"),  # said --set
+    (["make-competition", "--out", "{tmp}/c", "--gallery-style", "cartoon", "--style-arg", "edge_block=8"],
+     "--style-arg edge_block=8 is not valid: must be an odd integer in [3, 99]"),
+    (["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--set", "lr=0.1", "lr=0.2"],
+     "--set gives lr twice (lr=0.1 and 'lr=0.2'); give it once"),
+])
+def test_command_line_key_values_are_checked_once_each(argv, message, tmp_path, capsys):
+    assert cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_numeric_style_parameter_in_exponent_notation_is_a_number():
+    """YAML 1.1 reads ``1e2`` as a string: ``--style-arg sigma_s=1e2`` said "must be a number"."""
+    assert styles.check("stylization", {"sigma_s": "1e2"})["sigma_s"] == 100.0
