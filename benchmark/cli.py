@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from benchmark.config import EXPERIMENTS_ENV, FIELDS, HEAD_KEYS, NO_HEAD, ConfigError, parse_overrides, resolve
@@ -21,6 +23,27 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         if "default" not in text and not unset and action.option_strings:
             text += " (default: %(default)s)"
         return text
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: ``warning: <message>``, without Python's source line."""
+    return f"warning: {message}\n"
+
+
+@contextlib.contextmanager
+def _said_once(summary: list[str]):
+    """Hold back the warnings of a command whose printed summary lists them (``choose``, ``submit``):
+    each is said once, by the summary, or after it when the summary does not hold it (or the
+    command failed before printing one)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            text = "\n".join(summary)
+            for w in caught:
+                if str(w.message) not in text:
+                    print(_one_line(w.message, w.category, w.filename, w.lineno), end="", file=sys.stderr)
 
 
 def _add_experiments(p: argparse.ArgumentParser) -> None:
@@ -149,9 +172,12 @@ def cmd_choose(args) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'best.yaml'}")
     check_writable(out.parent, "folder of --out", create=False)  # before reading the results, not after
-    choice = choose(select(store.load(args.results_dir), args.select), args.metric,
-                    include_stopped=args.include_stopped)
-    print(format_choice(choice))
+    summary: list[str] = []
+    with _said_once(summary):
+        choice = choose(select(store.load(args.results_dir), args.select), args.metric,
+                        include_stopped=args.include_stopped)
+        summary.append(format_choice(choice))
+        print(summary[-1])
     print(f"wrote {write_best(choice, args.out)}")
     return 0
 
@@ -164,8 +190,11 @@ def cmd_submit(args) -> int:
     overrides = parse_overrides(args.set)
     if overrides:
         cfg = cfg.replace(**overrides)
-    print(format_summary(submit(cfg, args.query, args.gallery, k=args.k, out=Path(args.out), index_dir=args.index_dir,
-                                train_dir=args.train)))
+    summary: list[str] = []
+    with _said_once(summary):
+        summary.append(format_summary(submit(cfg, args.query, args.gallery, k=args.k, out=Path(args.out),
+                                             index_dir=args.index_dir, train_dir=args.train)))
+        print(summary[-1])
     return 0
 
 
@@ -404,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in sub.choices.values():
         p.formatter_class = _Help
 
+    warnings.formatwarning = _one_line
     args, extra = parser.parse_known_args(argv)
     if args.command == "run":
         args.extra = extra

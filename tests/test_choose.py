@@ -184,3 +184,23 @@ def test_stopped_runs_are_not_ranked_as_finished_ones_unless_asked():
     assert asked["experiment"] == "e" and asked["n_failed"] == 1 and asked["n_configurations"] == 4
     with pytest.raises(ConfigError, match="every finished run was stopped early .* --include-stopped"):
         choose(pd.DataFrame([stopped]))
+
+
+def test_the_command_says_each_warning_once_in_one_line(tmp_path, capsys):
+    """``benchmark choose`` printed its warning twice: once as a raw ``UserWarning`` with a source line,
+    once in its summary. Now the summary says it, and nothing else does."""
+    from benchmark import cli
+
+    for name, val, protocol in (("a", 500.0, "closed-set"), ("b", 400.0, "open-set")):
+        record.write(tmp_path / "r", name, ok_files({"config.yaml": dump_yaml(Config(experiment=name, protocol=protocol)),
+                                                     schema.METRICS: json.dumps({"val/score": val, "test/score": 1.0})}),
+                     {"status": "ok"})
+    import warnings
+
+    with warnings.catch_warnings(record=True) as escaped:  # what Python would print with its source line
+        warnings.simplefilter("always")
+        assert cli.main(["choose", str(tmp_path / "r"), "--out", str(tmp_path / "best.yaml")]) == 0
+    assert escaped == []
+    out, err = capsys.readouterr()
+    assert out.count("not strictly comparable") == 1 and "not strictly comparable" not in err
+    assert "UserWarning" not in out + err
