@@ -209,17 +209,24 @@ def format_choice(choice: dict) -> str:
         ci = f" ± {g['ci95']:.4g} (95% CI)" if g["ci95"] is not None else " (1 seed, no CI)"
         return f"{g['mean']:.4g}{ci}, n_seeds={g['n_seeds']}"
 
+    r = choice["runner_up"]
+    diff = _config_diff(choice["config"], r["config"]) if r is not None else {}
+
+    def name(g, side: int) -> str:
+        """The experiment, and what tells it from the other when both share that name (a search's runs)."""
+        if r is None or r["experiment"] != choice["experiment"] or not diff:
+            return g["experiment"]
+        return f"{g['experiment']} ({', '.join(f'{k}={v[side]}' for k, v in list(diff.items())[:4])})"
+
     lines = [f"chosen by {choice['metric']} ({'higher' if choice['higher_is_better'] else 'lower'} is better; "
              f"{choice['n_configurations']} configurations, {choice['n_runs']} runs, "
              f"{choice['n_failed']} failed ignored; " + _stopped_note(choice) + "test metrics not read)",
-             f"  best:      {choice['experiment']}: {stat(choice)}"]
-    r = choice["runner_up"]
+             f"  best:      {name(choice, 0)}: {stat(choice)}"]
     if r is not None:
-        lines.append(f"  runner-up: {r['experiment']}: {stat(r)}")
+        lines.append(f"  runner-up: {name(r, 1)}: {stat(r)}")
         note = {True: "intervals do not overlap", False: "within noise: the 95% intervals overlap",
                 None: "no CI (single seeds): rerun with more seeds to know if it is noise"}[choice["separated"]]
         lines.append(f"  margin:    {choice['margin']:.4g} ({note})")
-        diff = _config_diff(choice["config"], r["config"])
         if diff:
             lines.append("  differs:   " + ", ".join(f"{k}: {v[0]} vs {v[1]}" for k, v in diff.items()))
     lines += [f"  warning:   {w}" for w in choice.get("warnings", [])]

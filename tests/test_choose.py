@@ -204,3 +204,13 @@ def test_the_command_says_each_warning_once_in_one_line(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.count("not strictly comparable") == 1 and "not strictly comparable" not in err
     assert "UserWarning" not in out + err
+
+
+def test_runs_of_one_search_are_named_by_what_differs():
+    """A search's runs share one experiment name: "best: study-x, runner-up: study-x" said nothing."""
+    rows = [_row("study-x", 0, 500, 0, loss="triplet", augment="strong"), _row("study-x", 0, 450, 0)]
+    text = format_choice(choose(pd.DataFrame(rows)))
+    assert "best:      study-x (augment=strong, loss=triplet)" in text
+    assert "runner-up: study-x (augment=report, loss=ce)" in text
+    text = format_choice(choose(_table()))  # different names: the names alone
+    assert "best:      a: " in text and "runner-up: b: " in text
