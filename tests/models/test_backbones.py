@@ -214,3 +214,14 @@ def test_config_module_is_a_leaf():
     for module in declarations - {"benchmark.params"}:
         assert imported(module) == {"benchmark.params"}, module
     assert imported("benchmark.params") == set()
+
+def test_building_a_backbone_prints_nothing_on_stdout(capfd):
+    """stdout is the command's (``benchmark run`` prints its JSON there): EfficientNet-Lite0's loader
+    printed "Loaded pretrained weights for efficientnet-lite0" into it."""
+    from benchmark.models import backbones
+
+    if backbones.availability("efficientnet_lite0"):
+        pytest.skip(backbones.availability("efficientnet_lite0"))
+    backbones._build_lite0("imagenet")
+    out, err = capfd.readouterr()
+    assert out == "" and "Loaded pretrained weights" in err
