@@ -174,7 +174,7 @@ class FeatureCache:
         n = 0
         sidecars = [p for p in self.root.glob("*.json") if len(p.stem) == 32]  # <key hash>.json only
         for path in list(self.root.glob("*.pt")) + list(self.root.glob("*.lock")) + \
-                list(self.root.glob(".tmp-*")) + sidecars:
+                list(self.root.glob(".tmp-*")) + sidecars + list(self.root.glob("onnx/*")):  # exports and verdicts
             path.unlink(missing_ok=True)
             n += path.suffix == ".pt"
         return n

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from benchmark.features.spec import Preprocessing
-from benchmark.files import atomic_path, locked
+from benchmark.files import atomic_path, locked, write_atomic
 from benchmark.models.backbones import FrozenBackbone
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def _exportable():
 
 
 def _export(frozen: FrozenBackbone, prep: Preprocessing, path: Path) -> None:
+    if path.exists():  # before the lock: a read-only cache folder still serves a valid export
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.with_suffix(".lock")):
         if path.exists():
@@ -145,22 +147,41 @@ def resolve(requested: str, frozen: FrozenBackbone, prep: Preprocessing, root: P
         return "torch"
     path = _export_path(prep, Path(root))
     if str(path) not in _VERDICTS:
-        try:
-            _export(frozen, prep, path)
-            try:
-                _NETWORKS[str(path)] = OrtNetwork(path, frozen)
-            except Exception:  # a damaged file (a truncated copy, another writer's garbage): made anew once
-                path.unlink(missing_ok=True)
-                _export(frozen, prep, path)
-                _NETWORKS[str(path)] = OrtNetwork(path, frozen)
-            reason = _verify(_NETWORKS[str(path)], frozen, prep)
-        except Exception as exc:  # an operator without ONNX export, a graph ORT cannot load
-            reason = f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        _VERDICTS[str(path)] = reason
+        _VERDICTS[str(path)] = reason = _verdict(frozen, prep, path)
         if reason:
             log.warning("runtime %s: ONNX Runtime not used for backbone=%s (%s); using torch",
                         requested, prep.backbone, reason)
     return "torch" if _VERDICTS[str(path)] else "onnxruntime"
+
+
+def _verdict(frozen: FrozenBackbone, prep: Preprocessing, path: Path) -> str | None:
+    """Why the export of ``prep`` cannot serve (None: it is loaded into ``_NETWORKS``, verified). A
+    file that does not load or verify may be damaged (a truncated copy, another writer's garbage):
+    it is made anew once; a fresh export that still fails is the network's verdict, kept beside it
+    (``.unverified``) so that later processes go straight to torch instead of exporting again."""
+    remembered = path.with_suffix(".unverified")
+    if remembered.exists():
+        return remembered.read_text()
+    reason = None
+    for fresh in (not path.exists(), True):
+        if fresh and path.exists():
+            path.unlink(missing_ok=True)
+        try:
+            _export(frozen, prep, path)
+            net = OrtNetwork(path, frozen)
+            reason = _verify(net, frozen, prep)
+        except Exception as exc:  # an operator without ONNX export, a graph ORT cannot load
+            reason = f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if reason is None:
+            _NETWORKS[str(path)] = net
+            return None
+        if fresh:
+            break
+    try:
+        write_atomic(remembered, reason)
+    except OSError:  # a read-only cache: the next process finds the same verdict
+        pass
+    return reason
 
 
 def network(frozen: FrozenBackbone, prep: Preprocessing, root: Path | str) -> nn.Module:

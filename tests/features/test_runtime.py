@@ -138,3 +138,42 @@ def test_boundary_activations_through_onnxruntime_equal_torch(cache_dir):
     _, ref, _ = _features(_orl(cache_dir, runtime="torch", boundary_dtype="float32", **kw))
     assert ort_prep.runtime == "onnxruntime" and ort.shape == ref.shape and ort.ndim == 4
     assert (ort - ref).abs().max() <= runtime.TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_damaged_but_loadable_export_is_made_anew_and_a_real_verdict_is_remembered(cache_dir, monkeypatch):
+    """Issue 23: an export that loads but computes other features (a stale or tampered file) was kept
+    forever, every later run on torch; and a read-only cache folder ignored a valid export."""
+    import os
+    import stat
+
+    _features(_orl(cache_dir))
+    (export,) = (cache_dir / "onnx").glob("*.onnx")
+    good = export.read_bytes()
+    other = _orl(cache_dir, backbone="resnet18", weights="random")  # a loadable graph of another network
+    _features(other.replace(runtime="onnxruntime"))
+    (stranger,) = set((cache_dir / "onnx").glob("*.onnx")) - {export}
+    export.write_bytes(stranger.read_bytes())
+    runtime._VERDICTS.clear()
+    runtime._NETWORKS.clear()
+    prep, _, _ = _features(_orl(cache_dir, normalize=False))
+    assert prep.runtime == "onnxruntime" and export.read_bytes() == good  # made anew, verified
+    assert not list((cache_dir / "onnx").glob("*.unverified"))
+    runtime._VERDICTS.clear()
+    runtime._NETWORKS.clear()
+    os.chmod(cache_dir / "onnx", stat.S_IRUSR | stat.S_IXUSR)  # read-only: the valid export still serves
+    try:  # (root writes read-only folders anyway: then this only shows the export is reused)
+        prep, _, _ = _features(_orl(cache_dir, seed=2))
+        assert prep.runtime == "onnxruntime"
+    finally:
+        os.chmod(cache_dir / "onnx", stat.S_IRWXU)
+    real = runtime.OrtNetwork.forward
+    monkeypatch.setattr(runtime.OrtNetwork, "forward", lambda self, x: real(self, x) + 1e-3)
+    runtime._VERDICTS.clear()
+    runtime._NETWORKS.clear()
+    assert _features(_orl(cache_dir, seed=3))[0].runtime == "torch"  # remade once, still off: the verdict
+    (verdict,) = (cache_dir / "onnx").glob("*.unverified")
+    assert "differ from torch's" in verdict.read_text()
+    runtime._VERDICTS.clear()
+    monkeypatch.setattr(runtime, "_export", lambda *a: pytest.fail("exported again despite the verdict"))
+    assert _features(_orl(cache_dir, seed=4))[0].runtime == "torch"
