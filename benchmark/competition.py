@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmark.config import ConfigError
 from benchmark.data.imagefolder import visible
@@ -153,6 +155,9 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
                 used.add(name)
                 return name
 
+    what = f"rendering the gallery ({gallery_style})" if style is not None else "copying"
+    bar = tqdm(total=sum(len(people[p]) for p in test_people), desc=f"make-competition: test images, {what}",
+               unit="img", file=sys.stderr, mininterval=1.0)  # rendering LFW's 2,601 test images takes minutes
     for person in test_people:
         files = people[person]
         is_query = np.zeros(len(files), dtype=bool)
@@ -165,6 +170,8 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
                 _render(f, gallery_dir / name, gallery_style, style_args)
             truth["queries" if q else "gallery"][name] = person
             sources[name] = f"{person}/{f.name}"
+            bar.update()
+    bar.close()
     truth = {part: dict(sorted(d.items())) for part, d in truth.items()}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     manifest = {

@@ -131,7 +131,7 @@ def test_hidden_folders_and_files_are_never_people_or_images(tmp_path):
 
 
 # --- the domain gap (issue 17) --------------------------------------------------------------------------
-def test_gallery_style_renders_the_gallery_as_jpegs_and_keeps_query_photos(layout, tmp_path):
+def test_gallery_style_renders_the_gallery_as_jpegs_and_keeps_query_photos(layout, tmp_path, capfd):
     import numpy as np
 
     from benchmark.features import styles
@@ -141,6 +141,9 @@ def test_gallery_style_renders_the_gallery_as_jpegs_and_keeps_query_photos(layou
     out, plain = layout
     m = make_competition(tmp_path, data_home=_lfw_home(), n_query_per_identity=2, seed=3, gallery_style="lowres",
                          style_args={"size": 16}, **SMALL)
+    n_test = m["counts"]["queries"] + m["counts"]["gallery"]  # rendering shows progress (it was silent for minutes)
+    err = capfd.readouterr().err
+    assert "make-competition: test images, rendering the gallery (lowres): 100%|" in err and f"{n_test}/{n_test}" in err
     assert json.loads((tmp_path / "truth.json").read_text()) == json.loads((out / "truth.json").read_text())
     assert m["gallery_style"] == {"style": "lowres", "v": 1, "size": 16}
     source = Path(m["source"])
