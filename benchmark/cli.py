@@ -193,7 +193,8 @@ def cmd_submit(args) -> int:
     summary: list[str] = []
     with _said_once(summary):
         summary.append(format_summary(submit(cfg, args.query, args.gallery, k=args.k, out=Path(args.out),
-                                             index_dir=args.index_dir, train_dir=args.train)))
+                                             index_dir=args.index_dir, train_dir=args.train,
+                                             groupname=args.groupname)))
         print(summary[-1])
     return 0
 
@@ -214,6 +215,29 @@ def _style_keys(args) -> str:
     if args.gallery_style not in styles.STYLES:
         return "the parameters of a --gallery-style (benchmark list styles)"
     return describe(styles.params(args.gallery_style))
+
+
+def cmd_check_submission(args) -> int:
+    from benchmark.data.imagefolder import list_images
+    from benchmark.evaluation import formats
+
+    folders = {}
+    for role, folder in (("query", args.query), ("gallery", args.gallery)):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--{role} {folder} is not a folder; give the test's {role} image folder")
+        folders[role] = [p.name for p in list_images(Path(folder))]
+    if args.k < 1:
+        raise ConfigError(f"--k {args.k} must be >= 1")
+    doc = formats.load(args.submission)  # a key given twice is refused here, naming it
+    found = formats.problems(doc, folders["query"], folders["gallery"], args.k)
+    for line in found:
+        print(f"problem: {line}")
+    if found:
+        print(f"{args.submission}: {len(found)} problem(s); the server would not read it as intended")
+        return 1
+    print(f"{args.submission}: ok: group {doc['groupname']!r}, {len(doc['images'])} queries x {args.k} distinct "
+          "gallery names, every query answered, bare file names of these folders")
+    return 0
 
 
 def cmd_make_competition(args) -> int:
@@ -383,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gallery", required=True, help="folder of gallery images")
     p.add_argument("--k", type=int, default=10, help="gallery images listed per query")
     p.add_argument("--out", default="submission.json", help="the submission file to write")
-    p.add_argument("--index-dir", help="where gallery.index + gallery_keys.json go (default: beside --out)")
+    p.add_argument("--index-dir", help="where <out>.gallery.index + <out>.gallery_keys.json go (default: beside --out)")
+    p.add_argument("--groupname", help="write the competition server's form: {\"groupname\": NAME, \"images\": "
+                                       "{query: [k gallery names]}} (default: the bare {query: [...]} mapping)")
     p.add_argument("--train", metavar="DIR",
                    help="train the head on this <identity>/<image> folder, e.g. the competition's train/ "
                         "(default: the config's dataset)")
@@ -393,6 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("submission", help="a submission.json: {query file: [gallery files, best first]}")
     p.add_argument("--truth", required=True, help='{"queries": {name: identity}, "gallery": {name: identity}}')
     p.set_defaults(fn=cmd_score)
+
+    p = sub.add_parser("check-submission", help="check a submission file before upload (no truth needed)")
+    p.add_argument("submission", help="the file to upload, e.g. submission.json from `benchmark submit --groupname`")
+    p.add_argument("--query", required=True, help="the test's query image folder")
+    p.add_argument("--gallery", required=True, help="the test's gallery image folder")
+    p.add_argument("--k", type=int, default=10, help="gallery names the server reads per query")
+    p.set_defaults(fn=cmd_check_submission)
 
     p = sub.add_parser("make-competition", help="materialize a competition-like query/gallery layout from LFW")
     p.add_argument("--out", required=True, help="folder to write train/, test/query, test/gallery, truth.json to")

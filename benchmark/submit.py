@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.evaluation import remedies
+from benchmark.evaluation import formats, remedies
 from benchmark.config import Config
 from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
@@ -207,7 +207,7 @@ def _write_submission(out: Path, index_dir: Path, submission: dict, gallery: np.
 
 def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: int = 10,
            out: Path | str = Path("submission.json"), index_dir: Path | str | None = None,
-           train_dir: Path | str | None = None) -> dict:
+           train_dir: Path | str | None = None, groupname: str | None = None) -> dict:
     """Train ``cfg``'s head, index the gallery, retrieve the top-``k`` for every query, write ``out``.
 
     ``train_dir``: train on this ``<identity>/<image>`` folder (the competition's own ``train/``)
@@ -219,7 +219,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     ``<stem>.gallery.index`` (faiss IndexFlatIP; without faiss ``<stem>.gallery_embeddings.npy``),
     ``<stem>.gallery_keys.json`` (file name of each index row, in order) and ``<stem>.head.pt`` (the
     trained head's state_dict, when the config trains one). Nothing is written before the ranking is
-    done.
+    done. ``groupname``: write the server's envelope (``benchmark.evaluation.formats``) with exactly
+    ``k`` gallery names per query (a gallery smaller than ``k`` is then refused, not clamped).
 
     Returns a summary: out, files written, k (used) and k_requested, n_queries, n_gallery, per folder
     (``query``, ``gallery``) the images used and every entry skipped with its reason, ``warnings``
@@ -236,6 +237,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     cfg = adapt(cfg)  # the input size the backbone requires (aligned faces: 112x112)
     if k < 1:
         raise InputError(f"k={k} must be >= 1")
+    if groupname is not None:
+        formats.envelope(groupname, {})  # a blank name fails here, before any work
     out = Path(out)
     if out.is_dir():
         raise InputError(f"submission path {out} is a folder; give a file, e.g. --out {out / 'submission.json'}")
@@ -258,6 +261,9 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
             warnings.warn(f"{role} folder {folder}: skipped {len(skipped)} entries: {names}", stacklevel=2)
     msgs = []  # warnings other than skips (those are listed entry by entry in the summary)
     k_used = k
+    if k > len(g_names) and groupname is not None:
+        raise InputError(f"the gallery holds {len(g_names)} images but the server reads exactly k={k} per query; "
+                         "check --gallery, or give a smaller --k")
     if k > len(g_names):
         k_used = len(g_names)
         msgs.append(f"k={k} is larger than the gallery ({len(g_names)} images): clamped to k={k_used}")
@@ -286,6 +292,8 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     else:
         _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
+    if groupname is not None:
+        submission = formats.envelope(groupname, submission)
     files = _write_submission(out, index_dir, submission, gallery, g_names, head, msgs)
     return {
         "out": str(out), "files": {name: str(p) for name, p in files.items()},
@@ -297,7 +305,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
         "warnings": msgs, "train": train_info, "device": str(device),
         "search": f"exact scores after {' + '.join(chain)}" if chain else
         "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
-        "query_style": cfg.query_style,
+        "query_style": cfg.query_style, "form": "envelope" if groupname is not None else "mapping",
         "time_s": time.perf_counter() - t0,
     }
 

@@ -302,8 +302,8 @@ def test_submit_train_flag_reaches_submit(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake(cfg, query, gallery, k, out, index_dir, train_dir):
-        seen.update(train_dir=train_dir, k=k, lr=cfg.lr)
+    def fake(cfg, query, gallery, *, k, out, index_dir, train_dir, groupname):
+        seen.update(train_dir=train_dir, k=k, lr=cfg.lr, groupname=groupname)
         return {}
 
     monkeypatch.setattr(submit, "submit", fake)
@@ -311,8 +311,8 @@ def test_submit_train_flag_reaches_submit(tmp_path, monkeypatch):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(dump_yaml(Config(backbone="resnet18", tracking="none")))
     assert main(["submit", "--config", str(cfg), "--query", "q", "--gallery", "g", "--train", str(tmp_path / "train"),
-                 "--k", "3", "--set", "lr=0.5"]) == 0
-    assert seen == {"train_dir": str(tmp_path / "train"), "k": 3, "lr": 0.5}
+                 "--k", "3", "--set", "lr=0.5", "--groupname", "team7"]) == 0
+    assert seen == {"train_dir": str(tmp_path / "train"), "k": 3, "lr": 0.5, "groupname": "team7"}
 
 
 def test_choose_select_keeps_only_the_matching_experiments(tmp_path, capsys):

@@ -470,3 +470,20 @@ def test_the_summary_of_an_unscorable_validation_says_n_a():
                "train": {"trained": True, "n_train_images": 15, "n_train_identities": 3, "best_epoch": 1,
                          "epochs_run": 1, "val/score": None, "val/loss": 1.25}}
     assert "(val/score=n/a, val/loss=1.25)" in format_summary(summary)
+
+
+def test_submit_groupname_writes_the_servers_envelope_that_check_submission_passes(folders, capsys):
+    """Issue 24: the server read {"groupname", "images": {query basename: [k gallery basenames]}}."""
+    from benchmark import cli
+
+    cfg, q, g, tmp = folders
+    with pytest.raises(InputError, match="the gallery holds 4 images but the server reads exactly k=10"):
+        submit(cfg, q, g, k=10, out=tmp / "s.json", groupname="team7")  # refused, not clamped
+    assert not (tmp / "s.json").exists()
+    summary = submit(cfg, q, g, k=3, out=tmp / "s.json", groupname="team7")
+    doc = json.loads((tmp / "s.json").read_text())
+    assert summary["form"] == "envelope" and doc["groupname"] == "team7"
+    assert set(doc["images"]) == {p.name for p in q.iterdir()}
+    assert all(len(set(v)) == 3 and all("/" not in n for n in v) for v in doc["images"].values())
+    capsys.readouterr()
+    assert cli.main(["check-submission", str(tmp / "s.json"), "--query", str(q), "--gallery", str(g), "--k", "3"]) == 0

@@ -1,8 +1,10 @@
 """The torchvision decoder path on CPU (the code nvjpeg runs on CUDA): odd files in a batch are
-decoded, not fatal; what it cannot decode falls back to PIL, counted; the pixels equal PIL's."""
+decoded, not fatal; what it cannot decode, and every file that is not a JPEG, goes to PIL, counted;
+the pixels equal PIL's."""
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -85,3 +87,69 @@ def test_auto_decoder_is_per_device():
     assert decoders.resolve("auto", CPU) == "pil"
     assert decoders.resolve("auto", torch.device("cuda")) == "torchvision"
     assert decoders.resolve("torchvision", CPU) == "torchvision"
+
+
+# --- files that are not JPEG (issue 23, rule 8): PIL's, whatever the batch holds -------------------
+@pytest.fixture
+def images(tmp_path):
+    """One picture written as JPEG, PNG, BMP, greyscale PNG, 16-bit PNG, and a JPEG named ``.png``."""
+    arr = np.random.default_rng(1).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    rgb = Image.fromarray(arr)
+    grey16 = Image.fromarray(arr[..., 0].astype(np.uint16) * 257)
+    writers = {"a.jpg": lambda p: rgb.save(p, quality=90), "b.png": lambda p: rgb.save(p),
+               "c.bmp": lambda p: rgb.save(p), "grey.png": lambda p: rgb.convert("L").save(p),
+               "grey16.png": lambda p: grey16.save(p), "jpeg.png": lambda p: rgb.save(p, format="JPEG")}
+    for name, write in writers.items():
+        write(tmp_path / name)
+    return {name: str(tmp_path / name) for name in writers}
+
+
+def _like_pil(paths):
+    """Decoded by decoder=torchvision, pixel for pixel as decoder=pil does: (files that fell back)."""
+    images, fell_back = _decode(paths)
+    pil, _ = _decode(paths, "pil")
+    assert len(images) == len(paths)
+    for path, img, want in zip(paths, images, pil):
+        assert img.dtype == torch.uint8 and torch.equal(img, want), path
+    return [p.rsplit("/", 1)[1] for p in fell_back]
+
+
+def test_a_batch_of_only_pngs(images):
+    """decode_jpeg([]) raised 'Input list must contain at least one element': any PNG dataset on a GPU."""
+    assert _like_pil([images["b.png"], images["grey.png"]]) == ["b.png", "grey.png"]
+
+
+def test_a_mixed_batch_keeps_its_order(images):
+    paths = [images[n] for n in ("b.png", "a.jpg", "c.bmp", "jpeg.png", "grey.png")]
+    assert _like_pil(paths) == ["b.png", "c.bmp", "grey.png"]
+
+
+@pytest.mark.parametrize("name", ["c.bmp", "grey.png", "grey16.png"])
+def test_a_batch_of_one_non_jpeg(images, name):
+    assert _like_pil([images[name]]) == [name]
+
+
+def test_content_decides_not_the_suffix(images):
+    """A JPEG named .png takes the fast path; a PNG named .jpg (``odd_files``) goes to PIL."""
+    assert _like_pil([images["jpeg.png"]]) == []
+
+
+def test_an_empty_batch():
+    assert _decode([]) == ([], []) == _decode([], "pil")
+
+
+def test_a_missing_file_is_reported_as_pil_reports_it(images, tmp_path):
+    missing = str(tmp_path / "gone.jpg")
+    for decoder in ("pil", "torchvision"):
+        with pytest.raises(ValueError, match=f"cannot read image {missing}"):
+            _decode([images["a.jpg"], missing], decoder)
+
+
+def test_the_deprecation_warning_is_silenced_at_the_call_only(images):
+    """torchvision 0.29 warns on every decoder call (deprecated for torchcodec, not a dependency):
+    even with warnings as errors, decoding works; a direct torchvision call still warns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _like_pil([images["a.jpg"], images["b.png"]])
+        with pytest.raises(DeprecationWarning, match="TorchVision are deprecated"):
+            torchvision.io.decode_jpeg(decoders._jpeg_bytes(images["a.jpg"]))
