@@ -276,9 +276,22 @@ class Search:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 stop = sweeps.stop_runs(self.engine_cfg, self.sweep_runs(exclude=p.run_id) + [me])
-            return any(r.name == p.run_id for r in stop)
+            if not any(r.name == p.run_id for r in stop):
+                return False
+            tqdm.write(self._stop_line(me, len(history)), file=sys.stderr)
+            return True
 
         return should_stop
+
+    def _stop_line(self, me, epoch: int) -> str:
+        """Which run Hyperband stopped, after which epoch, and why: its best so far against the band's
+        threshold (``sweeps``' ``early_terminate_info``: values are negated when maximizing)."""
+        info, sign = me.early_terminate_info, -1 if self.goal == "maximize" else 1
+        values = [sign * v for v in me.metric_history(self.metric, filter_invalid=True)]
+        band, threshold = [(b, t) for b, t in zip(info["bands"], info["thresholds"]) if b < len(values)][-1]
+        return (f"{me.name}: stopped by Hyperband (early_terminate) after epoch {epoch}: its best {self.metric} "
+                f"so far, {sign * min(values):.4g}, is {'below' if sign < 0 else 'above'} {sign * threshold:.4g}, "
+                f"the cut the sweep's runs set at epoch {band + 1}")
 
     # --- when to stop starting runs ------------------------------------------------------------------
     def finished_because(self, members: list[dict], claims: dict) -> str | None:
@@ -311,14 +324,21 @@ def _wandb_config(params: dict) -> dict:
 class Budget:
     """``--budget MINUTES``: a run starts only when it will likely end within the budget. The estimate
     is the mean wall time (``time/total_s``) of the sweep's recorded runs on this machine, cold-cache
-    feature extraction included where a run paid it; the first run always starts. The run in
-    progress is always finished and recorded."""
+    feature extraction included where a run paid it. The first run of each invocation always starts
+    (``started``), however small the budget; the run in progress is always finished and recorded.
+    The budget is this invocation's: a resumed sweep gets a fresh one (the summary shows the
+    folder's total)."""
 
     def __init__(self, minutes: float | None):
+        if minutes is not None and not math.isfinite(minutes):
+            raise ConfigError(f"--budget {minutes} is not a number of minutes; give a finite number, or leave "
+                              "--budget out for no limit")
         if minutes is not None and not minutes > 0:
             raise ConfigError(f"--budget {minutes}: give the minutes the sweep may take, > 0")
         self.seconds = None if minutes is None else 60 * minutes
         self.t0 = time.monotonic()
+        #: runs this invocation started
+        self.started = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -328,8 +348,16 @@ class Budget:
         spent = [r["time/total_s"] for r in members if isinstance(r.get("time/total_s"), (int, float))]
         return statistics.fmean(spent) if spent else None
 
+    def runs_fit(self, members: list[dict]) -> int | None:
+        """How many more runs the budget left likely fits (at least this invocation's first); None
+        without a budget or a recorded run to estimate from."""
+        est = self.estimate(members)
+        if self.seconds is None or not est:
+            return None
+        return max(int(max(self.seconds - self.elapsed(), 0) // est), 0 if self.started else 1)
+
     def exhausted(self, members: list[dict]) -> str | None:
-        if self.seconds is None:
+        if self.seconds is None or not self.started:
             return None
         left, est = self.seconds - self.elapsed(), self.estimate(members)
         if left <= 0 or (est is not None and est > left):
@@ -343,9 +371,12 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
               rerun_failed: bool = False, budget: float | None = None, search_seed: int = 0) -> pd.DataFrame:
     """Run the sweep until done (grid: every planned run not yet recorded; random/bayes: until
     ``run_cap``, ``metric.target`` or the budget); returns one row per run this process met, and in
-    ``df.attrs["summary"]`` what the sweep cost and why it ended."""
-    from benchmark.run import run
-
+    ``df.attrs["summary"]`` what the sweep cost and why it ended. Every refusal comes before any run."""
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {seeds}): every configuration runs with seeds 0..N-1")
+    if search_seed < 0:
+        raise ConfigError(f"--search-seed must be >= 0 (got {search_seed}): it seeds W&B's engine")
+    budget_ = Budget(budget)
     sweep = load(sweep_path, overrides)
     method = sweep["method"]
     out_dir = Path(out or Path("results") / sweep["name"])
@@ -359,7 +390,6 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
         if "run_cap" not in sweep and budget is None:
             raise ConfigError(f"a {method} search never ends by itself: set run_cap in {find_sweep(sweep_path)} "
                               "or give --budget MINUTES")
-    budget_ = Budget(budget)
     planned = plan(sweep, overrides, select, seeds) if grid else None
     check_writable(out_dir, "output folder (--out)")  # before any run, not after the first one trained
     clean_stale(out_dir)
@@ -368,6 +398,7 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
     status = {"sweep": sweep["name"], "sweep_method": method, **({} if grid else {"search_seed": search_seed}),
               **({"early_terminate": sweep["early_terminate"]["type"]} if "early_terminate" in sweep else {})}
     rows, ended = [], []
+    from benchmark.run import run  # (torch: not before the arguments are checked)
 
     def may_start(members: list[dict], claims: dict) -> bool:
         """Checked under the folder-wide proposal lock, so runners sharing a folder respect one cap."""
@@ -379,7 +410,17 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
         source = _grid_runs(search, planned, since, rerun_failed, may_start) if grid else \
             _proposed_runs(search, may_start)
         total = len(planned) if grid else sweep.get("run_cap")
-        with tqdm(desc=f"sweep {sweep['name']}", unit="run", total=total) as bar:  # closed before a Ctrl-C's line
+        desc = f"sweep {sweep['name']}" + (" (--budget may end it sooner)" if budget_.seconds else "")
+        with tqdm(desc=desc, unit="run", total=total) as bar:  # closed before a Ctrl-C's line
+
+            def budget_total():
+                """Under --budget the total is the runs so far plus those the budget left likely fits."""
+                fits = budget_.runs_fit(search.members())
+                if fits is not None:
+                    bar.total = min(t for t in (total, bar.n + fits) if t is not None)
+                    bar.set_description_str(f"sweep {sweep['name']} (total: what --budget likely fits)")
+
+            budget_total()
             for item in source:
                 bar.update()
                 if isinstance(item, dict):  # skipped: recorded, or running elsewhere
@@ -390,13 +431,16 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
                 if changed:
                     tqdm.write(f"{item.run_id}: the recorded config differs from the experiment's now ({changed}): "
                                "rerun", file=sys.stderr)
+                budget_.started += 1
                 run(item.cfg, out_dir, item.run_id, group=sweep["name"], raise_errors=False,
                     should_stop=search.stopper(item), status=status)
+                budget_total()
                 rows.append({"run_id": item.run_id, "experiment": item.experiment,
                              "action": f"rerun (config changed: {changed})" if changed else "ran",
                              **_summary(out_dir / item.run_id)})
     df = pd.DataFrame(rows)
-    df.attrs["summary"] = _costs(df, budget_, ended[0] if ended else None, len(planned) if grid else None)
+    df.attrs["summary"] = _costs(df, budget_, ended[0] if ended else None, len(planned) if grid else None,
+                                 search.members())
     return df
 
 
@@ -533,8 +577,10 @@ def _summary(run_dir: Path) -> dict:
     return {k: row.get(k) for k in SUMMARY}
 
 
-def _costs(df: pd.DataFrame, budget: Budget, ended: str | None, n_planned: int | None) -> list[str]:
-    """What the sweep cost and what remained, for the end of the summary."""
+def _costs(df: pd.DataFrame, budget: Budget, ended: str | None, n_planned: int | None,
+           members: list[dict]) -> list[str]:
+    """What the sweep cost and what remained, for the end of the summary; and what the folder's
+    recorded runs of the sweep (``members``) took in all, since ``--budget`` is per invocation."""
     ran = df[df["action"] == "ran"] if "action" in df else df
     lines = []
     if len(ran):
@@ -547,6 +593,10 @@ def _costs(df: pd.DataFrame, budget: Budget, ended: str | None, n_planned: int |
     if budget.seconds is not None:
         lines.append(f"budget {budget.seconds / 60:.1f} min: {max(budget.seconds - budget.elapsed(), 0) / 60:.1f} "
                      "min remained")
+    if members:
+        spent = sum(r["time/total_s"] for r in members if isinstance(r.get("time/total_s"), (int, float)))
+        lines.append(f"the folder holds {len(members)} recorded run(s) of this sweep, {spent / 60:.1f} min inside "
+                     "runs in all" + ("; --budget limits each invocation, not the folder" if budget.seconds else ""))
     if ended:
         lines.append(f"stopped starting runs: {ended}")
     if n_planned is not None and ended:

@@ -487,7 +487,7 @@ def _record(out: Path, run_id: str, scores: list[float], experiment: str = "demo
                  {"status": "ok", "started": 0.0, "ended": 1.0})
 
 
-def test_hyperband_decides_from_every_runs_per_epoch_history(tmp_path):
+def test_hyperband_decides_from_every_runs_per_epoch_history(tmp_path, capsys):
     """A scripted metric history: W&B's Hyperband (min_iter 1, eta 2) compares a running run's best
     so far with the band threshold at epoch 2 over all runs' epoch-2 values."""
     from benchmark.files import locked
@@ -510,7 +510,11 @@ def test_hyperband_decides_from_every_runs_per_epoch_history(tmp_path):
 
     # epoch-2 values (negated to minimize): -200, -150 and this run's; threshold = sorted[int(0.5 * 3)]
     assert should_stop(rows(100, 120)) is True      # -120 > threshold -150
+    assert capsys.readouterr().err.strip() == (    # a stopped run is one line: which, when, why
+        f"{planned[3].run_id}: stopped by Hyperband (early_terminate) after epoch 2: its best val/score so far, "
+        "120, is below 150, the cut the sweep's runs set at epoch 2")
     assert should_stop(rows(100, 170)) is False     # -170 <= threshold -150
+    assert capsys.readouterr().err == ""
     assert should_stop(rows(100)) is False          # no band reached yet (band 1 needs 2 epochs)
     # a run in progress elsewhere (its claim held, its history in the claim file) counts too
     with locked(out / ".claims" / f"{planned[2].run_id}.lock"):
@@ -523,7 +527,7 @@ def test_hyperband_decides_from_every_runs_per_epoch_history(tmp_path):
     assert not (out / ".claims" / f"{planned[2].run_id}.json").exists()
 
 
-def test_hyperband_stops_runs_of_a_real_sweep_and_records_them_as_stopped(tmp_path, orl_env, monkeypatch):
+def test_hyperband_stops_runs_of_a_real_sweep_and_records_them_as_stopped(tmp_path, orl_env, monkeypatch, capsys):
     """The sweep's metric is the per-epoch learning rate (history.csv's ``lr``): a real training whose
     metric does not depend on float kernels. Band 1 (epoch 2): the third run's 1e-4 is below the
     threshold of (0.01, 0.001, 1e-4) and is stopped there; the others train their 3 epochs."""
@@ -539,6 +543,8 @@ def test_hyperband_stops_runs_of_a_real_sweep_and_records_them_as_stopped(tmp_pa
     df = sweep.run_sweep(sf, out, parse_overrides(ORL + ["patience=0"]))
     assert df["status"].tolist() == ["ok", "ok", "stopped"]
     assert df["stopped_epoch"].tolist()[2] == 2
+    assert f"{df['run_id'][2]}: stopped by Hyperband (early_terminate) after epoch 2: its best lr so far, 0.0001, " \
+           "is below 0.001, the cut the sweep's runs set at epoch 2" in capsys.readouterr().err
     assert any("1 stopped early" in line for line in df.attrs["summary"])
     stored = store.load(out).set_index("lr")
     assert stored.loc[0.0001, "status"] == "stopped" and stored.loc[0.0001, "stopped_epoch"] == 2
@@ -556,6 +562,9 @@ def test_hyperband_stops_runs_of_a_real_sweep_and_records_them_as_stopped(tmp_pa
 def test_budget_starts_no_run_that_would_not_end_in_time(monkeypatch):
     budget = sweep.Budget(1.0)
     members = [{"time/total_s": 20.0}, {"time/total_s": 40.0}, {"status": "failed"}]
+    monkeypatch.setattr(budget, "elapsed", lambda: 55.0)
+    assert budget.exhausted(members) is None            # this invocation's first run always starts
+    budget.started = 1
     monkeypatch.setattr(budget, "elapsed", lambda: 25.0)
     assert budget.exhausted(members) is None            # 35 s left, a run takes 30 s
     monkeypatch.setattr(budget, "elapsed", lambda: 35.0)
@@ -566,13 +575,57 @@ def test_budget_starts_no_run_that_would_not_end_in_time(monkeypatch):
         sweep.Budget(0)
 
 
-def test_a_tiny_budget_runs_one_search_run_and_says_what_remained(tmp_path, orl_env, monkeypatch):
+def test_the_sweep_bar_total_is_what_the_budget_likely_fits(monkeypatch):
+    """The bar showed run_cap (40) whatever --budget allowed."""
+    budget = sweep.Budget(1.0)
+    members = [{"time/total_s": 20.0}, {"time/total_s": 40.0}]
+    assert budget.runs_fit([]) is None and sweep.Budget(None).runs_fit(members) is None  # nothing to estimate from
+    monkeypatch.setattr(budget, "elapsed", lambda: 55.0)
+    assert budget.runs_fit(members) == 1                # 5 s left, but the first run always starts
+    budget.started = 1
+    assert budget.runs_fit(members) == 0
+    monkeypatch.setattr(budget, "elapsed", lambda: 0.0)
+    assert budget.runs_fit(members) == 2                # 60 s left, 30 s a run
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--budget", "inf"], "--budget inf is not a number of minutes; give a finite number, or leave --budget out for "
+                          "no limit"),
+    (["--seeds", "-2"], "--seeds must be >= 1 (got -2)"),
+    # siblings
+    (["--budget", "nan"], "--budget nan is not a number of minutes"),
+    (["--budget=-inf"], "--budget -inf is not a number of minutes"),
+    (["--seeds", "0"], "--seeds must be >= 1 (got 0)"),
+    (["--search-seed", "-1"], "--search-seed must be >= 0 (got -1)"),
+])
+def test_sweep_arguments_that_mean_no_sweep_are_refused_in_one_line(tmp_path, capsys, args, line):
+    """--budget inf never ended (56 runs until killed); --seeds -2 printed 'no runs' and exit 0;
+    --search-seed -1 crashed in numpy."""
+    from benchmark import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(_search_file(tmp_path)), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {line}"), err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_runs_one_search_run_and_says_what_remained(tmp_path, orl_env, monkeypatch, capsys):
+    """--budget 1e-9 printed 'no runs' although the first run always starts."""
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", orl_env["BENCHMARK_CACHE_DIR"])
     sf = _search_file(tmp_path, run_cap=None)
-    df = sweep.run_sweep(sf, tmp_path / "out", parse_overrides(ORL), budget=0.001)
+    df = sweep.run_sweep(sf, tmp_path / "out", parse_overrides(ORL), budget=1e-9)
     assert df["action"].tolist() == ["ran"]
     text = sweep.format_summary(df)
-    assert "budget 0.0 min" in text and "stopped starting runs: budget" in text and "cost: 1 run(s) took" in text
+    assert "budget 0.0 min: 0.0 min remained" in text and "stopped starting runs: budget" in text
+    assert "cost: 1 run(s) took" in text
+    # the budget is per invocation: the folder's total is said, and a resumed sweep runs its first run again
+    assert "the folder holds 1 recorded run(s) of this sweep" in text and "not the folder" in text
+    assert "(--budget may end it sooner)" in capsys.readouterr().err
+    df = sweep.run_sweep(sf, tmp_path / "out", parse_overrides(ORL), budget=1e-9)
+    assert df["action"].tolist() == ["ran"] and "the folder holds 2 recorded run(s)" in sweep.format_summary(df)
+    assert "(total: what --budget likely fits)" in capsys.readouterr().err
 
 
 def test_run_cap_and_metric_target_end_a_search(tmp_path):

@@ -47,7 +47,7 @@ def _write(tmp_path, **doc) -> Path:
      "parameters.lr: distribution log_uniform_values needs max and min"),
     ({"parameters": {"lr": {"distribution": "uniform", "min": 0.1}}}, "parameters.lr: distribution uniform needs max"),
     ({"parameters": {"lr": {"distribution": "lognormal_values", "min": 1, "max": 2}}},
-     "parameters.lr.distribution: 'lognormal_values' is not a W&B distribution"),
+     "parameters.lr.distribution: 'lognormal_values' is not one of q_beta, beta, categorical,"),
     ({"run_cap": 0}, "run_cap: 0 must be a positive whole number"),
     ({"parameters": {"lr": {"min": 0.1, "max": 0.01}}}, "parameters.lr: min 0.1 is not less than max 0.01"),
     ({"parameters": {"lrr": {"values": [1]}}}, "parameters.lrr: 'lrr' is not a config key"),
@@ -59,6 +59,66 @@ def _write(tmp_path, **doc) -> Path:
     ({"parameters": {"epochs": {"parameters": {"a": {"value": 1}}}}},
      "parameters.epochs.parameters: only mapping keys"),
     ({"metric": {"name": "val/score", "goal": "up"}}, "metric.goal: 'up' is not one of minimize, maximize"),
+    # issue 23 rule 6 (a): a failed anyOf/oneOf names its deepest failing field and what it needed
+    ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 0.1}}},
+     "parameters.lr.min: must be > 0.0, got 0"),
+    ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0.1, "max": 0.1}}},
+     "parameters.lr: min 0.1 is not less than max 0.1"),
+    ({"early_terminate": {"max_iter": 27, "s": 2}}, "early_terminate: needs type (one of: hyperband)"),
+    ({"early_terminate": {"type": "envelope", "max_iter": 27, "s": 2}},
+     "early_terminate.type: 'envelope' is not one of hyperband"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": -1}},
+     "early_terminate.eta: must be > 1, got -1"),
+    ({"parameters": {"loss_args": {"parameters": {"margin": {"distribution": "uniform", "min": 0.1, "max": 0.5,
+                                                             "mu": 0.2}}}}},
+     "parameters.loss_args.parameters.margin: distribution uniform takes no mu (it takes: min, max, distribution)"),
+    # siblings
+    ({"early_terminate": {"type": "hyperband", "min_iter": 0}}, "early_terminate.min_iter: must be >= 1, got 0"),
+    ({"early_terminate": {"type": "hyperband", "eta": 3}}, "early_terminate: needs max_iter and s, or min_iter"),
+    ({"early_terminate": {"type": "hyperband", "min_iter": 2, "every": 1}},
+     "early_terminate: type hyperband takes no every"),
+    ({"early_terminate": "hyperband"}, "early_terminate: must be a mapping, got a str ('hyperband')"),
+    ({"parameters": {"lr": {"distribution": "q_log_uniform_values", "min": 0, "max": 0.1, "q": 0.01}}},
+     "parameters.lr.min: must be > 0.0, got 0"),
+    ({"parameters": {"weight_decay": {"distribution": "q_uniform", "min": 0, "max": 1, "q": -1}}},
+     "parameters.weight_decay.q: must be > 0, got -1"),
+    ({"parameters": {"epochs": {"distribution": "int_uniform", "min": 1.5, "max": 4}}},
+     "parameters.epochs.min: must be a whole number, got a float (1.5)"),
+    ({"parameters": {"loss_args": {"parameters": {"margin": {"values": "0.2"}}}}},
+     "parameters.loss_args.parameters.margin.values: must be a list, got a str ('0.2')"),
+    ({"parameters": {"lr": {"min": 0.001}}}, "parameters.lr: needs max"),
+    ({"metric": {"name": "val/score", "goal": "maximize", "target": "high"}},
+     "metric.target: must be a number, got a str ('high')"),
+    # (b): Hyperband settings W&B's engine refuses (no bands: every run failed), with the field and a fix
+    ({"early_terminate": {"type": "hyperband", "max_iter": 0, "s": 2}},
+     "early_terminate.max_iter: 0 gives Hyperband no bands"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 0}},
+     "early_terminate.s: 0 gives Hyperband no bands"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 1}},
+     "early_terminate.eta: must be > 1, got 1"),
+    # siblings
+    ({"early_terminate": {"type": "hyperband", "max_iter": 2, "s": 2}},
+     "early_terminate.max_iter: 2 gives Hyperband no bands"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 2, "eta": 30}},
+     "early_terminate.eta: 30 gives Hyperband no bands"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27, "s": 1.5}},
+     "early_terminate.s: 1.5 is refused by W&B's Hyperband"),
+    # (c): metric.name is a validation metric the runs record where the search reads it, in its direction
+    ({"method": "bayes", "metric": {"name": "val/nosuch", "goal": "maximize"}},
+     "metric.name: 'val/nosuch' is not a validation metric the runs record for bayes; use one of: val/top1, "),
+    # siblings
+    ({"method": "bayes", "metric": {"name": "val/loss", "goal": "minimize"}},
+     "metric.name: 'val/loss' is not a validation metric the runs record for bayes"),
+    ({"metric": {"name": "val/n_queries", "goal": "maximize"}},
+     "metric.name: 'val/n_queries' is not a validation metric the runs record for the sweep"),
+    ({"metric": {"name": "time/total_s", "goal": "minimize", "target": 60}},
+     "metric.name: 'time/total_s' is not a validation metric the runs record for metric.target"),
+    ({"method": "bayes", "metric": {"name": "test/score", "goal": "maximize"}},
+     "metric.name: test/score is a test-split metric"),
+    ({"method": "bayes", "metric": {"name": "val/score"}},
+     "metric.goal: left out, so W&B minimizes: that searches for the worst val/score; write goal: maximize"),
+    ({"metric": {"name": "val/loss", "goal": "maximize"}, "early_terminate": {"type": "hyperband", "min_iter": 1}},
+     "metric.goal: maximize: that searches for the worst val/loss; write goal: minimize"),
 ])
 def test_a_bad_sweep_file_is_refused_with_one_line_naming_the_key(tmp_path, doc, line, capsys):
     path = _write(tmp_path, **doc)
@@ -69,6 +129,16 @@ def test_a_bad_sweep_file_is_refused_with_one_line_naming_the_key(tmp_path, doc,
     assert lines[0].startswith(f"{path}: {line}"), lines[0]
     assert cli.main(["sweep", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {lines[0]}"
+
+
+@pytest.mark.parametrize("metric,early_terminate", [
+    ({"name": "val/loss", "goal": "minimize"}, {"type": "hyperband", "min_iter": 1, "eta": 2}),
+    ({"name": "lr", "goal": "maximize"}, {"type": "hyperband", "max_iter": 27, "s": 2}),
+    ({"name": "val/map_at_r", "goal": "maximize"}, {"type": "hyperband", "max_iter": 4, "s": 1, "eta": 4}),
+])
+def test_per_epoch_metrics_and_settings_hyperband_reads_are_accepted(tmp_path, metric, early_terminate):
+    """Hyperband reads each epoch's history, which holds val/loss and lr besides the validation metrics."""
+    assert sweepfile.load(_write(tmp_path, metric=metric, early_terminate=early_terminate))["metric"] == metric
 
 
 def test_several_violations_are_one_line_each(tmp_path):
