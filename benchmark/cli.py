@@ -213,7 +213,7 @@ def _style_keys(args) -> str:
     from benchmark.params import describe
 
     if args.gallery_style not in styles.STYLES:
-        return "the parameters of a --gallery-style (benchmark list styles)"
+        return "the parameters of the --gallery-style (STYLE.KEY in a mix; benchmark list styles)"
     return describe(styles.params(args.gallery_style))
 
 
@@ -241,14 +241,22 @@ def cmd_check_submission(args) -> int:
 
 
 def cmd_make_competition(args) -> int:
-    from benchmark.competition import make_competition
+    from benchmark.competition import PRESETS, make_competition
 
-    manifest = make_competition(args.out, data_home=args.data_home, train_min=args.train_min, test_min=args.test_min,
-                                test_max=args.test_max, n_query_per_identity=args.queries_per_identity, seed=args.seed,
-                                max_test_identities=args.max_test_identities,
-                                max_train_identities=args.max_train_identities, overwrite=args.overwrite,
+    given = {k: v for k, v in {"train_min": args.train_min, "test_min": args.test_min, "test_max": args.test_max,
+                               "n_query_per_identity": args.queries_per_identity,
+                               "max_test_identities": args.max_test_identities,
+                               "max_train_identities": args.max_train_identities,
+                               "max_train_images_per_identity": args.max_train_images_per_identity,
+                               "max_gallery_per_identity": args.max_gallery_per_identity}.items() if v is not None}
+    if args.preset:  # the edition's shape; an option given on the line still wins
+        given = {**PRESETS[args.preset]["params"], **given}
+        print(f"preset {PRESETS[args.preset]['note']}", file=sys.stderr)
+    manifest = make_competition(args.out, data_home=args.data_home, seed=args.seed, overwrite=args.overwrite,
                                 gallery_style=args.gallery_style,
-                                style_args=parse_overrides(args.style_arg, "--style-arg", _style_keys(args)) or None)
+                                style_args=parse_overrides(args.style_arg, "--style-arg", _style_keys(args)) or None,
+                                train_styles=args.train_styles, train_render_fraction=args.train_render_fraction,
+                                **given)
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
     return 0
 
@@ -430,20 +438,34 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("make-competition", help="materialize a competition-like query/gallery layout from LFW")
     p.add_argument("--out", required=True, help="folder to write train/, test/query, test/gallery, truth.json to")
     p.add_argument("--data-home", help="folder holding lfw_home/ (default: $SCIKIT_LEARN_DATA)")
-    p.add_argument("--train-min", type=int, default=20, help="training people have >= this many images")
-    p.add_argument("--test-min", type=int, default=5, help="test people (unseen in training) have >= this many images")
-    p.add_argument("--test-max", type=int, default=19, help="test people (unseen) have test-min..test-max images")
-    p.add_argument("--queries-per-identity", type=int, default=1,
-                   help="query images per test person; the rest of their images go to the gallery")
+    p.add_argument("--preset", choices=["2025", "2026"],
+                   help="the course competition's edition shape, scaled to LFW (it prints what was scaled); "
+                        "options given on the line still win")
+    p.add_argument("--train-min", type=int, help="training people have >= this many images (default: 20)")
+    p.add_argument("--test-min", type=int, help="test people (unseen in training) have >= this many images (default: 5)")
+    p.add_argument("--test-max", type=int, help="test people (unseen) have test-min..test-max images (default: 19)")
+    p.add_argument("--queries-per-identity", type=int,
+                   help="query images per test person; the rest of their images go to the gallery (default: 1)")
     p.add_argument("--max-test-identities", type=int, help="keep at most this many test people (default: all)")
     p.add_argument("--max-train-identities", type=int, help="keep at most this many training people (default: all)")
+    p.add_argument("--max-train-images-per-identity", type=int,
+                   help="a seeded subset of each training person's images (default: all)")
+    p.add_argument("--max-gallery-per-identity", type=int,
+                   help="a seeded subset of each test person's gallery images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the query/gallery choice and the anonymized names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.add_argument("--gallery-style", default="none",
-                   help="render the gallery in this style (benchmark list styles): the competition's real-photo -> "
+                   help="render the gallery in this style, or a mix drawn per image, e.g. cartoon,stylization:2,sketch "
+                        "(benchmark list styles; none in a mix keeps photos): the competition's real-photo -> "
                         "synthetic-render gap; queries stay photographs")
     p.add_argument("--style-arg", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="parameters of the gallery style, e.g. --style-arg size=16 (default: its defaults)")
+                   help="parameters of the gallery style, e.g. --style-arg size=16, or STYLE.KEY=VALUE in a mix "
+                        "(default: its defaults)")
+    p.add_argument("--train-styles", default="none",
+                   help="training folders also hold renders of each person's photos, each in a style drawn from "
+                        "this mix (as the real competition's did); train/domains.csv says which file is which")
+    p.add_argument("--train-render-fraction", type=float, default=0.0,
+                   help="the fraction of each training person's photos rendered (seeded; at least one)")
     p.set_defaults(fn=cmd_make_competition)
 
     p = sub.add_parser("cache", help="list or clear the feature cache")

@@ -41,17 +41,78 @@ from benchmark.features import styles
 
 TRUTH_FILE = "truth.json"
 MANIFEST_FILE = "competition.json"
+#: in train/: ``path,domain`` (photo | render) of every training file, for the competitor
+DOMAINS_FILE = "domains.csv"
 _OWNED = ("train", "test", TRUTH_FILE, MANIFEST_FILE)
 
 
-def _render(src: Path, dst: Path, style: str, args: dict | None) -> None:
-    """``src`` rendered in ``style``, written to ``dst`` as a JPEG (fresh file: nothing links it to LFW)."""
+#: the two editions of the course competition, scaled to what LFW here holds (62 people with >= 20
+#: images, 81 with 11-19, 280 with 5-10): ``params`` for ``make_competition``, ``note`` what was scaled
+PRESETS = {
+    "2025": {"params": {"train_min": 11, "test_min": 5, "test_max": 10, "n_query_per_identity": 1,
+                        "max_train_images_per_identity": 5, "max_gallery_per_identity": 1},
+             "note": "2025: 921 training people x 5 images, ~1,456 queries and ~1,481 gallery images (about one "
+                     "of each per test person). LFW has 143 people with >= 11 images (training, 5 images each) "
+                     "and 280 with 5-10 (test: 1 query + 1 gallery image each): 715 training images, 280 queries, "
+                     "280 gallery images"},
+    "2026": {"params": {"train_min": 20, "test_min": 11, "test_max": 19, "n_query_per_identity": 1,
+                        "max_train_images_per_identity": 20, "max_gallery_per_identity": 10},
+             "note": "2026: 250 training people x 20 images (5,000), 300 test people with 1 query + 10 gallery "
+                     "images each (300 queries, 3,000 gallery). LFW has 62 people with >= 20 images (training, "
+                     "20 each: 1,240 images) and 81 with 11-19 (test: 1 query + 10 gallery each: 81 queries, "
+                     "810 gallery images)"},
+}
+
+
+def _write(src: Path, dst: Path, style: str, args: dict | None) -> None:
+    """``src`` rendered in ``style`` (a copy for ``none``), written to ``dst`` as a JPEG (fresh file:
+    nothing links it to LFW)."""
     from PIL import Image
 
     from benchmark.features.views import decode
 
+    if style == styles.NONE:
+        shutil.copyfile(src, dst)
+        return
     rgb = styles.render(decode(str(src)), style, args).permute(1, 2, 0).numpy()
     Image.fromarray(rgb).save(dst, format="JPEG", quality=95)
+
+
+def _drawn(mix: dict[str, float], rng: np.random.Generator) -> str:
+    """One style of ``mix`` drawn by its probabilities (no draw for a single style)."""
+    names = list(mix)
+    return names[0] if len(names) == 1 else names[int(rng.choice(len(names), p=list(mix.values())))]
+
+
+def _subset(files: list[Path], n: int | None, rng: np.random.Generator) -> list[Path]:
+    """A seeded subset of ``n`` of ``files`` in their order (all of them when ``n`` is None or larger)."""
+    if n is None or len(files) <= n:
+        return files
+    return [files[i] for i in sorted(rng.choice(len(files), size=n, replace=False))]
+
+
+def _style_args(given: dict, mix: dict[str, float]) -> dict[str, dict]:
+    """``--style-arg`` values as ``{style: {param: value}}``: ``KEY=V`` for a single rendered style,
+    ``STYLE.KEY=V`` in a mix; each checked against its style's declared parameters."""
+    rendered = [name for name in mix if name != styles.NONE]
+    if given and not rendered:
+        raise ConfigError(f"--style-arg {', '.join(f'{k}={v}' for k, v in given.items())} without a "
+                          "--gallery-style: give the style they are parameters of (benchmark list styles)")
+    out: dict[str, dict] = {}
+    for key, value in given.items():
+        style, _, param = key.rpartition(".")
+        if not style:
+            if len(rendered) > 1:
+                raise ConfigError(f"--style-arg {key}={value}: the gallery mixes {', '.join(rendered)}; name the "
+                                  f"style, e.g. --style-arg {rendered[0]}.{key}={value}")
+            style = rendered[0]
+        if style not in rendered:
+            raise ConfigError(f"--style-arg {key}={value}: {style!r} is not a style of --gallery-style "
+                              f"({', '.join(rendered)})")
+        out.setdefault(style, {})[param] = value
+    for style, params in out.items():  # one line naming the parameter and its domain
+        styles.check(style, params, key=f"--style-arg {style}" if len(rendered) > 1 else "--style-arg ")
+    return out
 
 
 def _people(root: Path) -> dict[str, list[Path]]:
@@ -69,7 +130,9 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
                      seed: int = 0, max_test_identities: int | None = None,
                      max_train_identities: int | None = None,
                      max_train_images_per_identity: int | None = None,
-                     overwrite: bool = False, gallery_style: str = "none", style_args: dict | None = None) -> dict:
+                     max_gallery_per_identity: int | None = None,
+                     overwrite: bool = False, gallery_style: str = "none", style_args: dict | None = None,
+                     train_styles: str = "none", train_render_fraction: float = 0.0) -> dict:
     """Write the layout (module docstring) under ``out_dir``; returns the manifest (counts, paths).
 
     ``max_*_identities``: a seeded random subset of the eligible people (all by default);
@@ -77,17 +140,27 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     (small, fast layouts). ``overwrite``: replace a layout already in ``out_dir`` (only the files
     this function writes are removed); otherwise an existing one, or a non-empty folder that holds
     no layout, is an error. Errors name the ``make-competition`` options (the function's user).
-    ``gallery_style``: render the gallery in this style (``style_args``: its parameters), queries
-    stay photos.
+    ``gallery_style``: render the gallery in this style, or a mix drawn per gallery image
+    (``cartoon,stylization:2,sketch``; ``style_args``: parameters, ``STYLE.KEY`` in a mix); queries
+    stay photos. ``train_styles`` + ``train_render_fraction``: each training person's folder also
+    holds renders of that fraction of their photos (seeded, at least one), each in a style drawn from
+    ``train_styles`` — as the real competition's training folders held both; ``train/domains.csv``
+    says which file is which (``path,domain``: photo | render), ``competition.json`` each file's style.
+    ``max_gallery_per_identity``: a seeded subset of each test person's gallery images.
     """
-    if gallery_style == styles.NONE and style_args:
-        raise ConfigError(f"--style-arg {', '.join(f'{k}={v}' for k, v in style_args.items())} without a "
-                          "--gallery-style: give the style they are parameters of (benchmark list styles)")
-    if gallery_style != styles.NONE and gallery_style not in styles.STYLES:
-        raise ConfigError(f"--gallery-style: unknown style {gallery_style!r}; valid styles: "
-                          f"{', '.join([styles.NONE, *styles.STYLES])} (benchmark list styles)")
-    styles.check(gallery_style, style_args, key="--style-arg ")  # one line naming the parameter and its domain
-    style = styles.identity(gallery_style, style_args)
+    gallery_mix = styles.mix(gallery_style, "--gallery-style")
+    train_mix = styles.mix(train_styles, "--train-styles")
+    args = _style_args(style_args or {}, gallery_mix)
+    identities = {name: styles.identity(name, args.get(name)) for name in {*gallery_mix, *train_mix}}
+    rendered_gallery = set(gallery_mix) != {styles.NONE}
+    if not 0 <= train_render_fraction <= 1:
+        raise ConfigError(f"--train-render-fraction {train_render_fraction} must be in [0, 1]")
+    if (train_render_fraction > 0) != (set(train_mix) != {styles.NONE}):
+        raise ConfigError("--train-styles and --train-render-fraction go together: the styles of the training "
+                          "renders and the fraction of each person's photos rendered (e.g. --train-styles "
+                          "cartoon,stylization --train-render-fraction 0.5)")
+    if max_gallery_per_identity is not None and max_gallery_per_identity < 1:
+        raise ConfigError(f"--max-gallery-per-identity {max_gallery_per_identity} must be >= 1")
     if not 1 <= n_query_per_identity < test_min:
         raise ConfigError(f"--queries-per-identity {n_query_per_identity} must be >= 1 and < --test-min "
                           f"{test_min}, so that every test person keeps >= 1 gallery image")
@@ -134,40 +207,66 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
         d.mkdir(parents=True)
 
     sources: dict[str, str] = {}
-    n_train = 0
-    for person in train_people:
-        files = people[person]
-        if max_train_images_per_identity is not None and len(files) > max_train_images_per_identity:
-            keep = rng.choice(len(files), size=max_train_images_per_identity, replace=False)
-            files = [files[i] for i in sorted(keep)]
-        (out / "train" / person).mkdir()
-        for f in files:
-            shutil.copyfile(f, out / "train" / person / f.name)
-        n_train += len(files)
-
-    truth: dict[str, dict[str, str]] = {"queries": {}, "gallery": {}}
     used: set[str] = set()
 
-    def anonymous() -> str:
+    def anonymous(generator: np.random.Generator) -> str:
         while True:
-            name = rng.bytes(8).hex() + ".jpg"
+            name = generator.bytes(8).hex() + ".jpg"
             if name not in used:
                 used.add(name)
                 return name
 
-    what = f"rendering the gallery ({gallery_style})" if style is not None else "copying"
+    # separate seeded streams for the style draws: a layout without them is the same as before they existed
+    draw_gallery, draw_train = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    train_files = {person: _subset(people[person], max_train_images_per_identity, rng) for person in train_people}
+    n_renders = {p: max(1, round(train_render_fraction * len(f))) if train_render_fraction else 0
+                 for p, f in train_files.items()}
+    domains: dict[str, str] = {}  # train/<person>/<file> -> photo | render:<style>
+    bar = tqdm(total=sum(map(len, train_files.values())) + sum(n_renders.values()), unit="img", file=sys.stderr,
+               desc="make-competition: training images" + (f", rendering ({train_styles})" if n_renders else ""),
+               mininterval=1.0)
+    for person, files in train_files.items():
+        (out / "train" / person).mkdir()
+        for f in files:
+            shutil.copyfile(f, out / "train" / person / f.name)
+            domains[f"{person}/{f.name}"] = "photo"
+            bar.update()
+        for i in sorted(draw_train.choice(len(files), size=n_renders[person], replace=False)):
+            name = _drawn(train_mix, draw_train)
+            file = anonymous(draw_train)
+            _write(files[i], out / "train" / person / file, name, args.get(name))
+            domains[f"{person}/{file}"] = f"render:{name}"
+            sources[f"train/{person}/{file}"] = f"{person}/{files[i].name}"
+            bar.update()
+    bar.close()
+    n_train = len(domains)
+    (out / "train" / DOMAINS_FILE).write_text("path,domain\n" + "".join(
+        f"{path},{domain.split(':')[0]}\n" for path, domain in domains.items()))
+
+    truth: dict[str, dict[str, str]] = {"queries": {}, "gallery": {}}
+    gallery_styles: dict[str, str] = {}
+
+    what = f"rendering the gallery ({gallery_style})" if rendered_gallery else "copying"
     bar = tqdm(total=sum(len(people[p]) for p in test_people), desc=f"make-competition: test images, {what}",
                unit="img", file=sys.stderr, mininterval=1.0)  # rendering LFW's 2,601 test images takes minutes
     for person in test_people:
         files = people[person]
         is_query = np.zeros(len(files), dtype=bool)
         is_query[rng.choice(len(files), size=n_query_per_identity, replace=False)] = True
-        for f, q in zip(files, is_query):
-            name = anonymous()
-            if q or style is None:
+        in_gallery = np.flatnonzero(~is_query)
+        if max_gallery_per_identity is not None and len(in_gallery) > max_gallery_per_identity:
+            in_gallery = draw_gallery.choice(in_gallery, size=max_gallery_per_identity, replace=False)
+        for i, (f, q) in enumerate(zip(files, is_query)):
+            if not q and i not in in_gallery:
+                bar.update()
+                continue
+            name = anonymous(rng)
+            if q or not rendered_gallery:
                 shutil.copyfile(f, (query_dir if q else gallery_dir) / name)
             else:
-                _render(f, gallery_dir / name, gallery_style, style_args)
+                drawn = _drawn(gallery_mix, draw_gallery)
+                _write(f, gallery_dir / name, drawn, args.get(drawn))
+                gallery_styles[name] = drawn
             truth["queries" if q else "gallery"][name] = person
             sources[name] = f"{person}/{f.name}"
             bar.update()
@@ -175,20 +274,28 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     truth = {part: dict(sorted(d.items())) for part, d in truth.items()}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     manifest = {
-        "source": str(root), "copy": "copyfile" if style is None else "copyfile (queries, train); gallery rendered",
-        "gallery_style": style,
+        "source": str(root), "copy": "copyfile" if not rendered_gallery else "copyfile (queries, train); gallery rendered",
+        "gallery_style": identities[gallery_style] if gallery_style in identities else None,
+        "gallery_mix": {name: {"weight": w, "style": identities[name]} for name, w in gallery_mix.items()},
+        "train_mix": {name: {"weight": w, "style": identities[name]} for name, w in train_mix.items()}
+        if n_renders else None,
         "params": {"train_min": train_min, "test_min": test_min, "test_max": test_max,
                    "n_query_per_identity": n_query_per_identity, "seed": seed,
                    "max_test_identities": max_test_identities, "max_train_identities": max_train_identities,
                    "max_train_images_per_identity": max_train_images_per_identity,
-                   "gallery_style": gallery_style, "style_args": style_args or {}},
+                   "max_gallery_per_identity": max_gallery_per_identity,
+                   "gallery_style": gallery_style, "style_args": style_args or {},
+                   "train_styles": train_styles, "train_render_fraction": train_render_fraction},
         "counts": {"train_identities": len(train_people), "train_images": n_train,
+                   "train_renders": sum(n_renders.values()),
                    "test_identities": len(test_people), "queries": len(truth["queries"]),
                    "gallery": len(truth["gallery"])},
         "paths": {"train": str(out / "train"), "query": str(query_dir), "gallery": str(gallery_dir),
                   "truth": str(out / TRUTH_FILE)},
         "train_identities": train_people, "test_identities": test_people,
         "sources": dict(sorted(sources.items())),
+        "gallery_styles": dict(sorted(gallery_styles.items())),
+        "train_domains": domains,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -37,7 +37,7 @@ def _files(folder: Path) -> set[str]:
 
 def test_train_and_test_people_are_disjoint(layout):
     out, m = layout
-    train = {p.name for p in (out / "train").iterdir()}
+    train = {p.name for p in (out / "train").iterdir() if p.is_dir()}
     truth = json.loads((out / "truth.json").read_text())
     test = set(truth["queries"].values()) | set(truth["gallery"].values())
     assert len(train) == 4 and len(test) == 5 and not train & test
@@ -107,7 +107,7 @@ def test_overwrite_replaces_only_its_own_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
     truth = json.loads((out / "truth.json").read_text())
     assert _files(out / "test" / "query") == set(truth["queries"])
-    assert {p.name for p in (out / "train").iterdir()} == set(m["train_identities"])
+    assert {p.name for p in (out / "train").iterdir() if p.is_dir()} == set(m["train_identities"])
 
 
 def test_hidden_folders_and_files_are_never_people_or_images(tmp_path):
@@ -124,7 +124,7 @@ def test_hidden_folders_and_files_are_never_people_or_images(tmp_path):
     with pytest.warns(UserWarning, match="hidden"):
         manifest = make_competition(tmp_path / "out", data_home=str(tmp_path / "home"), train_min=4, test_min=2,
                                     test_max=3)
-    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == ["Train_A", "Train_B"]
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == ["Train_A", "Train_B", "domains.csv"]
     truth = json.loads((tmp_path / "out" / "truth.json").read_text())
     assert sorted(set(truth["queries"].values()) | set(truth["gallery"].values())) == ["Test_C", "Test_D"]
     assert len(truth["queries"]) + len(truth["gallery"]) == 6 and manifest["counts"]
@@ -161,7 +161,8 @@ def test_gallery_style_renders_the_gallery_as_jpegs_and_keeps_query_photos(layou
 
 
 def test_unknown_gallery_style_lists_the_valid_ones(tmp_path):
-    with pytest.raises(ConfigError, match="--gallery-style: unknown style 'anime'; valid styles: none, stylization"):
+    with pytest.raises(ConfigError, match="--gallery-style 'anime': unknown style 'anime'; valid styles: none, "
+                                          "stylization"):
         make_competition(tmp_path, data_home=_lfw_home(), gallery_style="anime", **SMALL)
     assert not (tmp_path / "test").exists()
 
@@ -225,3 +226,80 @@ def test_style_args_without_a_gallery_style_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"--style-arg size=16 without a --gallery-style"):
         make_competition(tmp_path, data_home=_lfw_home(), style_args={"size": 16}, **SMALL)
     assert not (tmp_path / "test").exists()
+
+
+# --- the competition as it really was (issue 24) ---------------------------------------------------------
+def test_training_folders_hold_photos_and_renders_listed_in_domains_csv(tmp_path, layout):
+    """Each training person's folder holds their photos and renders of a seeded fraction of them, each
+    in a style drawn from --train-styles; domains.csv and competition.json say which file is which."""
+    import csv
+
+    pytest.importorskip("cv2")
+    m = make_competition(tmp_path, data_home=_lfw_home(), n_query_per_identity=2, seed=3,
+                         train_styles="lowres,grey", train_render_fraction=0.4, **SMALL)
+    rows = list(csv.DictReader((tmp_path / "train" / "domains.csv").open()))
+    on_disk = {f"{p.parent.name}/{p.name}" for p in (tmp_path / "train").glob("*/*.jpg")}
+    assert {r["path"] for r in rows} == on_disk and {r["domain"] for r in rows} == {"photo", "render"}
+    for person in m["train_identities"]:
+        photos = [r for r in rows if r["path"].startswith(person + "/") and r["domain"] == "photo"]
+        renders = [r for r in rows if r["path"].startswith(person + "/") and r["domain"] == "render"]
+        assert len(photos) == 5 and len(renders) == 2  # round(0.4 x 5)
+        for r in renders:
+            style = m["train_domains"][r["path"]].split(":")[1]
+            source = Path(m["source"]) / m["sources"][f"train/{r['path']}"]
+            assert style in ("lowres", "grey") and source.parent.name == person
+            assert (tmp_path / "train" / r["path"]).read_bytes() != source.read_bytes()  # a render, not a copy
+    assert m["counts"]["train_renders"] == 8 and m["counts"]["train_images"] == 28
+    # the test side and the photos are the layout the same seed made without renders
+    assert json.loads((tmp_path / "truth.json").read_text()) == json.loads((layout[0] / "truth.json").read_text())
+
+
+def test_a_gallery_of_several_styles_is_drawn_per_image_seeded_and_recorded(tmp_path):
+    pytest.importorskip("cv2")
+    kw = dict(data_home=_lfw_home(), seed=5, gallery_style="lowres:3,grey,none", **SMALL)
+    m = make_competition(tmp_path / "a", **kw)
+    drawn = m["gallery_styles"]
+    gallery = json.loads((tmp_path / "a" / "truth.json").read_text())["gallery"]
+    assert set(drawn) == {g for g, _ in gallery.items() if drawn.get(g) != "none"} | {
+        g for g, s in drawn.items() if s == "none"} and set(drawn) == set(gallery)
+    assert set(drawn.values()) == {"lowres", "grey", "none"}
+    assert m["gallery_mix"]["lowres"]["weight"] == pytest.approx(0.6)
+    assert make_competition(tmp_path / "b", **kw)["gallery_styles"] == drawn  # seeded
+    capped = make_competition(tmp_path / "c", data_home=_lfw_home(), seed=5, max_gallery_per_identity=2, **SMALL)
+    per_person = {}
+    for person in json.loads((tmp_path / "c" / "truth.json").read_text())["gallery"].values():
+        per_person[person] = per_person.get(person, 0) + 1
+    assert max(per_person.values()) == 2
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"gallery_style": "cartoon,anime"}, "--gallery-style 'cartoon,anime': unknown style 'anime'"),
+    ({"gallery_style": "cartoon:0,sketch"}, "the weight of cartoon must be a number > 0"),
+    ({"gallery_style": "cartoon:-1"}, "the weight of cartoon must be a number > 0"),
+    ({"gallery_style": "sketch,sketch"}, "names sketch twice"),
+    ({"train_styles": "cartoon"}, "--train-styles and --train-render-fraction go together"),
+    ({"train_render_fraction": 0.5}, "--train-styles and --train-render-fraction go together"),
+    ({"train_styles": "grey", "train_render_fraction": 1.5}, "--train-render-fraction 1.5 must be in [0, 1]"),
+    ({"gallery_style": "lowres,grey", "style_args": {"size": 8}}, "the gallery mixes lowres, grey; name the style"),
+    ({"gallery_style": "lowres,sketch", "style_args": {"lowres.size": -2}},
+     "--style-arg lowres.size=-2 is not valid: must be an integer in [1, 4096]"),
+    ({"max_gallery_per_identity": 0}, "--max-gallery-per-identity 0 must be >= 1"),
+])
+def test_bad_style_mixes_are_one_line_before_anything_is_written(tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_competition(tmp_path / "out", data_home=_lfw_home(), **{**SMALL, **kw})
+    assert not (tmp_path / "out").exists()
+
+
+def test_presets_shape_the_two_editions_and_say_what_was_scaled(tmp_path, capsys):
+    from benchmark import cli
+    from benchmark.competition import PRESETS
+
+    assert cli.main(["make-competition", "--out", str(tmp_path / "c"), "--data-home", _lfw_home(), "--preset", "2026",
+                     "--max-train-identities", "3", "--max-test-identities", "4"]) == 0
+    out, err = capsys.readouterr()
+    counts = json.loads(out)["counts"]
+    assert "preset 2026: 250 training people x 20 images" in err and "LFW has 62 people with >= 20 images" in err
+    assert counts == {"train_identities": 3, "train_images": 60, "train_renders": 0, "test_identities": 4,
+                      "queries": 4, "gallery": 40}  # 20 images each; 1 query + 10 gallery per test person
+    assert PRESETS["2025"]["params"]["max_gallery_per_identity"] == 1

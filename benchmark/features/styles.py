@@ -183,6 +183,30 @@ def check(name: str, args: dict | None = None, key: str | None = None) -> dict:
     return check_args(key or f"style_args.{name}", f"style {name}", params(name), args or {})
 
 
+def mix(spec: str, key: str) -> dict[str, float]:
+    """A style mix ``cartoon,stylization:2,sketch`` as ``{style: probability}`` (weights default 1,
+    normalized); ``none`` in a mix keeps that share photographs. One ConfigError naming ``key`` for an
+    unknown style, a weight that is not a number > 0, or a style named twice."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in str(spec).split(",")):
+        name, _, weight = part.partition(":")
+        name = name.strip()
+        if name != NONE and name not in STYLES:
+            raise ConfigError(f"{key} {spec!r}: unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} "
+                              "(benchmark list styles)")
+        if name in out:
+            raise ConfigError(f"{key} {spec!r} names {name} twice")
+        try:
+            w = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            w = math.nan
+        if not (math.isfinite(w) and w > 0):
+            raise ConfigError(f"{key} {spec!r}: the weight of {name} must be a number > 0 (e.g. {name}:2)")
+        out[name] = w
+    total = sum(out.values())
+    return {name: w / total for name, w in out.items()}
+
+
 def identity(name: str, args: dict | None = None) -> dict | None:
     """What decides a style's pixels (name, version, every parameter with defaults filled in): part
     of every cache key of rendered views; None for ``none``."""
