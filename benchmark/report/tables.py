@@ -640,9 +640,10 @@ def read_search(t: pd.DataFrame) -> str:
              f"{r['best_at_min']:.2f} of {r['minutes']:.2f} min; {r['stopped']} stopped early), its test score "
              f"{r['best_test']:.1f}" for _, r in t.dropna(subset=["best_val"]).iterrows()]
     top = t[t["best_val"] == t["best_val"].max()]
-    verdict = (f"All {len(t)} searches found the same best validation score: they differ only in how soon."
+    verdict = ("One search: nothing to compare it with." if len(t) == 1 else
+               f"All {len(t)} searches found the same best validation score: they differ only in how soon."
                if len(top) == len(t) else f"Highest validation score: {', '.join(top['search'])}.")
-    return (f"Best validation score per search: " + "; ".join(parts) + f". {verdict} The test score is read "
+    return ("Best validation score per search: " + "; ".join(parts) + f". {verdict} The test score is read "
             "only for each search's validation pick, never to choose.")
 
 
