@@ -178,3 +178,14 @@ def test_unsupported_on_demo_like_set(demo_df):
         published.reproduction(c)
     abl = tables.ablations(c)
     assert list(abl["config"]) == ["demo-no-normalize"] and list(abl["reference"]) == ["demo-lr0.01-ep3"]
+
+
+def test_the_search_reading_of_one_search_compares_nothing():
+    """"All 1 searches found the same best validation score" read as a comparison that was never made."""
+    one = pd.DataFrame([{"search": "bayes", "method": "bayes", "runs": 4, "stopped": 0, "failed": 0, "minutes": 1.0,
+                         "best_val": 500.0, "best_at_run": 2, "best_at_min": 0.5, "best_test": 480.0,
+                         "best_run": "r2"}])
+    text = tables.read_search(one)
+    assert "One search: nothing to compare it with." in text and "All 1" not in text
+    two = pd.concat([one, one.assign(search="grid", method="grid")], ignore_index=True)
+    assert "All 2 searches found the same best validation score" in tables.read_search(two)
