@@ -55,6 +55,8 @@ def _range(kind: type, low: float = -math.inf, high: float = math.inf, **bounds)
 LOSS_NAMES = ("ce", "arcface", "cosface", "subcenter_arcface", "supcon", "triplet", "multi_similarity",
               "contrastive")
 MINER_NAMES = ("none", "batch_hard", "batch_easy_hard", "multi_similarity", "triplet_margin", "pair_margin")
+#: the ``backbone`` of a config that fuses several frozen backbones (``members``)
+ENSEMBLE = "ensemble"
 #: the style registry's names (benchmark/features/styles.py)
 STYLE_NAMES = (styles.NONE, *styles.STYLES)
 #: values older records and configs used, read as today's spelling
@@ -123,6 +125,11 @@ class Config:
     #: gallery side from real other-domain images: <gallery_home>/<identity>/<image> (the competition's
     #: own renders); the val/test images of data_home are then all queries
     gallery_home: str | None = None
+    #: dataset=imagefolder whose identity folders hold photos and renders (the competition's train/): a
+    #: ``path,domain`` CSV (photo | render; paths relative to data_home, e.g. make-competition's
+    #: train/domains.csv; a relative CSV path is read from data_home). val/test become photo queries
+    #: against their own people's renders, the competition's condition, with no test label used
+    domains: str | None = None
     #: training-time style augmentation: every bank view of every training image is rendered through
     #: a style drawn from this list (seeded per view and image; include none to keep photos)
     train_styles: tuple[str, ...] = ()
@@ -138,8 +145,20 @@ class Config:
     rerank_args: dict = field(default_factory=dict)
     # --- model ----------------------------------------------------------------------------------
     #: a named backbone (resnet18, resnet50, efficientnet_b0, vit_b_16, efficientnet_lite0, sface) or an
-    #: open family: torchvision:<name>, timm:<name>, onnx:<path> (see benchmark/models/backbones.py)
+    #: open family: torchvision:<name>, timm:<name>, onnx:<path> (see benchmark/models/backbones.py);
+    #: ensemble = the frozen ``members`` fused (``fusion``)
     backbone: str = "efficientnet_b0"
+    #: backbone=ensemble: the backbones fused, each with its own feature-cache entries (those of its own
+    #: run with these settings: an ensemble costs nothing beyond its members); frozen members only
+    #: (embedding=backbone: a trained head on an ensemble is not supported yet)
+    members: tuple[str, ...] = ()
+    #: each member's weight in the fusion, in members' order; () = equal weights
+    member_weights: tuple[float, ...] = field(default=(), metadata=_range(list, 0))
+    #: how an ensemble ranks: minmax = each member's cosine similarities min-max scaled to [0, 1] over each
+    #: query's row, weighted and summed (a similarity, not an embedding: no centering/rerank, no embedding
+    #: metrics); concat = the members' L2-normalized embeddings concatenated, sqrt(weight) each,
+    #: normalized again (one embedding: every metric and remedy applies)
+    fusion: str = field(default="minmax", metadata=_choices("minmax", "concat"))
     #: imagenet (the backbone's published pretrained weights) | random | a torchvision weight-enum name
     #: (e.g. IMAGENET1K_V2) | path to a state_dict; onnx:/sface carry their own weights (imagenet or model)
     weights: str = "imagenet"
@@ -149,6 +168,10 @@ class Config:
     dropout: float | None = field(default=None, metadata=_range(float, 0, 1, open_high=True))
     #: head = trained L2-normalized projection; backbone = normalized frozen features (no training)
     embedding: str = field(default="head", metadata=_choices("head", "backbone"))
+    #: test-time augmentation of every eval view (val/test, submit's query and gallery): flip = the mean of
+    #: the features of the image and of its horizontal mirror (its own cache entry), then the head or the
+    #: normalization; none = the image alone
+    tta: str = field(default="none", metadata=_choices("none", "flip"))
     # --- backbone inputs (open registry) -----------------------------------------------------------
     #: override the backbone's input mean (e.g. an onnx: model without mean/std metadata);
     #: null = the backbone's published statistics
@@ -247,10 +270,7 @@ class Config:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["split"] = list(self.split)
-        d["train_styles"] = list(self.train_styles)
-        d |= {k: list(d[k]) for k in ("input_mean", "input_std") if d[k] is not None}
-        return d
+        return d | {k: list(v) for k, v in d.items() if isinstance(v, tuple)}  # YAML and JSON lists
 
     def replace(self, **overrides) -> Config:
         return from_dict({**self.to_dict(), **overrides})
@@ -259,6 +279,7 @@ class Config:
     def query_gallery(self) -> bool:
         """val/test are query -> gallery retrieval (a gallery domain, or an explicit query_fraction)."""
         return self.query_fraction is not None or self.gallery_style != "none" or self.gallery_home is not None \
+            or self.domains is not None \
             or self.val_gallery_style is not None
 
     @property
@@ -343,6 +364,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"style_args: {name!r} is not a style; choose from: {', '.join(STYLE_NAMES[1:])}")
         styles.check(name, args, key=f"style_args.{name}")
     remedies.check(cfg)  # the remedy registry's names and declared parameter domains (rerank, rerank_args)
+    _check_ensemble(cfg)
+    if cfg.tta == "flip" and cfg.trainable_blocks:
+        raise ConfigError(f"tta=flip averages frozen features, but trainable_blocks={cfg.trainable_blocks} makes "
+                          "them boundary activations; use trainable_blocks=0 or tta=none")
     if cfg.loss_args or cfg.miner_args:  # against the loss's and miner's declared domains
         from benchmark.training import registry  # PML (torch): imported only for a config that sets them
 
@@ -356,6 +381,10 @@ def _validate(cfg: Config) -> None:
     if cfg.gallery_home is not None and (cfg.gallery_style != "none" or cfg.val_gallery_style is not None):
         raise ConfigError("gallery_home (real other-domain images) and gallery_style (rendered ones) exclude each "
                           "other; set one of them")
+    if cfg.domains is not None and (cfg.dataset != "imagefolder" or cfg.gallery_home is not None
+                                    or cfg.gallery_style != "none" or cfg.val_gallery_style is not None):
+        raise ConfigError("domains (a photo/render manifest of the imagefolder's own files) needs dataset=imagefolder "
+                          "and excludes gallery_home and gallery_style: the renders are already in the folders")
     if cfg.gallery_home is not None and cfg.dataset != "imagefolder":
         raise ConfigError(f"gallery_home needs dataset=imagefolder (data_home = the queries' <identity>/<image> "
                           f"folder), not dataset={cfg.dataset}")
@@ -371,6 +400,45 @@ def _validate(cfg: Config) -> None:
     if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
         raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
                           "are not training classes; use monitor=val/score or auto")
+
+
+def _check_ensemble(cfg: Config) -> None:
+    """The ensemble keys of ``cfg``, one line each: set only with backbone=ensemble; members that are
+    backbones (the registry checks them: torch, imported for an ensemble only), one weight each, frozen
+    members, and no remedy that needs the embedding minmax fusion does not have."""
+    if cfg.backbone != ENSEMBLE:
+        given = [k for k in ("members", "member_weights", "fusion") if getattr(cfg, k) != FIELDS[k].default]
+        if given:
+            value = getattr(cfg, given[0])
+            raise ConfigError(f"{given[0]}={list(value) if isinstance(value, tuple) else value} needs "
+                              f"backbone=ensemble (backbone={cfg.backbone}); set backbone=ensemble or leave out "
+                              f"{', '.join(given)}")
+        return
+    members = list(cfg.members)
+    if not members:
+        raise ConfigError("backbone=ensemble needs members: the backbones to fuse, e.g. "
+                          "members=[sface,efficientnet_lite0]")
+    if ENSEMBLE in members:
+        raise ConfigError(f"members={members}: an ensemble cannot be a member of an ensemble; list backbones only")
+    from benchmark.models.backbones import check_backbone
+
+    for name in members:
+        try:
+            check_backbone(name)
+        except ConfigError as exc:
+            raise ConfigError(f"members={members}: {exc}") from None
+    weights = list(cfg.member_weights)
+    if weights and len(weights) != len(members):
+        raise ConfigError(f"member_weights={weights} has {len(weights)} weights for {len(members)} members "
+                          f"({', '.join(members)}); give one weight per member, or none for equal weights")
+    if weights and sum(weights) <= 0:
+        raise ConfigError(f"member_weights={weights} sum to 0; give at least one member a positive weight")
+    if cfg.embedding != "backbone":
+        raise ConfigError("backbone=ensemble fuses frozen members: set embedding=backbone (a trained head on an "
+                          "ensemble is not supported yet)")
+    if cfg.fusion == "minmax" and (cfg.centering or cfg.rerank != "none"):
+        raise ConfigError("centering and rerank need embeddings, but fusion=minmax fuses similarities; use "
+                          "fusion=concat (one embedding) or leave them out")
 
 
 def _coerce(name: str, value):

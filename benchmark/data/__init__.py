@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from benchmark.config import Config, ConfigError
@@ -40,6 +42,46 @@ def load_dataset(cfg: Config) -> pd.DataFrame:
         out["extra_test"] = out["identity"].isin(extra)
     if cfg.gallery_home is not None:
         out = _with_gallery_home(out, cfg)
+    if cfg.domains is not None:
+        out = _with_domains(out, cfg)
+    return out
+
+
+#: a domain manifest's values -> the side of a val/test query -> gallery split they take
+DOMAIN_SIDES = {"photo": "query", "render": "gallery"}
+
+
+def _with_domains(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """``df`` with the ``domain`` column of its ``domains`` manifest (``path,domain``: photo -> query,
+    render -> gallery, as real other-domain images are). Every image needs one of the two domains, and
+    every manifest line an image: anything else is one ConfigError naming the lines."""
+    import csv
+
+    root = Path(cfg.data_home).expanduser().resolve()
+    manifest = Path(cfg.domains).expanduser()
+    manifest = manifest if manifest.is_absolute() else root / manifest
+    if not manifest.is_file():
+        raise ConfigError(f"domains={cfg.domains}: no such file ({manifest}); give the path,domain CSV, e.g. "
+                          "make-competition's train/domains.csv")
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or {"path", "domain"} - set(rows[0]):
+        raise ConfigError(f"domains={manifest}: expected a header path,domain and one line per image")
+    bad = sorted({r["domain"] for r in rows} - set(DOMAIN_SIDES))
+    if bad:
+        raise ConfigError(f"domains={manifest}: domain(s) {', '.join(map(repr, bad))}; the two domains are "
+                          f"{', '.join(DOMAIN_SIDES)}")
+    listed = {str((root / r["path"]).resolve()): DOMAIN_SIDES[r["domain"]] for r in rows}
+    on_disk = set(df["path"])
+    absent, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
+    if absent:
+        raise ConfigError(f"domains={manifest}: {len(absent)} listed file(s) are not images of data_home={root} "
+                          f"(e.g. {absent[0]}); fix the manifest or the folder")
+    if unlisted:
+        raise ConfigError(f"domains={manifest}: {len(unlisted)} image(s) of data_home have no domain (e.g. "
+                          f"{unlisted[0]}); list each as photo or render")
+    out = df.copy()
+    out["domain"] = out["path"].map(listed)
     return out
 
 
