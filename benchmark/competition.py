@@ -222,9 +222,9 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     n_renders = {p: max(1, round(train_render_fraction * len(f))) if train_render_fraction else 0
                  for p, f in train_files.items()}
     domains: dict[str, str] = {}  # train/<person>/<file> -> photo | render:<style>
+    rendering = f", rendering ({train_styles})" if any(n_renders.values()) else ""
     bar = tqdm(total=sum(map(len, train_files.values())) + sum(n_renders.values()), unit="img", file=sys.stderr,
-               desc="make-competition: training images" + (f", rendering ({train_styles})" if n_renders else ""),
-               mininterval=1.0)
+               desc=f"make-competition: training images{rendering}", mininterval=1.0)
     for person, files in train_files.items():
         (out / "train" / person).mkdir()
         for f in files:
@@ -278,7 +278,7 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
         "gallery_style": identities[gallery_style] if gallery_style in identities else None,
         "gallery_mix": {name: {"weight": w, "style": identities[name]} for name, w in gallery_mix.items()},
         "train_mix": {name: {"weight": w, "style": identities[name]} for name, w in train_mix.items()}
-        if n_renders else None,
+        if any(n_renders.values()) else None,
         "params": {"train_min": train_min, "test_min": test_min, "test_max": test_max,
                    "n_query_per_identity": n_query_per_identity, "seed": seed,
                    "max_test_identities": max_test_identities, "max_train_identities": max_train_identities,
