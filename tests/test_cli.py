@@ -294,7 +294,7 @@ def test_make_competition_gallery_style_flags_render_what_the_library_renders(tm
     assert manifest["gallery_style"] == {"style": "lowres", "v": 1, "size": 16}
     capsys.readouterr()
     assert main(["make-competition", "--out", str(tmp_path / "bad"), *flags, "--gallery-style", "anime"]) == 2
-    assert _one_line_error(capsys).startswith("error: --gallery-style: unknown style 'anime'; valid styles: none, ")
+    assert _one_line_error(capsys).startswith("error: --gallery-style 'anime': unknown style 'anime'; valid styles: none, ")
 
 
 def test_submit_train_flag_reaches_submit(tmp_path, monkeypatch):
