@@ -1,4 +1,5 @@
-"""The package's one lock and one atomic write (records, claims, cache entries, submissions).
+"""The package's one lock and one atomic write (records, claims, cache entries, submissions, report
+folders: ``replaced_folder``).
 
 Both are plain POSIX mechanisms that survive ``kill -9``: a lock is ``flock`` on an open file, which
 the operating system releases when its holder dies; an atomic write builds the result under a
@@ -35,28 +36,56 @@ def locked(path: Path | str, blocking: bool = True):
 
 
 @contextmanager
-def atomic_path(final: Path | str, directory: bool = False):
+def atomic_path(final: Path | str, directory: bool = False, keep: tuple[str, ...] = ()):
     """Yield a temporary sibling of ``final`` to fill (a folder when ``directory``); on success it
-    replaces ``final`` in one rename (an existing folder is swapped out only once the new one is
-    whole); on error it is removed and ``final`` is untouched."""
+    replaces ``final`` in one rename (an existing folder is renamed away first and removed once the
+    new one is in place, after its entries named in ``keep`` were moved into the new one); on error
+    or Ctrl-C, even between those two renames, the temporary one is removed and ``final`` is as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
     _remove(tmp)
     if directory:
         tmp.mkdir()
     try:
         yield tmp
         if directory and final.exists():
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
             os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
+        os.replace(tmp, final)
     except BaseException:
+        if old.exists() and not final.exists():  # stopped between the two renames: the old one goes back
+            os.replace(old, final)
         _remove(tmp)
         raise
+    finally:
+        for name in keep if old.exists() else ():  # the new folder is in place
+            if (old / name).exists() and not (final / name).exists():
+                os.replace(old / name, final / name)
+        _remove(old)
+
+
+@contextmanager
+def replaced_folder(path: Path | str, what: str, owns: tuple[str, ...] = (), keep: tuple[str, ...] = ()):
+    """Yield an empty folder to build the new content of the folder ``path`` in: a sibling under a
+    temporary name, swapped in whole at the end (``atomic_path``), so no reader ever sees old and new
+    files side by side and no stale file of the old content stays; on an error or Ctrl-C the new one is
+    removed and the old folder is left byte for byte as it was. ``keep``: entries of the old folder
+    that are not rebuilt but live on in the new one (moved in at the swap).
+
+    Refused before any work, in one line (ConfigError naming ``what``): ``path`` a file, a parent where
+    nothing can be written (the swap renames in it), or an existing folder holding entries other than
+    ``owns`` and ``keep`` (a mistyped --out such as a results folder is not replaced with a report)."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; give a folder")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in (*owns, *keep)) if path.is_dir() else []
+    if foreign:
+        raise ConfigError(f"{what} {path} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                          "which it does not write; the folder is replaced whole: give a new folder or one of its own")
+    check_writable(path.parent, f"folder holding the {what}")
+    with atomic_path(path, directory=True, keep=keep) as tmp:
+        yield tmp
 
 
 def write_atomic(path: Path | str, content: str | bytes) -> Path:

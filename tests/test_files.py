@@ -53,3 +53,50 @@ def test_clean_stale_removes_only_dead_writers_leftovers(tmp_path):
     (tmp_path / f".tmp-live-{os.getpid()}").mkdir()
     clean_stale(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [f".tmp-live-{os.getpid()}"]
+
+
+def _contents(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_replaced_folder_swaps_in_the_new_content_whole_or_leaves_the_old(tmp_path):
+    from benchmark.files import replaced_folder
+
+    target, owns, keep = tmp_path / "out", ("a.txt", "sub"), ("live",)
+    with replaced_folder(target, "output folder", owns, keep) as new:
+        (new / "sub").mkdir()
+        (new / "a.txt").write_text("old")
+        (new / "sub" / "only-old.txt").write_text("x")
+    (target / "live").mkdir()  # e.g. a tracker's folder, written beside the output
+    (target / "live" / "log").write_text("1")
+    with pytest.raises(KeyboardInterrupt):
+        with replaced_folder(target, "output folder", owns, keep) as new:
+            (new / "a.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert _contents(target) == {"a.txt": b"old", "live/log": b"1", "sub/only-old.txt": b"x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder behind
+    with replaced_folder(target, "output folder", owns, keep) as new:
+        (new / "a.txt").write_text("new")
+    assert _contents(target) == {"a.txt": b"new", "live/log": b"1"}  # nothing else of the old content stays
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """The old folder was renamed away and a Ctrl-C came before the new one was renamed in: the
+    folder was gone, the old content left under a hidden name."""
+    target = tmp_path / "run"
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "a.txt").write_text("old")
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target, directory=True) as tmp:
+            (tmp / "a.txt").write_text("new")
+    assert _contents(target) == {"a.txt": b"old"} and [p.name for p in tmp_path.iterdir()] == ["run"]

@@ -3,7 +3,8 @@ written as CSV + Markdown tables, PNG figures and one ``report.md`` with a one-l
 
 Whatever a results set cannot support is skipped with a line saying why; nothing here raises on
 thin or odd results (an unexpected error in one section is reported in that section and the
-others are still written).
+others are still written). The folder is built beside the old report and swapped in whole
+(``benchmark.files.replaced_folder``): an interrupted build leaves the old report as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.files import write_atomic
+from benchmark.files import replaced_folder, write_atomic
 from benchmark.report import cross_domain, figures, published as pub, study, tables
 from benchmark.report.results import ReportData, prepare
 from benchmark.results.schema import Unsupported, matches
@@ -54,7 +55,15 @@ def _section(title: str, applies: Callable[[Inputs], bool] | None = None):
     return register
 
 
+#: what a report folder holds: the report, rebuilt whole, and what ``benchmark report`` puts beside it
+#: before the build, carried into the new folder (``--log-wandb``: W&B's run folder, live during the
+#: build; ``--from-wandb``: the runs' fetched histories)
+REPORT_ENTRIES, REPORT_KEEPS = ("report.md", "tables", "figures"), ("wandb", "wandb-history")
+
+
 class _Writer:
+    """Writes one report into ``out_dir`` (the new folder being built) and keeps its Markdown lines."""
+
     def __init__(self, out_dir: Path):
         self.out = out_dir
         self.lines: list[str] = []
@@ -154,8 +163,10 @@ def _run_warnings(runs: pd.DataFrame) -> list[str]:
 def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protocol: str | None = None,
                  published: Path | str | None = None, confidence: float = 0.95,
                  title: str = "Ablation report") -> Path:
-    """Write the report of the results ``df`` (``benchmark.results.store.load``) into ``out_dir``:
-    ``report.md``, ``tables/*.csv|md``, ``figures/*.png``; returns the path of ``report.md``.
+    """Write the report of the results ``df`` (``benchmark.results.store.load``) as the folder
+    ``out_dir``: ``report.md``, ``tables/*.csv|md``, ``figures/*.png``, replacing a previous report
+    whole (``replaced_folder``: a folder that is a file, cannot be replaced or holds other files is a
+    one-line ConfigError before any work); returns the path of ``report.md``.
 
     ``tracker``: an object with ``log_files(**items)`` (``benchmark.tracking.Tracker``): every table
     (DataFrame) and figure (PNG path) is logged with it. ``protocol``: the protocol the comparisons
@@ -163,14 +174,26 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
     (default the package's ``published.yaml``).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    w = _Writer(out_dir)
+    with replaced_folder(out_dir, "report folder", owns=REPORT_ENTRIES, keep=REPORT_KEEPS) as new:
+        w = _Writer(new)
+        _write_report(w, df, protocol, published, confidence, title)
+    if tracker is not None and w.logged:
+        placed = {k: out_dir / v.relative_to(new) if isinstance(v, Path) else v for k, v in w.logged.items()}
+        try:
+            tracker.log_files(**{k.replace("/", "_"): v for k, v in placed.items()})
+        except Exception as exc:  # tracking never costs the local report
+            warnings.warn(f"report: logging to the tracker failed: {type(exc).__name__}: {exc}")
+    return out_dir / "report.md"
+
+
+def _write_report(w: _Writer, df: pd.DataFrame, protocol, published, confidence: float, title: str) -> None:
+    """Every file of the report, into the new folder ``w.out``."""
     try:
         data = prepare(df, protocol, confidence)
     except Exception as exc:  # an unreadable frame still gets a report saying so
         warnings.warn(f"report: could not read the results: {type(exc).__name__}: {exc}")
-        write_atomic(out_dir / "report.md", f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
-        return out_dir / "report.md"
+        write_atomic(w.out / "report.md", f"# {title}\n\nThe results could not be read: {type(exc).__name__}: {exc}\n")
+        return
     r = Inputs(df, data, published)
     w.measured = tables.measured_on(data.configs)
     w.lines += [f"# {title}", ""] + _overview(data, len(df))
@@ -179,14 +202,7 @@ def build_report(df: pd.DataFrame, out_dir: Path | str, tracker=None, *, protoco
     for s in SECTIONS:
         if s.applies is None or s.applies(r):
             w.section(s, r)
-    report = out_dir / "report.md"
-    write_atomic(report, "\n".join(w.lines) + "\n")
-    if tracker is not None and w.logged:
-        try:
-            tracker.log_files(**{k.replace("/", "_"): v for k, v in w.logged.items()})
-        except Exception as exc:  # tracking never costs the local report
-            warnings.warn(f"report: logging to the tracker failed: {type(exc).__name__}: {exc}")
-    return report
+    write_atomic(w.out / "report.md", "\n".join(w.lines) + "\n")
 
 
 def _tables_dir(out_dir: Path) -> Path:

@@ -5,6 +5,19 @@ A record is a folder ``<results>/<run_id>/`` of the files in ``FILES``; the resu
 (bare names: ``backbone``, ``lr`` ...) and every metric (slash names ``val/score``,
 ``test/top1``, ``time/cost_s`` ..., plus ``BARE_METRICS``). A metric that could not be computed
 is *missing* (null in ``metrics.json``, NaN in the table), never 0.
+
+A record is whole and consistent, or it is *damaged* (``benchmark.results.record.RunRecord.check``,
+the one gate of every reader): each file parses with what it must hold, and the files agree.
+
+* config.yaml holds every key its writer's Config had: ``status.json`` lists them (``CONFIG_KEYS``,
+  written by every record since it existed); a record from before names none, and is held to the
+  keys every version has had (``FIRST_KEYS``). A key such a record lacks was added after it was
+  written: its default is the behaviour of the code that ran. A key filled in by a default is never
+  taken for a value the run used where the writer had the key (``check_config_keys``).
+* embeddings.npz holds one finite row per test item (``check_embeddings``): as many rows as
+  split.json counts, ``test/n_gallery`` = the rows less one (leave-one-out: each item queries all
+  the others) or the gallery side's rows (query -> gallery), ``test/n_queries`` at most the rows that can query; non-finite
+  values only where the metrics say nothing was computed from them (``test/n_queries`` null).
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ RUN_SPECIFIC = ("seed", "device", "cache_dir", "eval_batch_size", "num_workers",
 #: config keys that change the test set: configurations are only compared within one setting
 SETTING_KEYS = ("dataset", "min_faces_per_person", "max_identities", "protocol", "split", "split_seed",
                 "extra_test_min_faces", "gallery_style", "val_gallery_style", "style_args", "query_fraction",
-                "gallery_home")
+                "gallery_home", "domains")
 
 
 def flat_config(cfg: dict) -> dict:
@@ -176,6 +189,57 @@ def check_record_metrics(metrics) -> dict:
                 raise ValueError(f"{split}/score = {out[f'{split}/score']} is not 600 Top-1 + 300 Top-5 + "
                                  "100 Top-10")
     return out
+
+
+#: ``status.json`` key: the config keys of the writer's Config (``RunRecord.write``)
+CONFIG_KEYS = "config_keys"
+#: the first version's config keys: every version since has written them all (records before ``CONFIG_KEYS``)
+FIRST_KEYS = ("experiment", "dataset", "data_home", "min_faces_per_person", "max_identities", "protocol", "split",
+              "split_seed", "image_size", "resize", "augment", "normalize", "backbone", "weights", "embedding_dim",
+              "dropout", "embedding", "lr", "epochs", "batch_size", "patience", "monitor", "seed", "engine", "device",
+              "cache_dir", "eval_batch_size", "num_workers", "tracking", "wandb_project", "wandb_group")
+
+
+class Inconsistent(ValueError):
+    """A record file that contradicts another file of the same record (the message says which)."""
+
+
+def check_config_keys(config: dict, status: dict) -> None:
+    """Every key the record's writer had (``status.json``'s ``CONFIG_KEYS``, else ``FIRST_KEYS``) is in
+    its config.yaml ``config``: a default filled in on load is not a value the run used."""
+    absent = [k for k in status.get(CONFIG_KEYS, FIRST_KEYS) if k not in config]
+    if absent:
+        source = "status.json lists them" if CONFIG_KEYS in status else "every version wrote them"
+        raise Inconsistent(f"key(s) {', '.join(absent)} missing although its writer had them ({source}); "
+                           "a default is not a value the run used")
+
+
+def check_embeddings(shapes: dict[str, tuple], finite: bool, gallery: int | None, metrics: dict,
+                     split: dict) -> None:
+    """``embeddings.npz`` (each array's ``shapes``, whether its embeddings are ``finite``, how many rows
+    are on the ``gallery`` side, None without sides) against the record's ``metrics`` and ``split``: what
+    ``benchmark.run`` saves, one row per test item (module docstring)."""
+    if len(shapes["embeddings"]) != 2:
+        raise ValueError(f"embeddings of shape {shapes['embeddings']}, not (items, dimensions)")
+    n = shapes["embeddings"][0]
+    uneven = {k: s[0] if s else 0 for k, s in shapes.items() if not s or s[0] != n}
+    if uneven:
+        raise ValueError(f"{n} embeddings but " + ", ".join(f"{v} {k}" for k, v in uneven.items()))
+    counts = split.get("counts") or {}
+    if "test" in counts and counts["test"] != n:
+        raise Inconsistent(f"{n} rows, but split.json counts {counts['test']} test items")
+    n_queries, n_gallery = metrics.get("test/n_queries"), metrics.get("test/n_gallery")
+    computed = "test/n_queries" not in metrics or n_queries is not None  # null: non-finite, nothing computed
+    if finite != computed:
+        raise Inconsistent("non-finite values (NaN or inf), yet metrics.json holds test numbers computed from them"
+                           if computed else "finite values, yet metrics.json says nothing could be computed "
+                                            "from them (test/n_queries null)")
+    against_gallery = gallery is not None and computed
+    if n_gallery is not None and n_gallery != (gallery if against_gallery else max(n - 1, 0)):
+        raise Inconsistent(f"{n} rows" + (f", {gallery} on the gallery side" if against_gallery else "")
+                           + f", but metrics.json says test/n_gallery = {n_gallery}")
+    if n_queries is not None and n_queries > n - (gallery if against_gallery else 0):
+        raise Inconsistent(f"{n} rows, but metrics.json says test/n_queries = {n_queries}")
 
 
 def missing(v) -> bool:

@@ -18,7 +18,8 @@ from benchmark.results.record import RunRecord
 
 
 def load(directory: Path | str) -> pd.DataFrame:
-    """Every finished record of ``directory`` as a row; an unreadable one is a ``damaged`` row."""
+    """Every finished record of ``directory`` as a row (``RunRecord.check``); one that is not whole and
+    consistent is a ``damaged`` row."""
     directory = Path(directory)
     if not directory.is_dir():
         what = "is a file, not a folder" if directory.exists() else "does not exist"

@@ -1,7 +1,9 @@
 """build_report end to end: the synthetic set gives every table and figure; thin sets never crash."""
 
+import os
 import re
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -100,7 +102,7 @@ def test_tracker_gets_tables_and_figures(built):
     assert isinstance(tracker.items["table1_architectures"], pd.DataFrame)
     assert isinstance(tracker.items["table2_top10"], pd.DataFrame)
     for f in FIGURES:
-        assert str(tracker.items[f]).endswith(f"{f}.png")
+        assert str(tracker.items[f]).endswith(f"{f}.png") and Path(tracker.items[f]).is_file()  # where it now lies
 
 
 def test_demo_like_set_does_not_crash(demo_df, tmp_path):
@@ -239,3 +241,137 @@ def test_an_interrupted_figure_write_leaves_the_previous_png(tmp_path, monkeypat
     monkeypatch.undo()
     figures.save(fig, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- a report folder is replaced whole (issue 23 rule 3) and quotes no damaged record (rule 1) ---------
+def _contents(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_work(monkeypatch):
+    from benchmark.report import build
+
+    monkeypatch.setattr(build, "prepare", lambda *a: pytest.fail("the results were read before the folder was checked"))
+
+
+#: one successful run: a report of Tables 1-2 and every other section skipped (quick to build)
+ONE_RUN = pd.DataFrame([{"run_id": "x", "status": "ok", "error": None, "experiment": "x", "backbone": "resnet18",
+                         "test/score": 300.0}])
+
+
+def test_an_interrupted_report_leaves_the_old_folder_byte_identical(demo_df, tmp_path, monkeypatch):
+    """A Ctrl-C mid-build left tables and figures of the new results beside the old report.md."""
+    from benchmark.report import figures
+
+    out = tmp_path / "report"
+    build_report(ONE_RUN, out)
+    before = _contents(out)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "figure1_lr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(demo_df, out)  # Table 1 of these results is written before Figure 1
+    assert _contents(out) == before
+    assert os.listdir(tmp_path) == ["report"]  # no temporary folder behind
+
+
+def test_a_new_report_replaces_the_old_folder_whole(tmp_path):
+    """Tables the new results no longer make stayed from the old report. What `benchmark report` puts
+    beside the report before building it (W&B's live run folder, the fetched W&B histories) lives on."""
+    out = tmp_path / "report"
+    build_report(ONE_RUN, out)
+    assert (out / "tables" / "table2_top10.csv").is_file()
+    for kept in ("wandb/run-1/files/output.log", "wandb-history/x/history.csv"):
+        (out / kept).parent.mkdir(parents=True)
+        (out / kept).write_text("kept")
+    text = build_report(pd.DataFrame(), out).read_text()
+    assert "table2_top10" not in text
+    assert _contents(out) == {"report.md": text.encode(), "wandb-history/x/history.csv": b"kept",
+                              "wandb/run-1/files/output.log": b"kept"}
+    assert os.listdir(tmp_path) == ["report"]
+
+
+def test_a_report_into_a_folder_that_does_not_exist_yet(tmp_path):
+    path = build_report(ONE_RUN, tmp_path / "new" / "report")
+    assert path == tmp_path / "new" / "report" / "report.md" and path.read_text().startswith("# ")
+    assert os.listdir(tmp_path / "new") == ["report"]
+
+
+def test_a_report_folder_that_is_a_file_is_refused_in_one_line_before_any_work(tmp_path, monkeypatch):
+    from benchmark.config import ConfigError
+
+    (tmp_path / "report").write_text("notes")
+    _no_work(monkeypatch)
+    with pytest.raises(ConfigError) as err:
+        build_report(ONE_RUN, tmp_path / "report")
+    assert str(err.value) == f"report folder {tmp_path / 'report'} is a file; give a folder"
+    assert (tmp_path / "report").read_text() == "notes" and os.listdir(tmp_path) == ["report"]
+
+
+def test_a_report_folder_in_a_read_only_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The swap renames in the parent: where that cannot be written, the old report stays and nothing is built."""
+    import tempfile
+
+    from benchmark.config import ConfigError
+
+    parent = tmp_path / "shared"
+    build_report(ONE_RUN, parent / "report")
+    before = _contents(parent / "report")
+    parent.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into read-only folders: the refusal others get is simulated
+        real = tempfile.NamedTemporaryFile
+
+        def refused(*args, dir=None, **kwargs):
+            if Path(dir) == parent:
+                raise PermissionError(13, "Permission denied")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)
+    _no_work(monkeypatch)
+    try:
+        with pytest.raises(ConfigError) as err:
+            build_report(ONE_RUN, parent / "report")
+    finally:
+        parent.chmod(0o755)
+    assert str(err.value) == (f"folder holding the report folder {parent} is not writable (Permission denied); "
+                              "choose another folder or fix its permissions")
+    assert _contents(parent / "report") == before and os.listdir(parent) == ["report"]
+
+
+def test_a_folder_holding_other_files_is_not_replaced_by_a_report(tmp_path, monkeypatch):
+    """--out mistyped as the results folder (or any folder of other files) would be replaced whole."""
+    from benchmark.config import ConfigError
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    _no_work(monkeypatch)
+    with pytest.raises(ConfigError, match="report folder .*runs holds notes.txt, which it does not write; the folder "
+                                          "is replaced whole: give a new folder or one of its own"):
+        build_report(ONE_RUN, tmp_path / "runs")
+    assert os.listdir(tmp_path / "runs") == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_record_with_cut_embeddings_is_failed_not_quoted_by_figure6(tmp_path):
+    """Its embeddings.npz cut to 3 rows (the metrics: 32 test items), the best run was quoted: "2 of its
+    top 2 share its identity, of 2 possible"."""
+    import numpy as np
+
+    from benchmark.config import resolve
+    from benchmark.results import store
+    from synthetic_results import make_images, metrics_for, npz_bytes, write_run
+
+    emb, labels, ids, paths = make_images(tmp_path / "images")
+    facts = {"test/n_queries": 32, "test/n_gallery": 31, "test/positives": 3.0}
+    rng = np.random.default_rng(0)
+    for name, score, blob in (("demo-lr0.01-ep3", 760.0, npz_bytes(emb[:3], labels[:3], ids[:3], paths[:3])),
+                              ("demo-lr0.001-ep3", 700.0, npz_bytes(emb, labels, ids, paths))):
+        cfg = resolve(name)
+        write_run(tmp_path / "runs", name, cfg, metrics_for(score, score, cfg.backbone, cfg.epochs, rng) | facts, blob)
+    text = build_report(store.load(tmp_path / "runs"), tmp_path / "report").read_text()
+    example = text.split("## Figure 6.")[1].split("\n## ")[0]
+    assert "of its top 2" not in example and "demo-lr0.001-ep3" in example
+    failed = text.split("## Failed runs")[1]
+    assert "demo-lr0.01-ep3" in failed and "3 rows, but metrics.json says test/n_gallery = 31" in failed

@@ -15,8 +15,10 @@ from benchmark.report import build_report, figures, prepare, tables
 from benchmark.results import store
 from synthetic_results import make_images, metrics_for, npz_bytes, write_run
 
+#: test facts of the 32 saved test embeddings (8 people x 4: leave-one-out); a record whose metrics
+#: count other test items than it saved is damaged
 FACTS = {"val/n_queries": 80, "val/n_gallery": 79, "val/positives": 1.0,
-         "test/n_queries": 120, "test/n_gallery": 119, "test/positives": 2.0}
+         "test/n_queries": 32, "test/n_gallery": 31, "test/positives": 3.0}
 SCORES = {"demo-lr0.001-ep3": 700.0, "demo-lr0.01-ep3": 760.0, "demo-lr0.01-ep5": 740.0, "demo-lr0.1-ep3": 650.0,
           "demo-no-normalize": 720.0, "demo-frozen-features": 600.0}
 
@@ -109,11 +111,11 @@ def test_table2_no_lr_or_epochs_without_a_trained_head_and_diverged_flagged(conf
 def test_report_says_what_each_split_is_measured_on(demo_dir, tmp_path):
     text = build_report(store.load(demo_dir), tmp_path).read_text()
     measured = ("Measured on: validation 80 queries, each against a gallery of 79 holding 1 same-identity item "
-                "on average; test 120 queries, each against a gallery of 119 holding 2 same-identity items")
+                "on average; test 32 queries, each against a gallery of 31 holding 3 same-identity items")
     n_tables = text.count("<sub>Data: ")
     assert text.count(measured) == n_tables >= 5  # beside every metric table
     assert text.count("Validation and test are different retrieval tasks here: a validation query has 1 "
-                      "same-identity item among 79, a test query 2 among 119.") == 2  # overview + audit
+                      "same-identity item among 79, a test query 3 among 31.") == 2  # overview + audit
     assert "**1 run(s) diverged**" in text and "demo-lr0.1-ep3" in text
 
 

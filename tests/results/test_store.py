@@ -158,7 +158,7 @@ def test_embeddings_without_an_array_are_damage(results):
 
 def test_unscorable_nulls_and_a_failed_run_without_error(results):
     (results / "b" / "metrics.json").write_text(json.dumps(
-        {"val/score": None, "val/n_queries": 0, "test/score": 480.0, "test/n_queries": 40}))
+        {"val/score": None, "val/n_queries": 0, "test/score": 480.0, "test/n_queries": 2}))
     assert store.load(results).set_index("run_id").loc["b", "status"] == "ok"  # null where it may be
     (results / "c" / "status.json").write_text('{"status": "failed"}')
     row = store.load(results).set_index("run_id").loc["c"]
@@ -222,3 +222,158 @@ def test_without_wandb_the_wandb_paths_are_one_line_errors(monkeypatch, capsys):
     assert cli.main(["run", "--experiment", "efficientnet_b0-bs8"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith("error: started by `wandb agent` (WANDB_SWEEP_ID is set) but wandb is not installed")
+
+
+# --- a record is whole and consistent, or it is damaged (issue 23 rule 1) ---------------------------------
+def _record(out, run_id, n=120, sides=None, emb=None, metrics=None, status=None):
+    """A record as `benchmark run` writes it: ``n`` test items (4 a person; ``sides``: query -> gallery),
+    their embeddings and the facts of them in metrics.json and split.json."""
+    labels = np.arange(n) // 4
+    ids, paths = np.array([f"p{i}" for i in labels]), np.array([f"/x/{i}.jpg" for i in range(n)])
+    arrays = {"embeddings": np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32) if emb is None else emb,
+              "labels": labels, "identities": ids, "paths": paths}
+    gallery = n - 1
+    if sides is not None:
+        arrays |= {"sides": sides, "query_scores": np.where(sides == "query", 500.0, np.nan)}
+        gallery = int((sides == "gallery").sum())
+    items = [[str(p), str(i), "test"] for p, i in zip(paths, ids)] + [["/x/train.jpg", "t", "train"]]
+    m = {"val/score": 900.0, "test/score": 480.0, "test/n_queries": n - gallery if sides is not None else n,
+         "test/n_gallery": gallery, "test/positives": 3.0, "test/identities": n // 4, **(metrics or {})}
+    record.write(out, run_id, {
+        "config.yaml": dump_yaml(Config(experiment=run_id)), "metrics.json": json.dumps(m),
+        "history.csv": "epoch,train/loss,val/score\n1,2.5,400.0\n", "environment.json": "{}",
+        "split.json": json.dumps({"counts": {"train": 1, "val": 0, "test": n}, "items": items}),
+        "embeddings.npz": record.npz_bytes(**arrays)}, status or {"status": "ok"})
+    return out / run_id
+
+
+def _arrays(run_dir) -> dict:
+    with np.load(run_dir / "embeddings.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _damaged(results, run_id="w") -> str:
+    """``run_id``'s error; asserts it is damaged and not what `benchmark choose` ranks (its val/score, 900,
+    is the best)."""
+    from benchmark.choose import choose
+
+    df = store.load(results).set_index("run_id")
+    assert df.loc[run_id, "status"] == "damaged", df.loc[run_id, "error"]
+    assert run_id not in choose(store.load(results))["run_ids"]
+    return df.loc[run_id, "error"]
+
+
+def test_a_whole_record_as_run_writes_it_is_ok_same_domain_and_query_gallery(results):
+    _record(results, "w")
+    _record(results, "qg", n=40, sides=np.tile(np.array(["query", "gallery"]), 20))
+    df = store.load(results).set_index("run_id")
+    assert df.loc["w", "status"] == df.loc["qg", "status"] == "ok"
+    assert df.loc["w", "test/n_gallery"] == 119 and df.loc["qg", "test/n_gallery"] == 20
+
+
+def test_embeddings_cut_to_fewer_rows_than_were_evaluated_are_damage(results):
+    """Cut to 3 rows (metrics: 120 queries) it stayed ok, and the report quoted it."""
+    w = _record(results, "w")
+    (w / "embeddings.npz").write_bytes(record.npz_bytes(**{k: v[:3] for k, v in _arrays(w).items()}))
+    assert _damaged(results) == (f"damaged record: {w / 'embeddings.npz'} contradicts the record: 3 rows, but "
+                                 "split.json counts 120 test items")
+
+
+def test_non_finite_embeddings_with_metrics_computed_from_them_are_damage(results):
+    w = _record(results, "w")
+    (w / "embeddings.npz").write_bytes(record.npz_bytes(**_arrays(w) | {"embeddings": np.full((120, 8), np.nan,
+                                                                                             dtype=np.float32)}))
+    assert "non-finite values (NaN or inf), yet metrics.json holds test numbers computed from them" in _damaged(results)
+
+
+def test_a_run_whose_embeddings_really_were_non_finite_stays_ok(results):
+    """`benchmark run` records non-finite embeddings with every test number null (nothing computed): a
+    result, not damage (rerunning would give the same); finite embeddings under that claim contradict it."""
+    nulls = {"test/score": None, "test/n_queries": None}
+    _record(results, "w", emb=np.full((120, 8), np.inf, dtype=np.float32), metrics=nulls)
+    _record(results, "claims", metrics=nulls)
+    df = store.load(results).set_index("run_id")
+    assert df.loc["w", "status"] == "ok" and pd.isna(df.loc["w", "test/score"])
+    assert df.loc["claims", "status"] == "damaged" and "finite values, yet metrics.json says nothing could be " \
+        "computed from them (test/n_queries null)" in df.loc["claims", "error"]
+
+
+def test_a_config_key_its_writer_had_missing_from_config_yaml_is_damage(results):
+    """A key deleted from config.yaml was read as its default, a value the run never used."""
+    import yaml
+
+    w = _record(results, "w")
+    cfg = yaml.safe_load((w / "config.yaml").read_text())
+    (w / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "rerank"}))
+    assert "config.yaml contradicts the record: key(s) rerank missing although its writer had them (status.json " \
+           "lists them)" in _damaged(results)
+
+
+def test_a_record_from_before_config_keys_is_held_to_the_keys_every_version_wrote(results):
+    """Without the list, a key added later (rerank) may be absent: its default is what the old code did;
+    one every version wrote (lr) may not."""
+    import yaml
+
+    w = _record(results, "w")
+    status = json.loads((w / "status.json").read_text())
+    (w / "status.json").write_text(json.dumps({k: v for k, v in status.items() if k != "config_keys"}))
+    cfg = yaml.safe_load((w / "config.yaml").read_text())
+    (w / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "rerank"}))
+    assert store.load(results).set_index("run_id").loc["w", "status"] == "ok"
+    (w / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k not in ("rerank", "lr")}))
+    assert "key(s) lr missing although its writer had them (every version wrote them)" in _damaged(results)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("cut", "embeddings.npz is unreadable (BadZipFile"),
+    ("flipped", "embeddings.npz is unreadable (BadZipFile: Bad CRC-32"),
+    ("labels", "embeddings.npz is unreadable (ValueError: 120 embeddings but 119 labels)"),
+    ("sides", "embeddings.npz contradicts the record: 40 rows, 10 on the gallery side, but metrics.json says "
+              "test/n_gallery = 20"),
+    ("history", "history.csv is unreadable (ValueError: column 'train/loss' holds text ('2.5x' ...), not numbers)"),
+    ("split", "split.json is unreadable (ValueError: 'counts' {'train': 1, 'val': 0, 'test': 120} disagree with its "
+              "items ({'test': 119, 'train': 1})"),
+])
+def test_every_record_file_and_their_agreement_is_checked(results, damage, reason):
+    """Siblings of the cases the issue named: each was read as ok before."""
+    if damage == "sides":
+        w = _record(results, "w", n=40, sides=np.tile(np.array(["query", "gallery"]), 20))
+        sides = _arrays(w)["sides"]
+        sides[:20] = "query"  # 10 gallery items left, the metrics measured 20
+        (w / "embeddings.npz").write_bytes(record.npz_bytes(**_arrays(w) | {"sides": sides}))
+    else:
+        w = _record(results, "w")
+    npz = (w / "embeddings.npz").read_bytes()
+    if damage == "cut":
+        (w / "embeddings.npz").write_bytes(npz[:len(npz) // 2])
+    elif damage == "flipped":  # the zip's directory intact, the embedding bytes not
+        at = npz.index(b"\x93NUMPY") + 200
+        (w / "embeddings.npz").write_bytes(npz[:at] + bytes(b ^ 0xFF for b in npz[at:at + 64]) + npz[at + 64:])
+    elif damage == "labels":
+        (w / "embeddings.npz").write_bytes(record.npz_bytes(**_arrays(w) | {"labels": np.arange(119)}))
+    elif damage == "history":
+        (w / "history.csv").write_text("epoch,train/loss,val/score\n1,2.5x,400.0\n")
+    elif damage == "split":
+        doc = json.loads((w / "split.json").read_text())
+        (w / "split.json").write_text(json.dumps(doc | {"items": doc["items"][1:]}))
+    assert reason in _damaged(results)
+
+
+def test_a_stopped_record_is_checked_like_a_successful_one(results):
+    w = _record(results, "w", status={"status": "stopped", "stopped_epoch": 1})
+    (w / "embeddings.npz").write_bytes(record.npz_bytes(**{k: v[:3] for k, v in _arrays(w).items()}))
+    assert store.load(results).set_index("run_id").loc["w", "status"] == "damaged"
+
+
+def test_embeddings_are_stored_uncompressed_and_the_rest_compressed(tmp_path):
+    """Every load reads the embeddings (are they finite?); they barely compress, so they are stored as
+    they are: read back as a copy, not inflated. The image paths compress well and are."""
+    import zipfile
+
+    blob = record.npz_bytes(embeddings=np.ones((4, 2), dtype=np.float32), paths=np.array(["/x/a.jpg"] * 4))
+    (tmp_path / "e.npz").write_bytes(blob)
+    with zipfile.ZipFile(tmp_path / "e.npz") as zf:
+        assert {i.filename: i.compress_type for i in zf.infolist()} == {"embeddings.npy": zipfile.ZIP_STORED,
+                                                                        "paths.npy": zipfile.ZIP_DEFLATED}
+    with np.load(tmp_path / "e.npz") as z:
+        assert z["embeddings"].tolist() == [[1.0, 1.0]] * 4 and z["paths"][0] == "/x/a.jpg"
