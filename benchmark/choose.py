@@ -4,7 +4,16 @@ The report chose its model on numbers that did not predict the competition (its 
 choosing on the *test* split would repeat that mistake one level up: the test split then stops
 being an unbiased estimate of the chosen configuration. So ``choose`` refuses ``test/`` metrics
 (and ``score_per_minute``, which is derived from ``test/score``) and drops every ``test/`` column
-before it looks at the table: it cannot read them even by accident.
+that a test label went into before it looks at the table: it cannot read them even by accident. The
+label-free ones stay (``LABEL_FREE``: the unsupervised validators, ``benchmark.evaluation.validators``,
+and the collapse flag): ``--by test/validator/NAME`` chooses on the unlabeled test set itself, as a
+competitor can on the competition's, and reads no test label.
+
+What it ranks by is a rule (``rule_columns``): a metric column (``val/score``, the default), a
+validator (``validator/NAME`` is ``val/validator/NAME``; ``test/validator/NAME`` the test split's), or
+a rank average of several joined by ``+`` (``val/score+validator/cycle``): each component ranks the
+runs it can rank as percentiles (``pandas.Series.rank(pct=True)``, ties averaged, 1 = that component's
+best run), and a run's value is the mean of its components' percentiles (higher is better).
 
 Runs are grouped into *configurations* as the report groups them (``benchmark.results.schema``):
 the experiment name plus every config key except the run-specific ones (``RUN_SPECIFIC``: ``seed``
@@ -29,6 +38,7 @@ import pandas as pd
 import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict, head_value
+from benchmark.evaluation.validators import PREFIX, VALIDATORS
 from benchmark.files import write_atomic
 from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, WITH_METRICS, missing, norm, row_key
 from benchmark.results.stats import t_ci
@@ -38,15 +48,33 @@ from benchmark.results.stats import t_ci
 EVALUATION_DATA = tuple(k for k in FIELDS if k in SETTING_KEYS or k == "data_home")
 #: metrics that are (or are computed from) the test split: never used to choose
 TEST_DERIVED = ("score_per_minute",)
+#: test-split columns computed without a test label (name prefixes): the validators and the collapse flag
+LABEL_FREE = (f"test/{PREFIX}", "test/degenerate")
+#: how ``--by`` joins the components of a rank average
+JOIN = "+"
 _SELECTION_TAG = "# selection-json: "
 
 
 def _is_test_metric(name: str) -> bool:
-    return name.startswith("test/") or name in TEST_DERIVED
+    return (name.startswith("test/") and not name.startswith(LABEL_FREE)) or name in TEST_DERIVED
 
 
 def _higher_is_better(metric: str) -> bool:
+    validator = VALIDATORS.get(metric.partition(f"/{PREFIX}")[2])
+    if validator is not None:
+        return validator.higher
     return not (metric.endswith("loss") or metric.startswith("time/"))
+
+
+def rule_columns(by: str) -> list[str]:
+    """The metric columns a ``--by`` rule ranks by: ``validator/NAME`` is the validation split's."""
+    return [f"val/{name}" if name.startswith(PREFIX) else name for name in by.split(JOIN)]
+
+
+def _rankable(columns) -> list[str]:
+    """What ``--by`` can name in a table of these (test-free) columns, validators also by their short name."""
+    names = sorted(str(c) for c in columns if str(c).startswith(("val/", "time/", f"test/{PREFIX}")))
+    return names + sorted(n.removeprefix("val/") for n in names if n.startswith(f"val/{PREFIX}"))
 
 
 def _config_of(row: pd.Series) -> dict:
@@ -86,10 +114,12 @@ def select(df: pd.DataFrame, patterns: list[str] | None) -> pd.DataFrame:
 
 def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None,
            include_stopped: bool = False) -> dict:
-    """The best configuration of a results table (``benchmark.results.store.load``) by a validation metric.
+    """The best configuration of a results table (``benchmark.results.store.load``) by the rule ``metric``
+    (``--by``: a validation metric, a validator, or a rank average of several; module docstring).
 
     Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
-    ``experiment``, ``metric``, ``higher_is_better``, ``mean``, ``std``, ``ci95`` (None with one
+    ``experiment``, ``metric`` (the rule's columns joined by ``+``), ``rule`` (it in words, each
+    column's direction), ``higher_is_better``, ``mean``, ``std``, ``ci95`` (None with one
     seed), ``n_seeds``, ``seeds``, ``run_ids``, ``run_dir`` (of the best seed), ``runner_up``
     (the same facts for the second-best configuration, or None), ``margin`` (best - runner-up
     mean, in the better direction, >= 0), ``separated`` (the two 95% intervals do not overlap;
@@ -99,11 +129,15 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     ``n_stopped``: runs a sweep's early termination stopped (their metrics are those at the stop, so
     they are ranked only with ``include_stopped``).
     """
-    if _is_test_metric(metric):
+    columns = rule_columns(metric)
+    metric = JOIN.join(columns)
+    tested = [c for c in columns if _is_test_metric(c)]
+    if tested:
         raise ConfigError(
-            f"refusing to choose on {metric!r}: it is a test-split metric. Choosing a configuration on "
+            f"refusing to choose on {tested[0]!r}: it is a test-split metric. Choosing a configuration on "
             "the test split makes the test number a biased estimate of the choice (the report's own "
-            "lesson); choose on a validation metric such as val/score and report test/ afterwards")
+            "lesson); choose on a validation metric such as val/score and report test/ afterwards (the "
+            f"label-free test/{PREFIX}NAME read no test label and are allowed)")
     if df.empty:
         raise ConfigError("the results hold no finished run: nothing to choose from")
     ranked = WITH_METRICS if include_stopped else ("ok",)
@@ -113,35 +147,41 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
                               "stopped by the sweep's early termination): rank them with --include-stopped")
         raise ConfigError(f"every run failed ({len(df)} runs in the results): nothing to choose from; see the "
                           "errors with `benchmark results DIR` and rerun with `benchmark sweep --rerun-failed`")
-    # structural guarantee: nothing below can read a test number
+    # structural guarantee: nothing below can read a number a test label went into
     df = df.drop(columns=[c for c in df.columns if _is_test_metric(str(c))])
-    if metric not in df.columns:
-        available = sorted(c for c in df.columns if str(c).startswith(("val/", "time/")))
-        raise ConfigError(f"metric {metric!r} is not in the results; available: {', '.join(available) or 'none'}")
-    higher = _higher_is_better(metric) if higher_is_better is None else higher_is_better
+    absent = [c for c in columns if c not in df.columns]
+    if absent:
+        raise ConfigError(f"metric {absent[0]!r} is not in the results; choose by one of: "
+                          f"{', '.join(_rankable(df.columns)) or 'none'}, or several joined by {JOIN!r} (rank average)")
+    directions = [_higher_is_better(c) if higher_is_better is None else higher_is_better for c in columns]
+    higher = directions[0] if len(columns) == 1 else True  # a rank average: the mean percentile, 1 = best
     n_runs = len(df)
     ok = df["status"].isin(ranked) if "status" in df.columns else pd.Series(True, index=df.index)
     n_stopped = int(df["status"].eq("stopped").sum()) if "status" in df.columns else 0
-    values = pd.to_numeric(df[metric], errors="coerce")
-    flag = f"{metric.split('/')[0]}/degenerate"  # collapsed or non-finite embeddings: a tie-break order
-    collapsed = ok & values.notna() & (pd.to_numeric(df[flag], errors="coerce").eq(1) if flag in df.columns
-                                       else False)
-    usable = df[ok & values.notna() & ~collapsed].assign(_value=values[ok & values.notna() & ~collapsed])
-    unscored = df[ok & values.isna()]
-    n_queries = f"{metric.split('/')[0]}/n_queries"
-    why = ("validation has no scorable queries: raise the validation fraction (split) or min_faces_per_person"
-           if n_queries in df.columns and pd.to_numeric(unscored[n_queries], errors="coerce").eq(0).any()
-           else "it is missing")
+    values = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in columns})
+    present = values.notna().all(axis=1)
+    flags = [f for f in dict.fromkeys(f"{c.split('/')[0]}/degenerate" for c in columns) if f in df.columns]
+    flagged = pd.DataFrame({f: pd.to_numeric(df[f], errors="coerce").eq(1) for f in flags}, index=df.index)
+    collapsed = ok & present & flagged.any(axis=1)  # collapsed or non-finite embeddings: a tie-break order
+    keep = ok & present & ~collapsed
+    if len(columns) == 1:
+        value = values.loc[keep, metric]
+    else:  # a rank average (module docstring)
+        value = pd.concat([values.loc[keep, c].rank(pct=True, ascending=up) for c, up in zip(columns, directions)],
+                          axis=1).mean(axis=1)
+    usable = df[keep].assign(_value=value)
+    unscored = df[ok & ~present]
+    why = _why_missing(columns, unscored)
     if collapsed.any():
-        why += f"; {int(collapsed.sum())} run(s) have degenerate embeddings ({flag} = 1)"
+        why += f"; {int(collapsed.sum())} run(s) have degenerate embeddings ({' or '.join(flags)} = 1)"
     if usable.empty:
         raise ConfigError(f"cannot rank on {metric!r}: no successful run has it ({int(ok.sum())} ok, "
                           f"{int((~ok).sum())} failed); {why}")
     notes = []
     if collapsed.any():
         ids = ", ".join(map(str, df[collapsed].get("run_id", df[collapsed].index)))
-        notes.append(f"{int(collapsed.sum())} successful run(s) left out, their embeddings are degenerate ({flag} = 1: "
-                     f"{metric} is only the tie-break order): {ids}")
+        notes.append(f"{int(collapsed.sum())} successful run(s) left out, their embeddings are degenerate "
+                     f"({' or '.join(flags)} = 1: {metric} is only the tie-break order): {ids}")
         warnings.warn(notes[-1], stacklevel=2)
     if len(unscored):
         ids = ", ".join(map(str, unscored.get("run_id", unscored.index)))
@@ -188,12 +228,37 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
         if best["ci95"] is not None and runner["ci95"] is not None:
             separated = bool(margin > best["ci95"] + runner["ci95"])
     return {
-        **facts(best), "metric": metric, "higher_is_better": higher,
+        **facts(best), "metric": metric, "rule": _rule(columns, directions), "higher_is_better": higher,
         "runner_up": facts(runner) if runner else None, "margin": margin, "separated": separated,
         "n_runs": n_runs, "n_failed": int((~df["status"].isin(WITH_METRICS)).sum()) if "status" in df.columns else 0,
         "n_stopped": n_stopped, "include_stopped": include_stopped, "n_configurations": len(groups), "warnings": notes,
         "table": [{k: v for k, v in facts(g).items() if k != "config"} for g in groups],
     }
+
+
+def _why_missing(columns: list[str], unscored: pd.DataFrame) -> str:
+    """Why runs lack a rule's column: a split without scorable queries, a validator that is only recorded
+    for query -> gallery splits, or plainly missing."""
+    reasons = []
+    for c in columns:
+        split = c.split("/")[0]
+        n_queries = f"{split}/n_queries"
+        if c.startswith(f"{split}/{PREFIX}"):
+            reasons.append(f"{c} is recorded for query -> gallery splits only (null on a same-domain split or where "
+                           "it cannot be computed: the runs' warnings say why)")
+        elif n_queries in unscored.columns and pd.to_numeric(unscored[n_queries], errors="coerce").eq(0).any():
+            reasons.append("validation has no scorable queries: raise the validation fraction (split) or "
+                           "min_faces_per_person")
+    return "; ".join(dict.fromkeys(reasons)) or "it is missing"
+
+
+def _rule(columns: list[str], directions: list[bool]) -> str:
+    """The rule in words, for best.yaml and the summary."""
+    said = [f"{c} ({'higher' if up else 'lower'} is better)" for c, up in zip(columns, directions)]
+    if len(columns) == 1:
+        return said[0]
+    return (f"rank average of {', '.join(said)}: each run's percentile rank per component among the ranked runs "
+            "(1 = best), averaged; higher is better")
 
 
 def _config_diff(a: dict, b: dict) -> dict:
@@ -220,7 +285,8 @@ def format_choice(choice: dict) -> str:
 
     lines = [f"chosen by {choice['metric']} ({'higher' if choice['higher_is_better'] else 'lower'} is better; "
              f"{choice['n_configurations']} configurations, {choice['n_runs']} runs, "
-             f"{choice['n_failed']} failed ignored; " + _stopped_note(choice) + "test metrics not read)",
+             f"{choice['n_failed']} failed ignored; " + _stopped_note(choice) + "no test label read)",
+             *([f"  rule:      {choice['rule']}"] if JOIN in choice["metric"] else []),
              f"  best:      {name(choice, 0)}: {stat(choice)}"]
     if r is not None:
         lines.append(f"  runner-up: {name(r, 1)}: {stat(r)}")

@@ -174,7 +174,7 @@ def cmd_choose(args) -> int:
     check_writable(out.parent, "folder of --out", create=False)  # before reading the results, not after
     summary: list[str] = []
     with _said_once(summary):
-        choice = choose(select(store.load(args.results_dir), args.select), args.metric,
+        choice = choose(select(store.load(args.results_dir), args.select), args.by,
                         include_stopped=args.include_stopped)
         summary.append(format_choice(choice))
         print(summary[-1])
@@ -399,7 +399,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("choose", help="pick the best configuration by VALIDATION metric; write best.yaml")
     p.add_argument("results_dir", help="a results folder of run records")
-    p.add_argument("--metric", default="val/score", help="a val/ metric, higher is better (default: val/score)")
+    from benchmark.evaluation.validators import VALIDATORS
+
+    directions = ", ".join(f"{n}: {'higher' if v.higher else 'lower'} is better" for n, v in VALIDATORS.items())
+    p.add_argument("--by", "--metric", dest="by", default="val/score", metavar="NAME",
+                   help="what to rank by: a val/ metric (losses and times: lower is better); a label-free validator "
+                        f"({directions}), "
+                        "validator/NAME (= val/validator/NAME) or test/validator/NAME (the test split's: it reads "
+                        "no test label, so it may choose); or a rank average of several joined by '+', e.g. "
+                        "val/score+validator/cycle (each run's percentile per component, averaged). --metric is "
+                        "the old name (default: val/score)")
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
     p.add_argument("--include-stopped", action="store_true",
                    help="also rank runs a sweep's early termination stopped (their metrics at the stop)")

@@ -152,7 +152,7 @@ class Config:
     #: run with these settings: an ensemble costs nothing beyond its members); frozen members only
     #: (embedding=backbone: a trained head on an ensemble is not supported yet)
     members: tuple[str, ...] = ()
-    #: each member's weight in the fusion, in members' order; () = equal weights
+    #: each member's weight in the fusion, in members' order; [] = equal weights
     member_weights: tuple[float, ...] = field(default=(), metadata=_range(list, 0))
     #: how an ensemble ranks: minmax = each member's cosine similarities min-max scaled to [0, 1] over each
     #: query's row, weighted and summed (a similarity, not an embedding: no centering/rerank, no embedding
@@ -204,6 +204,12 @@ class Config:
     #: m images per identity in every batch (PML MPerClassSampler; must divide batch_size) so that
     #: pair/triplet losses always see positives; 0 = plain shuffled batches (today's)
     samples_per_class: int = field(default=0, metadata=_range(int, 0))
+    #: with a two-domain training split (``domains``): each identity's samples_per_class images of a
+    #: batch are half photos, half renders (odd m: one more photo), so every batch holds cross-domain pairs
+    domain_balance: bool = False
+    #: the positive pairs pair-based losses learn from: all | cross_domain (only same-identity pairs of a
+    #: photo and a render, the competition's query -> gallery condition; negatives unchanged; needs domains)
+    positives: str = field(default="all", metadata=_choices("all", "cross_domain"))
     #: adam (today's) | adamw | sgd (momentum 0.9, Nesterov)
     optimizer: str = field(default="adam", metadata=_choices("adam", "adamw", "sgd"))
     #: weight decay of the optimizer (adam/sgd: L2 penalty; adamw: decoupled), 0 = none
@@ -305,8 +311,9 @@ RUN_INDEPENDENT_KEYS = ("tracking", "wandb_project", "wandb_group", "device", "c
 #: keys that only act on training a head: meaningless for ``embedding=backbone`` (frozen features),
 #: where tables and diffs show "no head" instead of their values
 HEAD_KEYS = ("lr", "epochs", "batch_size", "augment", "aug_views", "patience", "monitor", "loss", "loss_args",
-             "miner", "miner_args", "samples_per_class", "optimizer", "weight_decay", "scheduler", "warmup_epochs",
-             "trainable_blocks", "backbone_lr", "bn_train", "boundary_dtype", "embedding_dim", "dropout")
+             "miner", "miner_args", "samples_per_class", "domain_balance", "positives", "optimizer", "weight_decay",
+             "scheduler", "warmup_epochs", "trainable_blocks", "backbone_lr", "bn_train", "boundary_dtype",
+             "embedding_dim", "dropout")
 NO_HEAD = "no head"
 
 
@@ -342,6 +349,13 @@ def _validate(cfg: Config) -> None:
     if cfg.samples_per_class and cfg.batch_size % cfg.samples_per_class:
         raise ConfigError(f"samples_per_class={cfg.samples_per_class} must divide batch_size={cfg.batch_size} "
                           f"(e.g. batch_size={cfg.batch_size // cfg.samples_per_class * cfg.samples_per_class or cfg.samples_per_class})")
+    if cfg.domain_balance and not cfg.samples_per_class:
+        raise ConfigError("domain_balance=true splits each identity's samples_per_class images of a batch between "
+                          "photos and renders; set samples_per_class (e.g. 2)")
+    if (cfg.domain_balance or cfg.positives != "all") and cfg.domains is None:
+        raise ConfigError(f"{'domain_balance=true' if cfg.domain_balance else 'positives=' + cfg.positives} needs "
+                          "the training images' domains: set domains (a path,domain CSV, e.g. make-competition's "
+                          "train/domains.csv)")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs:
         raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be < epochs={cfg.epochs}")
     for name in ("loss_args", "miner_args"):
@@ -403,9 +417,10 @@ def _validate(cfg: Config) -> None:
 
 
 def _check_ensemble(cfg: Config) -> None:
-    """The ensemble keys of ``cfg``, one line each: set only with backbone=ensemble; members that are
-    backbones (the registry checks them: torch, imported for an ensemble only), one weight each, frozen
-    members, and no remedy that needs the embedding minmax fusion does not have."""
+    """The ensemble keys of ``cfg``, one line each: set only with backbone=ensemble, members that are
+    not ensembles, one weight each, frozen members, and no remedy that needs the embedding minmax
+    fusion does not have. The registry checks each member's name (``backbones.adapt``, the first step of
+    run and submit, as for ``backbone``: the registry imports this module)."""
     if cfg.backbone != ENSEMBLE:
         given = [k for k in ("members", "member_weights", "fusion") if getattr(cfg, k) != FIELDS[k].default]
         if given:
@@ -420,16 +435,9 @@ def _check_ensemble(cfg: Config) -> None:
                           "members=[sface,efficientnet_lite0]")
     if ENSEMBLE in members:
         raise ConfigError(f"members={members}: an ensemble cannot be a member of an ensemble; list backbones only")
-    from benchmark.models.backbones import check_backbone
-
-    for name in members:
-        try:
-            check_backbone(name)
-        except ConfigError as exc:
-            raise ConfigError(f"members={members}: {exc}") from None
     weights = list(cfg.member_weights)
     if weights and len(weights) != len(members):
-        raise ConfigError(f"member_weights={weights} has {len(weights)} weights for {len(members)} members "
+        raise ConfigError(f"member_weights={weights}: {len(weights)} weight(s) for {len(members)} members "
                           f"({', '.join(members)}); give one weight per member, or none for equal weights")
     if weights and sum(weights) <= 0:
         raise ConfigError(f"member_weights={weights} sum to 0; give at least one member a positive weight")

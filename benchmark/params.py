@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter's domain. ``kind``: int | float | bool | str | list (``length`` numbers) | object
+    """One parameter's domain. ``kind``: int | float | bool | str | list (``length`` numbers; any number of
+    them when ``length`` is None) | object
     (any value: a library parameter whose domain is the library's own);
     ``low``/``high``: inclusive bounds unless ``open_low``/``open_high``; ``choices``: the valid
     strings; ``odd``: an odd integer (OpenCV block sizes); ``nullable``: null is valid."""
@@ -47,8 +48,9 @@ class Param:
         elif self.kind is str:
             text = "a string"
         else:
+            numbers = "numbers" if self.length is None else f"{self.length} numbers"
             what = {int: "an odd integer" if self.odd else "an integer", float: "a number",
-                    list: f"a list of {self.length} numbers, each"}[self.kind]
+                    list: f"a list of {numbers}, each"}[self.kind]
             text = f"{what} in {self._interval()}"
         return text + (", or null" if self.nullable else "")
 
@@ -81,7 +83,8 @@ class Param:
             integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
             return integral and self._in_range(value) and (not self.odd or int(value) % 2 == 1)
         if self.kind is list:
-            return isinstance(value, (list, tuple)) and len(value) == self.length and all(map(self._in_range, value))
+            return isinstance(value, (list, tuple)) and self.length in (None, len(value)) \
+                and all(map(self._in_range, value))
         return self._in_range(value)
 
     def check(self, key: str, value):
@@ -93,9 +96,10 @@ class Param:
             except ValueError:
                 pass
         if not self.valid(value):
+            shown = list(value) if isinstance(value, tuple) else value  # as YAML writes a list
             if self.choices:
-                raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, self.choices))}")
-            raise ConfigError(f"{key}={value!r} is not valid: must be {self.domain()}")
+                raise ConfigError(f"{key}={shown!r} is not valid; choose one of: {', '.join(map(str, self.choices))}")
+            raise ConfigError(f"{key}={shown!r} is not valid: must be {self.domain()}")
         if self.kind is int and isinstance(value, float):
             return int(value)
         return list(value) if self.kind is list else value

@@ -1,6 +1,8 @@
 """The pipeline's front half, shared by ``benchmark run`` and ``benchmark submit``: a config's data,
 split, device, frozen backbone and feature engine (``prepare``), and the feature values they decide
-(``feature_spec``, ``style_tag``). Both commands build their inputs here, so they cannot drift.
+(``feature_spec``, ``style_tag``). Both commands build their inputs here, so they cannot drift. An
+ensemble's members are each built as the config of that backbone alone (``member_configs``), so each
+reads the feature-cache entries its own run would.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import pandas as pd
 import torch
 
 from benchmark import splits
-from benchmark.config import Config
+from benchmark.config import ENSEMBLE, FIELDS, Config
 from benchmark.data import load_dataset
 from benchmark.data.check import check_images
 from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
-from benchmark.features.engines import ENGINES, Engine
+from benchmark.evaluation.fusion import member_weights
+from benchmark.features.engines import ENGINES, EnsembleEngine, Engine
 from benchmark.features.spec import Plan, Preprocessing
 from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
 from benchmark.training import losses
@@ -36,7 +39,7 @@ class Prepared:
     cfg: Config
     df: pd.DataFrame
     device: torch.device
-    engine: Engine
+    engine: Engine | EnsembleEngine
     #: images left out by ``on_bad_image: skip`` (``{path, reason}``)
     skipped_images: list[dict] = field(default_factory=list)
     #: what a reader of the run must know (unscorable splits, divergence ...): status.json and the log
@@ -85,8 +88,28 @@ def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
     plan = Plan(augment=cfg.augment, epochs=cfg.epochs, aug_views=cfg.aug_views, seed=cfg.seed,
                 batch_size=cfg.batch_size, samples_per_class=cfg.samples_per_class,
                 trains=cfg.embedding == "head", eval_batch_size=cfg.eval_batch_size, workers=cfg.num_workers,
-                dataset=cfg.dataset, train_styles=tuple(style_tag(cfg, s) for s in cfg.train_styles))
+                dataset=cfg.dataset, train_styles=tuple(style_tag(cfg, s) for s in cfg.train_styles),
+                flip=cfg.tta == "flip", domain_balance=cfg.domain_balance)
     return prep, plan
+
+
+def member_configs(cfg: Config) -> list[Config]:
+    """The configs whose backbones make ``cfg``'s features: each ensemble member's (the ensemble's
+    settings with that backbone alone, adapted to its input size), else ``cfg`` itself."""
+    if cfg.backbone != ENSEMBLE:
+        return [cfg]
+    alone = {k: FIELDS[k].default for k in ("members", "member_weights", "fusion")}
+    return [adapt(cfg.replace(backbone=name, **alone)) for name in cfg.members]
+
+
+def build_engine(cfg: Config, df: pd.DataFrame, device: torch.device, cache: FeatureCache) -> Engine | EnsembleEngine:
+    """The feature engine of ``cfg`` (adapted) over ``df``: its backbone's, or its members' fused."""
+    engines = []
+    for one in member_configs(cfg):
+        frozen, units = split(frozen_backbone(one, device), one.trainable_blocks)
+        features, plan = feature_spec(one, frozen, device, cache)
+        engines.append(ENGINES[one.engine](features, plan, frozen, units, df, device, cache))
+    return EnsembleEngine(engines, member_weights(cfg)) if cfg.backbone == ENSEMBLE else engines[0]
 
 
 def style_tag(cfg: Config, name: str) -> str | None:
@@ -114,10 +137,7 @@ def prepare(cfg: Config) -> Prepared:
     if "side" in df:
         df["style"] = pd.Series(row_styles(df, cfg), index=df.index, dtype=object)
     device = resolve_device(cfg)
-    frozen, units = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
-    cache = FeatureCache(cfg.cache_dir)
-    features, plan = feature_spec(cfg, frozen, device, cache)
-    prep = Prepared(cfg, df, device, ENGINES[cfg.engine](features, plan, frozen, units, df, device, cache), skipped)
+    prep = Prepared(cfg, df, device, build_engine(cfg, df, device, FeatureCache(cfg.cache_dir)), skipped)
     if skipped:
         prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "
                              f"{skipped[0]['path']}: {skipped[0]['reason']}")

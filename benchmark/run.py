@@ -2,6 +2,7 @@
 
 Metrics keys (flat, in ``metrics.json`` and the W&B summary):
 ``val/{top1,top5,top10,map,map_at_r,r_precision,score}``, the same for ``test/``, ``test/{nmi,intra,inter,...}``,
+``<split>/validator/{snd,entropy,cycle}`` (label-free, query -> gallery splits; ``benchmark.evaluation.validators``),
 ``time/train_s`` (head training incl. per-epoch validation, without the time spent obtaining
 features), ``time/fetch_s`` (what this run spent obtaining features: extraction or a cache read),
 ``time/total_s`` (the whole run), ``time/features_s`` (what the frozen features this run uses cost to
@@ -9,6 +10,11 @@ compute, even when read from the cache), ``time/cost_s`` = total - fetch + featu
 configuration on its own), ``score_per_minute`` = test/score / (time/cost_s / 60) and ``diverged``
 (1.0 when the training loss blew up, ``benchmark.divergence``). A metric that could not be computed
 (a split without a scorable query) is null, never 0 (``benchmark.results.schema.mark_missing``).
+
+An ensemble (``backbone: ensemble``) records its members in ``status.json`` (``members``: each one's
+backbone, weight, feature size, preprocessing and feature-cache files) and, as its test embeddings,
+the members' side by side (``benchmark.evaluation.fusion``); with ``fusion: minmax`` its rankings come
+from the fused similarity, and it has no ``test/{nmi,intra,inter,...}`` (no embedding space).
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ import pandas as pd
 from benchmark import splits
 from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
 from benchmark.divergence import divergence
-from benchmark.evaluation import remedies
-from benchmark.evaluation.evaluate import split_evaluation
+from benchmark.evaluation import fusion, remedies
+from benchmark.evaluation.evaluate import split_evaluation, split_validators
 from benchmark.evaluation.metrics import degenerate, embedding_metrics
 from benchmark.features.cache import FeatureCache
+from benchmark.features.engines import EnsembleEngine
 from benchmark.files import check_writable, write_error
 from benchmark.models.head import embed
 from benchmark.pipeline import prepare
@@ -91,10 +98,11 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
         skipped: dict[str, str] = {}
         values, per_query = split_evaluation(emb, labels[idx], sides, cfg, skipped) if finite else \
             ({k: None for k in (*schema.RANKING, "n_queries")} | schema.split_facts(labels[idx]), None)
-        prep.warnings += [f"{split}: {note}" for note in remedies.skip_notes(skipped)]
+        found, unfound = split_validators(emb, sides, cfg)
+        prep.warnings += [f"{split}: {note}" for note in remedies.skip_notes(skipped) + unfound]
         if split == "test":
             prep.test_query_scores = per_query
-        metrics |= {f"{split}/{k}": v for k, v in values.items()}
+        metrics |= {f"{split}/{k}": v for k, v in (values | found).items()}
         metrics[f"{split}/degenerate"] = float(why is not None)
         if why:
             prep.warnings.append(f"{split} embeddings are degenerate: {why}; its metrics are flagged "
@@ -102,7 +110,7 @@ def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
                                  "whose random init does not collapse, e.g. resnet18), a lower lr, normalize=true")
         if split == "test":
             test_emb = emb
-            if finite:
+            if finite and not fusion.fused(cfg):
                 metrics |= {f"test/{k}": v for k, v in embedding_metrics(emb, labels[idx], cfg.seed).items()}
     total_s = time.perf_counter() - t_start
     cost_s = total_s - engine.fetch_s + engine.features_s
@@ -182,9 +190,11 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     }
     outcome = {"status": "ok"} if prep.stopped_epoch is None else \
         {"status": "stopped", "stopped_epoch": prep.stopped_epoch}
+    members = {"members": prep.engine.describe()} if isinstance(prep.engine, EnsembleEngine) else {}
     try:  # atomic: a full disk leaves no half record, only this failure
-        record.write(out_dir, run_id, files, {**(status or {}), **outcome, "started": t0, "ended": time.time(),
-                                              "warnings": prep.warnings, "skipped_images": prep.skipped_images})
+        record.write(out_dir, run_id, files, {**(status or {}), **outcome, **members, "started": t0,
+                                              "ended": time.time(), "warnings": prep.warnings,
+                                              "skipped_images": prep.skipped_images})
     except OSError as exc:
         return fail(write_error(out_dir / run_id, sum(len(v) for v in files.values()), exc,
                                 "give --out a folder on another disk"))

@@ -7,7 +7,8 @@ flat query folder and write ``submission.json``::
 
     {"<query file name>": ["<gallery file name>", ...k names, best first], ...}
 
-Ranking is ``benchmark.evaluation.retrieval.search``: exact cosine, score descending, ties by file name order.
+Ranking is ``benchmark.evaluation.retrieval.search``: exact cosine, score descending, ties by file name order
+(an ensemble with ``fusion: minmax``: its fused similarity, ``benchmark.evaluation.fusion``).
 
 Its scoring (``score_submission``, ``score_files``) lives in ``benchmark.evaluation.scoring``, torch-free.
 
@@ -31,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.evaluation import formats, remedies
-from benchmark.config import Config
+from benchmark.evaluation import formats, fusion, remedies, validators
+from benchmark.config import ENSEMBLE, Config
 from benchmark.data.check import unreadable
 from benchmark.data.imagefolder import IMAGE_SUFFIXES, is_hidden
 from benchmark.features.cache import FeatureCache
-from benchmark.features.engines import image_features
+from benchmark.features.engines import fuse, image_features
 from benchmark.files import atomic_path, check_writable, write_atomic
 from benchmark.models.backbones import adapt
 from benchmark.models.head import embed
@@ -133,18 +134,28 @@ def readable(paths: list[Path], cfg: Config, role: str) -> tuple[list[Path], lis
 # --- model ----------------------------------------------------------------------------------------
 def _model(cfg: Config):
     """(engine or None, what embeds images): the config's engine with its training data when the
-    embedding needs a trained head (None for ``embedding=backbone``), and the (preprocessing, plan,
-    frozen network, device, cache) that ``image_features`` embeds the folders with."""
+    embedding needs a trained head (None for ``embedding=backbone``), and per backbone (each member of
+    an ensemble) the (preprocessing, plan, frozen network, device, cache) that ``image_features`` embeds
+    the folders with."""
     from benchmark.models.backbones import split
-    from benchmark.pipeline import feature_spec, frozen_backbone, prepare, resolve_device
+    from benchmark.pipeline import feature_spec, frozen_backbone, member_configs, prepare, resolve_device
 
     if cfg.embedding == "head":
         engine = prepare(cfg).engine
-        return engine, (engine.prep, engine.plan, engine.frozen, engine.device, engine.cache)
+        return engine, [(engine.prep, engine.plan, engine.frozen, engine.device, engine.cache)]
     device = resolve_device(cfg)  # normalized frozen features: no training data needed
-    frozen, _ = split(frozen_backbone(cfg, device), cfg.trainable_blocks)
     cache = FeatureCache(cfg.cache_dir)
-    return None, (*feature_spec(cfg, frozen, device, cache), frozen, device, cache)
+    members = []
+    for one in member_configs(cfg):
+        frozen, _ = split(frozen_backbone(one, device), one.trainable_blocks)
+        members.append((*feature_spec(one, frozen, device, cache), frozen, device, cache))
+    return None, members
+
+
+def _features(paths: list[Path], members: list[tuple], cfg: Config, style: str | None = None) -> torch.Tensor:
+    """Features of ``paths`` through each backbone of ``members`` (``_model``), an ensemble's ``fuse``d."""
+    got = [image_features(list(map(str, paths)), *member, style=style)[0] for member in members]
+    return fuse(got, fusion.member_weights(cfg)) if cfg.backbone == ENSEMBLE else got[0]
 
 
 def _train(cfg: Config, engine) -> tuple[torch.nn.Module | None, dict]:
@@ -224,9 +235,11 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
 
     Returns a summary: out, files written, k (used) and k_requested, n_queries, n_gallery, per folder
     (``query``, ``gallery``) the images used and every entry skipped with its reason, ``warnings``
-    (other than skips: the k clamp), training facts (val/ metrics of the kept epoch), device, search
-    and time. Skips and the k clamp are also raised as ``UserWarning``. Input problems raise
-    ``InputError`` before any training.
+    (other than skips: the k clamp), training facts (val/ metrics of the kept epoch), device, search,
+    time and ``validators``: the label-free validators of these queries and gallery
+    (``benchmark.evaluation.validators``, None where one cannot be computed, with a warning). Skips
+    and the k clamp are also raised as ``UserWarning``. Input problems raise ``InputError`` before
+    any training.
     """
     t0 = time.perf_counter()
     if train_dir is not None:
@@ -249,7 +262,7 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     gallery_paths, gallery_skipped = scan_folder(gallery_dir, "gallery")
     check_self_matches(query_paths, gallery_paths)
 
-    engine, features = _model(cfg)  # fails fast (weights, training data) before any warning or work
+    engine, members = _model(cfg)  # fails fast (weights, training data) before any warning or work
     gallery_paths, g_bad = readable(gallery_paths, cfg, "gallery")
     query_paths, q_bad = readable(query_paths, cfg, "query")
     query_skipped += q_bad
@@ -273,18 +286,17 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     head, train_info = _train(cfg, engine)
     # the same streaming pass as a run's (progress bar, decoder fallbacks, alignment), cached: a second
     # submit on the same gallery reads its features
-    gallery = embed(head, image_features(list(map(str, gallery_paths)), *features)[0]).cpu().numpy().astype(np.float32)
+    gallery = embed(head, _features(gallery_paths, members, cfg)).cpu().numpy().astype(np.float32)
     from benchmark.pipeline import style_tag
 
     query_style = style_tag(cfg, cfg.query_style)  # a test-time remedy: the queries rendered too
-    queries = embed(head, image_features(list(map(str, query_paths)), *features, style=query_style)[0])
-    queries = queries.cpu().numpy().astype(np.float32)
-    device = features[3]
+    queries = embed(head, _features(query_paths, members, cfg, query_style)).cpu().numpy().astype(np.float32)
+    device = members[0][3]
 
     chain = remedies.chain(cfg)
-    if chain:  # test-time remedies re-score every query x gallery pair
+    if chain or fusion.fused(cfg):  # test-time remedies (or an ensemble's fusion) score every query x gallery pair
         skipped: dict[str, str] = {}
-        idx = np.argsort(-remedies.scores(queries, gallery, cfg, skipped), axis=1, kind="stable")[:, :k_used]
+        idx = np.argsort(-fusion.scores(queries, gallery, cfg, skipped), axis=1, kind="stable")[:, :k_used]
         for note in remedies.skip_notes(skipped):
             warnings.warn(note, stacklevel=2)
             msgs.append(note)
@@ -292,6 +304,10 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     else:
         _, idx = search(queries, gallery, k_used)
     submission = {q: [g_names[j] for j in row] for q, row in zip(q_names, idx)}
+    found, unfound = validators.measure(queries, gallery, cfg)  # label-free: what choose --by test/validator/ reads
+    for note in unfound:
+        warnings.warn(note, stacklevel=2)
+        msgs.append(note)
     if groupname is not None:
         submission = formats.envelope(groupname, submission)
     files = _write_submission(out, index_dir, submission, gallery, g_names, head, msgs)
@@ -302,8 +318,9 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
                   "skipped": query_skipped},
         "gallery": {"folder": str(gallery_dir), "n_images": len(g_names), "n_skipped": len(gallery_skipped),
                     "skipped": gallery_skipped},
-        "warnings": msgs, "train": train_info, "device": str(device),
-        "search": f"exact scores after {' + '.join(chain)}" if chain else
+        "warnings": msgs, "train": train_info, "device": str(device), "validators": found,
+        "search": f"minmax fusion of {' + '.join(cfg.members)}" if fusion.fused(cfg) else
+        f"exact scores after {' + '.join(chain)}" if chain else
         "faiss IndexFlatIP" if faiss is not None else "torch exact top-k",
         "query_style": cfg.query_style, "form": "envelope" if groupname is not None else "mapping",
         "time_s": time.perf_counter() - t0,
@@ -325,6 +342,10 @@ def format_summary(summary: dict) -> str:
     for role in ("query", "gallery"):
         for s in summary[role]["skipped"]:
             lines.append(f"skipped {role} {s['name']}: {s['reason']}")
+    found = summary.get("validators", {})  # label-free numbers of this query -> gallery, as a run's test/validator/
+    if found:
+        lines.append("validators of these queries and gallery (label-free): "
+                     + ", ".join(f"{k}={'n/a' if v is None else format(v, '.4g')}" for k, v in found.items()))
     lines += [f"warning: {w}" for w in summary["warnings"]]
     lines += [f"{name}: {path}" for name, path in summary["files"].items() if name != "submission"]
     return "\n".join(lines)

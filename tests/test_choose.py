@@ -214,3 +214,77 @@ def test_runs_of_one_search_are_named_by_what_differs():
     assert "runner-up: study-x (augment=report, loss=ce)" in text
     text = format_choice(choose(_table()))  # different names: the names alone
     assert "best:      a: " in text and "runner-up: b: " in text
+
+
+# --- issue 26: choose --by a rule (a metric, a label-free validator, a rank average) -------------------
+def _validated():
+    """a: best val/score, poor validators; b: best snd and cycle; c: the lowest entropy."""
+    rows = [_row("a", 0, 500, 0), _row("b", 0, 400, 0, lr=0.01), _row("c", 0, 300, 0, lr=0.1)]
+    for row, snd, entropy, cycle in zip(rows, (1.0, 3.0, 2.0), (0.9, 0.5, 0.1), (0.2, 0.9, 0.6)):
+        row |= {"val/validator/snd": snd, "val/validator/entropy": entropy, "val/validator/cycle": cycle,
+                "test/validator/snd": 4 - snd, "test/validator/cycle": cycle}
+    return pd.DataFrame(rows)
+
+
+def test_by_a_validator_reads_the_validation_splits_in_its_direction():
+    choice = choose(_validated(), "validator/snd")
+    assert choice["experiment"] == "b" and choice["metric"] == "val/validator/snd" and choice["higher_is_better"]
+    assert choice["mean"] == pytest.approx(3.0) and choice["rule"] == "val/validator/snd (higher is better)"
+    low = choose(_validated(), "val/validator/entropy")  # lower entropy: more confident matches
+    assert low["experiment"] == "c" and low["higher_is_better"] is False
+
+
+def test_the_test_splits_validators_may_choose_its_labelled_metrics_still_cannot():
+    """Validators read no label: choosing by the test split's is what a competitor can do on an
+    unlabeled test set. Every column a test label went into is still dropped unread."""
+    df = _validated().assign(**{"test/score": "not a number", "test/degenerate": 0.0})
+    choice = choose(df, "test/validator/snd")
+    assert choice["experiment"] == "a" and choice["mean"] == pytest.approx(3.0)
+    for rule in ("test/score", "val/score+test/top1", "score_per_minute"):
+        with pytest.raises(ConfigError, match="refusing to choose on .*test.*label-free test/validator/NAME"):
+            choose(df, rule)
+    df.loc[0, "test/degenerate"] = 1.0  # the collapse flag is label-free too: a collapsed run is not ranked
+    with pytest.warns(UserWarning, match=r"left out, their embeddings are degenerate \(test/degenerate = 1"):
+        assert choose(df, "test/validator/snd")["experiment"] == "c"
+
+
+def test_a_rank_average_is_the_mean_of_each_components_percentile():
+    """val/score: a 1, b 2/3, c 1/3; cycle: a 1/3, b 1, c 2/3; entropy (lower better): a 1/3, b 2/3, c 1."""
+    choice = choose(_validated(), "val/score+validator/cycle")
+    assert choice["experiment"] == "b" and choice["mean"] == pytest.approx(5 / 6) and choice["higher_is_better"]
+    assert choice["metric"] == "val/score+val/validator/cycle"
+    assert [g["mean"] for g in choice["table"]] == pytest.approx([5 / 6, 2 / 3, 1 / 2])
+    three = choose(_validated(), "val/score+validator/cycle+validator/entropy")
+    assert [g["experiment"] for g in three["table"]] == ["b", "c", "a"]
+    assert three["mean"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert "rank average of val/score (higher is better), val/validator/cycle (higher is better), " \
+           "val/validator/entropy (lower is better)" in format_choice(three)
+
+
+def test_runs_without_a_validator_say_why():
+    df = _validated()
+    df["val/validator/snd"] = np.nan  # same-domain runs: null, with a warning in their records
+    with pytest.raises(ConfigError, match="val/validator/snd is recorded for query -> gallery splits only"):
+        choose(df, "validator/snd")
+
+
+def test_the_command_chooses_by_a_rule_writes_it_and_names_the_valid_ones(tmp_path, capsys):
+    from benchmark import cli
+
+    for name, val, snd in (("a", 500.0, 1.0), ("b", 400.0, 3.0)):
+        metrics = {"val/score": val, "test/score": 1.0, "val/validator/snd": snd, "test/validator/snd": snd}
+        record.write(tmp_path / "r", name, ok_files({"config.yaml": dump_yaml(Config(experiment=name)),
+                                                     schema.METRICS: json.dumps(metrics)}), {"status": "ok"})
+    best = tmp_path / "best.yaml"
+    assert cli.main(["choose", str(tmp_path / "r"), "--by", "val/score+validator/snd", "--out", str(best)]) == 0
+    sel = read_selection(best)
+    assert sel["metric"] == "val/score+val/validator/snd" and sel["rule"].startswith("rank average of val/score")
+    assert cli.main(["choose", str(tmp_path / "r"), "--metric", "validator/snd", "--out", str(best)]) == 0  # old name
+    assert read_selection(best)["experiment"] == "b"
+    capsys.readouterr()
+    assert cli.main(["choose", str(tmp_path / "r"), "--by", "validator/nope", "--out", str(best)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'val/validator/nope' is not in the results; choose by one of: " in err
+    for name in ("val/score", "test/validator/snd", "val/validator/snd", ", validator/snd", "joined by '+'"):
+        assert name in err
+    assert "test/score" not in err

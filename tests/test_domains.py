@@ -73,11 +73,12 @@ def bad_values(p: Param) -> st.SearchStrategy:
         return st.one_of(_word(p.choices), st.sampled_from([[1], {"a": 1}]))
     if p.kind is bool:
         return st.sampled_from(["maybe", 3, *WRONG_TYPES])
-    if p.kind is list:
-        inside = st.floats(min_value=p.low, max_value=p.high)
-        return st.one_of(st.sampled_from(WRONG_TYPES[:1] + [{"a": 1}]),
-                         st.lists(inside, max_size=p.length + 3).filter(lambda v: len(v) != p.length),
-                         st.tuples(*([inside] * (p.length - 1)), st.one_of(*_outside(p))).map(list))
+    if p.kind is list:  # of a fixed length, or (length None) of any
+        inside = st.floats(min_value=p.low, max_value=p.high, allow_infinity=False)
+        wrong_length = [] if p.length is None else \
+            [st.lists(inside, max_size=p.length + 3).filter(lambda v: len(v) != p.length)]
+        return st.one_of(st.sampled_from(WRONG_TYPES[:1] + [{"a": 1}]), *wrong_length,
+                         st.tuples(*([inside] * ((p.length or 2) - 1)), st.one_of(*_outside(p))).map(list))
     return st.one_of(st.sampled_from(WRONG_TYPES), *_outside(p))
 
 
@@ -130,7 +131,7 @@ def test_a_value_outside_its_declared_domain_is_one_line_before_anything_is_writ
     value = data.draw(bad_values(p), label=where)
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", str(folders / "cache"))
     code = cli.main(["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--out", str(folders / "results"),
-                     "--set", "tracking=none", *_sets(needs, where, value)])
+                     "--set", *_sets({"tracking": "none", **needs}, where, value)])
     _assert_one_line_naming(capsys, code, where, p)
     code = cli.main(["submit", "--config", str(folders / "best.yaml"), "--query", str(folders / "q"),
                      "--gallery", str(folders / "g"), "--out", str(folders / "submission.json"),

@@ -3,9 +3,11 @@
 Same-domain (today's default): every item queries all the others (``metrics.retrieval_metrics``).
 Query -> gallery (``cfg.query_gallery``: a gallery style, real other-domain images or an explicit
 ``query_fraction``): the split's ``side`` column divides its items; every query ranks the gallery
-side only, after the config's test-time remedies (``benchmark.evaluation.remedies``). The facts say what the
-numbers were measured on: ``n_queries`` (scored), ``n_gallery``, ``positives`` (mean gallery items
-of the query's identity).
+side only, after the config's test-time remedies (``benchmark.evaluation.remedies``). An ensemble with
+``fusion: minmax`` ranks either way by its members' fused similarity (``benchmark.evaluation.fusion``),
+from the whole similarity matrix. The facts say what the numbers were measured on: ``n_queries``
+(scored), ``n_gallery``, ``positives`` (mean gallery items of the query's identity). Its label-free
+validators (``split_validators``) are a run's final numbers only: training's per-epoch validation skips them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.config import Config
-from benchmark.evaluation import remedies
+from benchmark.evaluation import fusion, validators
 from benchmark.evaluation.metrics import from_matches, per_query_scores, query_gallery_matches, retrieval_metrics
 from benchmark.results import schema
 
@@ -26,11 +28,15 @@ def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config,
     measured on the same people compare query by query: a paired difference is far tighter than
     either score's interval. ``skipped``: receives each test-time remedy skipped on this input, and why."""
     labels = np.asarray(labels)
-    if sides is None or not cfg.query_gallery:
+    same_domain = sides is None or not cfg.query_gallery
+    if same_domain and not fusion.fused(cfg):
         return retrieval_metrics(embeddings, labels) | schema.split_facts(labels), None
     emb = embeddings.detach().cpu().numpy() if hasattr(embeddings, "detach") else np.asarray(embeddings)
+    if same_domain:  # every item queries the others: itself scores -inf, the last column
+        matches = query_gallery_matches(fusion.fused_scores(emb, emb, cfg, exclude_self=True), labels, labels)
+        return from_matches(matches[:, :-1], labels=labels) | schema.split_facts(labels), None
     q, g = sides == "query", sides == "gallery"
-    matches = query_gallery_matches(remedies.scores(emb[q], emb[g], cfg, skipped), labels[q], labels[g])
+    matches = query_gallery_matches(fusion.scores(emb[q], emb[g], cfg, skipped), labels[q], labels[g])
     out = from_matches(matches, labels=labels[q])
     scores, valid = per_query_scores(matches)
     per_item = np.full(len(labels), np.nan)
@@ -39,6 +45,17 @@ def split_evaluation(embeddings, labels, sides: np.ndarray | None, cfg: Config,
     positives = np.array([per_identity.get(label, 0) for label in labels[q]], dtype=np.float64)
     return out | {"n_gallery": int(g.sum()), "positives": float(positives.mean()) if len(positives) else float("nan"),
                   "identities": len(per_identity)}, per_item  # the gallery's: fewer than 2 and every match is right
+
+
+def split_validators(embeddings, sides: np.ndarray | None, cfg: Config) -> tuple[dict, list[str]]:
+    """(``validator/<name>`` -> value or None, one line per validator that could not be computed) of
+    one query -> gallery split (``benchmark.evaluation.validators``). A same-domain split records none:
+    the validators measure how two domains meet, and the default runs should carry no warning about it."""
+    if sides is None or not cfg.query_gallery:
+        return {}, []
+    emb = np.asarray(embeddings)
+    values, notes = validators.measure(emb[sides == "query"], emb[sides == "gallery"], cfg)
+    return {validators.PREFIX + k: v for k, v in values.items()}, notes
 
 
 def split_metrics(embeddings, labels, sides: np.ndarray | None, cfg: Config) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Test-time remedies for query -> gallery retrieval that use only the unlabeled embeddings of the
-queries and the gallery (what a competitor has): per-domain centering, alpha query expansion (αQE),
-database-side augmentation (DBA) and k-reciprocal re-ranking.
+queries and the gallery (what a competitor has): per-domain centering and whitening, alpha query
+expansion (αQE), database-side augmentation (DBA) and k-reciprocal re-ranking.
 
 ``REMEDIES`` is the one registry: each entry declares its parameters (``benchmark.params.Param``) and
 its function. A config switches them on with ``centering: true`` and ``rerank: NAME[+NAME...]``
@@ -12,6 +12,8 @@ validation imports it, so it imports nothing of the pipeline (a ``cfg`` here is 
 
 - centering: subtract each side's own mean embedding, L2-normalize again (removes the offset a
   domain puts on every embedding).
+- whiten (CORAL, Sun et al. 2016, "Return of Frustratingly Easy Domain Adaptation"): centering, then
+  each side times the inverse square root of its own shrunk covariance (second moments aligned too).
 - αQE (Radenović et al. 2018) / DBA (Arandjelović & Zisserman 2012): an embedding is replaced by
   the normalized sum of itself and its ``k`` nearest gallery items, weighted by similarity^``alpha``;
   DBA does it for every gallery item (itself excluded from its neighbours), αQE for every query.
@@ -93,6 +95,18 @@ def k_reciprocal(queries: np.ndarray, gallery: np.ndarray, k1: int = 20, k2: int
     return final[:, n_q:]
 
 
+def whiten(queries: np.ndarray, gallery: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each side centred, times (C + eps I)^(-1/2) of its own covariance C (1/(n-1) normalization),
+    L2-normalized: both domains' second moments aligned to the identity (CORAL, Sun et al. 2016, with
+    shrinkage). eps is absolute: L2-normalized embeddings have a covariance of trace <= 1, so the default
+    0.1 shrinks strongly towards plain centering, which is what eps -> inf gives."""
+    def side(x: np.ndarray) -> np.ndarray:
+        centred = x - x.mean(0)
+        lam, v = np.linalg.eigh(centred.T @ centred / (len(x) - 1) + eps * np.eye(x.shape[1]))
+        return _normalize(centred @ (v / np.sqrt(lam)) @ v.T)
+    return side(queries), side(gallery)
+
+
 def aqe(q: np.ndarray, g: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return expand(q, g, k, alpha), g
 
@@ -146,6 +160,9 @@ _EXPANSION = {"k": Param(int, 2, low=1, doc="neighbours added"),
 REMEDIES: dict[str, Remedy] = {
     "centering": Remedy(centre, {}, "subtract each side's mean embedding, L2-normalize again (config: centering)",
                         degenerate=_uncentrable),
+    "whiten": Remedy(whiten, {"eps": Param(float, 0.1, low=0, open_low=True, doc="shrinkage added to the covariance")},
+                     "per-domain whitening (CORAL): each side centred, times its (covariance + eps I)^(-1/2)",
+                     degenerate=lambda q, g, **_: _uncentrable(q, g)),  # it centres first: one row has no covariance
     "dba": Remedy(dba, _EXPANSION, "database-side augmentation: each gallery item + its k nearest gallery items",
                   degenerate=_few_gallery),
     "aqe": Remedy(aqe, _EXPANSION, "alpha query expansion: each query + its k nearest gallery items"),
@@ -202,11 +219,12 @@ def check(cfg) -> None:
     resolve(cfg)
 
 
-def scores(queries, gallery, cfg, skipped: dict[str, str] | None = None) -> np.ndarray:
-    """Similarity [n_query, n_gallery] after the config's test-time remedies (``chain``). A remedy
-    that degenerates on this input (``Remedy.degenerate``: one query to centre, one gallery item to
-    expand) is skipped, never run into a ranking from nothing: ``skipped`` receives its name and why
-    (the caller records it: ``skip_notes``), or it is warned when no mapping is given."""
+def embeddings(queries, gallery, cfg, skipped: dict[str, str] | None = None):
+    """(queries, gallery, the final scoring remedy's ``(fn, args)`` or None) after the config's
+    remedies that return embeddings (``chain``). A remedy that degenerates on this input
+    (``Remedy.degenerate``: one query to centre, one gallery item to expand) is skipped, never run
+    into a ranking from nothing: ``skipped`` receives its name and why (the caller records it:
+    ``skip_notes``), or it is warned when no mapping is given."""
     q = np.asarray(queries, dtype=np.float64)
     g = np.asarray(gallery, dtype=np.float64)
     for name, args in resolve(cfg):
@@ -219,9 +237,16 @@ def scores(queries, gallery, cfg, skipped: dict[str, str] | None = None) -> np.n
                 skipped[name] = why
             continue
         if remedy.scores:
-            return remedy.fn(q, g, **args)
+            return q, g, (remedy.fn, args)
         q, g = remedy.fn(q, g, **args)
-    return q @ g.T
+    return q, g, None
+
+
+def scores(queries, gallery, cfg, skipped: dict[str, str] | None = None) -> np.ndarray:
+    """Similarity [n_query, n_gallery] after the config's test-time remedies (``embeddings``, then the
+    score-producing remedy if the chain ends with one, else cosine)."""
+    q, g, final = embeddings(queries, gallery, cfg, skipped)
+    return q @ g.T if final is None else final[0](q, g, **final[1])
 
 
 def skip_notes(skipped: dict[str, str]) -> list[str]:

@@ -25,12 +25,17 @@ anything else, face detection included, and its eval view is a cache entry of it
 ``Preprocessing.style`` names the style; ``Plan.train_styles`` renders every bank view of every
 training image in a style drawn for it. The photo eval view of every image stays the shared entry.
 
+Test-time flip (``Plan.flip``, config ``tta: flip``): eval features are the mean over the eval view
+and its mirror (``View.mirrored``), the mirror an entry of its own beside the plain one. An ensemble
+(``EnsembleEngine``) is one engine per member, their eval features fused (``fuse``).
+
 Both yield the same batches in the same order (``batch_order``), so with augmentation off they
 train the same head up to float rounding.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import replace
@@ -39,16 +44,18 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.config import ConfigError
+from benchmark.data import DOMAIN_SIDES
 from benchmark.features import runtime, styles
 from benchmark.features.augment import random_resized_crop_flip, uniforms
 from benchmark.features.cache import FeatureCache
 from benchmark.features.extract import Output, content_hash, decoded_batches, extract_views, forward, output_shape
 from benchmark.features.spec import EVAL, Plan, Preprocessing, View, entry_key
-from benchmark.features.views import decode, eval_view, train_view, view_seed
+from benchmark.features.views import as_seen, decode, eval_view, train_view, view_seed
 from benchmark.models.backbones import FrozenBackbone
 from benchmark.training.sampling import batch_order
 
@@ -186,10 +193,16 @@ class Engine:
     def train_labels(self) -> torch.Tensor:
         return torch.as_tensor(self.class_of[self.df["label"].to_numpy()[self.train_idx]])
 
+    def renders(self, idx: np.ndarray) -> np.ndarray:
+        """Whether the images ``idx`` (rows of the table) are renders, by the ``domains`` manifest:
+        domain-balanced batches and cross-domain positives."""
+        return self.df["domain"].to_numpy()[idx] == DOMAIN_SIDES["render"]
+
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """Training-item indices of each batch of ``epoch``: the same in both engines."""
         return batch_order(len(self.train_idx), self.plan.batch_size, self.plan.seed, epoch,
-                           self.train_labels().numpy(), self.plan.samples_per_class)
+                           self.train_labels().numpy(), self.plan.samples_per_class,
+                           self.renders(self.train_idx) if self.plan.domain_balance else None)
 
     def n_batches(self) -> int:
         return len(self.batches(0))
@@ -200,21 +213,29 @@ class Engine:
     def eval_features(self, split: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def cache_files(self) -> list[str]:
+        """The feature-cache files this run reads (none: the reference engine computes every feature)."""
+        return []
+
+    def _over_views(self, features_of) -> torch.Tensor:
+        """Test-time augmentation: the mean of ``features_of(view)`` over the plan's eval views."""
+        return torch.stack([features_of(v) for v in self.plan.eval_views()]).mean(0)
+
 
 class CachedEngine(Engine):
     def __init__(self, prep, plan, frozen, trainable_units, df, device, cache):
         super().__init__(prep, plan, frozen, trainable_units, df, device, cache)
         self.net = runtime.network(frozen, prep, cache.root)
         self._views: dict[int, torch.Tensor] = {}
-        #: eval features of every image as photos, and of the images evaluated in each style
-        self._evals: dict[str | None, torch.Tensor] = {}
-        self._eval: torch.Tensor | None = None
+        #: per eval view: its features of every image as photos, and of the images evaluated in each style
+        self._evals: dict[tuple[View, str | None], torch.Tensor] = {}
+        self._eval: dict[View, torch.Tensor] = {}
         self._labels = self.train_labels().to(device)
         self._space_checked = not prep.trainable_blocks
 
     def _entry(self, entry: tuple[View, str | None]) -> tuple[dict, Output]:
-        """Cache key and pass output of ``(view, style)``: the eval view of every image as photos
-        (shared by all splits and protocols), the eval view of the images evaluated in ``style``, or a
+        """Cache key and pass output of ``(view, style)``: an eval view (or its mirror) of every image as
+        photos (shared by all splits and protocols), of the images evaluated in ``style``, or a
         bank view (the training images; its pixels depend only on the view, the image and the styles
         it draws from, so the bank is shared by all seeds and runs). The style is a field of the
         entry's ``Preprocessing``, so it is in the key by construction."""
@@ -222,14 +243,15 @@ class CachedEngine(Engine):
         prep = self.prep.replace(style=style)
 
         def eval_pixels(images, rows):
-            return torch.stack([eval_view(i, prep) for i in images])
+            return as_seen(torch.stack([eval_view(i, prep) for i in images]), view)
 
-        if view == EVAL:
+        if view.number is None:
             if style is None:
-                return entry_key(prep, view, content_hash(self.paths)), Output(np.arange(len(self.paths)), eval_pixels)
+                return (entry_key(prep, view, content_hash(self.paths)),
+                        Output(np.arange(len(self.paths)), eval_pixels, str(view)))
             index = self.styled_rows(style)
             return (entry_key(prep, view, content_hash([self.paths[i] for i in index])),
-                    Output(index, eval_pixels, f"{styles.name_of(style)} eval view",
+                    Output(index, eval_pixels, f"{styles.name_of(style)} {view}",
                            np.full(len(index), style, dtype=object)))
         train_paths = [self.paths[i] for i in self.train_idx]
         n = view.number
@@ -246,6 +268,9 @@ class CachedEngine(Engine):
         if self.plan.train_styles:  # domain randomization: each view of each image in a style drawn for it
             drawn = train_styles_of(self.plan.train_styles, n, np.arange(len(self.train_idx)))
         return entry_key(prep, view, content_hash(train_paths)), Output(self.train_idx, pixels, str(view), drawn)
+
+    def cache_files(self) -> list[str]:
+        return [self.cache.path(key).name for key, _ in map(self._entry, self._needed())]
 
     def _load(self, entries: list[tuple[View, str | None]]) -> None:
         """Read ``entries`` from the cache; what is missing comes from ONE pass over the images."""
@@ -268,8 +293,8 @@ class CachedEngine(Engine):
         for (view, style), entry in zip(entries, got):
             self.features_s += entry["cost_s"]
             features = entry["features"].to(self.device)
-            if view == EVAL:
-                self._evals[style] = features
+            if view.number is None:
+                self._evals[view, style] = features
             else:
                 self._views[view.number] = features
 
@@ -277,10 +302,10 @@ class CachedEngine(Engine):
         return View(self.plan.augment, number), styles.drawn(self.plan.train_styles) if self.plan.train_styles else None
 
     def _needed(self) -> list[tuple[View, str | None]]:
-        """Everything this run will read: the eval view (and one per evaluated style), and the bank
-        views its epochs show (none without augmentation or style randomization, or without
-        training: ``embedding=backbone`` reads only the eval views)."""
-        evals = [(EVAL, None), *((EVAL, s) for s in sorted(set(self.eval_styles) - {None}))]
+        """Everything this run will read: the eval views (the mirror too for ``tta: flip``; one each per
+        evaluated style), and the bank views its epochs show (none without augmentation or style
+        randomization, or without training: ``embedding=backbone`` reads only the eval views)."""
+        evals = [(v, s) for v in self.plan.eval_views() for s in (None, *sorted(set(self.eval_styles) - {None}))]
         if not self.plan.banked():
             return evals
         size = self.plan.epochs if self.plan.seed == 0 else self.plan.bank_size()
@@ -315,18 +340,21 @@ class CachedEngine(Engine):
                 "(no cache, slower)")
 
     def _missing(self, entries: list[tuple[View, str | None]]) -> list[tuple[View, str | None]]:
-        return [(v, s) for v, s in entries if (v.number not in self._views if v != EVAL else s not in self._evals)]
+        return [(v, s) for v, s in entries
+                if ((v, s) not in self._evals if v.number is None else v.number not in self._views)]
 
-    def eval_all(self) -> torch.Tensor:
-        """Eval features of every image, each in its evaluation style (``eval_styles``)."""
-        if self._eval is None:
+    def eval_all(self, view: View = EVAL) -> torch.Tensor:
+        """Features of eval view ``view`` (or its mirror) of every image, each in its evaluation style
+        (``eval_styles``)."""
+        if view not in self._eval:
             self._load(self._missing(self._needed()))
-            self._eval = self._evals[None]
+            photos = out = self._evals[view, None]
             for style in sorted(set(self.eval_styles) - {None}):
-                if self._eval is self._evals[None]:
-                    self._eval = self._eval.clone()
-                self._eval[torch.as_tensor(self.styled_rows(style), device=self.device)] = self._evals[style]
-        return self._eval
+                if out is photos:
+                    out = out.clone()
+                out[torch.as_tensor(self.styled_rows(style), device=self.device)] = self._evals[view, style]
+            self._eval[view] = out
+        return self._eval[view]
 
     def bank_view(self, number: int) -> torch.Tensor:
         if number not in self._views:
@@ -365,7 +393,8 @@ class CachedEngine(Engine):
             yield feats[chunk], self._labels[chunk]
 
     def eval_features(self, split):
-        return self.eval_all()[torch.as_tensor(self.split_index(split), device=self.device)]
+        idx = torch.as_tensor(self.split_index(split), device=self.device)
+        return self._over_views(lambda view: self.eval_all(view)[idx])
 
 
 class _Images(Dataset):
@@ -429,7 +458,8 @@ class ReferenceEngine(Engine):
         t0 = time.perf_counter()
         idx = self.split_index(split)
         batches = list(torch.arange(len(idx)).split(self.plan.eval_batch_size))
-        out = torch.cat([self._features(b) for b in self._loader(idx, False, batches, 0)])
+        out = torch.cat([self._over_views(lambda view: self._features(as_seen(b, view)))
+                         for b in self._loader(idx, False, batches, 0)])
         self._spent(t0)
         return out
 
@@ -437,13 +467,57 @@ class ReferenceEngine(Engine):
 ENGINES = {"cached": CachedEngine, "reference": ReferenceEngine}
 
 
+def fuse(features: list[torch.Tensor], weights) -> torch.Tensor:
+    """An ensemble's member features side by side, one row per image: each member's L2-normalized and
+    scaled by sqrt(its weight). Normalized again (``embed``) this is ``fusion: concat``'s embedding (its
+    cosine is the weighted mean of the members'); ``fusion: minmax`` ranks by each member's block
+    (``benchmark.evaluation.fusion``)."""
+    return torch.cat([math.sqrt(w) * F.normalize(f.float(), dim=1) for f, w in zip(features, weights)], 1)
+
+
+class EnsembleEngine:
+    """The eval features of an ensemble (``backbone: ensemble``): each member's own engine, hence its own
+    cache entries (those of the member's own run with these settings: an ensemble computes nothing beyond
+    its members), ``fuse``d. Frozen members only: nothing trains, so only the eval side of ``Engine``."""
+
+    def __init__(self, members: list[Engine], weights):
+        self.members, self.weights = members, [float(w) for w in weights]
+
+    @property
+    def fetch_s(self) -> float:
+        return sum(m.fetch_s for m in self.members)
+
+    @property
+    def features_s(self) -> float:
+        return sum(m.features_s for m in self.members)
+
+    def split_index(self, split: str) -> np.ndarray:
+        return self.members[0].split_index(split)
+
+    def eval_features(self, split: str) -> torch.Tensor:
+        return fuse([m.eval_features(split) for m in self.members], self.weights)
+
+    def no_face(self) -> int | None:
+        """The face detections of the first member that aligns faces (None: none does)."""
+        return next((n for n in (m.no_face() for m in self.members) if n is not None), None)
+
+    def no_face_styled(self) -> dict[str, int]:
+        return next((n for n in (m.no_face_styled() for m in self.members) if n), {})
+
+    def describe(self) -> list[dict]:
+        """Each member as the run's record lists it: backbone, weight, feature size, the preprocessing its
+        features are keyed by and the feature-cache files they are read from."""
+        return [{"backbone": m.prep.backbone, "weight": w, "dim": m.frozen.spec.dim, "preprocessing": m.prep.key(),
+                 "features": m.cache_files()} for m, w in zip(self.members, self.weights)]
+
+
 def image_features(paths: list[str], prep: Preprocessing, plan: Plan, frozen: FrozenBackbone, device: torch.device,
                    cache: FeatureCache, style: str | None = None) -> tuple[torch.Tensor, float]:
-    """Eval-view features of any list of images (a submission's query or gallery folder) through the
-    same pass, alignment and cache entries as a run's images, rendered in ``style`` first (a
-    ``styles.tag``: ``query_style``); (features in ``paths`` order, what computing them cost)."""
+    """Eval features (the plan's eval views averaged: ``tta``) of any list of images (a submission's query
+    or gallery folder) through the same pass, alignment and cache entries as a run's images, rendered in
+    ``style`` first (a ``styles.tag``: ``query_style``); (features in ``paths`` order, what they cost)."""
     df = pd.DataFrame({"path": list(map(str, paths)), "identity": "?", "label": 0, "split": "eval"})
     if style is not None:
         df["style"] = style
     engine = CachedEngine(prep, replace(plan, trains=False, dataset="image folder"), frozen, [], df, device, cache)
-    return engine.eval_all(), engine.features_s
+    return engine.eval_features("eval"), engine.features_s

@@ -73,12 +73,12 @@ class Output:
 
 
 def describe(outputs: list[Output]) -> str:
-    """What a pass computes, in a stable order: ``eval view + 3 report views``."""
+    """What a pass computes, in a stable order: ``eval view + mirrored eval view + 3 report views`` (the
+    eval views by name, the numbered bank views counted)."""
     names = [o.name for o in outputs]
-    parts = ["eval view"] if "eval view" in names else []
-    others = [n for n in names if n != "eval view"]
-    kinds = sorted({n.rsplit(" ", 1)[0] for n in others})
-    parts += [f"{sum(n.rsplit(' ', 1)[0] == k for n in others)} {k}s" for k in kinds]
+    banks = [n.rsplit(" ", 1)[0] for n in names if n.rsplit(" ", 1)[-1].isdigit()]
+    parts = sorted((n for n in names if not n.rsplit(" ", 1)[-1].isdigit()), key=lambda n: (n != "eval view", n))
+    parts += [f"{banks.count(k)} {k}s" for k in sorted(set(banks))]
     return " + ".join(parts) or "nothing"
 
 

@@ -55,22 +55,27 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class View:
-    """Which view of an image: the eval view, or number ``number`` of an augmentation policy's bank
-    (its pixels depend only on the image, the policy and the number: shared by all seeds and runs)."""
+    """Which view of an image: the eval view (``mirrored``: its horizontal mirror, what ``tta: flip``
+    averages with it), or number ``number`` of an augmentation policy's bank (its pixels depend only on
+    the image, the policy and the number: shared by all seeds and runs)."""
 
     policy: str = "none"
     number: int | None = None
+    mirrored: bool = False
 
     def key(self) -> dict:
-        if self.number is None:
-            return {"view": "eval"}
+        if self.number is None:  # the plain eval view's key is as before mirrors existed: its entries stay valid
+            return {"view": "eval", **({"mirror": "horizontal"} if self.mirrored else {})}
         return {"view": self.number, "augment": POLICY_KEYS[self.policy]}
 
     def __str__(self) -> str:
-        return "eval view" if self.number is None else f"{self.policy} view {self.number}"
+        if self.number is None:
+            return "mirrored eval view" if self.mirrored else "eval view"
+        return f"{self.policy} view {self.number}"
 
 
 EVAL = View()
+MIRRORED = View(mirrored=True)
 
 
 def entry_key(prep: Preprocessing, view: View, images: str) -> dict:
@@ -100,6 +105,14 @@ class Plan:
     #: style augmentation: the styles (``styles.tag``; None = photo) each bank view of each training
     #: image is drawn from; () = none
     train_styles: tuple[str | None, ...] = ()
+    #: test-time flip (``tta: flip``): eval features are the mean of the eval view's and its mirror's
+    flip: bool = False
+    #: each identity's samples_per_class images of a batch split between photos and renders
+    domain_balance: bool = False
+
+    def eval_views(self) -> tuple[View, ...]:
+        """The eval views every evaluated image is read in (their features are averaged)."""
+        return (EVAL, MIRRORED) if self.flip else (EVAL,)
 
     def banked(self) -> bool:
         """Training reads bank views (augmentation or style randomization), not the eval view."""

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from benchmark.features.spec import Preprocessing
+from benchmark.features.spec import Preprocessing, View
 
 
 def decode(path: str) -> torch.Tensor:
@@ -34,6 +34,12 @@ def decode(path: str) -> torch.Tensor:
 def eval_view(img: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     img = F.resize(img, [prep.resize], antialias=True)
     return F.center_crop(img, [prep.image_size])
+
+
+def as_seen(batch: torch.Tensor, view: View) -> torch.Tensor:
+    """A batch of eval views (uint8 NCHW) as ``view`` shows them: mirrored left-right for ``tta: flip``
+    (the mirror of exactly the pixels the network sees, in both engines)."""
+    return batch.flip(-1) if view.mirrored else batch
 
 
 def policy(name: str, image_size: int) -> v2.Transform | None:

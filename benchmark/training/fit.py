@@ -10,6 +10,7 @@ import itertools
 import math
 import sys
 import time
+import warnings
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -23,6 +24,7 @@ from benchmark.models.head import Embedder, ProjectionHead, embed
 from benchmark.results import schema
 from benchmark.training.losses import build_loss, build_miner, compute
 from benchmark.training.optim import build_optimizer, build_scheduler
+from benchmark.training.sampling import one_domain
 
 if TYPE_CHECKING:  # engines import training.sampling
     from benchmark.features.engines import Engine
@@ -38,14 +40,25 @@ class Trained(nn.Module):
         self.head, self.loss = head, loss
 
 
-def _val_loss(model: Trained, feats: torch.Tensor, classes: torch.Tensor) -> float:
-    """The training loss (no miner) on validation items whose identity is a training class (closed-set)."""
+def _val_loss(model: Trained, feats: torch.Tensor, classes: torch.Tensor, render: torch.Tensor | None) -> float:
+    """The training loss (no miner; ``render``: cross-domain positives only) on validation items whose
+    identity is a training class (closed-set)."""
     known = classes >= 0
     if not known.any():
         return float("nan")
     model.eval()
     with torch.no_grad():
-        return float(model.loss(embed(model.head, feats[known]), classes[known]))
+        return float(compute(model.loss, None, embed(model.head, feats[known]), classes[known],
+                             None if render is None else render[known]))
+
+
+def _warn_one_domain(engine: Engine) -> None:
+    """Once per run: how many training identities ``domain_balance`` cannot balance (one domain only)."""
+    names = engine.df["identity"].to_numpy()[engine.train_idx]
+    lone = one_domain(names, engine.renders(engine.train_idx))
+    if lone:
+        warnings.warn(f"domain_balance: {len(lone)} of {len(set(names))} training identities have images of one "
+                      f"domain only (e.g. {lone[0]}); their batches draw from that domain alone", stacklevel=2)
 
 
 def _build(cfg: Config, engine: Engine) -> Trained:
@@ -79,6 +92,11 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
     val_labels = engine.df["label"].to_numpy()[val_idx]
     val_sides = engine.df["side"].to_numpy()[val_idx] if "side" in engine.df else None
     val_classes = torch.as_tensor(engine.class_of[val_labels], device=device)
+    if cfg.domain_balance:
+        _warn_one_domain(engine)
+    cross = cfg.positives == "cross_domain"  # then: which items are renders (per batch: the engine's batch order)
+    train_render = torch.as_tensor(engine.renders(engine.train_idx), device=device) if cross else None
+    val_render = torch.as_tensor(engine.renders(val_idx), device=device) if cross else None
     sign = 1.0 if cfg.monitored == "val/loss" else -1.0  # lower is better after the sign
     best, best_epoch, best_state, history = math.inf, 0, None, []
     for epoch in range(1, cfg.epochs + 1):
@@ -88,9 +106,10 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
         total, count = 0.0, 0
         batches = engine.train_batches(epoch - 1)
         first = next(batches)  # features are extracted (own progress bar) before the epoch bar starts
-        for x, y in tqdm(itertools.chain([first], batches), total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}",
-                         leave=False, mininterval=1):
-            loss = compute(model.loss, miner, model.head(x.float()), y)
+        renders = [train_render[b.to(device)] for b in engine.batches(epoch - 1)] if cross else itertools.repeat(None)
+        for (x, y), render in tqdm(zip(itertools.chain([first], batches), renders), total=n_batches,
+                                   desc=f"epoch {epoch}/{cfg.epochs}", leave=False, mininterval=1):
+            loss = compute(model.loss, miner, model.head(x.float()), y, render)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch} "
                                          f"(lr={cfg.lr}); lower the learning rate")
@@ -104,7 +123,7 @@ def fit(cfg: Config, engine: Engine, on_epoch: Callable[[dict], None] | None = N
         row = {"epoch": epoch, "train/loss": total / count, "lr": lr}
         if len(val_idx):
             feats = engine.eval_features("val")
-            row["val/loss"] = _val_loss(model, feats, val_classes)
+            row["val/loss"] = _val_loss(model, feats, val_classes, val_render)
             val = split_metrics(embed(model.head, feats), val_labels, val_sides, cfg)
             unscorable = schema.unscorable({f"val/{k}": val.get(k) for k in ("n_queries", "identities")})
             row |= {f"val/{k}": None if unscorable else v for k, v in val.items() if k not in schema.SPLIT_FACTS}

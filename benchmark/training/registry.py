@@ -71,6 +71,13 @@ def parameters(cls: type) -> dict[str, object]:
     return out
 
 
+def pair_based(loss: str) -> bool:
+    """Whether ``loss`` compares embeddings in pairs or triplets (so that which positives count means
+    something), as opposed to a classifier over the training identities (``ce``, the ArcFace family:
+    they are the losses given ``num_classes``)."""
+    return "num_classes" not in parameters(LOSSES[loss])
+
+
 _STRATEGIES = ("easy", "semihard", "hard", "all")
 #: the domain of each PML hyperparameter, by name (shared by the losses and miners that take it); a
 #: name not listed (e.g. ``allowed_pos_range``) is passed on as given, for PML's own checks

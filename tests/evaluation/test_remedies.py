@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmark.evaluation import remedies
 from benchmark.config import Config, ConfigError
@@ -145,3 +147,39 @@ def test_a_skipped_remedy_is_recorded_with_the_split():
     metrics, _ = split_evaluation(emb, labels, sides, Config(query_fraction=0.5, centering=True), skipped)
     assert "centering" in skipped and metrics["n_queries"] == 1
     assert remedies.skip_notes(skipped)[0].startswith("test-time remedy centering skipped: ")
+
+
+def test_whiten_equals_an_independent_inverse_square_root():
+    """CORAL with shrinkage: each side centred, times sqrtm(C + eps I)^-1 of its own covariance, normalized."""
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(6)
+    q, g = _unit(rng, 12) * [3, 1, 1, 0.2, 1, 1, 1, 1] + 2, _unit(rng, 20)
+    eps = 0.05
+
+    def independent(x):
+        centred = x - x.mean(0)
+        w = np.linalg.inv(np.real(sqrtm(np.cov(x, rowvar=False) + eps * np.eye(x.shape[1]))))
+        out = centred @ w
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    cfg = Config(query_fraction=0.5, rerank="whiten", rerank_args={"eps": eps})
+    np.testing.assert_allclose(remedies.scores(q, g, cfg), independent(q) @ independent(g).T, atol=1e-10)
+
+
+def test_whiten_of_one_row_is_skipped_and_said():
+    rng = np.random.default_rng(7)
+    q, g = _unit(rng, 1), _unit(rng, 6)
+    skipped = {}
+    np.testing.assert_allclose(remedies.scores(q, g, Config(query_fraction=0.5, rerank="whiten"), skipped), q @ g.T)
+    assert list(skipped) == ["whiten"] and "at least 2 query embeddings" in skipped["whiten"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_q=st.integers(2, 8), n_g=st.integers(2, 12), d=st.integers(2, 10))
+def test_whiten_tends_to_centering_as_eps_grows(seed, n_q, n_g, d):
+    """(C + eps I)^(-1/2) -> eps^(-1/2) I: with eps = 1e6 the rankings are centering's."""
+    rng = np.random.default_rng(seed)
+    q, g = _unit(rng, n_q, d) + rng.normal(size=d), _unit(rng, n_g, d)
+    rank = lambda qq, gg: np.argsort(-(qq @ gg.T), axis=1, kind="stable")  # noqa: E731
+    np.testing.assert_array_equal(rank(*remedies.whiten(q, g, 1e6)), rank(*remedies.centre(q, g)))

@@ -15,7 +15,7 @@ import pytest
 
 import benchmark
 import benchmark.features
-from benchmark.features.spec import EVAL, Preprocessing, View, entry_key
+from benchmark.features.spec import EVAL, MIRRORED, Preprocessing, View, entry_key
 from tiny_prep import make_prep
 
 #: a different value for every field (same type), so that each change is a real change
@@ -39,11 +39,14 @@ def test_every_preprocessing_field_changes_the_key():
 
 def test_every_view_field_and_the_images_change_the_key():
     prep = make_prep()
-    keys = [entry_key(prep, v, "h") for v in (EVAL, View("report", 0), View("report", 1), View("strong", 0),
+    keys = [entry_key(prep, v, "h") for v in (EVAL, MIRRORED, View("report", 0), View("report", 1), View("strong", 0),
                                               View("none", 0))]  # a style-augmented bank without augmentation
     keys.append(entry_key(prep, EVAL, "other images"))
     assert len({repr(k) for k in keys}) == len(keys)
     assert str(EVAL) == "eval view" and str(View("report", 2)) == "report view 2"
+    assert str(MIRRORED) == "mirrored eval view"
+    # the mirror (tta: flip) is a key of its own: the plain eval view's entries keep the key they had
+    assert EVAL.key() == {"view": "eval"} and MIRRORED.key() == {"view": "eval", "mirror": "horizontal"}
 
 
 def _package_modules(package) -> list[str]:
