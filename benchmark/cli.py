@@ -212,7 +212,7 @@ def _style_keys(args) -> str:
     from benchmark.features import styles
     from benchmark.params import describe
 
-    if args.gallery_style not in styles.STYLES:
+    if (args.gallery_style or "none") not in styles.STYLES:
         return "the parameters of the --gallery-style (STYLE.KEY in a mix; benchmark list styles)"
     return describe(styles.params(args.gallery_style))
 
@@ -249,12 +249,20 @@ def cmd_make_competition(args) -> int:
                                "max_train_identities": args.max_train_identities,
                                "max_train_images_per_identity": args.max_train_images_per_identity,
                                "max_gallery_per_identity": args.max_gallery_per_identity}.items() if v is not None}
-    if args.preset:  # the edition's shape; an option given on the line still wins
-        given = {**PRESETS[args.preset]["params"], **given}
-        print(f"preset {PRESETS[args.preset]['note']}", file=sys.stderr)
+    gallery = {"gallery_style": args.gallery_style or "none",
+               "style_args": parse_overrides(args.style_arg, "--style-arg", _style_keys(args))}
+    if args.preset:  # the edition's shape and calibrated gallery; an option given on the line still wins
+        preset = PRESETS[args.preset]
+        given = {**preset["params"], **given}
+        if args.gallery_style is None:
+            gallery = {"gallery_style": preset["gallery"]["gallery_style"],
+                       "style_args": {**preset["gallery"]["style_args"], **gallery["style_args"]}}
+            print(f"preset {args.preset} gallery: {gallery['gallery_style']} "
+                  f"{' '.join(f'{k}={v}' for k, v in gallery['style_args'].items())} (calibrated: frozen SFace "
+                  f"{preset['gallery']['sface']} on it)", file=sys.stderr)
+        print(f"preset {preset['note']}", file=sys.stderr)
     manifest = make_competition(args.out, data_home=args.data_home, seed=args.seed, overwrite=args.overwrite,
-                                gallery_style=args.gallery_style,
-                                style_args=parse_overrides(args.style_arg, "--style-arg", _style_keys(args)) or None,
+                                gallery_style=gallery["gallery_style"], style_args=gallery["style_args"] or None,
                                 train_styles=args.train_styles, train_render_fraction=args.train_render_fraction,
                                 **given)
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
@@ -463,10 +471,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="a seeded subset of each test person's gallery images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the query/gallery choice and the anonymized names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
-    p.add_argument("--gallery-style", default="none",
+    p.add_argument("--gallery-style",
                    help="render the gallery in this style, or a mix drawn per image, e.g. cartoon,stylization:2,sketch "
                         "(benchmark list styles; none in a mix keeps photos): the competition's real-photo -> "
-                        "synthetic-render gap; queries stay photographs")
+                        "synthetic-render gap; queries stay photographs (default: none, or the --preset's "
+                        "calibrated mix)")
     p.add_argument("--style-arg", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="parameters of the gallery style, e.g. --style-arg size=16, or STYLE.KEY=VALUE in a mix "
                         "(default: its defaults)")

@@ -302,4 +302,8 @@ def test_presets_shape_the_two_editions_and_say_what_was_scaled(tmp_path, capsys
     assert "preset 2026: 250 training people x 20 images" in err and "LFW has 62 people with >= 20 images" in err
     assert counts == {"train_identities": 3, "train_images": 60, "train_renders": 0, "test_identities": 4,
                       "queries": 4, "gallery": 40}  # 20 images each; 1 query + 10 gallery per test person
+    assert "preset 2026 gallery: stylization:5,cartoon  (calibrated: frozen SFace 703.7 on it)" in err
+    manifest = json.loads((tmp_path / "c" / "competition.json").read_text())
+    assert set(manifest["gallery_mix"]) == {"stylization", "cartoon"}  # the calibrated gallery, unless given
     assert PRESETS["2025"]["params"]["max_gallery_per_identity"] == 1
+    assert PRESETS["2025"]["gallery"]["style_args"] == {"lowres.size": 38, "dark.gain": 0.65}
