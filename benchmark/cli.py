@@ -117,6 +117,8 @@ def cmd_sweep(args) -> int:
 def cmd_results(args) -> int:
     from benchmark.results import store
 
+    for path in args.export:  # before reading the results, not after
+        store.export_target(path)
     df = store.load(args.results_dir)
     if df.empty:
         print(f"no finished runs in {args.results_dir}")

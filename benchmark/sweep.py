@@ -587,8 +587,9 @@ def _costs(df: pd.DataFrame, budget: Budget, ended: str | None, n_planned: int |
         wall = pd.to_numeric(ran.get("time/total_s"), errors="coerce").sum()
         cost = pd.to_numeric(ran.get("time/cost_s"), errors="coerce").sum()
         stopped = int((ran["status"] == "stopped").sum())
-        lines.append(f"cost: {len(ran)} run(s) took {budget.elapsed() / 60:.1f} min ({wall / 60:.1f} min inside runs; "
-                     f"their cost on a cold feature cache, time/cost_s: {cost / 60:.1f} min)"
+        lines.append(f"cost: {len(ran)} run(s) took {budget.elapsed() / 60:.1f} min ({wall / 60:.1f} min inside runs). "
+                     f"Each alone on a cold feature cache would cost {cost / 60:.1f} min in all (time/cost_s: "
+                     "features they share counted once per run, so this sum exceeds the wall time when runs share them)"
                      + (f"; {stopped} stopped early (early_terminate)" if stopped else ""))
     if budget.seconds is not None:
         lines.append(f"budget {budget.seconds / 60:.1f} min: {max(budget.seconds - budget.elapsed(), 0) / 60:.1f} "

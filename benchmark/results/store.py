@@ -89,12 +89,34 @@ def fetch_wandb(path: str, history_dir: Path | str | None = None) -> pd.DataFram
     return from_wandb_runs(runs, history_dir)
 
 
-def export(df: pd.DataFrame, path: Path | str) -> Path:
-    """CSV or Parquet, by the file suffix."""
+#: the formats ``export`` writes, by file suffix
+EXPORTS = (".csv", ".parquet")
+
+
+def export_target(path: Path | str) -> Path:
+    """``path`` if a table can be exported there (checked before any work): another suffix (``.xlsx``
+    got CSV text), a folder or a folder that cannot be written is one ConfigError naming it."""
+    from benchmark.files import check_writable
+
     path = Path(path)
-    if path.suffix == ".parquet":
-        df.assign(**{c: df[c].astype(str) for c in df.columns if df[c].map(type).eq(tuple).any()}) \
-          .to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
+    if path.suffix.lower() not in EXPORTS:
+        raise ConfigError(f"--export {path}: write *.csv or *.parquet (the suffix decides the format)")
+    if path.is_dir():
+        raise ConfigError(f"--export {path} is a folder; give a file, e.g. {path / 'results.csv'}")
+    check_writable(path.parent, "folder of --export")
     return path
+
+
+def export(df: pd.DataFrame, path: Path | str) -> Path:
+    """CSV or Parquet, by the file suffix (``export_target``), written atomically."""
+    from benchmark.files import write_atomic
+
+    path = export_target(path)
+    if path.suffix.lower() == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.assign(**{c: df[c].astype(str) for c in df.columns if df[c].map(type).eq(tuple).any()}) \
+          .to_parquet(buf, index=False)
+        return write_atomic(path, buf.getvalue())
+    return write_atomic(path, df.to_csv(index=False))

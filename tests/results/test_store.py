@@ -50,6 +50,22 @@ def test_export_csv_and_parquet_round_trip(results, tmp_path):
         assert back["test/score"].tolist()[:2] == [480.0, 590.0]
 
 
+@pytest.mark.parametrize("target, message", [
+    ("r.xlsx", "--export {t}: write *.csv or *.parquet"),  # got CSV text silently
+    ("folder.csv", "--export {t} is a folder; give a file"),  # IsADirectoryError
+    ("file.csv/r.csv", "folder of --export"),  # a file where the folder should be: NotADirectoryError
+])
+def test_a_bad_export_path_is_one_line_before_the_results_are_read(results, tmp_path, capsys, target, message):
+    from benchmark import cli
+
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "file.csv").write_text("x")
+    t = tmp_path / target
+    assert cli.main(["results", str(results), "--export", str(t)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and message.format(t=t) in err and len(err.splitlines()) == 1
+
+
 def test_wandb_runs_convert_to_the_same_shape(results):
     runs = [
         {"name": "efficientnet_b0-bs8", "state": "finished",
