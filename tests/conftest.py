@@ -210,3 +210,20 @@ def demo_df(tmp_path_factory):
         cfg = resolve(name)
         write_run(out, name, cfg, metrics_for(score, score + 10, cfg.backbone, cfg.epochs, rng), blob)
     return store.load(out)
+
+
+@pytest.fixture
+def count_extract(monkeypatch):
+    """The cached engine's passes over the images, each as the number of views it made (a cache
+    hit makes none)."""
+    calls = []
+    from benchmark.features import engines
+
+    real = engines.extract_views
+
+    def counting(net, paths, views, *args):
+        calls.append(len(views))
+        return real(net, paths, views, *args)
+
+    monkeypatch.setattr(engines, "extract_views", counting)
+    return calls

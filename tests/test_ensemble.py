@@ -93,19 +93,6 @@ def _ensemble(cache: str, members=PAIR, **overrides) -> Config:
     return _cfg(cache, backbone="ensemble", members=members, **overrides)
 
 
-@pytest.fixture
-def count_extract(monkeypatch):
-    calls = []
-    real = engines.extract_views
-
-    def counting(net, paths, views, *args):
-        calls.append(len(views))
-        return real(net, paths, views, *args)
-
-    monkeypatch.setattr(engines, "extract_views", counting)
-    return calls
-
-
 def _same_ranking(a: dict, b: dict) -> None:
     for split in ("val", "test"):
         for k in RANKING:

@@ -32,21 +32,6 @@ def _assert_same_model(a, b, rel: float, emb_atol: float = 1e-4):
     np.testing.assert_allclose(ea, eb, rtol=0, atol=emb_atol)
 
 
-@pytest.fixture
-def count_extract(monkeypatch):
-    """The cached engine's passes over the images, each as the number of views it made (a cache
-    hit makes none)."""
-    calls = []
-    real = engines.extract_views
-
-    def counting(net, paths, views, *args):
-        calls.append(len(views))
-        return real(net, paths, views, *args)
-
-    monkeypatch.setattr(engines, "extract_views", counting)
-    return calls
-
-
 @pytest.mark.slow
 def test_cached_and_reference_engines_agree(tiny_cfg, cache_dir):
     cfg = tiny_cfg(cache_dir=str(cache_dir), lr=0.01)
