@@ -81,7 +81,7 @@ def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
         backbone=cfg.backbone, weights=frozen.weights_id, image_size=cfg.image_size, resize=cfg.resize,
         mean=tuple(spec.mean) if cfg.normalize else None, std=tuple(spec.std) if cfg.normalize else None,
         decoder=decoders.resolve(cfg.decoder, device), device=device.type, precision=precision(cfg, device),
-        runtime="torch", align=frozen.aligner.identity if frozen.aligner is not None else None,
+        runtime=spec.runtime, align=frozen.aligner.identity if frozen.aligner is not None else None,
         trainable_blocks=cfg.trainable_blocks, dtype=cfg.boundary_dtype if cfg.trainable_blocks else "float32")
     if cfg.engine == "cached":  # the reference engine is the torch oracle
         prep = prep.replace(runtime=runtime.resolve(cfg.runtime, frozen, prep, cache.root))

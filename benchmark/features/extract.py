@@ -50,7 +50,7 @@ def forward(net: nn.Module, batch_uint8: torch.Tensor, prep: Preprocessing) -> t
     """Features of a uint8 NCHW batch through ``net`` (a frozen torch module or its ONNX Runtime
     session, ``benchmark.features.runtime``), float32 on the network's device."""
     x = to_input(batch_uint8.to(net.device, non_blocking=True), prep)
-    if prep.runtime != "torch":
+    if prep.runtime != "torch":  # an ONNX Runtime session, OpenCV's DNN, dlib: fp32 as they are
         return net(x)
     x = x.contiguous(memory_format=torch.channels_last)  # 1.6x faster convolutions on CPU too
     bf16 = prep.precision == "bf16"

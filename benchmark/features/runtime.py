@@ -127,13 +127,16 @@ def _verify(net: OrtNetwork, frozen: FrozenBackbone, prep: Preprocessing) -> str
 
 
 def resolve(requested: str, frozen: FrozenBackbone, prep: Preprocessing, root: Path | str) -> str:
-    """The runtime the frozen pass of ``prep`` uses: ``torch`` or ``onnxruntime``.
+    """The runtime the frozen pass of ``prep`` uses: ``torch`` or ``onnxruntime`` for a torch network,
+    else what runs the backbone (``BackboneSpec.runtime``: ``onnxruntime``, ``opencv-dnn``, ``dlib``).
 
     ``auto`` = ONNX Runtime on the CPU in fp32 where the export verifies, torch elsewhere (CUDA: a GPU
-    check decides later). Networks that already are ONNX graphs (``onnx:``, SFace) and explicit
+    check decides later). Networks that are not torch modules (``onnx:``, SFace, dlib) and explicit
     ``torch`` stay as they are. A failed or unverified export falls back to torch (logged once).
     """
-    if requested == "torch" or not frozen.spec.exportable:
+    if frozen.spec.runtime != "torch":  # not a torch network: nothing to export
+        return frozen.spec.runtime
+    if requested == "torch":
         return "torch"
     if prep.device != "cpu" or prep.precision != "fp32":
         if requested == "onnxruntime":
@@ -185,8 +188,9 @@ def _verdict(frozen: FrozenBackbone, prep: Preprocessing, path: Path) -> str | N
 
 
 def network(frozen: FrozenBackbone, prep: Preprocessing, root: Path | str) -> nn.Module:
-    """What computes the features of ``prep``: the torch module, or its verified ONNX export."""
-    if prep.runtime == "torch":
+    """What computes the features of ``prep``: the network as it is, or a torch module's verified ONNX
+    export."""
+    if prep.runtime == frozen.spec.runtime:
         return frozen
     path = str(_export_path(prep, Path(root)))
     if path not in _NETWORKS:  # a Preprocessing built by hand rather than through resolve()

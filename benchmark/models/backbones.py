@@ -62,8 +62,10 @@ class BackboneSpec:
     units: Callable[[nn.Module], list[nn.Module]] | None = None
     #: why ``trainable_blocks`` > 0 is refused when ``units`` is None
     frozen_reason: str = "it declares no blocks to unfreeze (only the named torchvision backbones and Lite0 do)"
-    #: a torch network ``runtime=onnxruntime`` can export (False: already an ONNX graph)
-    exportable: bool = True
+    #: what computes the forward pass, as the progress bar and ``cache ls`` say it: only a ``torch``
+    #: network can be exported for ``runtime=onnxruntime``; an ONNX graph, OpenCV's DNN module and
+    #: dlib run as they are
+    runtime: str = "torch"
 
 
 def _torchvision(name: str, enum: str, strip: Callable[[nn.Module], None], imagenet: str = "IMAGENET1K_V1"):
@@ -351,7 +353,7 @@ def _onnx_spec(location: str) -> BackboneSpec:
     size = h if isinstance(h, int) and h == w else None
     return BackboneSpec(dim, lambda w: OnnxNet(path), mean=stats("mean", IMAGENET_MEAN),
                         std=stats("std", IMAGENET_STD), input_size=size, resize=size, load=load,
-                        frozen_reason=_ONNX_FROZEN, exportable=False)
+                        frozen_reason=_ONNX_FROZEN, runtime="onnxruntime")
 
 
 class OnnxNet(nn.Module):
@@ -389,7 +391,7 @@ def _face_spec(name: str, module: str, frozen_reason: str) -> BackboneSpec:
     return BackboneSpec(model.dim, lambda w: load("model")[0], mean=(0.0,) * 3, std=(1 / 255,) * 3,
                         input_size=model.aligner.size, resize=model.aligner.size, align=model.aligner, load=load,
                         frozen_reason=frozen_reason, unavailable=lambda weights: model.unavailable(),
-                        exportable=False)
+                        runtime=model.runtime)
 
 
 def _no_network(weights: str | None) -> nn.Module:
@@ -399,7 +401,7 @@ def _no_network(weights: str | None) -> nn.Module:
 
 #: ``backbone: ensemble`` is a valid name with nothing to adapt (each member is adapted to its own input
 #: size, ``pipeline.member_configs``); its members are checked by ``adapt``
-ENSEMBLE_SPEC = BackboneSpec(0, _no_network, frozen_reason="an ensemble's members are frozen", exportable=False)
+ENSEMBLE_SPEC = BackboneSpec(0, _no_network, frozen_reason="an ensemble's members are frozen", runtime="members")
 
 FAMILIES: dict[str, Callable[[str], BackboneSpec]] = {
     "torchvision": _torchvision_spec, "timm": _timm_spec, "onnx": _onnx_spec,

@@ -103,4 +103,4 @@ def _load() -> tuple[nn.Module, str]:
     return DlibFaceNet(path), f"dlib:{faces.file_digest(str(path))}"
 
 
-MODEL = faces.FaceModel(128, DlibAligner, unavailable, _load)
+MODEL = faces.FaceModel(128, DlibAligner, unavailable, _load, runtime="dlib")

@@ -176,6 +176,8 @@ class FaceModel:
     unavailable: Callable[[], str | None]
     #: the network (aligned RGB in 0..255 -> ``dim``) and its weights identity
     load: Callable[[], tuple[nn.Module, str]]
+    #: what runs it (``BackboneSpec.runtime``)
+    runtime: str
 
 
 def _load() -> tuple[nn.Module, str]:
@@ -183,4 +185,4 @@ def _load() -> tuple[nn.Module, str]:
     return SFaceNet(path), f"sface:{file_digest(str(path))}"
 
 
-MODEL = FaceModel(128, FaceAligner, unavailable, _load)
+MODEL = FaceModel(128, FaceAligner, unavailable, _load, runtime="opencv-dnn")

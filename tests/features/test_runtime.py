@@ -5,6 +5,7 @@ logged line, never a wrong feature."""
 from __future__ import annotations
 
 import logging
+import types
 
 import numpy as np
 import pytest
@@ -127,7 +128,11 @@ def test_resolution_rules(cache_dir):
         cfg.replace(runtime="onnxruntime", engine="reference")
     with pytest.raises(ConfigError, match="runtime=onnxruntime computes in fp32"):
         cfg.replace(runtime="onnxruntime", precision="bf16")
-    assert not backbones.check_backbone("sface").exportable  # already an ONNX graph: runs as it is
+    # SFace's bar and `cache ls` said runtime torch though OpenCV runs it: what runs it is the label
+    for name, label in (("sface", "opencv-dnn"), ("dlib", "dlib"), ("ensemble", "members")):
+        spec = backbones.check_backbone(name)
+        assert spec.runtime == label
+        assert runtime.resolve("onnxruntime", types.SimpleNamespace(spec=spec), None, cache_dir) == label
 
 
 @pytest.mark.slow

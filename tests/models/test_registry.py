@@ -183,7 +183,7 @@ def test_onnx_model_gives_the_torch_models_features(tmp_path):
     x = (torch.stack(imgs).float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         torch.testing.assert_close(feats, torch_net(x), rtol=1e-4, atol=1e-5)
-    assert prep.engine.frozen.weights_id.startswith("onnx:") and prep.engine.prep.runtime == "torch"
+    assert prep.engine.frozen.weights_id.startswith("onnx:") and prep.engine.prep.runtime == "onnxruntime"  # what runs it, not torch
     # keys override the normalization; ONNX graphs carry their own weights and cannot train
     over = build_backbone(cfg.replace(input_mean=[0.1, 0.2, 0.3]))
     assert over.spec.mean == (0.1, 0.2, 0.3) and over.spec.std == (0.25,) * 3

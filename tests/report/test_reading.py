@@ -125,6 +125,23 @@ def test_one_architecture_efficiency_claims_no_ranking(configs):
     assert "× lowest" not in tables.efficiency_markdown(t)
 
 
+def test_efficiency_reading_says_when_a_few_cheap_configurations_lift_the_mean():
+    """Figure 4's reading called Lite0 "the most efficient, 1.1x SFace" though 5 of its 7 configurations
+    were below SFace: the mean was lifted by two cheap ones."""
+    import pandas as pd
+
+    per_min = {"efficientnet_lite0": [10000.0, 9000.0, 2000.0, 2500.0, 3000.0], "sface": [4900.0]}
+    configs = pd.DataFrame([{"backbone": b, "score_per_minute": v, "test/score": 800.0, "time/cost_s": 10.0}
+                            for b, vs in per_min.items() for v in vs])
+    t = tables.efficiency(configs).set_index("backbone")
+    assert t.loc["efficientnet_lite0", "median"] == 3000.0 and t.loc["efficientnet_lite0", "score_per_minute"] == 5300.0
+    text = tables.read_efficiency(t.reset_index())
+    assert "median 3000.0" in text and "1.08× SFace (face model) (4900.0)" in text
+    assert "its median configuration is below SFace (face model)'s mean (4900.0)" in text
+    configs.loc[configs["backbone"] == "sface", "score_per_minute"] = 2900.0  # below Lite0's median: no caveat
+    assert "median configuration" not in tables.read_efficiency(tables.efficiency(configs))
+
+
 @pytest.fixture(scope="module")
 def tied_dir(tmp_path_factory):
     """Every configuration with the same score (a collapsed sweep): the report must draw no conclusion."""
