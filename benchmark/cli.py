@@ -352,6 +352,37 @@ def cmd_list(args) -> int:
     return 0
 
 
+#: address space torch maps when imported: below it the import dies in a segfault, with no message
+TORCH_ADDRESS_SPACE = 4 << 30
+
+
+def _address_space_limit() -> int | None:
+    """The soft ``ulimit -v`` in bytes, or None when unlimited."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _check_address_space() -> None:
+    limit = _address_space_limit()
+    if limit is not None and limit < TORCH_ADDRESS_SPACE:
+        raise ConfigError(f"the virtual-memory limit (ulimit -v) is {limit / 2**30:.2f} GiB: torch maps about "
+                          f"{TORCH_ADDRESS_SPACE >> 30} GiB of address space when it loads and crashes below it (a "
+                          "segfault, no message), and a run's threads need about 12 GiB. Fix: ulimit -v unlimited "
+                          "(address space is not memory used; limit memory with ulimit -m or a cgroup instead)")
+
+
+def _address_space_hint(exc: Exception) -> str:
+    """Why a MemoryError or a thread that cannot start happened, when ``ulimit -v`` is what ran out."""
+    limit = _address_space_limit()
+    ran_out = ("can't start new thread", "failed to map segment", "Cannot allocate memory")
+    if limit is None or not (isinstance(exc, MemoryError) or any(s in str(exc) for s in ran_out)):
+        return ""
+    return (f"; the virtual-memory limit (ulimit -v {limit / 2**30:.2f} GiB) ran out, not memory: a run's threads "
+            "need about 12 GiB of address space. Fix: ulimit -v unlimited")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("BENCHMARK_DEBUG", "") not in ("", "0")
@@ -518,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[EXPERIMENTS_ENV] = os.pathsep.join(
             [*(str(Path(d).resolve()) for d in args.experiments), *filter(None, [os.environ.get(EXPERIMENTS_ENV)])])
     try:
+        if args.fn in (cmd_run, cmd_sweep, cmd_submit):
+            _check_address_space()
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
@@ -539,5 +572,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or a fault: still one line, the traceback on request
         if debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}{_address_space_hint(exc)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 1

@@ -94,8 +94,9 @@ class Config:
     #: seed of the split (fixed while ``seed`` varies)
     split_seed: int = field(default=0, metadata=_range(int, 0, 2**32 - 1))
     # --- preprocessing --------------------------------------------------------------------------
-    #: side of the square crop fed to the backbone
-    image_size: int = field(default=224, metadata=_range(int, 1))
+    #: side of the square crop fed to the backbone (>= 16: a CNN's five stride-2 stages leave a 1-pixel
+    #: map from a smaller one; image_size=1 ranked faces by their mean colour and scored 75.8)
+    image_size: int = field(default=224, metadata=_range(int, 16))
     #: shorter side the image is resized to before the eval center crop (training views: random resized crop)
     resize: int = field(default=256, metadata=_range(int, 1))
     #: training-view augmentation policy (features/views.py): none | report (the report's RandomResizedCrop
@@ -106,6 +107,12 @@ class Config:
     aug_views: int = field(default=5, metadata=_range(int, 1))
     #: normalize inputs with the backbone's mean/std (ImageNet); false = [0, 1] pixels
     normalize: bool = True
+    #: face crop for a backbone that takes whole images: none = the whole image; yunet = the face nearest
+    #: the centre found by YuNet (faces extra), mtcnn = found by MTCNN (pip install --no-deps
+    #: facenet-pytorch), warped onto SFace's 5-point 112x112 template, then resized to image_size (resize
+    #: is set to image_size: no centre crop); no face = the central square, counted in align/no_face.
+    #: Part of every feature key; sface and dlib align faces themselves and refuse it
+    align: str = field(default="none", metadata=_choices("none", "yunet", "mtcnn"))
     # --- cross-domain retrieval (issue 17): real-photo queries vs a gallery of the other domain -----
     #: style the gallery side of val/test is rendered in (benchmark list styles); any value but none
     #: makes val/test query -> gallery retrieval (``query_fraction``)

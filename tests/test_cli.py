@@ -91,6 +91,29 @@ def test_an_unexpected_error_is_one_line_with_exit_1(tmp_path, capsys, monkeypat
     assert _one_line_error(capsys) == "error: KeyError: 'surprise' (rerun with --debug for the traceback)"
 
 
+@pytest.mark.parametrize("command", [["run", "--experiment", "demo-frozen-features"], ["sweep", "demo"],
+                                     ["submit", "--config", "x.yaml", "--query", "q", "--gallery", "g"]])
+def test_a_virtual_memory_limit_too_small_for_torch_is_one_line_before_any_work(command, tmp_path, capsys,
+                                                                               monkeypatch):
+    """`ulimit -v 1G` ended `benchmark run` in a segfault with no message (torch's import maps ~4 GiB)."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 30, resource.RLIM_INFINITY))
+    assert main([*command, "--out", str(tmp_path / "out")]) == 2
+    line = _one_line_error(capsys)
+    assert line.startswith("error: the virtual-memory limit (ulimit -v) is 1.00 GiB: torch maps about 4 GiB")
+    assert line.endswith("Fix: ulimit -v unlimited (address space is not memory used; limit memory with ulimit -m "
+                         "or a cgroup instead)")
+    assert not (tmp_path / "out").exists()
+    # a limit that torch loads under but a run's threads exhaust: the error says which limit ran out
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (6 << 30, resource.RLIM_INFINITY))
+    assert cli._address_space_hint(RuntimeError("can't start new thread")).startswith(
+        "; the virtual-memory limit (ulimit -v 6.00 GiB) ran out, not memory")
+    assert cli._address_space_hint(KeyError("x")) == ""
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
+    assert cli._address_space_hint(MemoryError()) == ""  # no limit: a real shortage, said as it is
+
+
 def test_malformed_sweep_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "sweep.yaml"
     bad.write_text("method: grid\nparameters: {experiment: {values: [a}\n")

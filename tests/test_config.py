@@ -83,6 +83,7 @@ def test_split_must_be_three_fractions_summing_to_one(split):
     # issue 16: values that passed validation and failed later (inside faiss, torchvision, the split)
     ({"max_identities": 1}, r"max_identities=1 is not valid: must be an integer in \[2, inf\), or null"),
     ({"seed": -1}, r"seed=-1 is not valid: must be an integer in \[0, 4294967295\]"),  # issue 23: a failed record
+    ({"image_size": 1}, r"image_size=1 is not valid: must be an integer in \[16, inf\)"),  # issue 23: scored 75.8
     ({"lr": "inf"}, "lr=inf must be a finite number"),
     ({"lr": "nan"}, "lr=nan must be a finite number"),
     ({"weight_decay": "inf"}, "weight_decay=inf must be a finite number"),

@@ -340,10 +340,10 @@ def test_onnx_graphs_refuse_trainable_blocks(onnx_file):
 
 @pytest.mark.parametrize("name", ["vit_b_16", "torchvision:vit_b_16"])
 def test_vit_input_size_is_its_own_and_a_chosen_one_is_replaced_with_a_warning(name):
-    """image_size=7 on ViT-B/16 passed validation and failed on torchvision's assertion mid-forward."""
-    with pytest.warns(UserWarning, match=rf"backbone={name} takes 224x224 inputs only: image_size=7 resize=256 "
+    """image_size=16 on ViT-B/16 passed validation and failed on torchvision's assertion mid-forward."""
+    with pytest.warns(UserWarning, match=rf"backbone={name} takes 224x224 inputs only: image_size=16 resize=256 "
                                          "replaced by image_size=224 resize=256"):
-        cfg = adapt(Config(backbone=name, image_size=7))
+        cfg = adapt(Config(backbone=name, image_size=16))
     assert (cfg.image_size, cfg.resize) == (224, 256)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the defaults are no choice of the user's: no warning
