@@ -22,7 +22,7 @@ from benchmark.features.cache import FeatureCache
 from benchmark.evaluation.fusion import member_weights
 from benchmark.features.engines import ENGINES, EnsembleEngine, Engine
 from benchmark.features.spec import Plan, Preprocessing
-from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, split
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, check_backbone, split
 from benchmark.training import losses
 
 
@@ -55,7 +55,7 @@ _BACKBONES: dict[tuple, FrozenBackbone] = {}
 
 def frozen_backbone(cfg: Config, device: torch.device) -> FrozenBackbone:
     """Built once per process and reused by the runs of a sweep (frozen, so sharing is safe)."""
-    key = (cfg.backbone, cfg.weights, cfg.input_mean, cfg.input_std, str(device))
+    key = (cfg.backbone, cfg.weights, cfg.input_mean, cfg.input_std, cfg.align, str(device))
     if key not in _BACKBONES:
         if len(_BACKBONES) >= 4:
             _BACKBONES.pop(next(iter(_BACKBONES)))
@@ -95,11 +95,13 @@ def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
 
 def member_configs(cfg: Config) -> list[Config]:
     """The configs whose backbones make ``cfg``'s features: each ensemble member's (the ensemble's
-    settings with that backbone alone, adapted to its input size), else ``cfg`` itself."""
+    settings with that backbone alone, adapted to its input size; a member that aligns faces itself
+    keeps its own crop: ``align`` none), else ``cfg`` itself."""
     if cfg.backbone != ENSEMBLE:
         return [cfg]
     alone = {k: FIELDS[k].default for k in ("members", "member_weights", "fusion")}
-    return [adapt(cfg.replace(backbone=name, **alone)) for name in cfg.members]
+    return [adapt(cfg.replace(backbone=name, **alone, **({"align": "none"} if check_backbone(name).align else {})))
+            for name in cfg.members]
 
 
 def build_engine(cfg: Config, df: pd.DataFrame, device: torch.device, cache: FeatureCache) -> Engine | EnsembleEngine:

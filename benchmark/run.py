@@ -39,6 +39,7 @@ from benchmark.evaluation.metrics import degenerate, embedding_metrics
 from benchmark.features.cache import FeatureCache
 from benchmark.features.engines import EnsembleEngine
 from benchmark.files import check_writable, write_error
+from benchmark.models.backbones import check_align
 from benchmark.models.head import embed
 from benchmark.pipeline import prepare
 from benchmark.results import record, schema
@@ -142,6 +143,7 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
     ``should_stop``: a sweep's early termination, asked between epochs (``execute``); a run it stops
     is recorded with status ``stopped``, its metrics at the stop and ``stopped_epoch``. ``status``:
     extra facts for ``status.json`` (the sweep that started the run)."""
+    check_align(cfg)  # a face detector this machine lacks: one line, no failed record
     out_dir = check_writable(out_dir, "output folder (--out)")  # before any work, not after training
     if cfg.engine == "cached":
         check_writable(FeatureCache(cfg.cache_dir).root, "feature cache folder (cache_dir or $BENCHMARK_CACHE_DIR)")

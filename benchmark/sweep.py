@@ -65,7 +65,7 @@ class Planned:
 def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = None,
          seeds: int | None = None) -> list[Planned]:
     """The runs of a grid ``sweep``: grid points (x ``seeds``), filtered by ``select`` name patterns."""
-    from benchmark.models.backbones import check_backbone  # (torch: not before the sweep file is checked)
+    from benchmark.models.backbones import check_align, check_backbone  # (torch: not before the sweep file is checked)
     from benchmark.run import run_id_for
 
     points = expand(sweep)
@@ -82,6 +82,7 @@ def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = 
         ov = {**point, **(overrides or {})}
         cfg = resolve(experiment, ov)  # validates every run before any starts
         check_backbone(cfg.backbone)
+        check_align(cfg)
         rid = run_id_for(cfg, ov)
         if rid in seen:
             raise ConfigError(f"two grid points resolve to the same run {rid}")

@@ -6,7 +6,8 @@ families resolved on demand: ``torchvision:<name>`` (any torchvision classificat
 ``timm:<name>`` (any timm model) and ``onnx:<path>`` (any ONNX image-embedding model, run with
 onnxruntime). Every spec gives the feature dimension, the preprocessing (normalization, a fixed input
 size when the network needs one, an alignment step) and a stable weights identity, so the feature
-cache, records and report need nothing backbone-specific.
+cache, records and report need nothing backbone-specific. Config ``align`` (``face_crop.py``) puts a
+face detector and alignment in front of any backbone that takes whole images.
 
 A backbone is *truly* frozen: no parameter needs gradients and it stays in eval mode whatever
 ``.train()`` is called on (no BatchNorm statistic updates, no dropout or stochastic depth).
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from benchmark.config import ENSEMBLE, FIELDS, Config, ConfigError
+from benchmark.models import face_crop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -472,6 +474,7 @@ def head_dropout(cfg: Config, spec: BackboneSpec) -> float:
 def adapt(cfg: Config) -> Config:
     """``cfg`` with the input size the backbone requires (SFace: aligned 112x112; static ONNX graphs;
     ViT's position embeddings). A size the user chose (not the defaults) is replaced with a warning.
+    With ``align`` the face crop is the whole input: ``resize`` = ``image_size`` (no centre crop).
     An ensemble's members are checked here, before any work; each is adapted on its own
     (``pipeline.member_configs``)."""
     spec = check_backbone(cfg.backbone)
@@ -480,13 +483,40 @@ def adapt(cfg: Config) -> Config:
             check_backbone(name)
         except ConfigError as exc:
             raise ConfigError(f"members={list(cfg.members)}: {exc}") from None
-    if spec.input_size is None or (cfg.image_size, cfg.resize) == (spec.input_size, spec.resize):
-        return cfg
-    if (cfg.image_size, cfg.resize) != (FIELDS["image_size"].default, FIELDS["resize"].default):
-        warnings.warn(f"backbone={cfg.backbone} takes {spec.input_size}x{spec.input_size} inputs only: "
-                      f"image_size={cfg.image_size} resize={cfg.resize} replaced by image_size={spec.input_size} "
-                      f"resize={spec.resize}", stacklevel=2)
-    return cfg.replace(image_size=spec.input_size, resize=spec.resize)
+    check_align(cfg)
+    crop = cfg.align != "none" and cfg.backbone != ENSEMBLE  # the face crop is the whole input: no centre crop
+    if spec.input_size is not None:
+        want = (spec.input_size, spec.input_size if crop else spec.resize)
+        if (cfg.image_size, cfg.resize) != want:
+            if (cfg.image_size, cfg.resize) != (FIELDS["image_size"].default, FIELDS["resize"].default):
+                warnings.warn(f"backbone={cfg.backbone} takes {spec.input_size}x{spec.input_size} inputs only: "
+                              f"image_size={cfg.image_size} resize={cfg.resize} replaced by image_size={want[0]} "
+                              f"resize={want[1]}", stacklevel=2)
+            cfg = cfg.replace(image_size=want[0], resize=want[1])
+    if crop and cfg.resize != cfg.image_size:
+        if cfg.resize != FIELDS["resize"].default:
+            warnings.warn(f"align={cfg.align}: the face crop is resized to image_size={cfg.image_size} whole: "
+                          f"resize={cfg.resize} replaced by resize={cfg.image_size}", stacklevel=2)
+        cfg = cfg.replace(resize=cfg.image_size)
+    return cfg
+
+
+def check_align(cfg: Config) -> None:
+    """``align`` of ``cfg`` in one line, before any work (``run`` and ``sweep`` call it before writing
+    anything, ``adapt`` before any image is read): refused for a backbone that aligns faces itself (sface,
+    dlib: their own detector and crop) and when its detector cannot run here (the pip command). An
+    ensemble's members that align themselves keep their own crop (``pipeline.member_configs``)."""
+    if cfg.align == "none":
+        return
+    names = list(cfg.members) if cfg.backbone == ENSEMBLE else [cfg.backbone]
+    own = [name for name in names if check_backbone(name).align is not None]
+    if own and len(own) == len(names):
+        whose = f"backbone={cfg.backbone}" if cfg.backbone != ENSEMBLE else f"every member ({', '.join(own)})"
+        raise ConfigError(f"align={cfg.align}: {whose} aligns faces itself (its own detector and crop); "
+                          "use align=none, or a backbone that takes whole images")
+    reason = face_crop.unavailable(cfg.align)
+    if reason:
+        raise ConfigError(reason)
 
 
 def _load_file(net: nn.Module, weights: str, backbone: str) -> str:
@@ -579,7 +609,7 @@ def split(backbone: FrozenBackbone, trainable_blocks: int) -> tuple[FrozenBackbo
     units = spec.units(backbone.net)
     n_blocks = len(units) - 2  # all units but the stem and the pooling
     if trainable_blocks > n_blocks:
-        name = next(k for k, v in BACKBONES.items() if v is spec)
+        name = next((k for k, v in BACKBONES.items() if v.build is spec.build), "this backbone")
         raise ConfigError(f"trainable_blocks={trainable_blocks} but backbone={name} has {n_blocks} blocks; "
                           f"choose 0..{n_blocks}")
     cut = len(units) - 1 - trainable_blocks
@@ -612,6 +642,8 @@ def build_backbone(cfg: Config) -> FrozenBackbone:
     spec = check_backbone(cfg.backbone)
     if cfg.input_mean is not None or cfg.input_std is not None:
         spec = replace(spec, mean=cfg.input_mean or spec.mean, std=cfg.input_std or spec.std)
+    if cfg.align != "none" and spec.align is None:  # the face crop in front of a backbone of whole images
+        spec = replace(spec, align=face_crop.ALIGNERS[cfg.align])
     if spec.load is not None:
         net, weights_id = spec.load(cfg.weights)
         return FrozenBackbone(net, spec, weights_id)
