@@ -442,12 +442,21 @@ def _check_ensemble(cfg: Config) -> None:
                           "members=[sface,efficientnet_lite0]")
     if ENSEMBLE in members:
         raise ConfigError(f"members={members}: an ensemble cannot be a member of an ensemble; list backbones only")
+    twice = sorted({m for m in members if members.count(m) > 1})
+    if twice:  # the same features fused with themselves: that member's run, at twice its cost
+        raise ConfigError(f"members={members} names {', '.join(twice)} more than once; list each backbone once "
+                          "(weight it with member_weights instead)")
     weights = list(cfg.member_weights)
     if weights and len(weights) != len(members):
         raise ConfigError(f"member_weights={weights}: {len(weights)} weight(s) for {len(members)} members "
                           f"({', '.join(members)}); give one weight per member, or none for equal weights")
     if weights and sum(weights) <= 0:
         raise ConfigError(f"member_weights={weights} sum to 0; give at least one member a positive weight")
+    idle = [m for m, w in zip(members, weights) if w == 0]
+    if idle:  # a sweep's ablation point, not an error: but its pass costs and adds nothing
+        warnings.warn(f"member_weights={weights} gives {', '.join(idle)} weight 0: its features are computed and "
+                      "ignored (its feature pass counts in time/features_s); leave it out of members to save it",
+                      stacklevel=2)
     if cfg.embedding != "backbone":
         raise ConfigError("backbone=ensemble fuses frozen members: set embedding=backbone (a trained head on an "
                           "ensemble is not supported yet)")

@@ -136,11 +136,14 @@ def examples_table(emb, labels, identities, paths, n_queries, k, sides=None, see
 
     seen = seen if seen is not None else [None] * len(paths)
     queries = pick_queries(labels, n_queries, sides=sides)
-    columns = ["query", "identity", "hits@k"] + [f"rank{r}" for r in range(1, k + 1)]
-    table = wandb.Table(columns=columns)
-    for q, ranked in zip(queries, top_k(emb, labels, queries, k, sides)):
+    rows = list(zip(queries, top_k(emb, labels, queries, k, sides)))
+    # a gallery smaller than k ranks fewer: as many rank columns as the longest list (a fixed k made
+    # W&B refuse the table, "expects 13 columns, found 9", and stop tracking the run)
+    ranks = max((len(ranked) for _, ranked in rows), default=0)
+    table = wandb.Table(columns=["query", "identity", "hits@k"] + [f"rank{r}" for r in range(1, ranks + 1)])
+    for q, ranked in rows:
         cells = [wandb.Image(thumbnail(paths[i], ok, style=seen[i]), caption=f"{'✓' if ok else '✗'} {identities[i]}")
                  for i, ok in ranked]
         table.add_data(wandb.Image(thumbnail(paths[q], style=seen[q])), identities[q], sum(ok for _, ok in ranked),
-                       *cells)
+                       *cells, *[None] * (ranks - len(cells)))
     return table

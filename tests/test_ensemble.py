@@ -44,6 +44,10 @@ PAIR = ("sface", "efficientnet_lite0")
      "member_weights=[1.0, -1.0] is not valid: must be a list of numbers, each in [0, inf)"),
     (["backbone=ensemble", "members=[sface,efficientnet_lite0]"],
      "backbone=ensemble fuses frozen members: set embedding=backbone"),
+    # hostile round: sface fused with itself was sface's run at twice its feature cost
+    (["backbone=ensemble", "embedding=backbone", "members=[sface,sface]"],
+     "members=['sface', 'sface'] names sface more than once; list each backbone once"),
+
     (["backbone=ensemble", "embedding=backbone", "members=[sface,efficientnet_lite0]", "query_fraction=0.5",
       "rerank=dba"], "centering and rerank need embeddings, but fusion=minmax fuses similarities; use fusion=concat"),
     (["tta=flip", "trainable_blocks=1"], "tta=flip averages frozen features, but trainable_blocks=1 makes them "
@@ -58,6 +62,14 @@ def test_bad_ensemble_and_tta_settings_are_one_line_before_anything_is_written(s
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith(f"error: {message}"), err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_weight_0_member_is_said_to_cost_its_pass():
+    """A sweep's ablation point (so not refused), but its features are computed and ignored."""
+    with pytest.warns(UserWarning, match=r"member_weights=\[1.0, 0.0\] gives efficientnet_lite0 weight 0: its "
+                                         "features are computed and ignored"):
+        Config(backbone="ensemble", members=("sface", "efficientnet_lite0"), member_weights=(1.0, 0.0),
+               embedding="backbone")
 
 
 def test_an_unknown_member_is_refused_before_any_image_is_read(monkeypatch):

@@ -264,3 +264,22 @@ def test_report_runs_have_job_type_report(tmp_path, monkeypatch):
     tracker = tracking.report_tracker("sw1", tmp_path)
     assert (seen["job_type"], seen["name"], seen["group"]) == ("report", "report-sw1", "sw1")
     assert tracker.run.config["run_id"] == "report-sw1"
+
+
+def test_examples_table_of_a_gallery_smaller_than_k(tmp_path):
+    """A query -> gallery split of 3 test people (3 gallery items) with k=10: W&B refused the table
+    ("expects 13 columns, found 6") and tracking of the run stopped."""
+    from PIL import Image
+
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(paths[-1])
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 4)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    sides = np.array(["query"] * 3 + ["gallery"] * 3)
+    table = tracking.examples_table(emb, labels, ["a", "b", "c"] * 2, paths, n_queries=3, k=10, sides=sides)
+    assert table.columns == ["query", "identity", "hits@k", "rank1", "rank2", "rank3"]
+    assert len(table.data) == 3 and [row[2] for row in table.data] == [1, 1, 1]  # each person's one gallery item
