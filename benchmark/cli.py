@@ -251,22 +251,35 @@ def cmd_make_competition(args) -> int:
                                "max_train_identities": args.max_train_identities,
                                "max_train_images_per_identity": args.max_train_images_per_identity,
                                "max_gallery_per_identity": args.max_gallery_per_identity}.items() if v is not None}
-    gallery = {"gallery_style": args.gallery_style or "none",
+    gallery = {"gallery_style": "none" if args.gallery_style is None else args.gallery_style,
                "style_args": parse_overrides(args.style_arg, "--style-arg", _style_keys(args))}
-    if args.preset:  # the edition's shape and calibrated gallery; an option given on the line still wins
-        preset = PRESETS[args.preset]
+    said: list[str] = []  # printed once the inputs are checked: never before an input error
+    preset = PRESETS[args.preset] if args.preset else None
+    if preset:  # the edition's shape and calibrated gallery; an option given on the line still wins
+        from_preset = {k: v for k, v in preset["params"].items() if k not in given}
         given = {**preset["params"], **given}
         if args.gallery_style is None:
+            mine = gallery["style_args"]
             gallery = {"gallery_style": preset["gallery"]["gallery_style"],
-                       "style_args": {**preset["gallery"]["style_args"], **gallery["style_args"]}}
-            print(f"preset {args.preset} gallery: {gallery['gallery_style']} "
-                  f"{' '.join(f'{k}={v}' for k, v in gallery['style_args'].items())} (calibrated: frozen SFace "
-                  f"{preset['gallery']['sface']} on it)", file=sys.stderr)
-        print(f"preset {preset['note']}", file=sys.stderr)
-    manifest = make_competition(args.out, data_home=args.data_home, seed=args.seed, overwrite=args.overwrite,
-                                gallery_style=gallery["gallery_style"], style_args=gallery["style_args"] or None,
-                                train_styles=args.train_styles, train_render_fraction=args.train_render_fraction,
-                                **given)
+                       "style_args": {**preset["gallery"]["style_args"], **mine}}
+            calibrated = (f"changed by --style-arg: frozen SFace {preset['gallery']['sface']} was measured without "
+                          "the change" if mine else f"calibrated: frozen SFace {preset['gallery']['sface']} on it")
+            said.append(f"preset {args.preset} gallery: {gallery['gallery_style']} "
+                        f"{' '.join(f'{k}={v}' for k, v in gallery['style_args'].items())} ({calibrated})")
+        said.append(f"preset {preset['note']}")
+    try:
+        manifest = make_competition(args.out, data_home=args.data_home, seed=args.seed, overwrite=args.overwrite,
+                                    gallery_style=gallery["gallery_style"], style_args=gallery["style_args"] or None,
+                                    train_styles=args.train_styles, train_render_fraction=args.train_render_fraction,
+                                    announce=lambda: print("\n".join(said), file=sys.stderr) if said else None,
+                                    **given)
+    except ConfigError as exc:  # name the values the preset chose, which the user never typed
+        named = [f"--{k.replace('_', '-')} {v}" for k, v in (from_preset.items() if preset else ())
+                 if f"--{k.replace('_', '-')} " in str(exc)]
+        if named:
+            raise ConfigError(f"{exc} ({', '.join(named)} from --preset {args.preset}; give the option to "
+                              "change it)") from None
+        raise
     print(json.dumps({k: manifest[k] for k in ("counts", "paths")}, indent=1))
     return 0
 

@@ -30,6 +30,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -99,25 +100,28 @@ def _subset(files: list[Path], n: int | None, rng: np.random.Generator) -> list[
 
 def _style_args(given: dict, mix: dict[str, float]) -> dict[str, dict]:
     """``--style-arg`` values as ``{style: {param: value}}``: ``KEY=V`` for a single rendered style,
-    ``STYLE.KEY=V`` in a mix; each checked against its style's declared parameters."""
+    ``STYLE.KEY=V`` among several (``mix``: the gallery's and the training renders' styles); each
+    checked against its style's declared parameters."""
     rendered = [name for name in mix if name != styles.NONE]
     if given and not rendered:
         raise ConfigError(f"--style-arg {', '.join(f'{k}={v}' for k, v in given.items())} without a "
-                          "--gallery-style: give the style they are parameters of (benchmark list styles)")
+                          "--gallery-style or --train-styles: give the style they are parameters of "
+                          "(benchmark list styles)")
     out: dict[str, dict] = {}
     for key, value in given.items():
         style, _, param = key.rpartition(".")
         if not style:
             if len(rendered) > 1:
-                raise ConfigError(f"--style-arg {key}={value}: the gallery mixes {', '.join(rendered)}; name the "
-                                  f"style, e.g. --style-arg {rendered[0]}.{key}={value}")
+                owners = [s for s in rendered if param in styles.params(s)] or rendered
+                raise ConfigError(f"--style-arg {key}={value}: the renders mix {', '.join(rendered)}; name the "
+                                  f"style, e.g. --style-arg {owners[0]}.{key}={value}")
             style = rendered[0]
         if style not in rendered:
-            raise ConfigError(f"--style-arg {key}={value}: {style!r} is not a style of --gallery-style "
-                              f"({', '.join(rendered)})")
+            raise ConfigError(f"--style-arg {key}={value}: {style!r} is not a style of --gallery-style or "
+                              f"--train-styles ({', '.join(rendered)})")
         out.setdefault(style, {})[param] = value
     for style, params in out.items():  # one line naming the parameter and its domain
-        styles.check(style, params, key=f"--style-arg {style}" if len(rendered) > 1 else "--style-arg ")
+        styles.check(style, params, key=f"--style-arg {style}")
     return out
 
 
@@ -138,7 +142,8 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
                      max_train_images_per_identity: int | None = None,
                      max_gallery_per_identity: int | None = None,
                      overwrite: bool = False, gallery_style: str = "none", style_args: dict | None = None,
-                     train_styles: str = "none", train_render_fraction: float = 0.0) -> dict:
+                     train_styles: str = "none", train_render_fraction: float = 0.0,
+                     announce: Callable[[], None] | None = None) -> dict:
     """Write the layout (module docstring) under ``out_dir``; returns the manifest (counts, paths).
 
     ``max_*_identities``: a seeded random subset of the eligible people (all by default);
@@ -153,14 +158,20 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     ``train_styles`` — as the real competition's training folders held both; ``train/domains.csv``
     says which file is which (``path,domain``: photo | render), ``competition.json`` each file's style.
     ``max_gallery_per_identity``: a seeded subset of each test person's gallery images.
+    ``announce``: called once every input is checked, before anything is written (what the caller
+    says about the layout comes after any input error, never before it).
     """
     gallery_mix = styles.mix(gallery_style, "--gallery-style")
     train_mix = styles.mix(train_styles, "--train-styles")
-    args = _style_args(style_args or {}, gallery_mix)
+    args = _style_args(style_args or {}, {**gallery_mix, **train_mix})
     identities = {name: styles.identity(name, args.get(name)) for name in {*gallery_mix, *train_mix}}
     rendered_gallery = set(gallery_mix) != {styles.NONE}
     if not 0 <= train_render_fraction <= 1:
         raise ConfigError(f"--train-render-fraction {train_render_fraction} must be in [0, 1]")
+    if train_render_fraction > 0 and set(train_mix) == {styles.NONE}:
+        raise ConfigError(f"--train-render-fraction {train_render_fraction} renders training photos, but "
+                          f"--train-styles {train_styles} names no style to render them in; give styles (e.g. "
+                          "--train-styles cartoon,stylization)")
     if (train_render_fraction > 0) != (set(train_mix) != {styles.NONE}):
         raise ConfigError("--train-styles and --train-render-fraction go together: the styles of the training "
                           "renders and the fraction of each person's photos rendered (e.g. --train-styles "
@@ -184,6 +195,9 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not out.exists() and not above.is_dir():  # it failed after seconds of work, in mkdir
+        raise ConfigError(f"--out {out}: {above} is a file, so no folder can be made under it; give another --out")
     existing = [out / n for n in _OWNED if (out / n).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{out} already holds a layout ({', '.join(p.name for p in existing)}); "
@@ -205,6 +219,8 @@ def make_competition(out_dir: Path | str, *, data_home: str | None = None, train
     if not test_people:
         raise ConfigError(f"no LFW people in {root} have {test_min}..{test_max} images; widen --test-min/--test-max")
     assert not set(train_people) & set(test_people)
+    if announce is not None:
+        announce()
 
     for p in existing:
         shutil.rmtree(p) if p.is_dir() else p.unlink()

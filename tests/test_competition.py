@@ -278,9 +278,18 @@ def test_a_gallery_of_several_styles_is_drawn_per_image_seeded_and_recorded(tmp_
     ({"gallery_style": "cartoon:-1"}, "the weight of cartoon must be a number > 0"),
     ({"gallery_style": "sketch,sketch"}, "names sketch twice"),
     ({"train_styles": "cartoon"}, "--train-styles and --train-render-fraction go together"),
-    ({"train_render_fraction": 0.5}, "--train-styles and --train-render-fraction go together"),
+    ({"train_render_fraction": 0.5}, "--train-styles none names no style to render them in"),
     ({"train_styles": "grey", "train_render_fraction": 1.5}, "--train-render-fraction 1.5 must be in [0, 1]"),
-    ({"gallery_style": "lowres,grey", "style_args": {"size": 8}}, "the gallery mixes lowres, grey; name the style"),
+    ({"gallery_style": "lowres,grey", "style_args": {"size": 8}}, "the renders mix lowres, grey; name the style"),
+    # hostile round: the fix named the first style (grey), which has no size; an empty weight or name was
+    # read as weight 1 or as photographs; 'none' as the training styles was "go together" though both were given
+    ({"gallery_style": "grey,lowres", "style_args": {"size": 16}}, "name the style, e.g. --style-arg lowres.size=16"),
+    ({"gallery_style": "cartoon:,sketch"}, "cartoon: has no weight after the colon; give one (e.g. cartoon:2)"),
+    ({"gallery_style": ""}, "--gallery-style '' has an empty style name"),
+    ({"gallery_style": "sketch,sketch:2"}, "names sketch twice; name each style once, its weight after a colon"),
+    ({"train_styles": "none", "train_render_fraction": 0.5}, "--train-styles none names no style to render them in"),
+    ({"train_styles": "lowres", "train_render_fraction": 0.5, "style_args": {"lowres.size": 0}},
+     "--style-arg lowres.size=0 is not valid"),  # training renders take parameters too
     ({"gallery_style": "lowres,sketch", "style_args": {"lowres.size": -2}},
      "--style-arg lowres.size=-2 is not valid: must be an integer in [1, 4096]"),
     ({"max_gallery_per_identity": 0}, "--max-gallery-per-identity 0 must be >= 1"),
@@ -289,6 +298,32 @@ def test_bad_style_mixes_are_one_line_before_anything_is_written(tmp_path, kw, m
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_competition(tmp_path / "out", data_home=_lfw_home(), **{**SMALL, **kw})
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_under_a_file_is_refused_before_any_work(tmp_path):
+    """--out afile/sub failed after 3.5 s of work with NotADirectoryError."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=re.escape(f"--out {tmp_path}/afile/sub: {tmp_path}/afile is a file")):
+        make_competition(tmp_path / "afile" / "sub", data_home=_lfw_home(), **SMALL)
+
+
+def test_preset_lines_come_after_the_checks_and_name_what_the_preset_chose(tmp_path, capsys, monkeypatch):
+    """A preset printed its lines before an input error, claimed calibration for a gallery the user's
+    --style-arg changed, and "--test-min 11 > --test-max 8" named a value the user never gave."""
+    from benchmark import cli, competition
+
+    assert cli.main(["make-competition", "--out", str(tmp_path / "c"), "--data-home", _lfw_home(), "--preset", "2026",
+                     "--test-max", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --test-min 11 > --test-max 8 (--test-min 11 from --preset 2026; give the option to "
+                   "change it)")  # one line: no preset line before it
+    monkeypatch.setattr(competition, "make_competition",
+                        lambda out, announce, **kw: announce() or {"counts": {}, "paths": {}})
+    assert cli.main(["make-competition", "--out", str(tmp_path / "d"), "--preset", "2025",
+                     "--style-arg", "lowres.size=16"]) == 0
+    err = capsys.readouterr().err
+    assert "lowres.size=16 dark.gain=0.65 (changed by --style-arg: frozen SFace 962.1 was measured without the " \
+           "change)" in err and "calibrated:" not in err
 
 
 def test_presets_shape_the_two_editions_and_say_what_was_scaled(tmp_path, capsys):

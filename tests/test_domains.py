@@ -176,7 +176,7 @@ def test_the_issue_cases(sets, message, folders, capsys, monkeypatch):
     (["make-competition", "--out", "{tmp}/c", "--gallery-style", "lowres", "--style-arg", "size"],
      "--style-arg 'size' must look like key=value; valid keys: size=24 (an integer in [1, 4096])"),  # said --set
     (["make-competition", "--out", "{tmp}/c", "--gallery-style", "cartoon", "--style-arg", "edge_block=8"],
-     "--style-arg edge_block=8 is not valid: must be an odd integer in [3, 99]"),
+     "--style-arg cartoon.edge_block=8 is not valid: must be an odd integer in [3, 99]"),
     (["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--set", "lr=0.1", "lr=0.2"],
      "--set gives lr twice (lr=0.1 and 'lr=0.2'); give it once"),
 ])

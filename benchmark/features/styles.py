@@ -189,13 +189,20 @@ def mix(spec: str, key: str) -> dict[str, float]:
     unknown style, a weight that is not a number > 0, or a style named twice."""
     out: dict[str, float] = {}
     for part in (p.strip() for p in str(spec).split(",")):
-        name, _, weight = part.partition(":")
+        name, sep, weight = part.partition(":")
         name = name.strip()
+        if not name:  # '' or a stray comma: not silently photographs
+            raise ConfigError(f"{key} {spec!r} has an empty style name; list styles separated by commas, or "
+                              f"{NONE} for photographs")
         if name != NONE and name not in STYLES:
             raise ConfigError(f"{key} {spec!r}: unknown style {name!r}; valid styles: {NONE}, {', '.join(STYLES)} "
                               "(benchmark list styles)")
         if name in out:
-            raise ConfigError(f"{key} {spec!r} names {name} twice")
+            raise ConfigError(f"{key} {spec!r} names {name} twice; name each style once, its weight after a colon "
+                              f"(e.g. {name}:3)")
+        if sep and not weight.strip():  # 'cartoon:' meant a weight and gave none
+            raise ConfigError(f"{key} {spec!r}: {name}: has no weight after the colon; give one (e.g. {name}:2) "
+                              "or drop the colon")
         try:
             w = float(weight) if weight.strip() else 1.0
         except ValueError:
