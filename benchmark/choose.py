@@ -9,11 +9,17 @@ label-free ones stay (``LABEL_FREE``: the unsupervised validators, ``benchmark.e
 and the collapse flag): ``--by test/validator/NAME`` chooses on the unlabeled test set itself, as a
 competitor can on the competition's, and reads no test label.
 
-What it ranks by is a rule (``rule_columns``): a metric column (``val/score``, the default), a
-validator (``validator/NAME`` is ``val/validator/NAME``; ``test/validator/NAME`` the test split's), or
-a rank average of several joined by ``+`` (``val/score+validator/cycle``): each component ranks the
-runs it can rank as percentiles (``pandas.Series.rank(pct=True)``, ties averaged, 1 = that component's
-best run), and a run's value is the mean of its components' percentiles (higher is better).
+What it ranks by is a rule (``rule_columns``) of quality measures only (``criteria``): a ranking metric
+of the validation split (``benchmark.evaluation.measures.RANKING``: ``val/score``, the default,
+``val/top1`` ... ``val/map``), a validator (``benchmark.evaluation.validators.VALIDATORS``, each in its
+own direction: ``val/validator/NAME``; ``validator/NAME`` and the bare ``NAME`` are the validation
+split's; ``test/validator/NAME`` the test split's), a bare metric name (``score``) being ``val/``'s too;
+or a rank average of several distinct ones joined by ``+`` (``val/score+validator/cycle``): each
+component ranks the runs it can rank as percentiles (``pandas.Series.rank(pct=True)``, ties averaged,
+1 = that component's best run), and a run's value is the mean of its components' percentiles (higher
+is better). Anything else a record holds is not a criterion and is refused in one line listing the
+valid names, before the results are read: the split facts (``val/n_queries``, ``val/identities``,
+``val/positives``), the collapse flag ``val/degenerate`` (it leaves runs out instead), times, losses.
 
 Runs are grouped into *configurations* as the report groups them (``benchmark.results.schema``):
 the experiment name plus every config key except the run-specific ones (``RUN_SPECIFIC``: ``seed``
@@ -38,6 +44,7 @@ import pandas as pd
 import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict, head_value
+from benchmark.evaluation.measures import RANKING
 from benchmark.evaluation.validators import PREFIX, VALIDATORS
 from benchmark.files import write_atomic
 from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, WITH_METRICS, missing, norm, row_key
@@ -59,22 +66,62 @@ def _is_test_metric(name: str) -> bool:
     return (name.startswith("test/") and not name.startswith(LABEL_FREE)) or name in TEST_DERIVED
 
 
+def criteria() -> dict[str, bool]:
+    """Every column ``--by`` may rank by, and whether higher is better: the validation split's ranking
+    metrics (``measures.RANKING``: all higher), then each validator on the validation and the test split
+    (label-free), in its own direction (``Validator.higher``)."""
+    return {**{f"val/{m}": True for m in RANKING},
+            **{f"{split}/{PREFIX}{name}": v.higher for split in ("val", "test") for name, v in VALIDATORS.items()}}
+
+
 def _higher_is_better(metric: str) -> bool:
-    validator = VALIDATORS.get(metric.partition(f"/{PREFIX}")[2])
-    if validator is not None:
-        return validator.higher
-    return not (metric.endswith("loss") or metric.startswith("time/"))
+    return criteria()[metric]
+
+
+def _valid_names() -> str:
+    """The criteria in words, for the one line that refuses another name."""
+    said = [f"{n} ({'higher' if v.higher else 'lower'} is better)" for n, v in VALIDATORS.items()]
+    return (f"a ranking metric {', '.join(f'val/{m}' for m in RANKING)}; a validator {', '.join(said)} as "
+            f"val/{PREFIX}NAME, {PREFIX}NAME or NAME, or test/{PREFIX}NAME (reads no test label); "
+            f"a bare metric name (score) is val/'s; or several distinct ones joined by {JOIN!r} (rank average)")
 
 
 def rule_columns(by: str) -> list[str]:
-    """The metric columns a ``--by`` rule ranks by: ``validator/NAME`` is the validation split's."""
-    return [f"val/{name}" if name.startswith(PREFIX) else name for name in by.split(JOIN)]
+    """The columns a ``--by`` rule ranks by, or a ConfigError in one line listing the valid names:
+    every ``+``-joined component must be a quality measure (``criteria``) and given once.
+    ``validator/NAME`` and a bare validator name are the validation split's, and so is a bare ranking
+    metric (``score``). A ``test/`` metric a test label went into (and ``score_per_minute``) is refused
+    as such: choosing on it biases the test number."""
+    columns = []
+    for part in str(by).split(JOIN):
+        name = part.strip()
+        if name in VALIDATORS:
+            name = f"{PREFIX}{name}"
+        if name.startswith(PREFIX) or name in RANKING:
+            name = f"val/{name}"
+        if _is_test_metric(name):
+            raise ConfigError(
+                f"refusing to choose on {name!r}: it is a test-split metric. Choosing a configuration on "
+                "the test split makes the test number a biased estimate of the choice (the report's own "
+                "lesson); choose on a validation metric such as val/score and report test/ afterwards (the "
+                f"label-free test/{PREFIX}NAME read no test label and are allowed)")
+        if name not in criteria():
+            shown = by if str(by).strip() else repr(by)
+            where = f"--by {shown}" if JOIN not in str(by) else f"--by {shown}: {part.strip() or 'an empty part'}"
+            what = "is not a quality measure to choose by" if name else "names nothing"
+            raise ConfigError(f"{where} {what}; choose by {_valid_names()}")
+        if name in columns:
+            raise ConfigError(f"--by {by} names {name} twice: a rank average of a measure with itself only "
+                              "weighs it double; give each measure once")
+        columns.append(name)
+    return columns
 
 
 def _rankable(columns) -> list[str]:
-    """What ``--by`` can name in a table of these (test-free) columns, validators also by their short name."""
-    names = sorted(str(c) for c in columns if str(c).startswith(("val/", "time/", f"test/{PREFIX}")))
-    return names + sorted(n.removeprefix("val/") for n in names if n.startswith(f"val/{PREFIX}"))
+    """What ``--by`` can name in a table of these (test-free) columns, validators also by their short names."""
+    names = [c for c in criteria() if c in set(map(str, columns))]
+    short = [n.removeprefix("val/") for n in names if n.startswith(f"val/{PREFIX}")]
+    return names + short + [n.removeprefix(PREFIX) for n in short]
 
 
 def _config_of(row: pd.Series) -> dict:
@@ -115,7 +162,7 @@ def select(df: pd.DataFrame, patterns: list[str] | None) -> pd.DataFrame:
 def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool | None = None,
            include_stopped: bool = False) -> dict:
     """The best configuration of a results table (``benchmark.results.store.load``) by the rule ``metric``
-    (``--by``: a validation metric, a validator, or a rank average of several; module docstring).
+    (``--by``: a validation ranking metric, a validator, or a rank average of several; ``rule_columns``).
 
     Returns a dict: ``config`` (full config dict of the chosen configuration's best seed),
     ``experiment``, ``metric`` (the rule's columns joined by ``+``), ``rule`` (it in words, each
@@ -129,15 +176,8 @@ def choose(df: pd.DataFrame, metric: str = "val/score", higher_is_better: bool |
     ``n_stopped``: runs a sweep's early termination stopped (their metrics are those at the stop, so
     they are ranked only with ``include_stopped``).
     """
-    columns = rule_columns(metric)
+    columns = rule_columns(metric)  # quality measures only, test-label ones refused
     metric = JOIN.join(columns)
-    tested = [c for c in columns if _is_test_metric(c)]
-    if tested:
-        raise ConfigError(
-            f"refusing to choose on {tested[0]!r}: it is a test-split metric. Choosing a configuration on "
-            "the test split makes the test number a biased estimate of the choice (the report's own "
-            "lesson); choose on a validation metric such as val/score and report test/ afterwards (the "
-            f"label-free test/{PREFIX}NAME read no test label and are allowed)")
     if df.empty:
         raise ConfigError("the results hold no finished run: nothing to choose from")
     ranked = WITH_METRICS if include_stopped else ("ok",)

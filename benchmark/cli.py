@@ -168,8 +168,9 @@ def cmd_report(args) -> int:
 def cmd_choose(args) -> int:
     from benchmark.files import check_writable
     from benchmark.results import store
-    from benchmark.choose import choose, format_choice, select, write_best
+    from benchmark.choose import choose, format_choice, rule_columns, select, write_best
 
+    rule_columns(args.by)  # a name that is no quality measure: one line before the results are read
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file, e.g. --out {out / 'best.yaml'}")
@@ -223,14 +224,21 @@ def cmd_check_submission(args) -> int:
     from benchmark.data.imagefolder import list_images
     from benchmark.evaluation import formats
 
+    if args.k < 1:
+        raise ConfigError(f"--k {args.k} must be >= 1 (the server reads {formats.K})")
     folders = {}
     for role, folder in (("query", args.query), ("gallery", args.gallery)):
         if not Path(folder).is_dir():
             raise ConfigError(f"--{role} {folder} is not a folder; give the test's {role} image folder")
         folders[role] = [p.name for p in list_images(Path(folder))]
-    if args.k < 1:
-        raise ConfigError(f"--k {args.k} must be >= 1")
-    doc = formats.load(args.submission)  # a key given twice is refused here, naming it
+        if not folders[role]:  # the folder's fault, not problems of the submission
+            raise ConfigError(f"--{role} {folder} holds no image files; give the test's {role} image folder")
+    if args.k > len(folders["gallery"]):
+        raise ConfigError(f"--k {args.k} is larger than the gallery ({len(folders['gallery'])} images in "
+                          f"{args.gallery}): no query can list {args.k} distinct gallery names; give the k the "
+                          f"server reads (--k {formats.K}) and the test's gallery folder")
+    # unreadable (not JSON, a key given twice): exit 2 here; problems of a readable submission: exit 1 below
+    doc = formats.load(args.submission)
     found = formats.problems(doc, folders["query"], folders["gallery"], args.k)
     for line in found:
         print(f"problem: {line}")
@@ -456,13 +464,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.evaluation.validators import VALIDATORS
 
     directions = ", ".join(f"{n}: {'higher' if v.higher else 'lower'} is better" for n, v in VALIDATORS.items())
+    from benchmark.evaluation.measures import RANKING
+
     p.add_argument("--by", "--metric", dest="by", default="val/score", metavar="NAME",
-                   help="what to rank by: a val/ metric (losses and times: lower is better); a label-free validator "
-                        f"({directions}), "
-                        "validator/NAME (= val/validator/NAME) or test/validator/NAME (the test split's: it reads "
-                        "no test label, so it may choose); or a rank average of several joined by '+', e.g. "
-                        "val/score+validator/cycle (each run's percentile per component, averaged). --metric is "
-                        "the old name (default: val/score)")
+                   help="what to rank by, a quality measure: a validation ranking metric (val/"
+                        f"{', val/'.join(RANKING)}: higher is better; a bare name such as score is val/'s); a "
+                        f"label-free validator ({directions}) by its bare name (snd), validator/NAME (both = "
+                        "val/validator/NAME) or test/validator/NAME (the test split's: it reads no test label, so "
+                        "it may choose); or a rank average of several distinct ones joined by '+', e.g. "
+                        "val/score+snd (each run's percentile per component, averaged). Anything else (times, "
+                        "val/degenerate, val/n_queries) is refused. --metric is the old name (default: val/score)")
     p.add_argument("--out", default="best.yaml", help="where to write the chosen config (default: best.yaml)")
     p.add_argument("--include-stopped", action="store_true",
                    help="also rank runs a sweep's early termination stopped (their metrics at the stop)")

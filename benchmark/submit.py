@@ -231,11 +231,13 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     ``<stem>.gallery_keys.json`` (file name of each index row, in order) and ``<stem>.head.pt`` (the
     trained head's state_dict, when the config trains one). Nothing is written before the ranking is
     done. ``groupname``: write the server's envelope (``benchmark.evaluation.formats``) with exactly
-    ``k`` gallery names per query (a gallery smaller than ``k`` is then refused, not clamped).
+    ``k`` gallery names per query (a gallery smaller than ``k`` is then refused, not clamped; a ``k``
+    other than the server's 10 is said in a warning); a group name ``check-submission`` would refuse
+    (``formats.groupname_problem``) is refused before any work.
 
     Returns a summary: out, files written, k (used) and k_requested, n_queries, n_gallery, per folder
     (``query``, ``gallery``) the images used and every entry skipped with its reason, ``warnings``
-    (other than skips: the k clamp), training facts (val/ metrics of the kept epoch), device, search,
+    (other than skips: the k clamp, an envelope k other than 10), training facts (val/ metrics of the kept epoch), device, search,
     time and ``validators``: the label-free validators of these queries and gallery
     (``benchmark.evaluation.validators``, None where one cannot be computed, with a warning). Skips
     and the k clamp are also raised as ``UserWarning``. Input problems raise ``InputError`` before
@@ -280,6 +282,9 @@ def submit(cfg: Config, query_dir: Path | str, gallery_dir: Path | str, *, k: in
     if k > len(g_names):
         k_used = len(g_names)
         msgs.append(f"k={k} is larger than the gallery ({len(g_names)} images): clamped to k={k_used}")
+    if groupname is not None and k != formats.K:  # the envelope is for the server, which reads Top-10
+        msgs.append(f"--groupname with k={k}: the server reads exactly {formats.K} gallery names per query, so "
+                    f"check-submission (--k {formats.K}) will refuse this file; submit with --k {formats.K} to upload it")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
 

@@ -67,7 +67,7 @@ def test_refuses_test_metrics(metric):
 
 def test_unknown_metric_and_no_usable_run():
     with pytest.raises(ConfigError, match="not in the results"):
-        choose(_table(), metric="val/nope")
+        choose(_table(), metric="val/map")  # a quality measure these results did not record
     with pytest.raises(ConfigError, match=r"every run failed \(1 runs in the results\): nothing to choose from"):
         choose(pd.DataFrame([_row("d", 0, None, None, status="failed")]).assign(**{"val/score": np.nan}))
 
@@ -97,11 +97,49 @@ def test_overlapping_intervals_are_flagged_and_single_seeds_have_no_ci():
     assert one["ci95"] is None and one["separated"] is None and one["margin"] == pytest.approx(100)
 
 
-def test_lower_is_better_for_losses():
-    choice = choose(_table(), metric="val/loss")
-    assert choice["higher_is_better"] is False
-    assert choice["experiment"] == "a"  # val/loss = 10 - val/score / 100: lowest for a
-    assert choice["mean"] == pytest.approx(10 - 5.1)
+@pytest.mark.parametrize("by", ["val/degenerate", "val/n_queries", "val/identities", "val/positives", "time/total_s",
+                                "val/loss", "test/degenerate", "val/validator/nope", "val/score+time/total_s",
+                                "val/score+", ""])
+def test_only_quality_measures_may_choose(by):
+    """``--by val/degenerate`` chose by the collapse flag ("higher is better") and wrote best.yaml; a
+    split fact, a time or a loss ranked the same way. Each is one line naming the valid ones."""
+    df = _table().assign(**{"val/degenerate": 0.0, "val/n_queries": 5, "val/identities": 3, "val/positives": 2.0,
+                            "time/total_s": 9.0, "test/degenerate": 0.0})
+    with pytest.raises(ConfigError) as info:
+        choose(df, by)
+    message = str(info.value)
+    assert "\n" not in message and ("is not a quality measure to choose by" in message or "names nothing" in message)
+    for valid in ("val/score", "val/top1", "val/map", "snd (higher is better)", "entropy (lower is better)",
+                  "test/validator/NAME", "joined by '+'"):
+        assert valid in message, (valid, message)
+
+
+def test_a_measure_named_twice_is_refused():
+    """``val/score+val/score`` was a rank average of val/score with itself, in any spelling."""
+    for by in ("val/score+val/score", "score+val/score", "validator/snd+snd"):
+        with pytest.raises(ConfigError, match=r"names val/(validator/snd|score) twice.*give each measure once"):
+            choose(_validated(), by)
+
+
+def test_bare_names_are_the_validation_splits_as_the_help_says(capsys):
+    """``--help`` said "snd: higher is better" but ``--by snd`` was refused: every validator and ranking
+    metric named there is taken by its bare name, on the validation split, in its direction."""
+    from benchmark import cli
+    from benchmark.choose import rule_columns
+    from benchmark.evaluation.measures import RANKING
+    from benchmark.evaluation.validators import VALIDATORS
+
+    with pytest.raises(SystemExit):
+        cli.main(["choose", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, v in VALIDATORS.items():
+        assert f"{name}: {'higher' if v.higher else 'lower'} is better" in text
+        assert rule_columns(name) == [f"val/validator/{name}"]
+    assert all(rule_columns(m) == [f"val/{m}"] and f"val/{m}" in text for m in RANKING)
+    choice = choose(_validated(), "snd")
+    assert choice["experiment"] == "b" and choice["metric"] == "val/validator/snd" and choice["higher_is_better"]
+    assert choose(_validated(), "entropy")["higher_is_better"] is False
+    assert choose(_validated(), "score+cycle")["metric"] == "val/score+val/validator/cycle"
 
 
 def test_groups_ignore_run_specific_keys():
@@ -282,9 +320,25 @@ def test_the_command_chooses_by_a_rule_writes_it_and_names_the_valid_ones(tmp_pa
     assert cli.main(["choose", str(tmp_path / "r"), "--metric", "validator/snd", "--out", str(best)]) == 0  # old name
     assert read_selection(best)["experiment"] == "b"
     capsys.readouterr()
-    assert cli.main(["choose", str(tmp_path / "r"), "--by", "validator/nope", "--out", str(best)]) == 2
+    assert cli.main(["choose", str(tmp_path / "r"), "--by", "validator/entropy", "--out", str(best)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'val/validator/nope' is not in the results; choose by one of: " in err
-    for name in ("val/score", "test/validator/snd", "val/validator/snd", ", validator/snd", "joined by '+'"):
+    assert err.count("\n") == 1 and "'val/validator/entropy' is not in the results; choose by one of: " in err
+    for name in ("val/score", "test/validator/snd", "val/validator/snd", ", validator/snd", ", snd", "joined by '+'"):
         assert name in err
     assert "test/score" not in err
+
+
+def test_the_command_refuses_a_criterion_that_is_no_quality_measure_before_reading_anything(tmp_path, capsys):
+    """``choose RESULTS --by val/degenerate`` exited 0 and wrote best.yaml chosen by the collapse flag."""
+    from benchmark import cli
+
+    record.write(tmp_path / "r", "a", ok_files({"config.yaml": dump_yaml(Config(experiment="a")), schema.METRICS:
+                                                json.dumps({"val/score": 500.0, "test/score": 1.0,
+                                                            "val/degenerate": 0.0})}), {"status": "ok"})
+    best = tmp_path / "best.yaml"
+    for by in ("val/degenerate", "val/n_queries", "time/total_s", "val/score+val/score"):
+        for results in (tmp_path / "r", tmp_path / "absent"):  # said before the results are read
+            assert cli.main(["choose", str(results), "--by", by, "--out", str(best)]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and err.count("\n") == 1 and err.startswith(f"error: --by {by}"), err
+    assert not best.exists()

@@ -480,7 +480,14 @@ def test_submit_groupname_writes_the_servers_envelope_that_check_submission_pass
     with pytest.raises(InputError, match="the gallery holds 4 images but the server reads exactly k=10"):
         submit(cfg, q, g, k=10, out=tmp / "s.json", groupname="team7")  # refused, not clamped
     assert not (tmp / "s.json").exists()
-    summary = submit(cfg, q, g, k=3, out=tmp / "s.json", groupname="team7")
+    for bad in ("team\n7", "\u202e7maet", "t" * 101, " "):  # what check-submission would refuse: before any work
+        with pytest.raises(InputError, match=r"^--groupname .*e\.g\. --groupname team7"):
+            submit(cfg, q, g, k=3, out=tmp / "s.json", groupname=bad)
+    assert not (tmp / "s.json").exists()
+    # k=3 is written (a study's envelope) but said: the server reads 10, check-submission --k 10 refuses it
+    with pytest.warns(UserWarning, match=r"--groupname with k=3: the server reads exactly 10 gallery names"):
+        summary = submit(cfg, q, g, k=3, out=tmp / "s.json", groupname="team7")
+    assert any("submit with --k 10" in w for w in summary["warnings"])
     doc = json.loads((tmp / "s.json").read_text())
     assert summary["form"] == "envelope" and doc["groupname"] == "team7"
     assert set(doc["images"]) == {p.name for p in q.iterdir()}

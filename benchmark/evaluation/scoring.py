@@ -8,7 +8,9 @@ starts in a fraction of a second and the metric's weights are defined once, here
      "gallery": {"<gallery file name>": "<identity>", ...}}
 
 A query counts for Top-k when any of its first k gallery names has the query's identity. Every
-query of the truth is in the denominator: a query missing from the submission counts as wrong.
+query of the truth is in the denominator: a query missing from the submission counts as wrong; a
+submission that answers none of them (``{}``, an empty ``images``, only empty lists) is refused, not
+scored 0.
 
 Only well-formed inputs are scored (``_check_truth``, ``_check_submission``, ``formats.load``):
 anything else is an ``InputError`` naming the file, the entry and the fix, never a score.
@@ -17,10 +19,11 @@ anything else is an ``InputError`` naming the file, the entry and the fix, never
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
-from benchmark.evaluation.formats import InputError, load, problems, read
+from benchmark.evaluation.formats import InputError, groupname_problem, load, problems, read
 
 KS = (1, 5, 10)
 SCORE_WEIGHTS = {1: 600, 5: 300, 10: 100}
@@ -50,9 +53,10 @@ def _check_truth(truth, source: str = "the truth") -> tuple[dict, dict]:
     """(queries, gallery) of a truth that can be scored, else an InputError naming ``source``.
 
     A malformed truth must not score: an empty ``queries`` scored 0.0, ``null`` identities matched
-    each other (1000.0), list identities raised a TypeError naming no file. So every entry is a
+    each other (1000.0), list identities raised a TypeError naming no file, a file that is both a
+    query and a gallery image let a query answered with itself score 1000. So every entry is a
     file name -> identity (``_is_identity``), of one kind (``"7"`` never equals ``7``), both parts
-    are non-empty, and at least one query's identity has a gallery image.
+    are non-empty and share no file, and at least one query's identity has a gallery image.
     """
     if not isinstance(truth, dict) or not isinstance(truth.get("queries"), dict) \
             or not isinstance(truth.get("gallery"), dict):
@@ -74,6 +78,11 @@ def _check_truth(truth, source: str = "the truth") -> tuple[dict, dict]:
         raise InputError(f"{source}: identities mix strings and integers ({', '.join(kinds.values())}), and "
                          '"7" never equals 7; write every identity the same way')
     queries, gallery = truth["queries"], truth["gallery"]
+    both = sorted(set(queries) & set(gallery))
+    if both:
+        shown = ", ".join(_shown(n) for n in both[:5]) + (f" ... ({len(both)} in all)" if len(both) > 5 else "")
+        raise InputError(f"{source}: {len(both)} file(s) are both in \"queries\" and in \"gallery\" ({shown}): a query "
+                         "answered with itself would count as found; list each file in one of them only")
     if not set(queries.values()) & set(gallery.values()):
         raise InputError(f"{source}: no query's identity has a gallery image, so nothing is scorable; "
                          "queries and gallery must share identities (is this the truth of another split?)")
@@ -113,13 +122,16 @@ def score_submission(submission: dict, truth: dict,
     """Top-1/5/10 (fractions in [0, 1]) and the competition score (0-1000) of ``submission``.
 
     Every query of ``truth`` counts; one missing from the submission counts as wrong
-    (``n_missing``). Only the first 10 names of a list can count. Query or gallery names the
+    (``n_missing``), but a submission answering none is an error. Only the first 10 names of a list can count. Query or gallery names the
     truth does not know are an error (a submission for another folder, or a typo), and so is a
     malformed truth. ``sources``: how errors name the submission and the truth (their files).
     ``n_unanswerable``: truth queries whose identity has no gallery image (wrong whatever is sent).
     """
     queries, gallery = _check_truth(truth, sources[1])
     _check_submission(submission, queries, gallery, sources[0])
+    if not any(submission.get(q) for q in queries):  # {}, "images": {}, or only empty lists: nothing to score
+        raise InputError(f"{sources[0]}: answers none of the truth's {len(queries)} queries; give each query file "
+                         "name with its ranked gallery file names, {query: [gallery, ...]}")
     gallery_ids = set(gallery.values())
     hits = {k: 0 for k in KS}
     for q, identity in queries.items():
@@ -137,11 +149,19 @@ def score_submission(submission: dict, truth: dict,
 
 def score_files(submission_path: Path | str, truth_path: Path | str) -> dict:
     """``score_submission`` of two JSON files, the submission in the server's envelope or as the bare
-    mapping (``form`` says which was read; the report's list form is refused with what to write
-    instead); every error names the file it is about."""
+    mapping (``form`` says which was read; the report's list form, and an envelope attempt that is not
+    the envelope, are refused with what to write instead); every error names the file it is about. A
+    group name the server would not take (``formats.groupname_problem``) does not change the score: it
+    is a warning (``check-submission`` counts it as a problem)."""
     doc = load(submission_path)
-    submission, form = read(doc)
+    try:
+        submission, form = read(doc)
+    except InputError as exc:
+        raise InputError(f"{submission_path}: {exc}") from None
     if form == "list":
         raise InputError(f"{submission_path}: {problems(doc, [], [])[0]}")
+    why = groupname_problem(doc["groupname"]) if form == "envelope" else None
+    if why:
+        warnings.warn(f"{submission_path}: groupname {why} (scored all the same)", stacklevel=2)
     return score_submission(submission, load(truth_path), sources=(str(submission_path), str(truth_path))) \
         | {"form": form}

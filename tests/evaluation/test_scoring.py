@@ -140,3 +140,54 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path, capsys):
     assert main(["score-submission", str(sub), "--truth", str(tru)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1 and out.err.startswith(f"error: {tru}: ")
+
+
+# --- hostile round: nothing answered, a file on both sides of the truth, envelope variants ---------
+@pytest.mark.parametrize("submission", [{}, {"groupname": "team7", "images": {}}, {"q1": [], "q2": []},
+                                        {"groupname": "team7", "images": {"q1": []}}])
+def test_a_submission_answering_no_query_is_refused_not_scored_zero(tmp_path, submission):
+    """Each printed "score": 0.0 and exit 0."""
+    _refused(tmp_path, r"answers none of the truth's 2 queries", blame="sub.json", submission=submission)
+
+
+def test_a_submission_answering_some_queries_still_scores_the_rest_as_wrong(tmp_path):
+    sub, tru = _files(tmp_path, submission={"q1": ["gA"], "q2": []})
+    r = score_files(sub, tru)
+    assert (r["top1"], r["score"], r["n_missing"]) == (0.5, 500.0, 0)
+    sub, tru = _files(tmp_path, submission={"q1": ["gA"]})
+    assert score_files(sub, tru)["n_missing"] == 1
+
+
+def test_a_file_both_query_and_gallery_in_the_truth_is_refused(tmp_path):
+    """A submission answering that query with itself scored 1000."""
+    truth = {"queries": {"q1": "A", "q2": "B"}, "gallery": {"q1": "A", "q2": "B", "gC": "C"}}
+    _refused(tmp_path, r'2 file\(s\) are both in "queries" and in "gallery" \("q1", "q2"\)',
+             "list each file in one of them only", truth=truth, submission={"q1": ["q1"], "q2": ["q2"]})
+
+
+@pytest.mark.parametrize("submission, expected", [
+    ({"groupname": "t", "images": SUBMISSION, "extra": 1}, 'unexpected envelope key\\(s\\) "extra"'),
+    ({"groupname": "t", "images": None}, '"images" is null: it must be a mapping'),
+    ({"groupname": "t", "images": [["gA"]]}, '"images" is a list'),
+    ({"groupName": "t", "Images": SUBMISSION}, 'the envelope key "groupName" is spelled "groupname".*'
+                                               'the envelope key "Images" is spelled "images"'),
+])
+def test_envelope_variants_are_refused_as_envelope_problems(tmp_path, submission, expected):
+    """They were read as a bare mapping: "3 submission queries are not in the truth's queries, e.g.
+    extra, groupname, images"."""
+    _refused(tmp_path, expected, blame="sub.json", submission=submission)
+
+
+@pytest.mark.parametrize("groupname", ["", 7, "a\nb"])
+def test_a_group_name_the_server_would_refuse_is_scored_with_a_warning(tmp_path, groupname):
+    sub, tru = _files(tmp_path, submission={"groupname": groupname, "images": SUBMISSION})
+    with pytest.warns(UserWarning, match=r"sub.json: groupname .* \(scored all the same\)"):
+        assert score_files(sub, tru)["score"] == 700.0
+    import subprocess
+    import sys
+
+    code = "import sys; from benchmark.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "score-submission", str(sub), "--truth", str(tru)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and json.loads(done.stdout)["score"] == 700.0
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"warning: {sub}: groupname "), done.stderr
