@@ -7,6 +7,7 @@ reads the feature-cache entries its own run would.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,8 +15,8 @@ import pandas as pd
 import torch
 
 from benchmark import splits
-from benchmark.config import ENSEMBLE, FIELDS, Config
-from benchmark.data import load_dataset
+from benchmark.config import ENSEMBLE, FIELDS, Config, ConfigError
+from benchmark.data import DATA_KEYS, load_dataset
 from benchmark.data.check import check_images
 from benchmark.features import decoders, runtime, styles
 from benchmark.features.cache import FeatureCache
@@ -28,7 +29,7 @@ from benchmark.training import losses
 
 def resolve_device(cfg: Config) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible; use device=auto or cpu")
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or cpu")
     return torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
@@ -130,15 +131,64 @@ def row_styles(df, cfg: Config) -> list[str | None]:
             else None for sd, sp in zip(side, split)]
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires."""
+def check_input(cfg: Config, seen: dict | None = None) -> None:
+    """The cheap part of ``preflight``, for a sweep's plan before any of its runs starts: the backbone
+    and ensemble members, the loss and miner, and the dataset's files, labels, domains manifest and
+    identity counts (``load_dataset``: read once per distinct dataset in ``seen``). No image is
+    decoded and no weights loaded (a run's own failure, recorded); warnings are left to the run."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = adapt(cfg)
+        losses.check(cfg)
+        key = tuple((k, str(getattr(cfg, k))) for k in DATA_KEYS)
+        if seen is None or key not in seen:
+            load_dataset(cfg)
+            if seen is not None:
+                seen[key] = True
+
+
+@dataclass
+class Checked:
+    """A config's input, checked (``preflight``): what ``prepare`` builds the engine on."""
+
+    cfg: Config
+    #: the dataset with its split (and sides), unusable images left out
+    df: pd.DataFrame
+    device: torch.device
+    skipped: list[dict]
+    #: ``time.perf_counter()`` when the check began: a run's ``time/total_s`` counts from it
+    started: float
+
+
+def preflight(cfg: Config) -> Checked:
+    """Everything that can refuse ``cfg``'s input, cheapest first, before a run writes anything
+    (``run.run`` calls it before its record folder and its W&B run exist, so a ConfigError here is one
+    line and nothing written): the backbone and ensemble members (``adapt``), the loss and miner, the
+    dataset's files and labels with its domains manifest and identity counts (``load_dataset``), the
+    device, each member's weights (built here, downloaded when not cached, and kept for the run) and
+    ``trainable_blocks``, every image decoded (``check_images``, cached by content) and the split's
+    promises (``make_split``). What fails after it, in the work itself, is a run's recorded failure."""
+    started = time.perf_counter()
     cfg = adapt(cfg)
     losses.check(cfg)  # the loss and miner build (a miner with loss=ce has no effect) before any feature is computed
-    df, skipped = check_images(load_dataset(cfg), cfg)  # every image decodes, or one error lists them
+    df = load_dataset(cfg)
+    device = resolve_device(cfg)
+    for one in member_configs(cfg):  # weights this machine lacks, blocks it has not: before any image is decoded
+        split(frozen_backbone(one, device), one.trainable_blocks)
+    df, skipped = check_images(df, cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
     if "side" in df:
         df["style"] = pd.Series(row_styles(df, cfg), index=df.index, dtype=object)
-    device = resolve_device(cfg)
+    return Checked(cfg, df, device, skipped, started)
+
+
+def prepare(cfg: Config, checked: Checked | None = None) -> Prepared:
+    """Data, split, device and engine of ``cfg``, its input size set to what the backbone requires;
+    ``checked``: its ``preflight``, when the caller ran it already."""
+    checked = checked or preflight(cfg)
+    cfg, df, device, skipped = checked.cfg, checked.df, checked.device, checked.skipped
     prep = Prepared(cfg, df, device, build_engine(cfg, df, device, FeatureCache(cfg.cache_dir)), skipped)
     if skipped:
         prep.warnings.append(f"{len(skipped)} unreadable image(s) skipped (on_bad_image=skip), e.g. "

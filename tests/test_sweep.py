@@ -234,6 +234,37 @@ def test_ctrl_c_is_one_line_exit_130_and_nothing_half_written(tmp_path, sweep_en
     assert 1 <= len(df) < len(EXPS) and (df["status"] == "ok").all()  # whole records only, the rest not begun
 
 
+def test_an_input_error_every_run_would_hit_is_one_line_before_any_run(tmp_path, capsys, monkeypatch):
+    """A grid whose runs read a manifest listing no render (or ORL with the default min_faces_per_person)
+    left one failed record per run; its plan check reads each distinct dataset once, before any run."""
+    from benchmark import cli, pipeline
+
+    for name in ("A/0.png", "A/1.png", "B/0.png", "B/1.png"):
+        (tmp_path / "faces" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "faces" / name).write_bytes(b"")
+    (tmp_path / "faces" / "domains.csv").write_text("path,domain\nA/0.png,photo\nA/1.png,photo\nB/0.png,photo\n"
+                                                    "B/1.png,photo\n")
+    sf = _sweep_file(tmp_path, ["efficientnet_b0-bs8", "efficientnet_b0-no-augment"], {"seed": {"values": [0, 1]}})
+    reads = []
+    real = pipeline.load_dataset
+    monkeypatch.setattr(pipeline, "load_dataset", lambda cfg: reads.append(cfg) or real(cfg))
+    out = tmp_path / "out"
+    code = cli.main(["sweep", str(sf), "--out", str(out), "--set", *TINY, "dataset=imagefolder",
+                     f"data_home={tmp_path / 'faces'}", "domains=domains.csv", "min_faces_per_person=1",
+                     "protocol=open-set"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: run efficientnet_b0-bs8-") and "lists no render (every file is photo)" in err, err
+    assert len(reads) == 1 and not out.exists()
+    reads.clear()
+    (tmp_path / "faces" / "domains.csv").write_text("path,domain\nA/0.png,photo\nA/1.png,render\nB/0.png,photo\n"
+                                                    "B/1.png,render\n")
+    planned = sweep.plan(sweep.load(sf), parse_overrides([*TINY, "dataset=imagefolder", "domains=domains.csv",
+                                                          f"data_home={tmp_path / 'faces'}", "min_faces_per_person=1"]))
+    sweep.check_inputs(planned)  # four runs, one dataset: read once
+    assert len(planned) == 4 and len(reads) == 1
+
+
 @pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, sweep_env, monkeypatch):
     monkeypatch.setenv("BENCHMARK_CACHE_DIR", sweep_env["BENCHMARK_CACHE_DIR"])

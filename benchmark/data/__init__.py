@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from benchmark.config import Config, ConfigError
+from benchmark.data.domains_manifest import DOMAIN_SIDES, check_both, manifest_path, read_domains
 from benchmark.data.imagefolder import load_imagefolder
 from benchmark.data.lfw import load_lfw
 from benchmark.data.orl import load_orl
 
 DATASETS = {"lfw": load_lfw, "imagefolder": load_imagefolder, "orl": load_orl}
+#: the config keys ``load_dataset`` reads: two configs that agree on them load the same table
+DATA_KEYS = ("dataset", "data_home", "min_faces_per_person", "max_identities", "extra_test_min_faces",
+             "gallery_home", "domains")
 
 
 def from_files(paths: list[str], identities: list[str]) -> pd.DataFrame:
@@ -26,13 +28,18 @@ def load_dataset(cfg: Config) -> pd.DataFrame:
     """The dataset table for ``cfg``, filtered by ``min_faces_per_person`` and ``max_identities``."""
     paths, identities = DATASETS[cfg.dataset](cfg)
     df = from_files(paths, identities)
+    # against every image of data_home: a listed image of a person filtered out below is no error
+    domains = read_domains(cfg, df["path"].tolist()) if cfg.domains is not None else None
     counts = df["identity"].value_counts()
     keep = sorted(counts[counts >= cfg.min_faces_per_person].index)
     if cfg.max_identities is not None:
         keep = keep[: cfg.max_identities]
     if len(keep) < 2:
+        fits = int(counts.iloc[1]) if len(counts) >= 2 else None  # what the second-largest identity holds
         raise ConfigError(f"dataset={cfg.dataset} has {len(keep)} identities with >= "
-                          f"{cfg.min_faces_per_person} images; lower min_faces_per_person")
+                          f"{cfg.min_faces_per_person} images; lower min_faces_per_person"
+                          + (f" to <= {fits}" if fits and fits < cfg.min_faces_per_person else "")
+                          + " (a run needs 2 identities)")
     extra = []
     if cfg.extra_test_min_faces is not None:  # unseen test people below the threshold (make-competition's)
         extra = sorted(counts[(counts >= cfg.extra_test_min_faces) & (counts < cfg.min_faces_per_person)].index)
@@ -42,46 +49,20 @@ def load_dataset(cfg: Config) -> pd.DataFrame:
         out["extra_test"] = out["identity"].isin(extra)
     if cfg.gallery_home is not None:
         out = _with_gallery_home(out, cfg)
-    if cfg.domains is not None:
-        out = _with_domains(out, cfg)
+    if domains is not None:
+        out = _with_domains(out, cfg, domains)
     return out
 
 
-#: a domain manifest's values -> the side of a val/test query -> gallery split they take
-DOMAIN_SIDES = {"photo": "query", "render": "gallery"}
-
-
-def _with_domains(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """``df`` with the ``domain`` column of its ``domains`` manifest (``path,domain``: photo -> query,
-    render -> gallery, as real other-domain images are). Every image needs one of the two domains, and
-    every manifest line an image: anything else is one ConfigError naming the lines."""
-    import csv
-
-    root = Path(cfg.data_home).expanduser().resolve()
-    manifest = Path(cfg.domains).expanduser()
-    manifest = manifest if manifest.is_absolute() else root / manifest
-    if not manifest.is_file():
-        raise ConfigError(f"domains={cfg.domains}: no such file ({manifest}); give the path,domain CSV, e.g. "
-                          "make-competition's train/domains.csv")
-    with manifest.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or {"path", "domain"} - set(rows[0]):
-        raise ConfigError(f"domains={manifest}: expected a header path,domain and one line per image")
-    bad = sorted({r["domain"] for r in rows} - set(DOMAIN_SIDES))
-    if bad:
-        raise ConfigError(f"domains={manifest}: domain(s) {', '.join(map(repr, bad))}; the two domains are "
-                          f"{', '.join(DOMAIN_SIDES)}")
-    listed = {str((root / r["path"]).resolve()): DOMAIN_SIDES[r["domain"]] for r in rows}
-    on_disk = set(df["path"])
-    absent, unlisted = sorted(set(listed) - on_disk), sorted(on_disk - set(listed))
-    if absent:
-        raise ConfigError(f"domains={manifest}: {len(absent)} listed file(s) are not images of data_home={root} "
-                          f"(e.g. {absent[0]}); fix the manifest or the folder")
-    if unlisted:
-        raise ConfigError(f"domains={manifest}: {len(unlisted)} image(s) of data_home have no domain (e.g. "
-                          f"{unlisted[0]}); list each as photo or render")
+def _with_domains(df: pd.DataFrame, cfg: Config, domains: dict[str, str]) -> pd.DataFrame:
+    """``df`` (the images kept) with the ``domain`` column of its manifest (photo -> query, render ->
+    gallery, as real other-domain images are); the images kept must still hold both domains."""
     out = df.copy()
-    out["domain"] = out["path"].map(listed)
+    kept = out["path"].map(domains)
+    check_both(kept, f"domains={manifest_path(cfg)}",
+               f"the {len(out)} images kept (min_faces_per_person={cfg.min_faces_per_person}, "
+               f"max_identities={cfg.max_identities}) hold no {{missing}} (every one is {{present}})")
+    out["domain"] = kept.map(DOMAIN_SIDES)
     return out
 
 

@@ -55,7 +55,12 @@ def per_query_scores(matches: np.ndarray, n_relevant: np.ndarray | None = None) 
     matches = np.asarray(matches, dtype=bool)
     valid = (matches.sum(1) if n_relevant is None else np.asarray(n_relevant)) > 0
     m = matches[valid]
-    return query_scores(np.where(m.any(1), m.argmax(1) + 1, np.inf)), valid
+    return query_scores(_first_hit(m)), valid
+
+
+def _first_hit(m: np.ndarray) -> np.ndarray:
+    """Each row's 1-based rank of its first match, inf without one (an empty gallery has no column)."""
+    return np.where(m.any(1), m.argmax(1) + 1, np.inf) if m.shape[1] else np.full(len(m), np.inf)
 
 
 def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
@@ -73,7 +78,7 @@ def from_matches(matches: np.ndarray, n_relevant: np.ndarray | None = None,
     position = np.arange(1, m.shape[1] + 1)
     precision = np.cumsum(m, axis=1) / position
     within_r = m & (position <= n_rel[:, None])
-    stats = QueryStats(best=np.where(m.any(1), m.argmax(1) + 1, np.inf), precision_sum=(precision * m).sum(1),
+    stats = QueryStats(best=_first_hit(m), precision_sum=(precision * m).sum(1),
                        precision_sum_r=(precision * within_r).sum(1), hits_r=within_r.sum(1), n_rel=n_rel)
     out = reduce(stats) | {"n_queries": int(valid.sum())}
     if labels is not None:

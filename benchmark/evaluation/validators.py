@@ -107,6 +107,13 @@ def _few(side: str, need: int, what: str) -> Callable:
     return why
 
 
+def _each(*whys: Callable) -> Callable:
+    """``degenerate`` of several needs: the first that is not met."""
+    def why(q, g):
+        return next((reason for reason in (w(q, g) for w in whys) if reason), None)
+    return why
+
+
 _T = {"T": Param(float, 0.05, low=0, open_low=True, doc="softmax temperature (the SND paper's 0.05)")}
 VALIDATORS: dict[str, Validator] = {
     "snd": Validator(snd, _T, "soft neighbourhood density of queries and gallery together (Saito et al. 2021)",
@@ -114,7 +121,8 @@ VALIDATORS: dict[str, Validator] = {
     "entropy": Validator(entropy, _T, "mean entropy of each query's softmax over the gallery", higher=False,
                          degenerate=_few("gallery", 2, "to spread a query's softmax over")),
     "cycle": Validator(cycle, {}, "fraction of queries that are their nearest gallery item's nearest query",
-                       higher=True, degenerate=_few("query", 2, "to compete for a gallery item")),
+                       higher=True, degenerate=_each(_few("query", 2, "to compete for a gallery item"),
+                                                    _few("gallery", 1, "to be a query's nearest"))),
 }
 #: how a record names a validator after its split: ``<split>/validator/<name>``
 PREFIX = "validator/"

@@ -111,6 +111,10 @@ def unscorable(metrics: dict) -> list[str]:
 
 def _why(split: str, metrics: dict) -> str:
     n_ids, n = metrics.get(f"{split}/identities"), metrics.get(f"{split}/n_gallery", 0) + 1
+    if metrics.get(f"{split}/n_queries") == 0 and n_ids == 0 and metrics.get(f"{split}/positives") == 0:
+        return (f"{split} has queries but no gallery item (none of its identities has an image on the gallery "
+                "side, e.g. a render): its metrics are missing; give its people gallery images, or another "
+                "split_seed or `split`")
     if metrics.get(f"{split}/n_queries") == 0 and n_ids == 0:
         return (f"{split} is empty (no image): its metrics are missing; raise the {split} fraction of `split` "
                 "or use more identities (max_identities, min_faces_per_person)")
