@@ -11,7 +11,7 @@ competitor can on the competition's, and reads no test label.
 
 What it ranks by is a rule (``rule_columns``) of quality measures only (``criteria``): a ranking metric
 of the validation split (``benchmark.evaluation.measures.RANKING``: ``val/score``, the default,
-``val/top1`` ... ``val/map``), a validator (``benchmark.evaluation.validators.VALIDATORS``, each in its
+``val/top1`` ... ``val/map``), a validator (``benchmark.evaluation.validators.RECORDED``, each in its
 own direction: ``val/validator/NAME``; ``validator/NAME`` and the bare ``NAME`` are the validation
 split's; ``test/validator/NAME`` the test split's), a bare metric name (``score``) being ``val/``'s too;
 or a rank average of several distinct ones joined by ``+`` (``val/score+validator/cycle``): each
@@ -45,7 +45,7 @@ import yaml
 
 from benchmark.config import FIELDS, Config, ConfigError, dump_yaml, from_dict, head_value
 from benchmark.evaluation.measures import RANKING
-from benchmark.evaluation.validators import PREFIX, VALIDATORS
+from benchmark.evaluation.validators import PREFIX, RECORDED
 from benchmark.files import write_atomic
 from benchmark.results.schema import RUN_SPECIFIC, SETTING_KEYS, WITH_METRICS, missing, norm, row_key
 from benchmark.results.stats import t_ci
@@ -71,7 +71,7 @@ def criteria() -> dict[str, bool]:
     metrics (``measures.RANKING``: all higher), then each validator on the validation and the test split
     (label-free), in its own direction (``Validator.higher``)."""
     return {**{f"val/{m}": True for m in RANKING},
-            **{f"{split}/{PREFIX}{name}": v.higher for split in ("val", "test") for name, v in VALIDATORS.items()}}
+            **{f"{split}/{PREFIX}{name}": v.higher for split in ("val", "test") for name, v in RECORDED.items()}}
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -80,7 +80,7 @@ def _higher_is_better(metric: str) -> bool:
 
 def _valid_names() -> str:
     """The criteria in words, for the one line that refuses another name."""
-    said = [f"{n} ({'higher' if v.higher else 'lower'} is better)" for n, v in VALIDATORS.items()]
+    said = [f"{n} ({'higher' if v.higher else 'lower'} is better)" for n, v in RECORDED.items()]
     return (f"a ranking metric {', '.join(f'val/{m}' for m in RANKING)}; a validator {', '.join(said)} as "
             f"val/{PREFIX}NAME, {PREFIX}NAME or NAME, or test/{PREFIX}NAME (reads no test label); "
             f"a bare metric name (score) is val/'s; or several distinct ones joined by {JOIN!r} (rank average)")
@@ -95,7 +95,7 @@ def rule_columns(by: str) -> list[str]:
     columns = []
     for part in str(by).split(JOIN):
         name = part.strip()
-        if name in VALIDATORS:
+        if name in RECORDED:
             name = f"{PREFIX}{name}"
         if name.startswith(PREFIX) or name in RANKING:
             name = f"val/{name}"

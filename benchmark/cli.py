@@ -461,9 +461,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("choose", help="pick the best configuration by VALIDATION metric; write best.yaml")
     p.add_argument("results_dir", help="a results folder of run records")
-    from benchmark.evaluation.validators import VALIDATORS
+    from benchmark.evaluation.validators import RECORDED
 
-    directions = ", ".join(f"{n}: {'higher' if v.higher else 'lower'} is better" for n, v in VALIDATORS.items())
+    directions = ", ".join(f"{n}: {'higher' if v.higher else 'lower'} is better" for n, v in RECORDED.items())
     from benchmark.evaluation.measures import RANKING
 
     p.add_argument("--by", "--metric", dest="by", default="val/score", metavar="NAME",

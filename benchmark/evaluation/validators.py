@@ -18,6 +18,9 @@ computed is null with its reason, never 0.
   spread a query's belief over the gallery is (lower = more confident matches).
 - ``cycle``: cross-domain cycle consistency, the fraction of queries whose nearest gallery item has
   that query as its own nearest query (mutual nearest neighbours; ties: the lower index, as ranking).
+- ``agreement`` (ensembles only, ``MEMBER_VALIDATORS``): over each pair of members, the fraction of
+  queries whose nearest gallery item the two members' own embeddings agree on, averaged over pairs:
+  members that agree on an unlabeled test set are more likely right together.
 
 Each is computed in blocks of rows of about ``CHUNK`` similarities (never an N x N matrix), in float32
 (the precision a record stores embeddings in) with float64 sums. Torch-free.
@@ -124,6 +127,26 @@ VALIDATORS: dict[str, Validator] = {
                        higher=True, degenerate=_each(_few("query", 2, "to compete for a gallery item"),
                                                     _few("gallery", 1, "to be a query's nearest"))),
 }
+def agreement(queries: list[np.ndarray], gallery: list[np.ndarray], chunk: int = CHUNK) -> float:
+    """Mean over member pairs of the fraction of queries whose nearest gallery item both members pick
+    (``queries[m]``, ``gallery[m]``: member m's embeddings; module docstring)."""
+    tops = []
+    for q, g in zip(queries, gallery):
+        top = np.empty(len(q), dtype=np.int64)
+        for a, b in _blocks(len(q), len(g), chunk):
+            top[a:b] = (q[a:b] @ g.T).argmax(1)
+        tops.append(top)
+    return float(np.mean([np.mean(x == y) for i, x in enumerate(tops) for y in tops[i + 1:]]))
+
+
+#: validators of an ensemble's members, each from its own embeddings (``fusion.blocks``); recorded
+#: for ensembles only, whatever their fusion
+MEMBER_VALIDATORS: dict[str, Validator] = {
+    "agreement": Validator(agreement, {}, "fraction of queries whose nearest gallery item the members agree on, "
+                           "mean over member pairs", higher=True, degenerate=_few("query", 1, "to rank")),
+}
+#: every validator a record can hold (what ``choose --by`` and the report read)
+RECORDED: dict[str, Validator] = {**VALIDATORS, **MEMBER_VALIDATORS}
 #: how a record names a validator after its split: ``<split>/validator/<name>``
 PREFIX = "validator/"
 
@@ -136,9 +159,13 @@ def unavailable(why: str) -> tuple[dict[str, None], list[str]]:
 def measure(queries, gallery, cfg) -> tuple[dict[str, float | None], list[str]]:
     """Every validator of ``queries`` -> ``gallery`` under ``cfg`` (the embeddings ranking compares:
     after the remedies that return embeddings, ``remedies.embeddings``), with its declared
-    parameters' defaults: (name -> value or None, one line per validator that could not be computed)."""
+    parameters' defaults: (name -> value or None, one line per validator that could not be computed).
+    An ensemble also gets ``MEMBER_VALIDATORS``, from its members' own embeddings."""
+    members, member_notes = _members(queries, gallery, cfg)
     if fusion.fused(cfg):
-        return unavailable("fusion=minmax ranks by a fused similarity, not an embedding they could be read from")
+        values, notes = unavailable("fusion=minmax ranks by a fused similarity, not an embedding they could be "
+                                    "read from")
+        return values | members, notes + member_notes
     if not (np.isfinite(queries).all() and np.isfinite(gallery).all()):
         return unavailable("the embeddings contain NaN or inf")
     q, g, _ = remedies.embeddings(queries, gallery, cfg, skipped={})  # skips are recorded by the ranking
@@ -147,5 +174,22 @@ def measure(queries, gallery, cfg) -> tuple[dict[str, float | None], list[str]]:
     for name, v in VALIDATORS.items():
         why = v.degenerate(q, g)
         values[name] = None if why else v.fn(q, g, **defaults(v.params))
+        notes += [f"validator {name} not computed (null): {why}"] if why else []
+    return values | members, notes + member_notes
+
+
+def _members(queries, gallery, cfg) -> tuple[dict[str, float | None], list[str]]:
+    """``MEMBER_VALIDATORS`` of an ensemble (nothing for one backbone), from each weighted member's block
+    of the embeddings as extracted (before any remedy)."""
+    if cfg.backbone != fusion.ENSEMBLE:
+        return {}, []
+    weights = fusion.member_weights(cfg)
+    qs, gs = (([b for b, w in zip(fusion.blocks(x, cfg), weights) if w > 0]) for x in (queries, gallery))
+    values, notes = {}, []
+    for name, v in MEMBER_VALIDATORS.items():
+        why = "it needs two members of positive weight" if len(qs) < 2 else v.degenerate(queries, gallery)
+        if why is None and not all(np.isfinite(x).all() for x in (*qs, *gs)):
+            why = "the embeddings contain NaN or inf"
+        values[name] = None if why else v.fn(qs, gs)
         notes += [f"validator {name} not computed (null): {why}"] if why else []
     return values, notes

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.files import replaced_folder, write_atomic
-from benchmark.report import cross_domain, figures, published as pub, study, tables
+from benchmark.report import cross_domain, figures, label_free, published as pub, study, tables
 from benchmark.report.results import ReportData, prepare
 from benchmark.results.schema import Unsupported, matches
 from benchmark.results.stats import SEPARABILITY_RULE, pooled_sd, protocol_audit
@@ -341,6 +341,11 @@ def _section_study(w: _Writer, r: Inputs) -> None:
 @_section("What should have been submitted? Under the domain gap", applies=lambda r: cross_domain.present(r.df))
 def _section_cross_domain(w: _Writer, r: Inputs) -> None:
     cross_domain.section(w, r.df, r.data.confidence)
+
+
+@_section("Label-free validators: would they have picked well?", applies=lambda r: cross_domain.present(r.df))
+def _section_label_free(w: _Writer, r: Inputs) -> None:
+    label_free.section(w, r.df, r.data.confidence)
 
 
 @_section("Reproduction of the published numbers")

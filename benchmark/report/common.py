@@ -16,7 +16,8 @@ ABLATION_KEYS = ("batch_size", "augment", "normalize", "embedding", "weights", "
                  "monitor", "embedding_dim", "image_size", "resize", "engine")
 
 ARCH_NAMES = {"efficientnet_b0": "EfficientNet-B0", "vit_b_16": "ViT-B/16", "resnet50": "ResNet50",
-              "resnet18": "ResNet18", "efficientnet_lite0": "EfficientNet-Lite0", "sface": "SFace (face model)"}
+              "resnet18": "ResNet18", "efficientnet_lite0": "EfficientNet-Lite0", "sface": "SFace (face model)",
+              "dlib": "dlib ResNet (face model)", "ensemble": "Ensemble"}
 #: index into seaborn's "colorblind" palette; EfficientNet-B0 takes the vermillion (red) the report's
 #: Figure 5 shows it in
 _FIXED_COLORS = {"efficientnet_b0": 3, "vit_b_16": 0, "resnet50": 2, "resnet18": 1, "efficientnet_lite0": 4}

@@ -138,3 +138,34 @@ def test_the_submit_summary_prints_them():
                "validators": {"snd": 2.345678, "entropy": 0.5, "cycle": None}}
     assert "validators of these queries and gallery (label-free): snd=2.346, entropy=0.5, cycle=n/a" \
         in format_summary(summary)
+
+
+def _members(rng, n, dims):
+    blocks = [rng.normal(size=(n, d)) for d in dims]
+    return [b / np.linalg.norm(b, axis=1, keepdims=True) for b in blocks]
+
+
+def test_member_agreement_of_an_ensemble_is_the_pairwise_top1_agreement_of_its_members():
+    """Issue 26: agreement between ensemble members, from each member's own embeddings."""
+    rng = np.random.default_rng(5)
+    dims = (128, 128, 1280)  # sface, dlib, efficientnet_lite0
+    qs, gs = _members(rng, 7, dims), _members(rng, 9, dims)
+    qs[1], gs[1] = qs[0].copy(), gs[0].copy()  # two members that agree on every query, one that does not
+    tops = [[max(range(9), key=lambda j: float(q[i] @ g[j])) for i in range(7)] for q, g in zip(qs, gs)]
+    by_hand = np.mean([np.mean([a == b for a, b in zip(tops[x], tops[y])]) for x, y in ((0, 1), (0, 2), (1, 2))])
+    for fusion in ("minmax", "concat"):
+        cfg = Config(backbone="ensemble", members=("sface", "dlib", "efficientnet_lite0"), embedding="backbone",
+                     fusion=fusion, query_fraction=0.5)
+        w = np.sqrt([1 / 3] * 3)  # the engine's layout: each block times sqrt(w), side by side
+        q = np.concatenate([b * s for b, s in zip(qs, w)], axis=1)
+        g = np.concatenate([b * s for b, s in zip(gs, w)], axis=1)
+        found, notes = validators.measure(q, g, cfg)
+        assert found["agreement"] == pytest.approx(by_hand), fusion
+        if fusion == "minmax":  # the embedding validators cannot read a fused similarity; agreement can
+            assert found["snd"] is None and len(notes) == 1
+    assert 1 / 3 < by_hand < 1
+    with pytest.warns(UserWarning, match="weight 0"):
+        one = Config(backbone="ensemble", members=("sface", "dlib"), member_weights=(1.0, 0.0), embedding="backbone")
+    found, notes = validators.measure(np.concatenate(qs[:2], 1), np.concatenate(gs[:2], 1), one)
+    assert found["agreement"] is None and "it needs two members of positive weight" in notes[-1]
+    assert "agreement" not in validators.measure(qs[0], gs[0], Config(query_fraction=0.5))[0]  # one backbone
