@@ -3,7 +3,7 @@ style of the cross-domain section (``cross_domain.cross_domain_configs``: its se
 grouped by style), how well each label-free validator would have chosen among them.
 
 A *rule* is a column ``benchmark choose --by`` can rank by: ``val/score`` (the held-out validation score,
-today's rule), each validator of the registry (``benchmark.evaluation.validators.VALIDATORS``) on the
+today's rule), each validator a record can hold (``benchmark.evaluation.validators.RECORDED``) on the
 validation split (``val/validator/NAME``: what ``choose --by NAME`` uses, no test data) and on the test
 split's own queries and gallery (``test/validator/NAME``: transductive, no test label read). On a style,
 a rule ranks the configurations that have a value for it (null: left out; fewer than 2: no row):
@@ -39,11 +39,12 @@ COLUMNS = ["style", "n_configs", "rule", "validator", "split", "higher", "n", "r
 
 def rules() -> list[tuple[str, str, str, bool]]:
     """(column, validator name, split, higher is better) of every rule, in table order: ``val/score``,
-    then each validator of the registry on validation and on test."""
-    from benchmark.evaluation.validators import PREFIX, VALIDATORS
+    then each validator a record can hold (``validators.RECORDED``: ``VALIDATORS`` and the ensembles'
+    ``MEMBER_VALIDATORS``) on validation and on test."""
+    from benchmark.evaluation.validators import PREFIX, RECORDED
 
     out = [(SCORE, "score", "val", True)]
-    for name, v in VALIDATORS.items():
+    for name, v in RECORDED.items():
         out += [(f"{split}/{PREFIX}{name}", name, split, v.higher) for split in ("val", "test")]
     return out
 

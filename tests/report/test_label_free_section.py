@@ -103,6 +103,14 @@ def test_rho_pick_and_regret_on_cartoon_equal_an_independent_computation(table, 
     assert row["within"] == (want["regret"] <= want["pick_people_ci"])
 
 
+def test_every_recorded_validator_is_a_rule_on_both_splits_in_its_direction():
+    from benchmark.evaluation.validators import RECORDED
+
+    rules = {col: higher for col, _, _, higher in label_free.rules()}
+    assert rules == {"val/score": True, **{f"{s}/{V}{n}": v.higher for n, v in RECORDED.items() for s in ("val", "test")}}
+    assert rules[f"val/{V}entropy"] is False
+
+
 def test_entropy_is_ranked_lower_is_better(table):
     """val/entropy's lowest value (arcface, 2.0) is its pick and ρ is that of −entropy: here negative,
     the most confident configuration testing worst (regret 57 > its people interval ±40)."""
