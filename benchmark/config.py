@@ -515,7 +515,19 @@ def from_dict(d: dict) -> Config:
     unknown = sorted(set(d) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}")
+    if isinstance(d.get("member_weights"), dict):
+        d = {**d, "member_weights": _weights_by_member(d["member_weights"], d.get("members"))}
     return Config(**{k: _coerce(k, v) for k, v in d.items()})
+
+
+def _weights_by_member(weights: dict, members) -> list:
+    """``member_weights: {sface: 0.6, dlib: 0.4}`` as the list in ``members``' order: one weight per
+    member by name is how a sweep searches them (W&B's nested parameters, one per member)."""
+    members = list(members or FIELDS["members"].default)
+    if set(map(str, weights)) != set(members):
+        raise ConfigError(f"member_weights={dict(weights)} names {', '.join(map(str, weights)) or 'no member'}, but "
+                          f"members are {', '.join(members) or 'not given'}; give one weight per member by name")
+    return [weights[m] for m in members]
 
 
 def parse_overrides(items: list[str] | None, option: str = "--set", valid: str | None = None) -> dict:

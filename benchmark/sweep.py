@@ -133,7 +133,10 @@ class Search:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             #: the file with W&B's defaults filled in, as its engine reads it (server keys left out)
-            self.engine_cfg = sweeps.SweepConfig({k: v for k, v in sweep.items() if k != "run_cap"})
+            kept = {k: v for k, v in sweep.items() if k not in ("run_cap", "parameters")}
+            self.engine_cfg = sweeps.SweepConfig({**kept, "parameters": _flat(sweep["parameters"])})
+        #: the parameters given as nested blocks (the engine sees them flat)
+        self.nested = {n for n, spec in self.params.items() if isinstance(spec, dict) and "parameters" in spec}
         #: a grid's runs are its plan; a random/bayes search's runs are those it would have proposed
         self.planned = {p.run_id: p for p in planned} if planned is not None else None
         self._read: dict[str, tuple] = {}  # run id -> (status.json mtime, member row or None)
@@ -159,6 +162,8 @@ class Search:
         for name, spec in self.params.items():
             value = cfg.get(name)
             if "parameters" in spec:
+                if isinstance(value, (list, tuple)):  # member_weights: recorded in members' order
+                    value = dict(zip(cfg.get("members") or (), value))
                 value = {k: (value or {}).get(k) for k in spec["parameters"]}
             elif "values" in spec:
                 same = [v for v in spec["values"] if name == "experiment" or norm(_coerce(name, v)) == norm(value)]
@@ -239,12 +244,14 @@ class Search:
             history = row["_history"]
             summary = {k: v for k, v in row.items() if "/" in str(k) and isinstance(v, (int, float))
                        and not (isinstance(v, float) and math.isnan(v))}
-            runs.append(sweeps.SweepRun(name=row["run_id"], state=state, config=_wandb_config(row["params"]),
+            runs.append(sweeps.SweepRun(name=row["run_id"], state=state,
+                                        config=_wandb_config(row["params"], self.nested),
                                         summaryMetrics=summary, sampledHistory=history,
                                         stopped=row["status"] == "stopped"))
         for rid, claim in claims.items():
             if rid != exclude and rid not in {r.name for r in runs}:
-                runs.append(sweeps.SweepRun(name=rid, state="running", config=_wandb_config(claim["params"]),
+                runs.append(sweeps.SweepRun(name=rid, state="running",
+                                            config=_wandb_config(claim["params"], self.nested),
                                             sampledHistory=claim.get("history", [])))
         return runs
 
@@ -267,7 +274,7 @@ class Search:
                 np.random.set_state(saved[1])
             if suggestion is None:
                 return None
-            p = self.planned_for({k: _plain(v["value"]) for k, v in suggestion.config.items()})
+            p = self.planned_for(_nested({k: _plain(v["value"]) for k, v in suggestion.config.items()}))
             if p.run_id not in taken:
                 return p
         return None
@@ -287,7 +294,7 @@ class Search:
 
         def should_stop(history: list[dict]) -> bool:
             self.write_claim(p, history)  # the other runners' bands see this run's epochs too
-            me = sweeps.SweepRun(name=p.run_id, state="running", config=_wandb_config(p.params),
+            me = sweeps.SweepRun(name=p.run_id, state="running", config=_wandb_config(p.params, self.nested),
                                  sampledHistory=_history_rows(pd.DataFrame(history)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -333,8 +340,36 @@ def _history_rows(df: pd.DataFrame) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _wandb_config(params: dict) -> dict:
-    return {k: {"value": v} for k, v in params.items()}
+def _wandb_config(params: dict, nested: set[str]) -> dict:
+    """A run's parameters as the engine reads them (``nested`` blocks as dotted names, ``_flat``)."""
+    return {k: {"value": v} for k, v in _flat({n: {"parameters": v} if n in nested else v
+                                               for n, v in params.items()}).items()}
+
+
+def _flat(spec: dict) -> dict:
+    """A nested block (``loss_args: {parameters: {margin: ...}}``) as dotted names, ``loss_args.margin``:
+    the sweeps engine's random and bayes search sample flat parameters only (a nested block was
+    silently left out of every proposal)."""
+    out = {}
+    for name, value in spec.items():
+        inner = value.get("parameters") if isinstance(value, dict) else None
+        if isinstance(inner, dict):
+            out.update({f"{name}.{k}": v for k, v in inner.items()})
+        else:
+            out[name] = value
+    return out
+
+
+def _nested(values: dict) -> dict:
+    """``_flat``'s dotted names of a proposal back as mappings (no config key has a dot)."""
+    out: dict = {}
+    for name, value in values.items():
+        key, dot, sub = name.partition(".")
+        if dot:
+            out.setdefault(key, {})[sub] = value
+        else:
+            out[name] = value
+    return out
 
 
 class Budget:

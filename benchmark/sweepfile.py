@@ -24,8 +24,10 @@ from benchmark.results.schema import RANKING
 METHODS = ("grid", "random", "bayes")
 #: top-level keys W&B's server accepts that the ``sweeps`` package's schema does not list
 SERVER_KEYS = ("run_cap",)
-#: config keys whose value is a mapping: the only ones a nested ``parameters:`` block may set
-NESTABLE = tuple(k for k, h in typing.get_type_hints(config.Config).items() if h is dict)
+#: config keys whose value is a mapping (member_weights: one weight per member by name): the only ones a
+#: nested ``parameters:`` block may set
+NESTABLE = (*(k for k, h in typing.get_type_hints(config.Config).items() if h is dict),
+            "member_weights")  # a weight per member by name: what a search samples, one parameter each
 
 
 def sweep_files() -> dict[str, Path]:

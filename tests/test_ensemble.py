@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import fusion_by_hand as by_hand
-from benchmark import cli, pipeline, run, sweep, sweepfile
+from benchmark import cli, config, pipeline, run, sweep, sweepfile
 from benchmark.config import EXPERIMENTS_ENV, Config, ConfigError
 from benchmark.features import engines
 from benchmark.features.cache import FeatureCache
@@ -204,3 +204,27 @@ def test_ensemble_keys_and_tta_are_sweepable(tmp_path, monkeypatch):
     path.write_text(path.read_text().replace("0.6", "-0.6"))
     with pytest.raises(ConfigError, match=r"parameters.member_weights: member_weights=\[-0.6, 0.4\] is not valid"):
         sweepfile.load(path)
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_member_weights_are_searched_one_parameter_per_member(method, tmp_path, monkeypatch):
+    """Issue 25: weights sweepable by the offline search, one parameter per member (W&B's nested
+    parameters under member_weights, each member by name), each proposal a config in members' order."""
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "ens.yaml").write_text(yaml.safe_dump({"experiments": {"ens-pair": {
+        "backbone": "ensemble", "members": list(PAIR), "embedding": "backbone"}}}))
+    monkeypatch.setenv(EXPERIMENTS_ENV, str(tmp_path / "exps"))
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({"name": "weights", "method": method, "run_cap": 4,
+                                    "metric": {"name": "val/score", "goal": "maximize"}, "parameters": {
+        "experiment": {"value": "ens-pair"},
+        "member_weights": {"parameters": {PAIR[0]: {"min": 0.1, "max": 1.0}, PAIR[1]: {"min": 0.1, "max": 1.0}}}}}))
+    doc = sweepfile.load(path)
+    proposal = sweep.Search(doc, tmp_path, search_seed=0).propose([], set()).params
+    weights = proposal["member_weights"]
+    assert set(weights) == set(PAIR) and all(0.1 <= w <= 1.0 for w in weights.values())
+    cfg = config.resolve("ens-pair", {"member_weights": weights})
+    assert cfg.member_weights == tuple(weights[m] for m in PAIR)  # in members' order
+    with pytest.raises(ConfigError, match=rf"member_weights=\{{'{PAIR[0]}': 0.5\}} names {PAIR[0]}, but members "
+                                          rf"are {PAIR[0]}, {PAIR[1]}; give one weight per member by name"):
+        config.resolve("ens-pair", {"member_weights": {PAIR[0]: 0.5}})

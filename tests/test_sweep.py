@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark import sweep
+from benchmark import sweep, sweepfile
 from benchmark.config import ConfigError, load_experiments, parse_overrides
 from benchmark.results import store
 
@@ -671,3 +671,21 @@ def test_run_cap_and_metric_target_end_a_search(tmp_path):
     assert "run_cap 3 reached" in search.finished_because([row, {**row, "run_id": "b"}], {"c": {}})
     assert "metric.target reached: a has val/score 500" in search.finished_because([{**row, "val/score": 500.0}], {})
     assert search.finished_because([{**row, "status": "failed", "val/score": None}], {}) is None
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_a_nested_parameter_block_is_searched_not_dropped(method, tmp_path):
+    """`loss_args: {parameters: {temperature: {min, max}}}` passed the file check, then W&B's random and
+    bayes engines (flat parameters only) proposed configs without it: the search varied nothing there."""
+    path = _search_file(tmp_path, method)
+    doc = yaml.safe_load(path.read_text())
+    doc["parameters"]["experiment"] = {"value": "efficientnet_lite0-supcon-mined"}
+    doc["parameters"]["loss_args"] = {"parameters": {"temperature": {"min": 0.05, "max": 0.2}}}
+    path.write_text(yaml.safe_dump(doc))
+    search = sweep.Search(sweepfile.load(path), tmp_path)
+    first = search.propose([], set())
+    assert 0.05 <= first.cfg.loss_args["temperature"] <= 0.2 and first.params["loss_args"] == first.cfg.loss_args
+    # a finished run read back: the engine sees it under the same dotted names it proposed
+    ran = sweep._wandb_config(first.params, search.nested)
+    assert set(ran) == {"experiment", "lr", "weight_decay", "epochs", "loss_args.temperature"}
+    assert search.params_of(first.cfg.to_dict()) == first.params
