@@ -57,8 +57,13 @@ def cross_domain_configs(df: pd.DataFrame, confidence: float = 0.95) -> tuple[pd
     runs = runs[runs["protocol"].astype(str) == protocol]
     c = aggregate(runs, confidence)
     c = c.assign(backbone_label=c.apply(backbone_label, axis=1), remedy=c.apply(recipe, axis=1),
-                 style=c.apply(_style, axis=1))
-    return c.reset_index(drop=True), runs
+                 style=c.apply(_style, axis=1)).reset_index(drop=True)
+    # two configurations of one backbone, style and recipe (e.g. two learning rates): the first keeps
+    # the recipe's name (the gap reads "frozen"), the others add their configuration's (the figure
+    # and the tables key rows by it; duplicates crashed the figure)
+    again = c.duplicated(["backbone_label", "style", "remedy"])
+    c.loc[again, "remedy"] = c.loc[again, "remedy"] + " (" + c.loc[again, "label"].astype(str) + ")"
+    return c, runs
 
 
 def _run_query_scores(run_dir) -> tuple[np.ndarray, np.ndarray] | None:

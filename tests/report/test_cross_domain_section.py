@@ -73,6 +73,22 @@ def test_gap_figure_draws_each_remedy_between_frozen_and_photo():
     assert [tick.get_text() for tick in ax.get_yticklabels()] == ["frozen", "frozen+center+rerank:kreciprocal"]
 
 
+def test_two_configurations_of_one_recipe_on_one_style_are_two_rows_and_two_bars():
+    """A second frozen cartoon configuration (another image size) crashed the figure: "cannot reindex
+    on an axis with duplicate labels"."""
+    runs = _runs()
+    other = runs[runs["experiment"] == "cartoon"].assign(experiment="cartoon-160", image_size=160,
+                                                         run_id=lambda d: d["run_id"] + "-160")
+    other["test/score"] = [200.0, 220.0]
+    c, _ = cross_domain.cross_domain_configs(pd.concat([runs, other], ignore_index=True))
+    cartoon = c[c["style"] == "cartoon"].set_index("remedy")["test/score"]
+    assert cartoon["frozen"] == 110.0  # the first keeps the recipe's name: the gap reads it
+    assert [r for r in cartoon.index if r.startswith("frozen (")] == ["frozen (cartoon-160)"]
+    assert cartoon["frozen (cartoon-160)"] == 210.0
+    (ax,) = cross_domain.gap_figure(cross_domain.gap_table(c)).axes
+    assert sorted(round(p.get_width(), 6) for p in ax.patches) == [110.0, 210.0, 520.0]
+
+
 def test_side_by_side_gives_each_gallery_its_own_cost():
     runs = _runs().assign(**{"time/cost_s": lambda d: d["gallery_style"].map({"none": 10.0, "cartoon": 40.0}),
                              "test/score_sample_ci": lambda d: d["gallery_style"].map({"none": 2.0, "cartoon": 30.0})})
