@@ -1,6 +1,7 @@
 """Test-time remedies for query -> gallery retrieval that use only the unlabeled embeddings of the
 queries and the gallery (what a competitor has): per-domain centering and whitening, alpha query
-expansion (αQE), database-side augmentation (DBA) and k-reciprocal re-ranking.
+expansion (αQE), database-side augmentation (DBA), k-reciprocal re-ranking and pseudo-label
+self-training.
 
 ``REMEDIES`` is the one registry: each entry declares its parameters (``benchmark.params.Param``) and
 its function. A config switches them on with ``centering: true`` and ``rerank: NAME[+NAME...]``
@@ -21,6 +22,12 @@ validation imports it, so it imports nothing of the pipeline (a ``cfg`` here is 
   Encoding"): the Jaccard distance of k-reciprocal neighbour sets, mixed with the original
   distance. No maintained PyPI package installs it here; this is a compact version of the
   authors' algorithm, held to a brute-force set-based version in the tests.
+- selftrain (transductive pseudo-label self-training): k-means (scikit-learn, seeded) on the joint
+  query + gallery embeddings (each side centred first, so that a domain is no cluster) gives
+  pseudo-labels; a linear projection of the same dimension, initialized to the identity, is trained
+  on them with pytorch-metric-learning's ``SupConLoss`` (full batch, Adam, fixed epochs, CPU,
+  float64: deterministic), and both sides are returned projected and L2-normalized. torch and the
+  library are imported only when it runs.
 """
 
 from __future__ import annotations
@@ -119,6 +126,64 @@ def kreciprocal(q: np.ndarray, g: np.ndarray, k1: int, k2: int, lambda_value: fl
     return -k_reciprocal(q, g, k1, k2, lambda_value)
 
 
+def selftrain_clusters(n: int, clusters: int | None, per_cluster: float) -> int:
+    """The k-means cluster count for ``n`` embeddings: ``clusters`` if given, else ``n / per_cluster``
+    rounded (half up): the expected number of identities when each has about ``per_cluster`` items."""
+    return int(clusters) if clusters is not None else int(np.floor(n / per_cluster + 0.5))
+
+
+def pseudo_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means cluster ids of the rows of ``x`` (scikit-learn, k-means++, 3 seeded restarts)."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x)
+
+
+def selftrain(q: np.ndarray, g: np.ndarray, clusters: int | None, per_cluster: float, epochs: int, lr: float,
+              T: float, seed: int, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides through a linear map W (d x d, identity at the start) trained with SupConLoss
+    (temperature ``T``) on the k-means pseudo-labels of all ``len(q) + len(g)`` embeddings: ``epochs``
+    full-batch Adam steps of learning rate ``lr``; returns normalize(q W), normalize(g W).
+    ``centred``: the k-means sees each side minus its own mean (``centre``), so that a domain's offset
+    does not become the clusters; W is trained on, and applied to, the embeddings as given, so the
+    cross-domain pseudo-pairs teach it to remove the offset."""
+    import torch
+    from pytorch_metric_learning.losses import SupConLoss
+
+    x = np.concatenate([q, g])
+    k = selftrain_clusters(len(x), clusters, per_cluster)
+    labels = torch.as_tensor(pseudo_labels(np.concatenate(centre(q, g)) if centred else x, k, seed))
+    data = torch.as_tensor(x, dtype=torch.float64)  # nothing random below: torch's global seed is left alone
+    w = torch.nn.Parameter(torch.eye(x.shape[1], dtype=torch.float64))
+    optimizer = torch.optim.Adam([w], lr=lr)
+    loss_fn = SupConLoss(temperature=T)
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss_fn(data @ w, labels).backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = _normalize((data @ w).numpy())
+    return out[:len(q)], out[len(q):]
+
+
+def _unclusterable(q: np.ndarray, g: np.ndarray, clusters: int | None, per_cluster: float, centred: bool,
+                   **_) -> str | None:
+    """Self-training needs at least 2 clusters, fewer clusters than distinct embeddings (else every
+    pseudo-label is one item: nothing to pull together) and, ``centred``, sides that centre."""
+    if centred and (why := _uncentrable(q, g)):
+        return f"{why} (selftrain clusters centred embeddings; rerank_args.centred=false clusters them as given)"
+    n = len(q) + len(g)
+    k = selftrain_clusters(n, clusters, per_cluster)
+    rule = f"clusters={clusters}" if clusters is not None else f"{n} embeddings / per_cluster={per_cluster:g}"
+    if k < 2:
+        return f"it needs at least 2 pseudo-label clusters ({rule} gives {k})"
+    distinct = len(np.unique(np.concatenate([q, g]), axis=0))
+    if k >= distinct:
+        return f"it needs more distinct embeddings than clusters ({rule} gives {k} clusters for {distinct} " \
+               "distinct embeddings)"
+    return None
+
+
 @dataclass(frozen=True)
 class Remedy:
     """One test-time remedy. ``fn(queries, gallery, **params)`` returns new (queries, gallery)
@@ -170,6 +235,18 @@ REMEDIES: dict[str, Remedy] = {
                                         "lambda_value": Param(float, 0.3, low=0, high=1)},
                           "k-reciprocal re-ranking (Zhong et al. 2017): Jaccard of k-reciprocal sets", scores=True,
                           degenerate=_few_gallery),
+    "selftrain": Remedy(
+        selftrain,
+        {"clusters": Param(int, None, low=2, nullable=True,
+                           doc="k-means clusters; null: (queries + gallery) / per_cluster, rounded"),
+         "per_cluster": Param(float, 10.0, low=1, doc="expected items per cluster (per identity) when clusters is null"),
+         "epochs": Param(int, 50, low=1, doc="full-batch training steps"),
+         "lr": Param(float, 0.01, low=0, open_low=True, doc="Adam learning rate"),
+         "T": Param(float, 0.1, low=0, open_low=True, doc="SupConLoss temperature"),
+         "seed": Param(int, 0, low=0, high=2**32 - 1, doc="k-means seed"),
+         "centred": Param(bool, True, doc="k-means on each side's centred embeddings (a domain offset is no cluster)")},
+        "pseudo-label self-training: k-means on queries + gallery, a linear map (identity init) trained with "
+        "SupConLoss on the cluster ids", degenerate=_unclusterable),
 }
 #: the config keys that switch remedies on (the report labels a configuration by them)
 CONFIG_KEYS = ("centering", "rerank", "rerank_args")

@@ -183,3 +183,116 @@ def test_whiten_tends_to_centering_as_eps_grows(seed, n_q, n_g, d):
     q, g = _unit(rng, n_q, d) + rng.normal(size=d), _unit(rng, n_g, d)
     rank = lambda qq, gg: np.argsort(-(qq @ gg.T), axis=1, kind="stable")  # noqa: E731
     np.testing.assert_array_equal(rank(*remedies.whiten(q, g, 1e6)), rank(*remedies.centre(q, g)))
+
+
+def _two_domains(seed, people=8, d=12, n_q=2, n_g=10, noise=0.6, shift=1.0):
+    """Queries and gallery of the same people, each domain with its own offset: (q, g, q ids, g ids)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.normal(size=(people, d))
+    side = lambda n, off: ids.repeat(n, 0) + noise * rng.normal(size=(people * n, d)) + off  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    q, g = unit(side(n_q, shift * rng.normal(size=d))), unit(side(n_g, shift * rng.normal(size=d)))
+    return q, g, np.arange(people).repeat(n_q), np.arange(people).repeat(n_g)
+
+
+def _mean_average_precision(s, q_ids, g_ids):
+    """Independent of benchmark's metrics: per query, the mean of precision at each relevant rank."""
+    out = []
+    for row, who in zip(s, q_ids):
+        relevant = g_ids[np.argsort(-row, kind="stable")] == who
+        out.append(np.mean(np.cumsum(relevant)[relevant] / (np.flatnonzero(relevant) + 1)))
+    return float(np.mean(out))
+
+
+def test_selftrain_equals_kmeans_and_a_written_out_supervised_contrastive_loop():
+    """The same seeded KMeans on the centred sides, then the same full-batch Adam steps on a linear map
+    (identity at the start), with the supervised contrastive loss written out here (not the library's):
+    -mean over anchors with a positive of mean over positives p of log(exp(s_ip/T) / sum_{k!=i} exp(s_ik/T)),
+    s the cosine similarity."""
+    import torch
+    from sklearn.cluster import KMeans
+
+    q, g, _, _ = _two_domains(0, people=4, d=6, n_q=2, n_g=4)
+    args = {"clusters": None, "per_cluster": 6.0, "epochs": 7, "lr": 0.05, "T": 0.2, "seed": 3, "centred": True}
+    qc, gc = q - q.mean(0), g - g.mean(0)
+    x = np.concatenate([qc / np.linalg.norm(qc, axis=1, keepdims=True), gc / np.linalg.norm(gc, axis=1, keepdims=True)])
+    labels = KMeans(n_clusters=4, n_init=3, random_state=3).fit_predict(x)  # 24 items / 6 per cluster
+    y = torch.as_tensor(labels)
+    data = torch.as_tensor(np.concatenate([q, g]))
+    w = torch.nn.Parameter(torch.eye(6, dtype=torch.float64))
+    opt = torch.optim.Adam([w], lr=0.05)
+    same, eye = y[:, None] == y[None, :], torch.eye(len(y), dtype=torch.bool)
+    positive = same & ~eye
+    for _ in range(7):
+        opt.zero_grad()
+        z = torch.nn.functional.normalize(data @ w, dim=1)
+        logits = (z @ z.T / 0.2).masked_fill(eye, -torch.inf)
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        per_anchor = -(log_prob.masked_fill(~positive, 0)).sum(1) / positive.sum(1).clamp(min=1)
+        per_anchor[positive.sum(1) > 0].mean().backward()
+        opt.step()
+    out = (data @ w).detach().numpy()
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    cfg = Config(query_fraction=0.5, rerank="selftrain", rerank_args={k: v for k, v in args.items() if k != "clusters"})
+    got_q, got_g, final = remedies.embeddings(q, g, cfg)
+    assert final is None
+    np.testing.assert_allclose(got_q, out[:8], atol=1e-9)
+    np.testing.assert_allclose(got_g, out[8:], atol=1e-9)
+    # deterministic for a fixed seed; unit norm; shapes
+    again_q, again_g = remedies.selftrain(q, g, **args)
+    np.testing.assert_array_equal(again_q, got_q)
+    np.testing.assert_array_equal(again_g, got_g)
+    assert got_q.shape == q.shape and got_g.shape == g.shape
+    np.testing.assert_allclose(np.linalg.norm(np.concatenate([got_q, got_g]), axis=1), 1, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_selftrain_raises_retrieval_under_a_per_domain_shift(seed):
+    """Two domains, each shifted by its own offset: the default selftrain ranks the same people higher
+    than plain cosine (mean average precision computed here), alone and chained before kreciprocal."""
+    q, g, q_ids, g_ids = _two_domains(seed)
+    cfg = Config(query_fraction=0.5, rerank="selftrain")
+    plain = _mean_average_precision(q @ g.T, q_ids, g_ids)
+    trained = _mean_average_precision(remedies.scores(q, g, cfg), q_ids, g_ids)
+    assert trained > plain + 0.1, (plain, trained)
+    chained = remedies.scores(q, g, cfg.replace(rerank="selftrain+kreciprocal", rerank_args={"k1": 6, "k2": 2}))
+    assert chained.shape == (len(q), len(g))
+
+
+@pytest.mark.parametrize("args, said", [
+    ({"clusters": 2}, "it needs more distinct embeddings than clusters (clusters=2 gives 2 clusters for 2 distinct"),
+    ({"per_cluster": 10.0}, "it needs at least 2 pseudo-label clusters (4 embeddings / per_cluster=10 gives 0)"),
+    ({"per_cluster": 1.0}, "it needs more distinct embeddings than clusters (4 embeddings / per_cluster=1 gives 4"),
+])
+def test_selftrain_without_two_clusters_is_skipped_and_said(args, said):
+    rng = np.random.default_rng(8)
+    q, g = _unit(rng, 2), _unit(rng, 2)
+    if "clusters" in args:  # four rows, two of them distinct
+        q, g = np.repeat(q[:1], 2, axis=0), np.repeat(q[1:], 2, axis=0)
+    skipped = {}
+    cfg = Config(query_fraction=0.5, rerank="selftrain", rerank_args={**args, "centred": False})
+    np.testing.assert_allclose(remedies.scores(q, g, cfg, skipped), q @ g.T)
+    assert list(skipped) == ["selftrain"] and skipped["selftrain"].startswith(said), skipped
+    assert remedies.skip_notes(skipped)[0].startswith("test-time remedy selftrain skipped: it needs")
+
+
+def test_selftrain_of_one_query_to_centre_is_skipped_and_said():
+    rng = np.random.default_rng(9)
+    q, g = _unit(rng, 1), _unit(rng, 30)
+    skipped = {}
+    remedies.scores(q, g, Config(query_fraction=0.5, rerank="selftrain"), skipped)
+    assert "at least 2 query embeddings" in skipped["selftrain"] and "rerank_args.centred=false" in skipped["selftrain"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"clusters": 1}, "rerank_args.clusters=1 is not valid: must be an integer in [2, inf), or null"),
+    ({"per_cluster": 0.5}, "rerank_args.per_cluster=0.5 is not valid: must be a number in [1, inf)"),
+    ({"epochs": 0}, "rerank_args.epochs=0 is not valid: must be an integer in [1, inf)"),
+    ({"lr": 0}, "rerank_args.lr=0 is not valid: must be a number in (0, inf)"),
+    ({"T": -1}, "rerank_args.T=-1 is not valid: must be a number in (0, inf)"),
+    ({"centred": "yes"}, "rerank_args.centred='yes' is not valid: must be true or false"),
+])
+def test_selftrain_arguments_outside_their_domain_are_one_line(args, message):
+    with pytest.raises(ConfigError) as err:
+        Config(query_fraction=0.5, rerank="selftrain+kreciprocal", rerank_args=args)
+    assert str(err.value) == message
