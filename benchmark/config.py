@@ -145,6 +145,13 @@ class Config:
     extra_test_min_faces: int | None = field(default=None, metadata=_range(int, 2))
     #: test-time: subtract each side's mean embedding (queries, gallery) before L2-normalizing again
     centering: bool = False
+    #: test-time AdaBN (transductive): before a side's features are extracted, the backbone's BatchNorm
+    #: running statistics are re-estimated on that side's own images (each evaluated split's queries, its
+    #: gallery; a submission's query folder, its gallery folder): cumulative averages over train-mode
+    #: forward passes of their eval views in batches of 64, no gradients; then their eval
+    #: features with those statistics. Own feature-cache entries (keyed by the images and the batch size);
+    #: training images keep the backbone's statistics. Needs two domains, a BatchNorm backbone, torch
+    adabn: bool = False
     #: test-time re-ranking from the unlabeled val/test embeddings: none, or remedies joined by '+' and
     #: applied left to right (benchmark list remedies): aqe, dba, dba+aqe, kreciprocal ...
     rerank: str = "none"
@@ -389,6 +396,7 @@ def _validate(cfg: Config) -> None:
     if cfg.tta == "flip" and cfg.trainable_blocks:
         raise ConfigError(f"tta=flip averages frozen features, but trainable_blocks={cfg.trainable_blocks} makes "
                           "them boundary activations; use trainable_blocks=0 or tta=none")
+    _check_adabn(cfg)
     if cfg.loss_args or cfg.miner_args:  # against the loss's and miner's declared domains
         from benchmark.training import registry  # PML (torch): imported only for a config that sets them
 
@@ -421,6 +429,32 @@ def _validate(cfg: Config) -> None:
     if cfg.monitor == "val/loss" and cfg.protocol == "open-set":
         raise ConfigError("monitor=val/loss needs protocol=closed-set: open-set validation identities "
                           "are not training classes; use monitor=val/score or auto")
+
+
+def _check_adabn(cfg: Config) -> None:
+    """``adabn`` where it cannot apply, one line with the fix (a backbone without BatchNorm is refused by
+    ``backbones.adapt`` and ``pipeline.preflight``, which know the network)."""
+    if not cfg.adabn:
+        return
+    if cfg.runtime == "onnxruntime":
+        raise ConfigError("adabn=true re-estimates the backbone's BatchNorm statistics in torch, but "
+                          "runtime=onnxruntime runs an export whose statistics are frozen; use runtime=torch "
+                          "(or auto: adabn runs torch) or adabn=false")
+    if cfg.engine == "reference":
+        raise ConfigError("adabn=true needs engine=cached (its adapted features are cache entries of their own); "
+                          "use engine=cached or adabn=false")
+    if cfg.trainable_blocks:
+        raise ConfigError(f"adabn=true adapts the frozen backbone's features, but trainable_blocks="
+                          f"{cfg.trainable_blocks} makes them boundary activations; use trainable_blocks=0 or "
+                          "adabn=false")
+    two = cfg.gallery_home is not None or cfg.domains is not None or \
+        any(style != cfg.query_style for style in cfg.gallery_styles.values())
+    if not two:
+        what = "no query -> gallery split" if not cfg.query_gallery else \
+            f"queries and gallery are both {'photos' if cfg.query_style == 'none' else cfg.query_style + ' renders'}"
+        raise ConfigError(f"adabn=true adapts each side of a query -> gallery split to its own domain, but {what}: "
+                          "nothing to adapt; set gallery_style (e.g. cartoon), gallery_home or domains, or "
+                          "adabn=false")
 
 
 def _check_ensemble(cfg: Config) -> None:

@@ -23,7 +23,7 @@ from benchmark.features.cache import FeatureCache
 from benchmark.evaluation.fusion import member_weights
 from benchmark.features.engines import ENGINES, EnsembleEngine, Engine
 from benchmark.features.spec import Plan, Preprocessing
-from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, check_backbone, split
+from benchmark.models.backbones import FrozenBackbone, adapt, build_backbone, check_adabn, check_backbone, split
 from benchmark.training import losses
 
 
@@ -84,13 +84,13 @@ def feature_spec(cfg: Config, frozen: FrozenBackbone, device: torch.device,
         decoder=decoders.resolve(cfg.decoder, device), device=device.type, precision=precision(cfg, device),
         runtime=spec.runtime, align=frozen.aligner.identity if frozen.aligner is not None else None,
         trainable_blocks=cfg.trainable_blocks, dtype=cfg.boundary_dtype if cfg.trainable_blocks else "float32")
-    if cfg.engine == "cached":  # the reference engine is the torch oracle
-        prep = prep.replace(runtime=runtime.resolve(cfg.runtime, frozen, prep, cache.root))
+    if cfg.engine == "cached":  # the reference engine is the torch oracle; adabn re-estimates statistics in torch
+        prep = prep.replace(runtime=runtime.resolve("torch" if cfg.adabn else cfg.runtime, frozen, prep, cache.root))
     plan = Plan(augment=cfg.augment, epochs=cfg.epochs, aug_views=cfg.aug_views, seed=cfg.seed,
                 batch_size=cfg.batch_size, samples_per_class=cfg.samples_per_class,
                 trains=cfg.embedding == "head", eval_batch_size=cfg.eval_batch_size, workers=cfg.num_workers,
                 dataset=cfg.dataset, train_styles=tuple(style_tag(cfg, s) for s in cfg.train_styles),
-                flip=cfg.tta == "flip", domain_balance=cfg.domain_balance)
+                flip=cfg.tta == "flip", domain_balance=cfg.domain_balance, adabn=cfg.adabn)
     return prep, plan
 
 
@@ -175,8 +175,11 @@ def preflight(cfg: Config) -> Checked:
     losses.check(cfg)  # the loss and miner build (a miner with loss=ce has no effect) before any feature is computed
     df = load_dataset(cfg)
     device = resolve_device(cfg)
+    built = {}
     for one in member_configs(cfg):  # weights this machine lacks, blocks it has not: before any image is decoded
-        split(frozen_backbone(one, device), one.trainable_blocks)
+        built[one.backbone] = frozen_backbone(one, device)
+        split(built[one.backbone], one.trainable_blocks)
+    check_adabn(cfg, built)  # a network without BatchNorm layers (vit_b_16): nothing to re-estimate
     df, skipped = check_images(df, cfg)  # every image decodes, or one error lists them
     df = splits.make_split(df, cfg)
     if "side" in df:

@@ -25,6 +25,10 @@ anything else, face detection included, and its eval view is a cache entry of it
 ``Preprocessing.style`` names the style; ``Plan.train_styles`` renders every bank view of every
 training image in a style drawn for it. The photo eval view of every image stays the shared entry.
 
+Test-time AdaBN (``Plan.adabn``, config ``adabn: true``): each evaluated side (a split's queries, its
+gallery) is read from entries of its own, extracted by a copy of the network whose BatchNorm statistics
+were re-estimated on that side's images (``benchmark.features.adabn``); training reads the plain entry.
+
 Test-time flip (``Plan.flip``, config ``tta: flip``): eval features are the mean over the eval view
 and its mirror (``View.mirrored``), the mirror an entry of its own beside the plain one. An ensemble
 (``EnsembleEngine``) is one engine per member, their eval features fused (``fuse``).
@@ -50,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmark.config import ConfigError
 from benchmark.data import DOMAIN_SIDES
-from benchmark.features import runtime, styles
+from benchmark.features import adabn, runtime, styles
 from benchmark.features.augment import random_resized_crop_flip, uniforms
 from benchmark.features.cache import FeatureCache
 from benchmark.features.extract import Output, content_hash, decoded_batches, extract_views, forward, output_shape
@@ -232,6 +236,9 @@ class CachedEngine(Engine):
         self._eval: dict[View, torch.Tensor] = {}
         self._labels = self.train_labels().to(device)
         self._space_checked = not prep.trainable_blocks
+        #: ``adabn``: each evaluated side's rows, read from entries adapted to it (``benchmark.features.adabn``)
+        self.adapt_groups = adabn.groups(df) if plan.adabn else {}
+        self._adapted: dict[tuple[View, str], torch.Tensor] = {}
 
     def _entry(self, entry: tuple[View, str | None]) -> tuple[dict, Output]:
         """Cache key and pass output of ``(view, style)``: an eval view (or its mirror) of every image as
@@ -270,7 +277,74 @@ class CachedEngine(Engine):
         return entry_key(prep, view, content_hash(train_paths)), Output(self.train_idx, pixels, str(view), drawn)
 
     def cache_files(self) -> list[str]:
-        return [self.cache.path(key).name for key, _ in map(self._entry, self._needed())]
+        adapted = [self._adapted_entry(v, g)[0] for g in self.adapt_groups for v in self.plan.eval_views()]
+        return [self.cache.path(key).name for key in [*(k for k, _ in map(self._entry, self._needed())), *adapted]]
+
+    def _adapted_entry(self, view: View, group: str) -> tuple[dict, Output]:
+        """Cache key and pass output of eval view ``view`` of the images of adaptation domain ``group`` with
+        BatchNorm statistics re-estimated on them (``adabn``): the key's images are exactly those images."""
+        rows = self.adapt_groups[group]
+        tags = set(self.eval_styles[rows])
+        if len(tags) != 1:
+            raise RuntimeError(f"adabn: {group} mixes styles {sorted(map(str, tags))}")
+        style = tags.pop()
+        prep = self.prep.replace(style=style, adabn=adabn.identity())
+
+        def eval_pixels(images, _rows):
+            return as_seen(torch.stack([eval_view(i, prep) for i in images]), view)
+
+        return (entry_key(prep, view, content_hash([self.paths[i] for i in rows])),
+                Output(rows, eval_pixels, f"adabn {group} {view}", np.full(len(rows), style, dtype=object)))
+
+    def _load_adapted(self, group: str) -> None:
+        """The eval views of ``group`` adapted to it, from the cache, or made by a statistics pass over its
+        images' eval views (BatchNorm train mode, on a copy of the network) and then an eval pass."""
+        views = self.plan.eval_views()
+        made = [self._adapted_entry(v, group) for v in views]
+        t0 = time.perf_counter()
+        prepared = []
+
+        def compute(missing: list[int]) -> list[torch.Tensor]:
+            prepared.append(self.aligned())
+            net = adabn.Adapting(self.frozen.net)
+            desc = f"{self.prep.backbone} ({self.prep.runtime})"
+            statistics = replace(self._adapted_entry(EVAL, group)[1], name=f"adabn {group} statistics")
+            extract_views(net, self.paths, [statistics], self.prep, adabn.BATCH, self.plan.workers, desc,
+                          prepared[0])
+            return extract_views(net.done(), self.paths, [made[i][1] for i in missing], self.prep,
+                                 self.plan.eval_batch_size, self.plan.workers, desc, prepared[0])
+
+        got = self.cache.get_or_compute_many([key for key, _ in made], compute,
+                                             {"dataset": self.plan.dataset, "kind": f"adabn {group}"})
+        for prepare in prepared:
+            self.store_faces(prepare)
+        self.fetch_s += time.perf_counter() - t0
+        for view, entry in zip(views, got):
+            self.features_s += entry["cost_s"]
+            self._adapted[view, group] = entry["features"].to(self.device)
+
+    def adapted_rows(self, view: View, idx: np.ndarray) -> torch.Tensor:
+        """Features of eval view ``view`` of the images ``idx``, each adaptation domain's with its own
+        BatchNorm statistics (``adabn``); images of no domain (training) with the backbone's."""
+        out, done = None, np.zeros(len(idx), dtype=bool)
+        for group, rows in self.adapt_groups.items():
+            where = np.flatnonzero(np.isin(idx, rows))
+            if not len(where):
+                continue
+            if (view, group) not in self._adapted:
+                self._load_adapted(group)
+            feats = self._adapted[view, group][torch.as_tensor(np.searchsorted(rows, idx[where]), device=self.device)]
+            if out is None:
+                out = torch.empty(len(idx), *feats.shape[1:], dtype=feats.dtype, device=self.device)
+            out[torch.as_tensor(where, device=self.device)] = feats
+            done[where] = True
+        if not done.all():
+            rest = np.flatnonzero(~done)
+            feats = self.eval_all(view)[torch.as_tensor(idx[rest], device=self.device)]
+            if out is None:
+                out = torch.empty(len(idx), *feats.shape[1:], dtype=feats.dtype, device=self.device)
+            out[torch.as_tensor(rest, device=self.device)] = feats
+        return out
 
     def _load(self, entries: list[tuple[View, str | None]]) -> None:
         """Read ``entries`` from the cache; what is missing comes from ONE pass over the images."""
@@ -306,6 +380,8 @@ class CachedEngine(Engine):
         evaluated style), and the bank views its epochs show (none without augmentation or style
         randomization, or without training: ``embedding=backbone`` reads only the eval views)."""
         evals = [(v, s) for v in self.plan.eval_views() for s in (None, *sorted(set(self.eval_styles) - {None}))]
+        if self.plan.adabn:  # evaluated sides come from adapted entries; only training reads the photos' entry
+            evals = [(v, None) for v in self.plan.eval_views()] if self.plan.trains else []
         if not self.plan.banked():
             return evals
         size = self.plan.epochs if self.plan.seed == 0 else self.plan.bank_size()
@@ -347,9 +423,10 @@ class CachedEngine(Engine):
         """Features of eval view ``view`` (or its mirror) of every image, each in its evaluation style
         (``eval_styles``)."""
         if view not in self._eval:
-            self._load(self._missing(self._needed()))
+            needed = self._needed()
+            self._load(self._missing(needed if (view, None) in needed else [(view, None)]))
             photos = out = self._evals[view, None]
-            for style in sorted(set(self.eval_styles) - {None}):
+            for style in [] if self.plan.adabn else sorted(set(self.eval_styles) - {None}):
                 if out is photos:
                     out = out.clone()
                 out[torch.as_tensor(self.styled_rows(style), device=self.device)] = self._evals[view, style]
@@ -393,6 +470,8 @@ class CachedEngine(Engine):
             yield feats[chunk], self._labels[chunk]
 
     def eval_features(self, split):
+        if self.adapt_groups:
+            return self._over_views(lambda view: self.adapted_rows(view, self.split_index(split)))
         idx = torch.as_tensor(self.split_index(split), device=self.device)
         return self._over_views(lambda view: self.eval_all(view)[idx])
 

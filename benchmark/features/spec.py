@@ -16,6 +16,11 @@ from dataclasses import dataclass
 POLICY_KEYS = {"none": "none", "report": "rrc+hflip", "strong": "strong-v1"}
 
 
+#: fields added after entries existed: left out of the key while None, so the entries made before them
+#: keep their keys (any value is still in the key: a different key from None's)
+_ABSENT_WHEN_NONE = ("adabn",)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """What turns an image file into features: every field is part of every feature-cache key."""
@@ -45,9 +50,15 @@ class Preprocessing:
     #: None = photographs; a style's identity (``styles.tag``); or, for a training bank, a style drawn
     #: per image from several (``styles.drawn``)
     style: str | None = None
+    #: test-time AdaBN (``adabn: true``): None = the backbone's own BatchNorm statistics; else how they were
+    #: re-estimated on the entry's own images (the key's ``images``) before its features: ``batch=N``,
+    #: cumulative averages over train-mode passes of their eval views in batches of N
+    #: (``benchmark.features.adabn``)
+    adabn: str | None = None
 
     def key(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in _ABSENT_WHEN_NONE and v is None)}
 
     def replace(self, **changes) -> Preprocessing:
         return dataclasses.replace(self, **changes)
@@ -109,6 +120,9 @@ class Plan:
     flip: bool = False
     #: each identity's samples_per_class images of a batch split between photos and renders
     domain_balance: bool = False
+    #: test-time AdaBN: each evaluated side (a split's queries, its gallery) is read from entries whose
+    #: BatchNorm statistics were re-estimated on its own images (``Preprocessing.adabn``)
+    adabn: bool = False
 
     def eval_views(self) -> tuple[View, ...]:
         """The eval views every evaluated image is read in (their features are averaged)."""

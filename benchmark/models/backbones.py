@@ -484,6 +484,7 @@ def adapt(cfg: Config) -> Config:
         except ConfigError as exc:
             raise ConfigError(f"members={list(cfg.members)}: {exc}") from None
     check_align(cfg)
+    check_adabn(cfg)
     crop = cfg.align != "none" and cfg.backbone != ENSEMBLE  # the face crop is the whole input: no centre crop
     if spec.input_size is not None:
         want = (spec.input_size, spec.input_size if crop else spec.resize)
@@ -517,6 +518,31 @@ def check_align(cfg: Config) -> None:
     reason = face_crop.unavailable(cfg.align)
     if reason:
         raise ConfigError(reason)
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    """Whether ``net`` holds a BatchNorm layer (what ``adabn`` re-estimates)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def check_adabn(cfg: Config, built: dict[str, nn.Module] | None = None) -> None:
+    """``adabn`` of ``cfg`` in one line: refused for a backbone (or ensemble member) that is not a torch
+    network (sface, dlib, onnx:: nothing to re-estimate) or, once ``built`` (name -> network, from
+    ``pipeline.preflight``), holds no BatchNorm layer (vit_b_16: LayerNorm)."""
+    if not cfg.adabn:
+        return
+    names = list(cfg.members) if cfg.backbone == ENSEMBLE else [cfg.backbone]
+    for name in names:
+        spec = check_backbone(name)
+        whose = f"backbone={name}" if cfg.backbone != ENSEMBLE else f"member {name}"
+        if spec.runtime != "torch":
+            raise ConfigError(f"adabn=true re-estimates BatchNorm statistics of a torch network, but {whose} runs "
+                              f"in {spec.runtime}; use a BatchNorm backbone (resnet18, resnet50, efficientnet_b0, "
+                              "efficientnet_lite0) or adabn=false")
+        if built is not None and name in built and not has_batchnorm(built[name]):
+            raise ConfigError(f"adabn=true re-estimates BatchNorm statistics, but {whose} has no BatchNorm layer; "
+                              "use a BatchNorm backbone (resnet18, resnet50, efficientnet_b0, efficientnet_lite0) "
+                              "or adabn=false")
 
 
 def _load_file(net: nn.Module, weights: str, backbone: str) -> str:

@@ -27,8 +27,8 @@ RECIPE_KEYS = ("loss", "loss_args", "miner", "miner_args", "samples_per_class", 
                "warmup_epochs", "augment", "trainable_blocks", "backbone_lr", "bn_train", "lr", "epochs",
                "batch_size", "normalize", "dropout", "embedding_dim", "patience")
 #: cross-domain remedies (issue 17), named after the recipe when they differ from the default: training
-#: styles, rendered queries and the test-time remedy registry's keys
-REMEDY_KEYS = ("train_styles", "query_style", *TEST_TIME_KEYS)
+#: styles, rendered queries, test-time BatchNorm statistics and the test-time remedy registry's keys
+REMEDY_KEYS = ("train_styles", "query_style", "adabn", *TEST_TIME_KEYS)
 #: MAP@R column names, newest first (records written before it existed simply lack it)
 MAPR_COLUMNS = ("test/map_at_r", "test/mapr", "test/map@r")
 #: the old boolean spelling of ``augment`` reads as the named policy

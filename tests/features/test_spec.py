@@ -22,7 +22,7 @@ from tiny_prep import make_prep
 CHANGED = {"backbone": "other", "weights": "random:1", "image_size": 48, "resize": 56, "mean": (0.1, 0.2, 0.3),
            "std": (0.3, 0.2, 0.1), "decoder": "torchvision", "device": "cuda", "precision": "bf16",
            "runtime": "onnxruntime", "align": "yunet:abc", "trainable_blocks": 1, "dtype": "float16",
-           "style": '{"style": "grey", "v": 1}'}
+           "style": '{"style": "grey", "v": 1}', "adabn": "batch=64"}
 
 
 def test_every_preprocessing_field_changes_the_key():
