@@ -50,7 +50,15 @@ RECIPES = {
     "metric": {"renders": [*METRIC, *CROSS], "held-out": METRIC},
     "combined": {"renders": [*METRIC, *CROSS, *TTA], "held-out": [*METRIC, *TTA]},
 }
-SEEDLESS = {"frozen", "tta"}
+#: the transductive remedies on the frozen backbone (``--recipes``): whitening (CORAL), pseudo-label
+#: self-training, AdaBN (BatchNorm backbones only); no training images read, the same in both arms
+TRANSDUCTIVE = {"whiten": ["embedding=backbone", "rerank=whiten"],
+                "selftrain": ["embedding=backbone", "rerank=selftrain"],
+                "adabn": ["embedding=backbone", "adabn=true"]}
+RECIPES |= {name: {"renders": keys, "held-out": keys} for name, keys in TRANSDUCTIVE.items()}
+#: recipes a backbone cannot take (sface, dlib: no BatchNorm)
+NOT_FOR = {"adabn": ("sface", "dlib")}
+SEEDLESS = {"frozen", "tta", *TRANSDUCTIVE}
 #: how ``submit`` prints the label-free validators of its test queries and gallery
 VALIDATORS_LINE = "validators of these queries and gallery (label-free): "
 
@@ -108,6 +116,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--backbones", nargs="+", default=["sface", "efficientnet_lite0"])
     parser.add_argument("--augment", default="none", help="the trained recipes' augmentation (default: none)")
+    parser.add_argument("--recipes", nargs="+", default=["frozen", "tta", "report", "metric", "combined"],
+                        choices=list(RECIPES), help="which recipes (frozen is always run: the gains read it)")
+    parser.add_argument("--arms", nargs="+", default=["renders", "held-out"], choices=["renders", "held-out"])
     args = parser.parse_args()
     comp, out = args.comp, args.out
     if not (comp / "train" / "domains.csv").exists():
@@ -120,12 +131,18 @@ def main() -> None:
     for arm, text in bases.items():
         (out / f"base-{arm}.yaml").write_text(f"protocol: open-set\nmin_faces_per_person: 2\n{text}")
     truth = json.loads((comp / "truth.json").read_text())
-    trains = {"renders": comp / "train", "held-out": photos_only(comp / "train", out / "train-photos")}
+    trains = {"renders": comp / "train", "held-out": out / "train-photos"}
+    trains = {arm: train for arm, train in trains.items() if arm in args.arms}
+    if "held-out" in trains:
+        photos_only(comp / "train", trains["held-out"])
+    recipes = {name: RECIPES[name] for name in RECIPES if name == "frozen" or name in args.recipes}
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for arm, train in trains.items():
         for backbone in args.backbones:
-            for recipe, keys in RECIPES.items():
+            for recipe, keys in recipes.items():
+                if backbone in NOT_FOR.get(recipe, ()):
+                    continue
                 for seed in ([0] if recipe in SEEDLESS else args.seeds):
                     path = out / arm / f"{backbone}-{recipe}-s{seed}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
