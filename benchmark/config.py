@@ -559,8 +559,10 @@ def _weights_by_member(weights: dict, members) -> list:
     member by name is how a sweep searches them (W&B's nested parameters, one per member)."""
     members = list(members or FIELDS["members"].default)
     if set(map(str, weights)) != set(members):
+        domain = FIELDS["member_weights"].metadata["param"].domain()
         raise ConfigError(f"member_weights={dict(weights)} names {', '.join(map(str, weights)) or 'no member'}, but "
-                          f"members are {', '.join(members) or 'not given'}; give one weight per member by name")
+                          f"members are {', '.join(members) or 'not given'}: it must be {domain} in members' "
+                          "order, or one weight per member by name")
     return [weights[m] for m in members]
 
 

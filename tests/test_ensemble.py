@@ -226,5 +226,6 @@ def test_member_weights_are_searched_one_parameter_per_member(method, tmp_path, 
     cfg = config.resolve("ens-pair", {"member_weights": weights})
     assert cfg.member_weights == tuple(weights[m] for m in PAIR)  # in members' order
     with pytest.raises(ConfigError, match=rf"member_weights=\{{'{PAIR[0]}': 0.5\}} names {PAIR[0]}, but members "
-                                          rf"are {PAIR[0]}, {PAIR[1]}; give one weight per member by name"):
+                                          rf"are {PAIR[0]}, {PAIR[1]}: it must be a list of numbers, each in "
+                                          r"\[0, inf\) in members' order, or one weight per member by name"):
         config.resolve("ens-pair", {"member_weights": {PAIR[0]: 0.5}})
