@@ -89,7 +89,8 @@ def cmd_run(args) -> int:
             print(note, file=sys.stderr)
         experiment, overrides = params_from_wandb(experiment, overrides, args.out, args.group)
     if not experiment:
-        raise ConfigError("--experiment NAME is required (see experiments/*.yaml)")
+        raise ConfigError("--experiment NAME is required: the named experiment to start from "
+                          "(benchmark list experiments)")
     cfg = resolve(experiment, overrides)
     result = run(cfg, Path(args.out), run_id_for(cfg, overrides), group=args.group)
     keys = ["val/score", "test/top1", "test/top5", "test/top10", "test/map", "test/score", "time/total_s"]

@@ -358,3 +358,9 @@ def test_choose_select_keeps_only_the_matching_experiments(tmp_path, capsys):
     assert main(["choose", str(tmp_path / "runs"), "--select", "xd-*", "--out", str(best)]) == 2
     assert _one_line_error(capsys) == ("error: --select xd-* matches no experiment of the results; they are: "
                                        "demo-frozen-features, demo-lr0.01-ep3, demo-lr0.1-ep3")
+
+
+def test_run_without_an_experiment_points_to_the_list(capsys):
+    assert main(["run"]) == 2
+    assert _one_line_error(capsys) == ("error: --experiment NAME is required: the named experiment to start from "
+                                       "(benchmark list experiments)")

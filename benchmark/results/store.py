@@ -25,6 +25,9 @@ def load(directory: Path | str) -> pd.DataFrame:
         what = "is a file, not a folder" if directory.exists() else "does not exist"
         raise ConfigError(f"results folder {directory} {what}; give the --out folder of a `benchmark run` or "
                           "`benchmark sweep`")
+    if RunRecord(directory).is_complete():  # one record, not a folder of them: it "held no finished run"
+        raise ConfigError(f"results folder {directory} is one run's record; give the folder that holds the records, "
+                          f"{directory.parent}")
     return pd.DataFrame([read_record(run_dir) for run_dir in sorted(directory.iterdir())
                          if run_dir.is_dir() and not run_dir.name.startswith(".") and RunRecord(run_dir).is_complete()])
 

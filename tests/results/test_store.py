@@ -41,6 +41,13 @@ def test_load_one_row_per_run_with_config_and_metrics(results):
     assert df.loc["a", "split"] == (0.5, 0.2, 0.3)
 
 
+def test_one_records_folder_is_named_as_such(results):
+    """`choose <a record folder>` said "the results hold no finished run" of a finished run."""
+    with pytest.raises(ConfigError, match=f"results folder {results / 'a'} is one run's record; give the folder "
+                                          f"that holds the records, {results}"):
+        store.load(results / "a")
+
+
 def test_export_csv_and_parquet_round_trip(results, tmp_path):
     df = store.load(results)
     back_csv = pd.read_csv(store.export(df, tmp_path / "r.csv"))
