@@ -50,20 +50,6 @@ def _by_hand(cfg: Config, paths: list[str], style: str | None, statistics: list[
         return net.eval()(views(paths))
 
 
-@pytest.fixture
-def passes(monkeypatch):
-    """The cached engine's passes over the images, each as the names of the outputs it made."""
-    calls = []
-    real = engines.extract_views
-
-    def counting(net, paths, outputs, *args):
-        calls.append([o.name for o in outputs])
-        return real(net, paths, outputs, *args)
-
-    monkeypatch.setattr(engines, "extract_views", counting)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("adabn-cache"))
@@ -73,7 +59,7 @@ def adapted(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_each_side_is_extracted_with_statistics_re_estimated_on_its_own_images(adapted, passes):
+def test_each_side_is_extracted_with_statistics_re_estimated_on_its_own_images(adapted, count_extract):
     cfg, prep, _ = adapted
     df, engine = prep.df, prep.engine
     test = df[df["split"] == "test"]
@@ -90,7 +76,7 @@ def test_each_side_is_extracted_with_statistics_re_estimated_on_its_own_images(a
     plain = pipeline.prepare(cfg.replace(adabn=False)).engine.eval_features("test")
     assert not torch.allclose(plain, feats, atol=1e-2)  # the backbone's own statistics give other features
     # each test side: a statistics pass and an eval pass, and no plain entry; then the plain run's pass
-    assert passes == [["adabn test/query statistics"], ["adabn test/query eval view"],
+    assert count_extract == [["adabn test/query statistics"], ["adabn test/query eval view"],
                              ["adabn test/gallery statistics"], ["adabn test/gallery eval view"],
                              ["grey eval view", "eval view"]]
 

@@ -41,19 +41,6 @@ def _by_hand(cfg: Config, paths: list[str]) -> torch.Tensor:
         return (net(to_input(views, prep)) + net(to_input(torch.flip(views, dims=[-1]), prep))) / 2
 
 
-@pytest.fixture
-def count_extract(monkeypatch):
-    calls = []
-    real = engines.extract_views
-
-    def counting(net, paths, views, *args):
-        calls.append([o.name for o in views])
-        return real(net, paths, views, *args)
-
-    monkeypatch.setattr(engines, "extract_views", counting)
-    return calls
-
-
 @pytest.mark.slow
 def test_flip_is_the_mean_of_the_image_and_its_mirror_before_the_normalization_or_head(cache, count_extract):
     cfg = _cfg(cache)
