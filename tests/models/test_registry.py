@@ -250,18 +250,23 @@ def sface_ok():
         pytest.skip(reason)
 
 
-@pytest.mark.slow
-def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle_bounds):
+def _face_model_on_orl(backbone: str, library, tmp_path, oracle_bounds):
+    """A frozen face-model run on 6 ORL people: its embeddings are the library's own, normalized, no
+    face is missed, and the recorded metrics equal the oracle's; (record folder, library's raw features, npz)."""
     from benchmark.run import run
 
-    cfg = _orl(backbone="sface", embedding="backbone", max_identities=6)
-    res = run(cfg, tmp_path, "r")
-    rec = tmp_path / "r"
-    emb = np.load(rec / "embeddings.npz")
-    ref = _opencv_sface(list(emb["paths"]))
+    res = run(_orl(backbone=backbone, embedding="backbone", max_identities=6), tmp_path, "r")
+    emb = np.load(tmp_path / "r" / "embeddings.npz")
+    ref = library(list(emb["paths"]))
     np.testing.assert_allclose(emb["embeddings"], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
     assert res["align/no_face"] == 0 and res["align/images"] == 60
     oracle_bounds(res, "test/", emb["embeddings"], emb["labels"])
+    return tmp_path / "r", ref, emb
+
+
+@pytest.mark.slow
+def test_sface_on_orl_matches_opencv_and_separates_people(sface_ok, tmp_path, oracle_bounds):
+    rec, _, _ = _face_model_on_orl("sface", _opencv_sface, tmp_path, oracle_bounds)
     saved = (rec / "config.yaml").read_text()
     assert "image_size: 112" in saved and "resize: 112" in saved  # the size the backbone required
 
@@ -396,16 +401,7 @@ def dlib_ok():
 
 @pytest.mark.slow
 def test_dlib_on_orl_matches_dlib_and_separates_people(dlib_ok, tmp_path, oracle_bounds):
-    from benchmark.run import run
-
-    cfg = _orl(backbone="dlib", embedding="backbone", max_identities=6)
-    res = run(cfg, tmp_path, "r")
-    rec = tmp_path / "r"
-    emb = np.load(rec / "embeddings.npz")
-    ref = _dlib_own(list(emb["paths"]))
-    np.testing.assert_allclose(emb["embeddings"], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
-    assert res["align/no_face"] == 0 and res["align/images"] == 60
-    oracle_bounds(res, "test/", emb["embeddings"], emb["labels"])
+    rec, ref, emb = _face_model_on_orl("dlib", _dlib_own, tmp_path, oracle_bounds)
     # on dlib's own scale (it calls pairs under 0.6 the same person): each image's nearest other image
     # shows the same person, and the typical pair of one person is under 0.6, of two people over it
     dist = np.linalg.norm(ref[:, None] - ref[None], axis=2)
